@@ -1,0 +1,1 @@
+"""kubescribe modeling toolkit: Conformer-CTC training, distillation, pruning, export, import."""

@@ -1,0 +1,1 @@
+"""kubescribe operator: reconciles SpeechModel resources into Deployments, Services and HPAs."""

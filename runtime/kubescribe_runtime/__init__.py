@@ -1,0 +1,1 @@
+"""kubescribe runtime: serves an ONNX CTC artifact over an OpenAI-compatible HTTP API."""

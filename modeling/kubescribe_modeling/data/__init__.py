@@ -1,0 +1,1 @@
+"""Synthetic speech corpus: text sources, espeak-ng synthesis, augmentation and splits."""

@@ -1,0 +1,138 @@
+"""Corpus building: synthesise and augment planned utterances in parallel and write them.
+
+The directory appears atomically: everything is written to a temporary sibling, which is
+renamed to ``out`` at the end; the ``READY`` marker is written last.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+from tqdm import tqdm
+
+from kubescribe_modeling.data.augment import augment, draw_augmentation
+from kubescribe_modeling.data.plan import CorpusConfig, Utterance, plan_corpus
+from kubescribe_modeling.data.synth import SAMPLE_RATE, require_espeak, synthesize
+from kubescribe_modeling.data.voices import HELD_OUT_VOICES
+
+__all__ = ["READY", "build_corpus", "render", "write_utterances"]
+
+READY = "READY"
+
+
+def render(utt: Utterance) -> np.ndarray:
+    """The final 16 kHz waveform of one utterance (synthesis, then augmentation)."""
+    audio = synthesize(utt.text, utt.voice, utt.speed, utt.pitch)
+    return augment(audio, SAMPLE_RATE, draw_augmentation(utt.seed, utt.augment))
+
+
+def _render_and_write(job: tuple[Utterance, str, str]) -> dict[str, Any]:
+    utt, root, rel = job
+    audio = render(utt)
+    path = Path(root) / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = "FLAC" if rel.endswith(".flac") else "WAV"
+    sf.write(path, audio, SAMPLE_RATE, format=fmt, subtype="PCM_16")
+    return {
+        "audio": rel,
+        "text": utt.text,
+        "voice": utt.voice,
+        "source": utt.source,
+        "duration": round(audio.size / SAMPLE_RATE, 3),
+        "split": utt.split,
+        "id": utt.id,
+    }
+
+
+def write_utterances(
+    utterances: Sequence[Utterance],
+    root: Path,
+    workers: int = 2,
+    suffix: str = ".wav",
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Render every utterance under ``root``; manifest rows in the order of ``utterances``."""
+    require_espeak()
+    jobs = [(u, str(root), u.path[: -len(".wav")] + suffix) for u in utterances]
+    rows: list[dict[str, Any]] = []
+    bar = tqdm(total=len(jobs), unit="utt", disable=not progress, desc="synthesising")
+    if workers <= 1:
+        for job in jobs:
+            rows.append(_render_and_write(job))
+            bar.update()
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for row in pool.map(_render_and_write, jobs, chunksize=16):
+                rows.append(row)
+                bar.update()
+    bar.close()
+    return rows
+
+
+def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    keys = ("audio", "text", "voice", "source", "duration")
+    with path.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps({k: row[k] for k in keys}, ensure_ascii=False) + "\n")
+
+
+def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Counts, hours, voices and text mix per split."""
+    out: dict[str, Any] = {}
+    for split in ("train", "dev", "test"):
+        part = [r for r in rows if r["split"] == split]
+        out[split] = {
+            "utterances": len(part),
+            "hours": round(sum(r["duration"] for r in part) / 3600, 3),
+            "voices": len({r["voice"] for r in part}),
+            "sources": dict(Counter(r["source"] for r in part)),
+        }
+    return out
+
+
+def build_corpus(
+    config: CorpusConfig, out: Path, workers: int = 2, progress: bool = True
+) -> dict[str, Any]:
+    """Plan, synthesise and write the corpus to ``out`` atomically; returns its summary."""
+    started = time.monotonic()
+    plan = plan_corpus(config)
+    out = out.resolve()
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    rows = write_utterances(plan, tmp, workers=workers, progress=progress)
+    for split in ("train", "dev", "test"):
+        _write_jsonl(tmp / f"{split}.jsonl", (r for r in rows if r["split"] == split))
+    summary = {
+        "config": config.model_dump(mode="json"),
+        "held_out_voices": list(HELD_OUT_VOICES),
+        "splits": summarize(rows),
+        "generation_seconds": round(time.monotonic() - started, 1),
+        "workers": workers,
+    }
+    (tmp / "corpus.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out)
+    (out / READY).write_text(json.dumps(summary["splits"]) + "\n")
+    return summary
+
+
+def utterance_record(utt: Utterance) -> dict[str, Any]:
+    """A plan entry as plain data (for debugging and tests)."""
+    return asdict(utt)

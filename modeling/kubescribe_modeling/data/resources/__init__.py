@@ -1,0 +1,32 @@
+"""Text resources shipped with the data toolkit (word lists, sentences, grammar)."""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+
+__all__ = ["load_lines", "load_sections"]
+
+
+@cache
+def load_lines(name: str) -> tuple[str, ...]:
+    """Non-empty, non-comment lines of a resource file, stripped, in file order."""
+    text = resources.files(__name__).joinpath(name).read_text(encoding="utf-8")
+    return tuple(
+        line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")
+    )
+
+
+@cache
+def load_sections(name: str) -> dict[str, tuple[str, ...]]:
+    """A resource file of ``[section]`` headers, each followed by its lines."""
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in load_lines(name):
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], [])
+        elif current is None:
+            raise ValueError(f"{name}: line before the first [section]: {line!r}")
+        else:
+            current.append(line)
+    return {key: tuple(value) for key, value in sections.items()}

@@ -1,0 +1,55 @@
+"""Fixtures for the operator's integration tests: a local Kubernetes API and a Deployment
+controller on a background loop, and a synchronous client for the test body."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import kubernetes
+import pytest
+from kube.deployment_controller import DeploymentController
+from kube.emulator import Emulator
+from kube.runner import TEST_USER_AGENT, KubeThread
+
+
+def declare_resources(emulator: Emulator) -> None:
+    """The resources a cluster with kubescribe's chart installed serves beyond the built-ins."""
+    emulator.register(
+        "kubescribe.io/v1alpha1/speechmodels",
+        kind="SpeechModel",
+        subresources={"status"},
+        shortnames={"sm"},
+    )
+    emulator.register(
+        "kopf.dev/v1/clusterkopfpeerings", kind="ClusterKopfPeering", namespaced=False
+    )
+    emulator.register("kopf.dev/v1/kopfpeerings", kind="KopfPeering")
+
+
+@pytest.fixture()
+def kube() -> Iterator[KubeThread]:
+    with KubeThread(declare_resources) as thread:
+        yield thread
+
+
+@pytest.fixture()
+def controller(kube: KubeThread) -> DeploymentController:
+    ctl = DeploymentController(kube.emulator)
+    kube.spawn(ctl.run)
+    return ctl
+
+
+@pytest.fixture()
+def api(kube: KubeThread) -> Iterator[kubernetes.client.ApiClient]:
+    config = kubernetes.client.Configuration()
+    config.host = kube.url
+    client = kubernetes.client.ApiClient(config)
+    client.user_agent = TEST_USER_AGENT
+    yield client
+    client.close()
+
+
+@pytest.fixture()
+def kubeconfig(kube: KubeThread, tmp_path: Path) -> Path:
+    return kube.kubeconfig(tmp_path / "kubeconfig")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -39,3 +40,59 @@ def one(objects: Objects, kind: str) -> dict[str, Any]:
     found = by_kind(objects, kind)
     assert len(found) == 1, f"{len(found)} objects of kind {kind}"
     return found[0]
+
+
+# --------------------------------------------------------------------------- metric names
+
+PROMQL_WORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "bool",
+    "inf",
+    "nan",
+}
+
+
+def exported_names(registry: Any) -> set[str]:
+    """Every series name a prometheus-client registry exposes, suffixes included."""
+    suffixes = {
+        "counter": ("_total", "_created"),
+        "gauge": ("",),
+        "histogram": ("_bucket", "_count", "_sum", "_created"),
+        "gaugehistogram": ("_bucket", "_gcount", "_gsum"),
+        "summary": ("", "_count", "_sum", "_created"),
+        "info": ("_info",),
+        "stateset": ("",),
+        "unknown": ("",),
+    }
+    names: set[str] = set()
+    for family in registry.collect():
+        names |= {family.name + suffix for suffix in suffixes[family.type]}
+        names |= {sample.name for sample in family.samples}
+    return names
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression selects (Grafana's $variables allowed)."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'', '""', expr)  # strings
+    text = re.sub(r"\{[^}]*\}", " ", text)  # label matchers
+    text = re.sub(r"\[[^\]]*\]", " ", text)  # ranges and subqueries
+    text = re.sub(
+        r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text
+    )  # label lists
+    text = re.sub(r"\$\{?\w+\}?", " ", text)  # Grafana variables
+    names = set()
+    for match in re.finditer(r"(?<![\w.])([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?", text):
+        name, call = match.group(1), match.group(2)
+        if call or name.lower() in PROMQL_WORDS:
+            continue
+        names.add(name)
+    return names

@@ -1,0 +1,220 @@
+"""Prometheus alert rules, the adapter rules and the Grafana dashboard against the real metrics.
+
+Every metric name they query must be one that the runtime's or the operator's prometheus-client
+registry exports; the rules are checked and unit-tested by the real promtool (Debian's
+prometheus package, installed by `make test`'s `tools` prerequisite).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pkg_helpers import ROOT, exported_names, promql_metric_names
+
+PROMETHEUS = ROOT / "examples" / "prometheus"
+ALERTS = PROMETHEUS / "alerts.yaml"
+ADAPTER = PROMETHEUS / "adapter-rules.yaml"
+DASHBOARD = ROOT / "examples" / "grafana" / "kubescribe-dashboard.json"
+ALERT_TESTS = Path(__file__).with_name("alerts_test.yaml")
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    binary = shutil.which("promtool")
+    assert binary, "promtool is missing: `make tools` installs Debian's prometheus package"
+    return subprocess.run([binary, *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+def runtime_metrics() -> set[str]:
+    from kubescribe_runtime.metrics import Metrics
+
+    return exported_names(Metrics().registry)
+
+
+def operator_metrics() -> set[str]:
+    from kubescribe_operator import metrics
+
+    return exported_names(metrics.REGISTRY)
+
+
+def exported() -> set[str]:
+    return runtime_metrics() | operator_metrics()
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    groups = yaml.safe_load(ALERTS.read_text())["groups"]
+    return [rule for group in groups for rule in group["rules"]]
+
+
+def adapter_rules() -> list[dict[str, Any]]:
+    rules: list[dict[str, Any]] = yaml.safe_load(ADAPTER.read_text())["rules"]["custom"]
+    return rules
+
+
+def dashboard_queries() -> list[str]:
+    board = json.loads(DASHBOARD.read_text())
+    queries = [
+        target["expr"]
+        for panel in board["panels"]
+        for target in panel.get("targets", [])
+        if "expr" in target
+    ]
+    for variable in board["templating"]["list"]:
+        if variable["type"] == "query":
+            query = variable["query"]
+            text = query["query"] if isinstance(query, dict) else query
+            queries.append(text.removeprefix("label_values(").rsplit(",", 1)[0])
+    return queries
+
+
+# ---------------------------------------------------------------- the name extraction itself
+
+
+@pytest.mark.parametrize(
+    ("expr", "names"),
+    [
+        ('sum by (namespace) (rate(a_total{code=~"5.."}[5m])) / b', {"a_total", "b"}),
+        ("histogram_quantile(0.95, sum(rate(x_bucket[$__rate_interval])) by (le))", {"x_bucket"}),
+        ("count by (ns) (count by (ns, version) (info)) > 1", {"info"}),
+        ("max(up) == 0 and on (pod) ready offset 5m", {"up", "ready"}),
+        ('absent(kubescribe_x{job="a"}) or vector(1e3)', {"kubescribe_x"}),
+    ],
+)
+def test_promql_metric_names(expr: str, names: set[str]) -> None:
+    assert promql_metric_names(expr) == names
+
+
+def test_exported_names_know_the_runtime_series() -> None:
+    names = runtime_metrics()
+    assert {
+        "kubescribe_requests_total",
+        "kubescribe_request_duration_seconds_bucket",
+        "kubescribe_requests_in_flight",
+        "kubescribe_model_info",
+    } <= names
+    assert "kubescribe_requests" not in names  # a counter is only exported with _total
+
+
+# ------------------------------------------------------------------------------ alert rules
+
+
+def test_promtool_checks_the_alert_rules() -> None:
+    result = promtool("check", "rules", str(ALERTS))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_unit_tests_of_the_alerts_pass() -> None:
+    result = promtool("test", "rules", str(ALERT_TESTS))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_catches_a_broken_rule(tmp_path: Path) -> None:
+    broken = tmp_path / "rules.yaml"
+    broken.write_text("groups:\n- name: g\n  rules:\n  - alert: A\n    expr: sum(rate(x[5m])\n")
+    assert promtool("check", "rules", str(broken)).returncode != 0
+
+
+def test_every_alert_queries_exported_metrics() -> None:
+    names = exported()
+    for rule in alert_rules():
+        used = promql_metric_names(rule["expr"])
+        assert used, f"{rule['alert']} queries no metric"
+        assert used <= names, f"{rule['alert']}: {sorted(used - names)} are not exported"
+
+
+def test_every_alert_has_severity_summary_and_a_runbook_entry() -> None:
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    for rule in alert_rules():
+        assert rule["labels"]["severity"] in {"warning", "critical"}
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+        assert rule["alert"] in operations, f"docs/operations.md does not explain {rule['alert']}"
+
+
+# ----------------------------------------------------------------------- adapter rules
+
+
+def test_adapter_serves_the_metric_the_operator_scales_on() -> None:
+    from kubescribe_operator.models import AutoscalingSpec
+
+    default = AutoscalingSpec.model_fields["requests_in_flight_metric"].default
+    served = {rule["name"]["as"] for rule in adapter_rules()}
+    assert default in served
+
+
+def test_adapter_rules_select_exported_per_pod_series() -> None:
+    names = exported()
+    for rule in adapter_rules():
+        series = promql_metric_names(rule["seriesQuery"])
+        assert series and series <= names, series
+        overrides = rule["resources"]["overrides"]
+        assert overrides == {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}
+
+
+def test_adapter_metrics_queries_are_valid_promql(tmp_path: Path) -> None:
+    rules = []
+    for index, rule in enumerate(adapter_rules()):
+        series = next(iter(promql_metric_names(rule["seriesQuery"])))
+        expr = (
+            rule["metricsQuery"]
+            .replace("<<.Series>>", series)
+            .replace("<<.LabelMatchers>>", 'namespace="speech",pod=~"demo-.*"')
+            .replace("<<.GroupBy>>", "pod")
+        )
+        rules.append({"record": f"adapter:rule{index}", "expr": expr})
+    path = tmp_path / "adapter.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "adapter", "rules": rules}]}))
+    result = promtool("check", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ------------------------------------------------------------------------------- dashboard
+
+
+def test_dashboard_queries_only_exported_metrics() -> None:
+    names = exported()
+    queries = dashboard_queries()
+    assert len(queries) >= 10
+    for query in queries:
+        used = promql_metric_names(query)
+        assert used, f"queries no metric: {query}"
+        assert used <= names, f"{sorted(used - names)} are not exported: {query}"
+
+
+def test_dashboard_covers_runtime_and_operator() -> None:
+    used = set().union(*(promql_metric_names(query) for query in dashboard_queries()))
+    assert used & runtime_metrics() and used & operator_metrics()
+    # Every runtime metric family has a panel.
+    families = {name.removesuffix("_bucket").removesuffix("_total") for name in used}
+    for family in (
+        "kubescribe_requests",
+        "kubescribe_request_duration_seconds",
+        "kubescribe_audio_duration_seconds",
+        "kubescribe_real_time_factor",
+        "kubescribe_batch_size",
+        "kubescribe_queue_depth",
+        "kubescribe_requests_in_flight",
+        "kubescribe_model_info",
+    ):
+        assert family in families, family
+
+
+def test_dashboard_is_importable_grafana_json() -> None:
+    board = json.loads(DASHBOARD.read_text())
+    assert board["title"] and board["uid"] and board["schemaVersion"] >= 36
+    ids = [panel["id"] for panel in board["panels"]]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    variables = {variable["name"] for variable in board["templating"]["list"]}
+    for panel in board["panels"]:
+        for target in panel.get("targets", []):
+            for used in _variables(target.get("expr", "")):
+                assert used in variables | {"__rate_interval", "__interval"}, used
+
+
+def _variables(expr: str) -> set[str]:
+    return set(re.findall(r"\$\{?(\w+)", expr))

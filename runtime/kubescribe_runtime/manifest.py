@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from kubescribe.errors import KubescribeError
 
 MANIFEST_NAME = "kubescribe.yaml"
-MANIFEST_SCHEMA = "kubescribe.io/artifact/v1"
+MANIFEST_SCHEMA: Literal["kubescribe.io/artifact/v1"] = "kubescribe.io/artifact/v1"
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 Sha256 = Annotated[str, Field(pattern=SHA256_PATTERN)]
 

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from kubescribe.errors import KubescribeError
 from kubescribe_modeling.data.build import build_corpus
 from kubescribe_modeling.data.plan import CorpusConfig
-from kubescribe_modeling.data.testset import build_testset
+from kubescribe_modeling.data.testset import build_testset, write_sample
 
 __all__ = ["data_main"]
 
@@ -59,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--templates", type=int, default=40, help="--testset: template sentences")
     p.add_argument("--independent", type=int, default=50, help="--testset: independent sentences")
+    p.add_argument("--sample", type=Path, help="--testset: also write a ~5 s sample WAV (+ .txt)")
     return p  # fmt: skip
 
 
@@ -71,6 +72,8 @@ def data_main(argv: Sequence[str] | None = None) -> int:
             args.out, args.templates, args.independent, seed=args.seed, workers=args.workers
         )
         print(json.dumps({"utterances": len(rows), "out": str(args.out)}))
+        if args.sample is not None:
+            print(f"sample: {write_sample(args.sample)}")
         return 0
     try:
         config = CorpusConfig(

@@ -30,6 +30,7 @@ from kubescribe_modeling.data.voices import HELD_OUT_VOICES, train_voices
 from kubescribe_modeling.text import normalize_text
 
 __all__ = [
+    "TEST_TEMPLATE_POOL",
     "TEST_TEXT_SEED",
     "CorpusConfig",
     "Utterance",
@@ -45,6 +46,9 @@ Source = Literal["template", "open", "independent"]
 #: The held-out template sentences come from this fixed seed, whatever ``--seed`` is, so the
 #: committed test set stays unseen by every corpus the command makes.
 TEST_TEXT_SEED = 20_260_101
+#: How many held-out template sentences are reserved (never trained on), whatever the size of
+#: the test split: the committed test set draws its template sentences from the same pool.
+TEST_TEMPLATE_POOL = 300
 
 
 class CorpusConfig(BaseModel):
@@ -190,7 +194,8 @@ def plan_corpus(config: CorpusConfig) -> list[Utterance]:
         for k in range(config.test_independent_voices):
             add("test", "independent", text, held_out[(i + k) % len(held_out)], config.test_augment)
 
-    texts = _Texts(random.Random(rng.randrange(2**31)), exclude={*test_templates, *independent})
+    reserved = test_template_sentences(max(TEST_TEMPLATE_POOL, config.test_templates))
+    texts = _Texts(random.Random(rng.randrange(2**31)), exclude={*reserved, *independent})
     sources = _sources(config, rng)
     # Size of train: by count, or by estimated duration.
     if config.utterances is not None:

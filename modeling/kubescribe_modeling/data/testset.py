@@ -8,21 +8,35 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from kubescribe_modeling.data.build import write_utterances
+import soundfile as sf
+
+from kubescribe_modeling.data.build import render, write_utterances
 from kubescribe_modeling.data.plan import (
+    TEST_TEMPLATE_POOL,
     Utterance,
     independent_sentences,
     test_template_sentences,
 )
+from kubescribe_modeling.data.synth import SAMPLE_RATE
 from kubescribe_modeling.data.voices import HELD_OUT_VOICES
 
-__all__ = ["build_testset", "plan_testset"]
+__all__ = ["build_testset", "plan_testset", "write_sample"]
+
+
+#: Template sentences longer than this are skipped, to keep the committed set under 5 MB.
+MAX_TEMPLATE_WORDS = 14
 
 
 def plan_testset(templates: int, independent: int, seed: int = 0) -> list[Utterance]:
-    """Held-out template and independent sentences, alternating between the held-out voices."""
+    """Held-out template and independent sentences, alternating between the held-out voices.
+
+    The template sentences are the first short ones of the corpus's held-out template stream
+    (:func:`test_template_sentences`), so no corpus ever trains on them.
+    """
     rng = random.Random(seed)
-    texts = [("template", t) for t in test_template_sentences(templates)]
+    pool = test_template_sentences(TEST_TEMPLATE_POOL)
+    short = [t for t in pool if len(t.split()) <= MAX_TEMPLATE_WORDS]
+    texts = [("template", t) for t in short[:templates]]
     pool = independent_sentences()
     texts += [("independent", t) for t in rng.sample(pool, min(independent, len(pool)))]
     plan = []
@@ -79,3 +93,26 @@ def build_testset(
         (tmp / child).rename(out / child)
     shutil.rmtree(tmp)
     return rows
+
+
+def write_sample(path: Path) -> str:
+    """Write a ~5 s clean clip of a held-out voice to ``path`` and its transcript beside it."""
+    text = next(
+        t for t in test_template_sentences(TEST_TEMPLATE_POOL) if 12 <= len(t.split()) <= 16
+    )
+    utt = Utterance(
+        id="sample",
+        split="test",
+        source="template",
+        text=text,
+        voice=HELD_OUT_VOICES[0],
+        speed=160,
+        pitch=50,
+        seed=0,
+        augment=0.0,
+    )
+    audio = render(utt)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, audio, SAMPLE_RATE, subtype="PCM_16")
+    path.with_suffix(".txt").write_text(text + "\n", encoding="utf-8")
+    return text

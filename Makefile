@@ -28,6 +28,8 @@ typecheck: $(BIN)/.installed
 # promtool (Debian's prometheus package) checks the example alert rules in tests/packaging.
 tools:
 	command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	# espeak-ng synthesises the speech of the modeling data tests (tests/modeling/test_data.py).
+	command -v espeak-ng >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends espeak-ng >/dev/null; }
 
 test: lint typecheck tools
 	$(BIN)/python -m pytest -n 2 --dist loadgroup

@@ -1,0 +1,224 @@
+"""Contract 3: the Flask routes. They only gather the request and apply the pipeline's result;
+every error is mapped to OpenAI-style JSON once, in :func:`_error_response`.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from typing import IO, Any
+
+from flask import Flask, Request, Response, jsonify, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from kubescribe_runtime.audio import AudioError
+from kubescribe_runtime.batcher import BatcherClosed, QueueFull
+from kubescribe_runtime.formats import GRANULARITIES, RESPONSE_FORMATS, render
+from kubescribe_runtime.service import NotReady, Service
+from kubescribe_runtime.transcriber import RequestTimeout
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str,
+        type_: str = "invalid_request_error",
+        headers: dict[str, str] | None = None,
+        param: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.type = type_
+        self.headers = headers or {}
+        self.param = param
+
+
+class _InMemoryRequest(Request):
+    """Keep uploads in memory (bounded by MAX_CONTENT_LENGTH): nothing is written to disk."""
+
+    def _get_file_stream(
+        self,
+        total_content_length: int | None,
+        content_type: str | None,
+        filename: str | None = None,
+        content_length: int | None = None,
+    ) -> IO[bytes]:
+        return io.BytesIO()
+
+
+def _as_api_error(exc: Exception) -> ApiError:
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, AudioError):
+        return ApiError(exc.status, str(exc), exc.code, param="file")
+    if isinstance(exc, QueueFull):
+        return ApiError(
+            429,
+            str(exc),
+            "queue_full",
+            "rate_limit_error",
+            {"Retry-After": str(exc.retry_after_s)},
+        )
+    if isinstance(exc, BatcherClosed | NotReady):
+        return ApiError(503, str(exc), "not_ready", "server_error", {"Retry-After": "5"})
+    if isinstance(exc, RequestTimeout):
+        return ApiError(504, str(exc), "timeout", "server_error")
+    if isinstance(exc, RequestEntityTooLarge):
+        return ApiError(413, "the upload is larger than the configured limit", "file_too_large")
+    if isinstance(exc, HTTPException):
+        code = exc.code or 500
+        return ApiError(code, exc.description or exc.name, exc.name.lower().replace(" ", "_"))
+    log.exception("unexpected error")
+    return ApiError(500, f"internal error: {type(exc).__name__}", "internal_error", "server_error")
+
+
+def _error_response(exc: Exception) -> Response:
+    error = _as_api_error(exc)
+    payload: dict[str, Any] = {
+        "error": {
+            "message": error.message,
+            "type": error.type,
+            "param": error.param,
+            "code": error.code,
+        }
+    }
+    response = jsonify(payload)
+    response.status_code = error.status
+    for key, value in error.headers.items():
+        response.headers[key] = value
+    return response
+
+
+def _form_choice(name: str, allowed: tuple[str, ...], default: str) -> str:
+    value = request.form.get(name, default) or default
+    if value not in allowed:
+        raise ApiError(
+            400,
+            f"unknown {name} {value!r}; expected one of {', '.join(allowed)}",
+            f"invalid_{name}",
+            param=name,
+        )
+    return value
+
+
+def create_app(service: Service) -> Flask:
+    app = Flask("kubescribe_runtime")
+    app.request_class = _InMemoryRequest
+    app.config["MAX_CONTENT_LENGTH"] = service.config.max_upload_bytes
+    metrics = service.metrics
+
+    app.register_error_handler(Exception, _error_response)
+
+    @app.post("/v1/audio/transcriptions")
+    def transcriptions() -> Response:
+        started = time.monotonic()
+        status = 500
+        with service.request():
+            try:
+                response = _transcribe()
+                status = response.status_code
+                return response
+            except Exception as exc:
+                status = _as_api_error(exc).status
+                raise
+            finally:
+                metrics.requests.labels(str(status)).inc()
+                metrics.latency.observe(time.monotonic() - started)
+
+    def _transcribe() -> Response:
+        started = time.monotonic()
+        mimetype = request.mimetype
+        if mimetype != "multipart/form-data":
+            raise ApiError(
+                415,
+                f"expected a multipart/form-data upload, got {mimetype or 'no content type'!r}",
+                "unsupported_content_type",
+            )
+        upload = request.files.get("file")
+        if upload is None:
+            raise ApiError(400, "missing the 'file' field (the audio)", "missing_file", "file")
+        response_format = _form_choice("response_format", RESPONSE_FORMATS, "json")
+        granularities = request.form.getlist("timestamp_granularities[]")
+        granularities += request.form.getlist("timestamp_granularities")
+        unknown = sorted(set(granularities) - set(GRANULARITIES))
+        if unknown:
+            raise ApiError(
+                400,
+                f"unknown timestamp_granularities {unknown}; expected segment or word",
+                "invalid_timestamp_granularities",
+                param="timestamp_granularities[]",
+            )
+        if granularities and response_format != "verbose_json":
+            raise ApiError(
+                400,
+                "timestamp_granularities needs response_format=verbose_json",
+                "invalid_timestamp_granularities",
+                param="timestamp_granularities[]",
+            )
+        language = request.form.get("language") or ""
+        if service.transcriber is None:
+            raise NotReady(f"the model is not ready: {service.reason}")
+        languages = service.transcriber.manifest.languages
+        if language and language.split("-")[0].lower() not in languages:
+            raise ApiError(
+                400,
+                f"language {language!r} is not served; this model speaks {', '.join(languages)}",
+                "unsupported_language",
+                param="language",
+            )
+        data = upload.read()
+        transcript = service.transcribe(data)
+        elapsed = time.monotonic() - started
+        metrics.audio_duration.observe(transcript.duration_s)
+        if transcript.duration_s > 0:
+            metrics.real_time_factor.observe(elapsed / transcript.duration_s)
+        body, content_type = render(transcript, response_format, granularities)
+        return Response(body, status=200, content_type=content_type)
+
+    @app.get("/v1/models")
+    def models() -> Response:
+        transcriber = service.transcriber
+        if transcriber is None:
+            raise NotReady(f"the model is not ready: {service.reason}")
+        model = transcriber.model
+        manifest = model.manifest
+        entry = {
+            "id": manifest.name,
+            "object": "model",
+            "created": 0,
+            "owned_by": "kubescribe",
+            "version": manifest.version,
+            "digest": model.artifact.digest,
+            "model_file": service.config.model_file,
+            "languages": manifest.languages,
+            "device": model.device,
+            "evaluation": [e.model_dump() for e in manifest.evaluation],
+        }
+        return jsonify({"object": "list", "data": [entry]})
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return jsonify({"status": "alive"})
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        if service.ready:
+            return jsonify({"status": "ready"})
+        response = jsonify({"status": service.state.value, "reason": service.reason})
+        response.status_code = 503
+        return response
+
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        if service.transcriber is not None:
+            metrics.queue_depth.set(service.transcriber.batcher.depth)
+        return Response(metrics.exposition(), content_type="text/plain; version=0.0.4")
+
+    return app

@@ -1,0 +1,202 @@
+"""Contract 4: runtime settings from CLI flags and ``KUBESCRIBE_*`` environment variables.
+
+Every field of :class:`ServeConfig` and :class:`FetchConfig` declares its flag and variable;
+``docs/runtime-config.md`` is the same table in prose (a test keeps both in step). A flag wins
+over the variable, the variable over the default. Values are validated by pydantic, so a bad
+setting fails at start-up with a message naming the flag and the variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from kubescribe.errors import KubescribeError
+
+# runtime/kubescribe_runtime/config.py -> the repository root of a source checkout.
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
+DEMO_MODEL_DIR = SOURCE_ROOT / "examples" / "models" / "demo"
+
+
+class ConfigError(KubescribeError):
+    exit_code = 2
+
+
+def _setting(
+    default: Any, flag: str, env: str, help_: str, *, positional: bool = False, **kw: Any
+) -> Any:
+    extra: dict[str, Any] = {"flag": flag, "env": env, "positional": positional}
+    return Field(default, description=help_, json_schema_extra=extra, **kw)
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServeConfig(_Settings):
+    """`kubescribe serve` / `kubescribe transcribe`."""
+
+    model_dir: Path = _setting(
+        DEMO_MODEL_DIR, "--model-dir", "KUBESCRIBE_MODEL_DIR", "artifact directory to serve"
+    )
+    model_file: str = _setting(
+        "model.onnx", "--model-file", "KUBESCRIBE_MODEL_FILE", "ONNX file of the artifact"
+    )
+    host: str = _setting("127.0.0.1", "--host", "KUBESCRIBE_HOST", "listen address")
+    port: int = _setting(8080, "--port", "KUBESCRIBE_PORT", "listen port", ge=0, le=65535)
+    device: Literal["cpu", "gpu"] = _setting("cpu", "--device", "KUBESCRIBE_DEVICE", "cpu or gpu")
+    gpu_id: int = _setting(0, "--gpu-id", "KUBESCRIBE_GPU_ID", "CUDA device index", ge=0)
+    allow_cpu_fallback: bool = _setting(
+        False,
+        "--allow-cpu-fallback",
+        "KUBESCRIBE_ALLOW_CPU_FALLBACK",
+        "with device=gpu and no CUDA: serve on CPU instead of staying unready",
+    )
+    threads: int = _setting(
+        0, "--threads", "KUBESCRIBE_THREADS", "intra-op threads (0: onnxruntime's choice)", ge=0
+    )
+    http_threads: int = _setting(
+        16, "--http-threads", "KUBESCRIBE_HTTP_THREADS", "WSGI worker threads", ge=1
+    )
+    max_batch_size: int = _setting(
+        16, "--max-batch-size", "KUBESCRIBE_MAX_BATCH_SIZE", "largest batch", ge=1
+    )
+    max_delay_ms: float = _setting(
+        10, "--max-delay-ms", "KUBESCRIBE_MAX_DELAY_MS", "longest wait for batch-mates", ge=0
+    )
+    max_queue: int = _setting(
+        64, "--max-queue", "KUBESCRIBE_MAX_QUEUE", "queued windows before 429", ge=1
+    )
+    request_timeout_s: float = _setting(
+        120, "--request-timeout", "KUBESCRIBE_REQUEST_TIMEOUT_S", "seconds before 504", gt=0
+    )
+    max_upload_mb: float = _setting(
+        25, "--max-upload-mb", "KUBESCRIBE_MAX_UPLOAD_MB", "larger uploads get 413", gt=0
+    )
+    max_audio_seconds: float = _setting(
+        7200, "--max-audio-seconds", "KUBESCRIBE_MAX_AUDIO_SECONDS", "longer audio gets 400", gt=0
+    )
+    window_seconds: float = _setting(
+        20, "--window-seconds", "KUBESCRIBE_WINDOW_SECONDS", "long-audio window length", gt=1
+    )
+    window_overlap_seconds: float = _setting(
+        2,
+        "--window-overlap-seconds",
+        "KUBESCRIBE_WINDOW_OVERLAP_SECONDS",
+        "overlap between windows",
+        ge=0,
+    )
+    drain_timeout_s: float = _setting(
+        30, "--drain-timeout", "KUBESCRIBE_DRAIN_TIMEOUT_S", "on SIGTERM, longest drain", ge=0
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = _setting(
+        "info", "--log-level", "KUBESCRIBE_LOG_LEVEL", "log level"
+    )
+    log_format: Literal["text", "json"] = _setting(
+        "text", "--log-format", "KUBESCRIBE_LOG_FORMAT", "text or json"
+    )
+
+    def model_post_init(self, __context: Any) -> None:
+        if self.window_overlap_seconds * 2 >= self.window_seconds:
+            raise ValueError("window overlap must be less than half the window length")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+
+class FetchConfig(_Settings):
+    """`kubescribe fetch URI DEST` (the init container)."""
+
+    uri: str = _setting(
+        ..., "URI", "KUBESCRIBE_MODEL_URI", "artifact URI", positional=True, min_length=1
+    )
+    dest: Path = _setting(
+        ..., "DEST", "KUBESCRIBE_MODEL_DIR", "destination directory", positional=True
+    )
+    sha256: str | None = _setting(
+        None,
+        "--sha256",
+        "KUBESCRIBE_MODEL_SHA256",
+        "expected sha256 of kubescribe.yaml",
+        pattern=r"^[0-9a-f]{64}$",
+    )
+    cache_dir: Path | None = _setting(
+        None, "--cache-dir", "KUBESCRIBE_CACHE_DIR", "digest-keyed cache directory"
+    )
+    pvc_root: Path = _setting(
+        Path("/mnt/pvc"), "--pvc-root", "KUBESCRIBE_PVC_ROOT", "mount root of pvc:// URIs"
+    )
+
+
+S = TypeVar("S", bound=_Settings)
+
+
+def settings_table(model: type[_Settings]) -> list[tuple[str, str, str]]:
+    """(field, flag, variable) for every setting of ``model``."""
+    rows = []
+    for name, field in model.model_fields.items():
+        extra = field.json_schema_extra
+        assert isinstance(extra, dict)
+        rows.append((name, str(extra["flag"]), str(extra["env"])))
+    return rows
+
+
+def build_parser(model: type[_Settings], prog: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    for name, field in model.model_fields.items():
+        extra = field.json_schema_extra
+        assert isinstance(extra, dict)
+        help_ = f"{field.description} (env {extra['env']})"
+        if extra["positional"]:
+            parser.add_argument(
+                name, nargs="?", default=None, metavar=str(extra["flag"]), help=help_
+            )
+        elif field.annotation is bool:
+            parser.add_argument(
+                str(extra["flag"]), dest=name, action="store_true", default=None, help=help_
+            )
+        else:
+            parser.add_argument(str(extra["flag"]), dest=name, default=None, help=help_)
+    return parser
+
+
+def resolve(
+    model: type[S], flags: Mapping[str, Any], environ: Mapping[str, str] | None = None
+) -> S:
+    """Flag over variable over default, validated."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for name, _flag, variable in settings_table(model):
+        if flags.get(name) is not None:
+            values[name] = flags[name]
+        elif env.get(variable, "") != "":
+            values[name] = env[variable]
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        table = {name: (flag, variable) for name, flag, variable in settings_table(model)}
+        problems = []
+        for err in exc.errors():
+            loc = str(err["loc"][0]) if err["loc"] else ""
+            where = "{} / {}".format(*table[loc]) if loc in table else "settings"
+            problems.append(f"{where}: {err['msg']}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from exc
+
+
+def parse(
+    model: type[S],
+    argv: Sequence[str],
+    prog: str,
+    description: str,
+    environ: Mapping[str, str] | None = None,
+    parser: argparse.ArgumentParser | None = None,
+) -> tuple[S, argparse.Namespace]:
+    parser = parser or build_parser(model, prog, description)
+    namespace = parser.parse_args(list(argv))
+    return resolve(model, vars(namespace), environ), namespace

@@ -1,0 +1,138 @@
+"""CTC greedy decoding with word timestamps, and segments built from words. Pure functions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from kubescribe_runtime.artifact import WORD_BOUNDARY
+
+# A pause at least this long between two words starts a new segment; so does a long segment.
+SEGMENT_PAUSE_S = 0.8
+SEGMENT_MAX_S = 12.0
+
+
+@dataclass(frozen=True)
+class Word:
+    word: str
+    start: float
+    end: float
+    logprob: float = 0.0  # sum of the emitted tokens' log-probabilities
+
+    def shifted(self, offset: float) -> Word:
+        return Word(self.word, self.start + offset, self.end + offset, self.logprob)
+
+    @property
+    def center(self) -> float:
+        return (self.start + self.end) / 2
+
+
+@dataclass(frozen=True)
+class Segment:
+    id: int
+    start: float
+    end: float
+    text: str
+    avg_logprob: float
+
+
+@dataclass(frozen=True)
+class _Emission:
+    token: int
+    first: int  # first frame of the run
+    last: int  # last frame of the run
+    logprob: float
+
+
+def _emissions(logprobs: npt.NDArray[np.float32], blank: int) -> list[_Emission]:
+    if logprobs.shape[0] == 0:
+        return []
+    best = logprobs.argmax(axis=-1)
+    scores = np.take_along_axis(logprobs, best[:, None], axis=-1)[:, 0]
+    change = np.flatnonzero(np.diff(best, prepend=-1) != 0)
+    ends = np.append(change[1:], len(best)) - 1
+    return [
+        _Emission(int(best[s]), int(s), int(e), float(scores[s : e + 1].max()))
+        for s, e in zip(change, ends, strict=True)
+        if best[s] != blank
+    ]
+
+
+def _is_special(symbol: str) -> bool:
+    return len(symbol) > 2 and symbol.startswith("<") and symbol.endswith(">")
+
+
+def greedy_words(
+    logprobs: npt.NDArray[np.float32],
+    tokens: Sequence[str],
+    frame_seconds: float,
+) -> list[Word]:
+    """Best path → collapse repeats → drop blanks → words at ``▁`` boundaries.
+
+    ``logprobs`` is ``[T, V+1]`` for the valid frames, the blank last. A word starts at the first
+    frame of its first token and ends after the last frame of its last token.
+    """
+    blank = len(tokens) - 1
+    words: list[Word] = []
+    pieces: list[str] = []
+    start = end = 0
+    score = 0.0
+
+    def flush() -> None:
+        text = "".join(pieces)
+        if text:
+            words.append(Word(text, start * frame_seconds, (end + 1) * frame_seconds, score))
+
+    for emission in _emissions(logprobs, blank):
+        symbol = tokens[emission.token]
+        if _is_special(symbol):
+            continue
+        if symbol.startswith(WORD_BOUNDARY) or not pieces:
+            if symbol.startswith(WORD_BOUNDARY):
+                flush()
+                pieces = []
+                score = 0.0
+            symbol = symbol.lstrip(WORD_BOUNDARY)
+            if not symbol:
+                continue
+            if not pieces:
+                start = emission.first
+        pieces.append(symbol)
+        end = emission.last
+        score += emission.logprob
+    flush()
+    return words
+
+
+def text_of(words: Sequence[Word]) -> str:
+    return " ".join(w.word for w in words)
+
+
+def segments_of(
+    words: Sequence[Word], pause_s: float = SEGMENT_PAUSE_S, max_s: float = SEGMENT_MAX_S
+) -> list[Segment]:
+    """Group words into caption-sized segments at pauses and before ``max_s``."""
+    groups: list[list[Word]] = []
+    for word in words:
+        current = groups[-1] if groups else None
+        if (
+            current is None
+            or word.start - current[-1].end >= pause_s
+            or word.end - current[0].start > max_s
+        ):
+            groups.append([word])
+        else:
+            current.append(word)
+    return [
+        Segment(
+            id=i,
+            start=group[0].start,
+            end=group[-1].end,
+            text=text_of(group),
+            avg_logprob=sum(w.logprob for w in group) / len(group),
+        )
+        for i, group in enumerate(groups)
+    ]

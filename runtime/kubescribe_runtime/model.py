@@ -1,0 +1,155 @@
+"""The acoustic model: an onnxruntime session over the artifact, and its front end.
+
+Front ends (from the manifest):
+- ``nemo-logmel``: input ``audio_signal`` float32 [N, n_mels, T] and ``length`` [N] in frames;
+- ``waveform``: input ``audio_signal`` float32 [N, samples] and ``length`` [N] in samples
+  (imported wav2vec2/HuBERT models), normalised per utterance when the manifest says so.
+The output ``logprobs`` is [N, T', V+1] with the blank last. One output frame lasts
+``subsampling_factor`` × 10 ms (for ``nemo-logmel``: × hop_length / sample_rate).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from kubescribe.errors import KubescribeError
+from kubescribe_runtime.artifact import Artifact
+from kubescribe_runtime.features import log_mel, num_frames
+from kubescribe_runtime.manifest import ArtifactManifest, NemoLogMelFrontend, WaveformFrontend
+
+log = logging.getLogger(__name__)
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+# The waveform front end's base frame (what subsampling_factor multiplies): 10 ms.
+WAVEFORM_BASE_FRAME_S = 0.01
+
+
+class ModelUnavailable(KubescribeError):
+    """The model cannot be served as configured (e.g. CUDA asked for and missing)."""
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    array: npt.NDArray[np.float32]  # [n_mels, T] features or [samples] waveform
+    length: int  # valid frames or samples
+
+
+def choose_providers(
+    device: str, gpu_id: int, allow_cpu_fallback: bool, available: Sequence[str]
+) -> tuple[list[str | tuple[str, dict[str, str]]], str | None]:
+    """Execution providers for ``device``; the second item is a warning when falling back."""
+    if device == "cpu":
+        return [CPU], None
+    if CUDA in available:
+        return [(CUDA, {"device_id": str(gpu_id)}), CPU], None
+    reason = (
+        f"device=gpu but onnxruntime offers no {CUDA} (available: {', '.join(available)}); "
+        "install the 'gpu' extra and run on a node with an NVIDIA GPU"
+    )
+    if not allow_cpu_fallback:
+        raise ModelUnavailable(reason)
+    return [CPU], reason + "; serving on CPU (--allow-cpu-fallback)"
+
+
+def frame_seconds(manifest: ArtifactManifest) -> float:
+    frontend = manifest.frontend
+    if isinstance(frontend, NemoLogMelFrontend):
+        return frontend.hop_length / manifest.sample_rate * manifest.subsampling_factor
+    return WAVEFORM_BASE_FRAME_S * manifest.subsampling_factor
+
+
+def prepare(samples: npt.NDArray[np.float32], manifest: ArtifactManifest) -> ModelInput:
+    """One window of 16 kHz (the model's rate) mono samples → the model's input."""
+    frontend = manifest.frontend
+    if isinstance(frontend, NemoLogMelFrontend):
+        return ModelInput(
+            log_mel(samples, frontend, manifest.sample_rate), num_frames(len(samples), frontend)
+        )
+    assert isinstance(frontend, WaveformFrontend)
+    wave = samples.astype(np.float32)
+    if frontend.normalize:
+        wave = ((wave - wave.mean()) / np.sqrt(wave.var() + 1e-7)).astype(np.float32)
+    return ModelInput(wave, len(wave))
+
+
+def pad_batch(
+    inputs: Sequence[ModelInput],
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """Zero-pad along the last (time) axis."""
+    longest = max(item.array.shape[-1] for item in inputs)
+    shape = (len(inputs), *inputs[0].array.shape[:-1], longest)
+    batch = np.zeros(shape, dtype=np.float32)
+    for i, item in enumerate(inputs):
+        batch[i, ..., : item.array.shape[-1]] = item.array
+    return batch, np.array([item.length for item in inputs], dtype=np.int64)
+
+
+def output_lengths(
+    manifest: ArtifactManifest, lengths: npt.NDArray[np.int64], padded: int, out_frames: int
+) -> list[int]:
+    """Valid output frames of each batch item."""
+    if isinstance(manifest.frontend, NemoLogMelFrontend):
+        sub = manifest.subsampling_factor
+        result = [math.ceil(int(n) / sub) for n in lengths]
+    else:  # the model's own convolutional front end: proportional share of the output
+        result = [math.ceil(int(n) * out_frames / max(padded, 1)) for n in lengths]
+    return [max(0, min(out_frames, n)) for n in result]
+
+
+class AcousticModel:
+    """An onnxruntime session; ``infer`` runs one padded batch."""
+
+    def __init__(
+        self,
+        artifact: Artifact,
+        device: str = "cpu",
+        gpu_id: int = 0,
+        allow_cpu_fallback: bool = False,
+        threads: int = 0,
+    ) -> None:
+        self.artifact = artifact
+        self.manifest = artifact.manifest
+        providers, warning = choose_providers(
+            device, gpu_id, allow_cpu_fallback, ort.get_available_providers()
+        )
+        if warning:
+            log.warning(warning)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(
+                str(artifact.model_path), sess_options=options, providers=providers
+            )
+        except Exception as exc:  # onnxruntime raises its own non-exported exception types
+            raise ModelUnavailable(f"{artifact.model_path}: cannot load: {exc}") from exc
+        active = self.session.get_providers()
+        if device == "gpu" and CUDA not in active and not allow_cpu_fallback:
+            raise ModelUnavailable(
+                f"device=gpu but the CUDA provider failed to initialise (active: {active})"
+            )
+        self.providers = active
+        self.device = "gpu" if CUDA in active else "cpu"
+        self.fallback_warning = warning
+        names = {i.name for i in self.session.get_inputs()}
+        if not {"audio_signal", "length"} <= names:
+            raise ModelUnavailable(
+                f"{artifact.model_path}: inputs {sorted(names)}; expected audio_signal and length"
+            )
+        self.frame_seconds = frame_seconds(self.manifest)
+
+    def infer(self, inputs: Sequence[ModelInput]) -> list[npt.NDArray[np.float32]]:
+        """Per item, the ``[T'_i, V+1]`` log-probabilities of its valid frames."""
+        batch, lengths = pad_batch(inputs)
+        (logprobs,) = self.session.run(["logprobs"], {"audio_signal": batch, "length": lengths})
+        keep = output_lengths(self.manifest, lengths, batch.shape[-1], logprobs.shape[1])
+        return [np.array(logprobs[i, :n], dtype=np.float32) for i, n in enumerate(keep)]

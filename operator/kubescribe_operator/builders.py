@@ -1,0 +1,509 @@
+"""Pure builders: a validated SpeechModel spec -> the Kubernetes objects the operator owns.
+
+No I/O and no clock: the same inputs always give the same dicts, so the operator can compare
+what it would apply with what exists and write nothing when they agree.
+
+`build_children(name, namespace, uid, spec, model_ref)` returns every child in apply order:
+Service, Deployment, then the HorizontalPodAutoscaler, PodDisruptionBudget and ServiceMonitor
+when the spec asks for them. `model_ref` is the artifact to run, which is the spec's model
+except during a rollback, when it is the status's `lastKnownGood`. A kind missing from the list
+(e.g. the PDB once replicas drop to 1) must be deleted: `CHILD_KINDS` names every kind the
+operator may own.
+
+Runtime pods are configured only through the `KUBESCRIBE_*` variables of
+docs/runtime-config.md (contract 4): an init container runs `kubescribe fetch` into an emptyDir
+artifact volume (optionally through a digest-keyed cache volume), then `kubescribe serve` reads it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubescribe_operator.models import (
+    API_VERSION,
+    KIND,
+    ModelRef,
+    SpeechModelSpec,
+)
+
+Obj = dict[str, Any]
+
+FIELD_MANAGER = "kubescribe-operator"
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_PART_OF = "app.kubernetes.io/part-of"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_MODEL_VERSION = "kubescribe.io/model-version"
+ANNOTATION_MODEL_REF = "kubescribe.io/model-ref"  # ModelRef.digest(): changes roll the pods
+ANNOTATION_MODEL_URI = "kubescribe.io/model-uri"
+ANNOTATION_MODEL_SHA256 = "kubescribe.io/model-sha256"
+
+CHILD_KINDS: tuple[tuple[str, str], ...] = (
+    ("v1", "Service"),
+    ("apps/v1", "Deployment"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    ("policy/v1", "PodDisruptionBudget"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+)
+
+CONTAINER_NAME = "runtime"
+INIT_CONTAINER_NAME = "fetch"
+HTTP_PORT = 8080
+PORT_NAME = "http"
+RUN_AS = 10001  # the runtime image's user (runtime/Dockerfile)
+ARTIFACT_DIR = "/var/lib/kubescribe/model"
+CACHE_DIR = "/var/cache/kubescribe"
+PVC_ROOT = "/mnt/pvc"
+PRE_STOP_SECONDS = 5  # time for endpoints to drop the pod before SIGTERM starts the drain
+GRACE_MARGIN_SECONDS = 10
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_RUNTIME_CLASS = "nvidia"
+DEFAULT_RESOURCES: Obj = {
+    "requests": {"cpu": "1", "memory": "1Gi"},
+    "limits": {"memory": "4Gi"},
+}
+FETCH_RESOURCES: Obj = {
+    "requests": {"cpu": "100m", "memory": "128Mi"},
+    "limits": {"memory": "1Gi"},
+}
+
+
+# --------------------------------------------------------------------------------- labels
+
+
+def selector_labels(name: str) -> dict[str, str]:
+    """The labels that select a SpeechModel's pods (never change: selectors are immutable)."""
+    return {LABEL_NAME: "kubescribe", LABEL_INSTANCE: name}
+
+
+def selector_string(name: str) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(selector_labels(name).items()))
+
+
+def common_labels(name: str) -> dict[str, str]:
+    return {
+        **selector_labels(name),
+        LABEL_COMPONENT: "runtime",
+        LABEL_PART_OF: "kubescribe",
+        LABEL_MANAGED_BY: FIELD_MANAGER,
+    }
+
+
+def endpoint(name: str, namespace: str, spec: SpeechModelSpec) -> str:
+    return f"http://{name}.{namespace}.svc:{spec.service.port}"
+
+
+def child_identity(obj: Obj) -> tuple[str, str, str]:
+    """(apiVersion, kind, name): how the operator matches a built child with an existing one."""
+    return obj["apiVersion"], obj["kind"], obj["metadata"]["name"]
+
+
+def owner_reference(name: str, uid: str) -> Obj:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": name,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(name: str, namespace: str, uid: str, **extra: Any) -> Obj:
+    return {
+        "name": name,
+        "namespace": namespace,
+        "labels": common_labels(name),
+        "ownerReferences": [owner_reference(name, uid)],
+        **extra,
+    }
+
+
+# ---------------------------------------------------------------------------- environment
+
+
+def _env(name: str, value: object) -> Obj:
+    return {"name": name, "value": str(value).lower() if isinstance(value, bool) else str(value)}
+
+
+def runtime_env(spec: SpeechModelSpec) -> list[Obj]:
+    """The serving container's environment: contract 4 variables, then the user's runtime.env.
+
+    A user variable with the name of a tunable the operator renders (e.g. KUBESCRIBE_THREADS)
+    replaces it; the variables that wire the pod together are refused by the schema.
+    """
+    rt = spec.runtime
+    rendered = [
+        _env("KUBESCRIBE_MODEL_DIR", ARTIFACT_DIR),
+        _env("KUBESCRIBE_MODEL_FILE", rt.model_file),
+        _env("KUBESCRIBE_HOST", "0.0.0.0"),
+        _env("KUBESCRIBE_PORT", HTTP_PORT),
+        _env("KUBESCRIBE_DEVICE", rt.device),
+        _env("KUBESCRIBE_THREADS", rt.threads),
+        _env("KUBESCRIBE_MAX_BATCH_SIZE", rt.batching.max_batch_size),
+        _env("KUBESCRIBE_MAX_DELAY_MS", rt.batching.max_delay_ms),
+        _env("KUBESCRIBE_DRAIN_TIMEOUT_S", rt.drain_timeout_seconds),
+        _env("KUBESCRIBE_LOG_FORMAT", "json"),
+    ]
+    user = [e.dump() for e in rt.env]
+    overridden = {e["name"] for e in user}
+    return [e for e in rendered if e["name"] not in overridden] + user
+
+
+def fetch_env(spec: SpeechModelSpec, model_ref: ModelRef) -> list[Obj]:
+    """The init container's environment (`kubescribe fetch`)."""
+    env = [
+        _env("KUBESCRIBE_MODEL_URI", model_ref.uri),
+        _env("KUBESCRIBE_MODEL_DIR", ARTIFACT_DIR),
+    ]
+    if model_ref.sha256:
+        env.append(_env("KUBESCRIBE_MODEL_SHA256", model_ref.sha256))
+    if spec.model.cache is not None:
+        env.append(_env("KUBESCRIBE_CACHE_DIR", CACHE_DIR))
+    if _pvc_claim(model_ref.uri) is not None:
+        env.append(_env("KUBESCRIBE_PVC_ROOT", PVC_ROOT))
+    return env
+
+
+def _pvc_claim(uri: str) -> str | None:
+    if not uri.startswith("pvc://"):
+        return None
+    return uri.removeprefix("pvc://").split("/", 1)[0]
+
+
+# ------------------------------------------------------------------------------ deployment
+
+
+def _container_security() -> Obj:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS,
+        "runAsGroup": RUN_AS,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _resources(spec: SpeechModelSpec) -> Obj:
+    rt = spec.runtime
+    resources: Obj = DEFAULT_RESOURCES if rt.resources is None else rt.resources.dump()
+    resources = {k: dict(v) for k, v in resources.items()}
+    if rt.device == "gpu":
+        resources.setdefault("limits", {})[GPU_RESOURCE] = rt.gpus
+        if GPU_RESOURCE in resources.get("requests", {}):
+            resources["requests"][GPU_RESOURCE] = rt.gpus
+    return resources
+
+
+def _http_probe(path: str, period: int, failures: int, timeout: int = 2) -> Obj:
+    return {
+        "httpGet": {"path": path, "port": PORT_NAME},
+        "periodSeconds": period,
+        "failureThreshold": failures,
+        "timeoutSeconds": timeout,
+    }
+
+
+def termination_grace_seconds(spec: SpeechModelSpec) -> int:
+    """preStop pause + the runtime's drain + a margin: SIGKILL never cuts a drain short."""
+    return PRE_STOP_SECONDS + spec.runtime.drain_timeout_seconds + GRACE_MARGIN_SECONDS
+
+
+def _volumes_and_mounts(
+    spec: SpeechModelSpec, model_ref: ModelRef
+) -> tuple[list[Obj], list[Obj], list[Obj]]:
+    """(volumes, init container mounts, runtime container mounts)."""
+    volumes: list[Obj] = [
+        {"name": "artifact", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    init_mounts: list[Obj] = [
+        {"name": "artifact", "mountPath": ARTIFACT_DIR},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    runtime_mounts: list[Obj] = [
+        {"name": "artifact", "mountPath": ARTIFACT_DIR, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    cache = spec.model.cache
+    if cache is not None:
+        if cache.claim_name is not None:
+            volumes.append(
+                {"name": "cache", "persistentVolumeClaim": {"claimName": cache.claim_name}}
+            )
+        else:
+            volumes.append(
+                {
+                    "name": "cache",
+                    "hostPath": {"path": cache.host_path, "type": "DirectoryOrCreate"},
+                }
+            )
+        init_mounts.append({"name": "cache", "mountPath": CACHE_DIR})
+        # A cache hit may be linked into the artifact volume: the target must resolve here too.
+        runtime_mounts.append({"name": "cache", "mountPath": CACHE_DIR, "readOnly": True})
+    claim = _pvc_claim(model_ref.uri)
+    if claim is not None:
+        volumes.append(
+            {
+                "name": "model-source",
+                "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
+            }
+        )
+        init_mounts.append(
+            {"name": "model-source", "mountPath": f"{PVC_ROOT}/{claim}", "readOnly": True}
+        )
+    return volumes, init_mounts, runtime_mounts
+
+
+def _scheduling(spec: SpeechModelSpec) -> Obj:
+    sched = spec.scheduling
+    out: Obj = {}
+    tolerations = [t.dump() for t in (sched.tolerations or [])] if sched else []
+    if spec.runtime.device == "gpu":
+        gpu_toleration = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+        if gpu_toleration not in tolerations:
+            tolerations.append(gpu_toleration)
+        runtime_class = GPU_RUNTIME_CLASS
+        if sched is not None and sched.runtime_class_name is not None:
+            runtime_class = sched.runtime_class_name
+        if runtime_class:
+            out["runtimeClassName"] = runtime_class
+    elif sched is not None and sched.runtime_class_name:
+        out["runtimeClassName"] = sched.runtime_class_name
+    if tolerations:
+        out["tolerations"] = tolerations
+    if sched is not None:
+        if sched.node_selector:
+            out["nodeSelector"] = dict(sched.node_selector)
+        if sched.affinity:
+            out["affinity"] = sched.affinity
+        if sched.priority_class_name:
+            out["priorityClassName"] = sched.priority_class_name
+    return out
+
+
+def pod_template(name: str, spec: SpeechModelSpec, model_ref: ModelRef) -> Obj:
+    rt = spec.runtime
+    volumes, init_mounts, runtime_mounts = _volumes_and_mounts(spec, model_ref)
+    pull = {"imagePullPolicy": rt.image_pull_policy} if rt.image_pull_policy else {}
+    fetch: Obj = {
+        "name": INIT_CONTAINER_NAME,
+        "image": rt.image,
+        **pull,
+        "command": ["kubescribe"],
+        "args": ["fetch"],
+        "env": fetch_env(spec, model_ref),
+        "resources": FETCH_RESOURCES,
+        "securityContext": _container_security(),
+        "volumeMounts": init_mounts,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if spec.model.credentials_secret:
+        fetch["envFrom"] = [{"secretRef": {"name": spec.model.credentials_secret}}]
+    runtime: Obj = {
+        "name": CONTAINER_NAME,
+        "image": rt.image,
+        **pull,
+        "command": ["kubescribe"],
+        "args": ["serve"],
+        "env": runtime_env(spec),
+        "ports": [{"name": PORT_NAME, "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        "resources": _resources(spec),
+        "securityContext": _container_security(),
+        "volumeMounts": runtime_mounts,
+        # The model loads and warms up before /readyz answers: up to 5 minutes.
+        "startupProbe": _http_probe("/healthz", period=5, failures=60),
+        "readinessProbe": _http_probe("/readyz", period=5, failures=2),
+        "livenessProbe": _http_probe("/healthz", period=10, failures=3, timeout=5),
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRE_STOP_SECONDS)]}}},
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    annotations = {
+        ANNOTATION_MODEL_REF: model_ref.digest(),
+        ANNOTATION_MODEL_URI: model_ref.uri,
+    }
+    if model_ref.sha256:
+        annotations[ANNOTATION_MODEL_SHA256] = model_ref.sha256
+    return {
+        "metadata": {
+            "labels": {**common_labels(name), LABEL_MODEL_VERSION: model_ref.version},
+            "annotations": annotations,
+        },
+        "spec": {
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": RUN_AS,
+                "runAsGroup": RUN_AS,
+                "fsGroup": RUN_AS,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "terminationGracePeriodSeconds": termination_grace_seconds(spec),
+            "initContainers": [fetch],
+            "containers": [runtime],
+            "volumes": volumes,
+            **_scheduling(spec),
+        },
+    }
+
+
+def build_deployment(
+    name: str, namespace: str, uid: str, spec: SpeechModelSpec, model_ref: ModelRef
+) -> Obj:
+    """The runtime Deployment. With autoscaling on it has no `spec.replicas`: the HPA owns it."""
+    deployment_spec: Obj = {
+        "selector": {"matchLabels": selector_labels(name)},
+        "revisionHistoryLimit": 5,
+        "progressDeadlineSeconds": spec.rollout.progress_deadline_seconds,
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {
+                "maxSurge": spec.rollout.max_surge,
+                "maxUnavailable": spec.rollout.max_unavailable,
+            },
+        },
+        "template": pod_template(name, spec, model_ref),
+    }
+    if spec.autoscaling is None:
+        deployment_spec = {"replicas": spec.replicas, **deployment_spec}
+    metadata = _metadata(
+        name,
+        namespace,
+        uid,
+        annotations={
+            ANNOTATION_MODEL_REF: model_ref.digest(),
+            LABEL_MODEL_VERSION: model_ref.version,
+        },
+    )
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata,
+        "spec": deployment_spec,
+    }
+
+
+# ------------------------------------------------------------------------- other children
+
+
+def build_service(name: str, namespace: str, uid: str, spec: SpeechModelSpec) -> Obj:
+    metadata = _metadata(name, namespace, uid)
+    if spec.service.annotations:
+        metadata["annotations"] = dict(spec.service.annotations)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata,
+        "spec": {
+            "type": spec.service.type,
+            "selector": selector_labels(name),
+            "ports": [
+                {
+                    "name": PORT_NAME,
+                    "port": spec.service.port,
+                    "targetPort": PORT_NAME,
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
+
+
+def build_hpa(name: str, namespace: str, uid: str, spec: SpeechModelSpec) -> Obj | None:
+    scaling = spec.autoscaling
+    if scaling is None:
+        return None
+    metrics: list[Obj] = []
+    if scaling.target_cpu_utilization is not None:
+        metrics.append(
+            {
+                "type": "Resource",
+                "resource": {
+                    "name": "cpu",
+                    "target": {
+                        "type": "Utilization",
+                        "averageUtilization": scaling.target_cpu_utilization,
+                    },
+                },
+            }
+        )
+    if scaling.target_requests_in_flight is not None:
+        metrics.append(
+            {
+                "type": "Pods",
+                "pods": {
+                    "metric": {"name": scaling.requests_in_flight_metric},
+                    "target": {
+                        "type": "AverageValue",
+                        "averageValue": str(scaling.target_requests_in_flight),
+                    },
+                },
+            }
+        )
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _metadata(name, namespace, uid),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "minReplicas": scaling.min_replicas,
+            "maxReplicas": scaling.max_replicas,
+            "metrics": metrics,
+            "behavior": {
+                "scaleDown": {
+                    "stabilizationWindowSeconds": scaling.scale_down_stabilization_seconds
+                }
+            },
+        },
+    }
+
+
+def max_replicas(spec: SpeechModelSpec) -> int:
+    return spec.autoscaling.max_replicas if spec.autoscaling else spec.replicas
+
+
+def build_pdb(name: str, namespace: str, uid: str, spec: SpeechModelSpec) -> Obj | None:
+    """At most one pod evicted at a time, when there can be more than one."""
+    if max_replicas(spec) <= 1:
+        return None
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(name, namespace, uid),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(name)}},
+    }
+
+
+def build_service_monitor(name: str, namespace: str, uid: str, spec: SpeechModelSpec) -> Obj | None:
+    monitor = spec.monitoring.service_monitor
+    if not monitor.enabled:
+        return None
+    metadata = _metadata(name, namespace, uid)
+    metadata["labels"] = {**metadata["labels"], **(monitor.labels or {})}
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": metadata,
+        "spec": {
+            "selector": {"matchLabels": selector_labels(name)},
+            "endpoints": [{"port": PORT_NAME, "path": "/metrics", "interval": monitor.interval}],
+        },
+    }
+
+
+def build_children(
+    name: str, namespace: str, uid: str, spec: SpeechModelSpec, model_ref: ModelRef
+) -> list[Obj]:
+    """Every child of a SpeechModel, in apply order."""
+    children: list[Obj | None] = [
+        build_service(name, namespace, uid, spec),
+        build_deployment(name, namespace, uid, spec, model_ref),
+        build_hpa(name, namespace, uid, spec),
+        build_pdb(name, namespace, uid, spec),
+        build_service_monitor(name, namespace, uid, spec),
+    ]
+    return [child for child in children if child is not None]

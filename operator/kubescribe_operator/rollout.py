@@ -1,0 +1,576 @@
+"""The rollout decision: a pure function of what is wanted and what is observed.
+
+    observe(deployment, replicasets, pods) -> Observed        (summarise raw API objects)
+    decide(spec, generation, status, observed, now) -> Decision
+
+`Decision.model_ref` is the artifact the Deployment must run (the spec's model, or the status's
+`lastKnownGood` after a failed rollout was rolled back), `Decision.status` the whole new
+`.status` (a dict, wire form) and `Decision.events` the Kubernetes Events to emit, as
+(type, reason, message). `status_patch(old, new)` turns it into a merge patch that is empty
+when nothing changed, so a resync writes nothing.
+
+Rules (issue 3, point 4):
+- A change of the model's uri, version or sha256 starts a rollout: a history entry
+  `InProgress`, `targetVersion` set, `Reconciling=True`, phase `Progressing`.
+- Success (every replica updated and available, no old replica left): `currentVersion` =
+  target, `lastKnownGood` = the model, `Ready=True`, the history entry `Succeeded`.
+- Failure (the Deployment's progress deadline passed, or, faster, a new pod crash-loops, cannot
+  pull its image, or its init container `kubescribe fetch` failed, e.g. a digest mismatch):
+  `failedVersion` recorded and `Stalled=True`. With `autoRollback` and a `lastKnownGood` the
+  Deployment goes back to it (reason `RolledBack`); that version is not tried again until the
+  spec changes (a new `metadata.generation`). Without `autoRollback` nothing is rolled back.
+  A first deployment that fails has nothing to go back to: phase `Failed`.
+- Deterministic and idempotent: the same inputs give the same status, and feeding a decision's
+  status back in gives the same status again and no events (only transitions emit events).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from kubescribe_operator import builders
+from kubescribe_operator.models import (
+    MAX_HISTORY,
+    Condition,
+    ConditionType,
+    HistoryEntry,
+    ModelRef,
+    Phase,
+    SpeechModelSpec,
+    SpeechModelStatus,
+)
+
+# Waiting reasons of a container that will not get better by waiting.
+BAD_WAITING_REASONS = {
+    "CrashLoopBackOff": "CrashLoopBackOff",
+    "ImagePullBackOff": "ImagePullFailed",
+    "ErrImagePull": "ImagePullFailed",
+    "InvalidImageName": "ImagePullFailed",
+    "CreateContainerConfigError": "ContainerConfigError",
+    "CreateContainerError": "ContainerConfigError",
+    "RunContainerError": "ContainerConfigError",
+}
+CRASH_RESTARTS = 3  # a serving container that died this often is crash-looping
+MESSAGE_LIMIT = 300
+
+
+class Event(NamedTuple):
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+# -------------------------------------------------------------------------------- observe
+
+
+class PodProblem(BaseModel):
+    """Why a pod of one model ref cannot become ready."""
+
+    model_config = ConfigDict(frozen=True)
+
+    pod: str
+    container: str
+    reason: str  # a condition reason: InitContainerFailed, CrashLoopBackOff, ImagePullFailed, ...
+    message: str
+
+
+class Observed(BaseModel):
+    """What the operator sees of its Deployment, summarised. Empty: no Deployment yet."""
+
+    model_config = ConfigDict(frozen=True)
+
+    deployment_exists: bool = False
+    template_ref: str | None = None  # the model-ref digest in the Deployment's pod template
+    template_observed: bool = False  # the Deployment controller has seen the latest spec
+    desired_replicas: int = 0
+    replicas: int = 0
+    updated_replicas: int = 0
+    ready_replicas: int = 0
+    available_replicas: int = 0
+    deadline_exceeded: bool = False
+    deadline_message: str = ""
+    ready_by_ref: dict[str, int] = Field(default_factory=dict)
+    problems_by_ref: dict[str, tuple[PodProblem, ...]] = Field(default_factory=dict)
+
+
+def _get(obj: Mapping[str, Any] | None, *path: str) -> Any:
+    for key in path:
+        if not isinstance(obj, Mapping):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def _ref_of_template(obj: Mapping[str, Any]) -> str | None:
+    ref = _get(obj, "spec", "template", "metadata", "annotations", builders.ANNOTATION_MODEL_REF)
+    return str(ref) if ref is not None else None
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 3] + "..."
+
+
+def _terminated_failure(state: Mapping[str, Any] | None) -> str | None:
+    terminated = _get(state, "terminated")
+    if not isinstance(terminated, Mapping) or terminated.get("exitCode", 0) == 0:
+        return None
+    detail = terminated.get("message") or terminated.get("reason") or "error"
+    return f"exit code {terminated.get('exitCode')}: {detail}"
+
+
+def _pod_problems(pod: Mapping[str, Any]) -> list[PodProblem]:
+    name = str(_get(pod, "metadata", "name") or "?")
+    problems: list[PodProblem] = []
+    for status in _get(pod, "status", "initContainerStatuses") or []:
+        container = str(status.get("name", "?"))
+        failure = _terminated_failure(status.get("state")) or _terminated_failure(
+            status.get("lastState")
+        )
+        waiting = _get(status, "state", "waiting", "reason")
+        if failure is not None:
+            message = f"pod {name}: init container {container} failed ({failure})"
+            problems.append(
+                PodProblem(
+                    pod=name,
+                    container=container,
+                    reason="InitContainerFailed",
+                    message=_short(message),
+                )
+            )
+        elif waiting in BAD_WAITING_REASONS:
+            detail = _get(status, "state", "waiting", "message") or waiting
+            message = f"pod {name}: init container {container}: {waiting}: {detail}"
+            problems.append(
+                PodProblem(
+                    pod=name,
+                    container=container,
+                    reason=BAD_WAITING_REASONS[waiting],
+                    message=_short(message),
+                )
+            )
+    for status in _get(pod, "status", "containerStatuses") or []:
+        container = str(status.get("name", "?"))
+        waiting = _get(status, "state", "waiting", "reason")
+        last = _terminated_failure(status.get("lastState"))
+        if waiting in BAD_WAITING_REASONS:
+            detail = last or _get(status, "state", "waiting", "message") or waiting
+            message = f"pod {name}: container {container}: {waiting}: {detail}"
+            problems.append(
+                PodProblem(
+                    pod=name,
+                    container=container,
+                    reason=BAD_WAITING_REASONS[waiting],
+                    message=_short(message),
+                )
+            )
+        elif last is not None and int(status.get("restartCount", 0)) >= CRASH_RESTARTS:
+            message = (
+                f"pod {name}: container {container} restarted {CRASH_RESTARTS}+ times ({last})"
+            )
+            problems.append(
+                PodProblem(
+                    pod=name,
+                    container=container,
+                    reason="CrashLoopBackOff",
+                    message=_short(message),
+                )
+            )
+    return problems
+
+
+def observe(
+    deployment: Mapping[str, Any] | None,
+    replicasets: Sequence[Mapping[str, Any]],
+    pods: Sequence[Mapping[str, Any]],
+) -> Observed:
+    """Summarise the Deployment, its ReplicaSets and its pods (already selected by label)."""
+    if deployment is None:
+        return Observed()
+    status = deployment.get("status") or {}
+    generation = _get(deployment, "metadata", "generation")
+    observed_generation = status.get("observedGeneration")
+    template_observed = observed_generation is not None and (
+        generation is None or int(observed_generation) >= int(generation)
+    )
+    deadline = next(
+        (
+            c
+            for c in status.get("conditions") or []
+            if c.get("type") == "Progressing"
+            and c.get("status") == "False"
+            and c.get("reason") == "ProgressDeadlineExceeded"
+        ),
+        None,
+    )
+    ready_by_ref: dict[str, int] = {}
+    for rs in replicasets:
+        ref = _ref_of_template(rs)
+        if ref is not None:
+            ready = int(_get(rs, "status", "readyReplicas") or 0)
+            ready_by_ref[ref] = ready_by_ref.get(ref, 0) + ready
+    problems: dict[str, list[PodProblem]] = {}
+    for pod in sorted(pods, key=lambda p: str(_get(p, "metadata", "name"))):
+        if _get(pod, "metadata", "deletionTimestamp"):
+            continue
+        ref = _get(pod, "metadata", "annotations", builders.ANNOTATION_MODEL_REF)
+        if ref is None:
+            continue
+        found = _pod_problems(pod)
+        if found:
+            problems.setdefault(str(ref), []).extend(found)
+    replicas = _get(deployment, "spec", "replicas")
+    return Observed(
+        deployment_exists=True,
+        template_ref=_ref_of_template(deployment),
+        template_observed=template_observed,
+        desired_replicas=1 if replicas is None else int(replicas),
+        replicas=int(status.get("replicas") or 0),
+        updated_replicas=int(status.get("updatedReplicas") or 0),
+        ready_replicas=int(status.get("readyReplicas") or 0),
+        available_replicas=int(status.get("availableReplicas") or 0),
+        deadline_exceeded=deadline is not None,
+        deadline_message=_short(str(deadline.get("message") or "")) if deadline else "",
+        ready_by_ref=ready_by_ref,
+        problems_by_ref={ref: tuple(found) for ref, found in problems.items()},
+    )
+
+
+# ----------------------------------------------------------------------------- classify
+
+
+class Progress(StrEnum):
+    ABSENT = "Absent"  # no Deployment yet
+    PENDING = "Pending"  # the Deployment does not run this ref yet (or the controller lags)
+    ROLLING = "Rolling"  # pods are being replaced
+    SCALING = "Scaling"  # every pod runs this ref, some not available yet
+    COMPLETE = "Complete"  # every pod runs this ref and is available
+    FAILING = "Failing"  # this ref's pods cannot become ready
+
+
+@dataclass(frozen=True)
+class Assessment:
+    progress: Progress
+    reason: str = ""
+    message: str = ""
+
+
+def assess(observed: Observed, ref: ModelRef) -> Assessment:
+    """How far the Deployment is with running `ref`."""
+    if not observed.deployment_exists:
+        return Assessment(Progress.ABSENT)
+    digest = ref.digest()
+    if observed.template_ref != digest or not observed.template_observed:
+        return Assessment(Progress.PENDING)
+    problems = observed.problems_by_ref.get(digest)
+    if problems:
+        first = problems[0]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        return Assessment(Progress.FAILING, first.reason, first.message + more)
+    if observed.deadline_exceeded:
+        message = observed.deadline_message or "the Deployment exceeded its progress deadline"
+        return Assessment(Progress.FAILING, "ProgressDeadlineExceeded", message)
+    desired = observed.desired_replicas
+    old = observed.replicas - observed.updated_replicas
+    if observed.updated_replicas < desired or old > 0:
+        return Assessment(Progress.ROLLING)
+    if observed.available_replicas < desired:
+        return Assessment(Progress.SCALING)
+    return Assessment(Progress.COMPLETE)
+
+
+# ------------------------------------------------------------------------------- decide
+
+
+@dataclass(frozen=True)
+class Decision:
+    model_ref: ModelRef  # what the Deployment must run
+    status: dict[str, Any]  # the whole new .status, wire form
+    events: tuple[Event, ...]
+    rolled_back: bool = False  # model_ref is lastKnownGood, not the spec's model
+
+
+def timestamp(now: datetime) -> str:
+    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _entry_is(entry: HistoryEntry | None, ref: ModelRef) -> bool:
+    return entry is not None and entry.ref() == ref
+
+
+def decide(
+    spec: SpeechModelSpec,
+    generation: int,
+    status: SpeechModelStatus | None,
+    observed: Observed,
+    now: datetime,
+    *,
+    name: str | None = None,
+    namespace: str | None = None,
+) -> Decision:
+    """The next model to run, the new status and the events to emit. Pure.
+
+    `name` and `namespace` (optional) fill `status.selector` and `status.endpoint`.
+    """
+    prev = status or SpeechModelStatus()
+    ts = timestamp(now)
+    desired = spec.model.ref()
+    lkg = prev.last_known_good
+    history = list(prev.history)
+    events: list[Event] = []
+    failed_model, failed_generation = prev.failed_model, prev.failed_generation
+
+    # 1. Was the spec's model already tried and found broken under this very spec?
+    attempt_over = failed_model == desired and failed_generation == generation
+    if not attempt_over:
+        last = history[-1] if history else None
+        if not (_entry_is(last, desired) and last and last.result in ("InProgress", "Succeeded")):
+            if last is not None and last.result == "InProgress":
+                history[-1] = last.model_copy(update={"result": "Superseded", "finished": ts})
+            history.append(
+                HistoryEntry(
+                    version=desired.version,
+                    uri=desired.uri,
+                    sha256=desired.sha256,
+                    started=ts,
+                    result="InProgress",
+                )
+            )
+            failed_model = failed_generation = None
+            since = f" (replacing {lkg.version})" if lkg and lkg != desired else ""
+            events.append(
+                Event(
+                    "Normal",
+                    "RolloutStarted",
+                    f"rolling out model version {desired.version}{since}",
+                )
+            )
+
+    def can_roll_back() -> bool:
+        return spec.rollout.auto_rollback and lkg is not None and lkg != desired
+
+    deploy = lkg if attempt_over and can_roll_back() and lkg is not None else desired
+    seen = assess(observed, deploy)
+    entry = history[-1] if history else None
+
+    # 2. Transitions of the current attempt.
+    if not attempt_over and entry is not None and entry.result == "InProgress":
+        if seen.progress is Progress.FAILING:
+            failed_model, failed_generation = desired, generation
+            attempt_over = True
+            if can_roll_back() and lkg is not None:
+                history[-1] = entry.model_copy(
+                    update={"result": "RolledBack", "finished": ts, "message": seen.message}
+                )
+                events.append(
+                    Event(
+                        "Warning",
+                        "RolloutFailed",
+                        f"model version {desired.version} failed: {seen.message}",
+                    )
+                )
+                events.append(
+                    Event(
+                        "Warning",
+                        "RolledBack",
+                        f"rolling back from model version {desired.version} to {lkg.version}",
+                    )
+                )
+                deploy = lkg
+                seen = assess(observed, deploy)
+            else:
+                history[-1] = entry.model_copy(
+                    update={"result": "Failed", "finished": ts, "message": seen.message}
+                )
+                events.append(
+                    Event(
+                        "Warning",
+                        "RolloutFailed",
+                        f"model version {desired.version} failed: {seen.message}",
+                    )
+                )
+        elif seen.progress is Progress.COMPLETE:
+            history[-1] = entry.model_copy(update={"result": "Succeeded", "finished": ts})
+            lkg = desired
+            events.append(
+                Event(
+                    "Normal",
+                    "RolloutSucceeded",
+                    f"model version {desired.version} is serving on "
+                    f"{observed.available_replicas} replica(s)",
+                )
+            )
+    elif attempt_over and deploy == desired and seen.progress is Progress.COMPLETE:
+        # Failed without a rollback, and the Deployment got there after all.
+        history.append(
+            HistoryEntry(
+                version=desired.version,
+                uri=desired.uri,
+                sha256=desired.sha256,
+                started=ts,
+                finished=ts,
+                result="Succeeded",
+                message="recovered after the rollout had been declared failed",
+            )
+        )
+        failed_model = failed_generation = None
+        attempt_over = False
+        lkg = desired
+        events.append(
+            Event(
+                "Normal",
+                "RolloutSucceeded",
+                f"model version {desired.version} recovered and is serving",
+            )
+        )
+
+    # 3. The status that follows.
+    current_version = deploy.version if seen.progress is Progress.COMPLETE else prev.current_version
+    ready_count = observed.ready_replicas
+    conditions: dict[ConditionType, tuple[bool, str, str]]
+    phase: Phase
+    if attempt_over:
+        failed_entry = next((h for h in reversed(history) if h.ref() == desired), None)
+        why = (failed_entry.message if failed_entry else None) or "it did not become ready"
+        rolled_back = deploy != desired and lkg is not None
+        if rolled_back and lkg is not None:
+            reason = "RolledBack"
+            message = (
+                f"model version {desired.version} failed ({why}); rolled back to model version "
+                f"{lkg.version}; fix the artifact or change the spec to try again"
+            )
+        else:
+            reason = "RolloutFailed"
+            message = f"model version {desired.version} failed: {why}"
+        rolling_back = rolled_back and seen.progress is not Progress.COMPLETE
+        conditions = {
+            "Ready": (False, reason, message),
+            "Reconciling": (
+                rolling_back,
+                "RollingBack" if rolling_back else reason,
+                f"rolling back to model version {lkg.version}" if rolling_back and lkg else "",
+            ),
+            "Stalled": (True, reason, message),
+        }
+        phase = "Failed" if lkg is None or ready_count == 0 else "Degraded"
+    elif seen.progress in (Progress.COMPLETE, Progress.SCALING):
+        available = observed.available_replicas
+        serving = available > 0 or observed.desired_replicas == 0
+        message = (
+            f"model version {deploy.version} is ready on {available}/{observed.desired_replicas} "
+            "replica(s)"
+        )
+        conditions = {
+            "Ready": (serving, "Ready" if serving else "NoReplicaAvailable", message),
+            "Reconciling": (False, "Current", ""),
+            "Stalled": (False, "Current", ""),
+        }
+        phase = "Ready" if serving else "Degraded"
+    elif seen.progress is Progress.FAILING:
+        # The model had rolled out fine; its pods fail now (no rollout to undo).
+        conditions = {
+            "Ready": (ready_count > 0, seen.reason, seen.message),
+            "Reconciling": (False, seen.reason, ""),
+            "Stalled": (True, seen.reason, seen.message),
+        }
+        phase = "Degraded"
+    else:
+        rolling_model = entry is not None and entry.result == "InProgress"
+        reason = "RolloutInProgress" if rolling_model else "Updating"
+        if seen.progress is Progress.ABSENT:
+            detail = "creating the Deployment"
+        elif seen.progress is Progress.PENDING:
+            detail = "updating the Deployment"
+        else:
+            detail = (
+                f"{observed.updated_replicas}/{observed.desired_replicas} replica(s) updated, "
+                f"{observed.available_replicas} available"
+            )
+        what = f"rolling out model version {desired.version}" if rolling_model else "updating"
+        serving = ready_count > 0 and prev.current_version is not None
+        ready_message = (
+            f"model version {prev.current_version} is serving" if serving else f"{what}: {detail}"
+        )
+        conditions = {
+            "Ready": (serving, "Ready" if serving else reason, ready_message),
+            "Reconciling": (True, reason, f"{what}: {detail}"),
+            "Stalled": (False, reason, ""),
+        }
+        first = lkg is None and prev.current_version is None
+        pending = seen.progress in (Progress.ABSENT, Progress.PENDING) or ready_count == 0
+        phase = "Pending" if first and pending else "Progressing"
+
+    new_status = SpeechModelStatus(
+        observed_generation=generation,
+        conditions=[
+            _condition(prev, type_, flag, reason, message, generation, ts)
+            for type_, (flag, reason, message) in conditions.items()
+        ],
+        phase=phase,
+        current_version=current_version,
+        target_version=desired.version,
+        last_known_good=lkg,
+        failed_version=failed_model.version if failed_model else None,
+        failed_model=failed_model,
+        failed_generation=failed_generation,
+        replicas=observed.replicas,
+        ready_replicas=observed.ready_replicas,
+        updated_replicas=observed.updated_replicas,
+        selector=builders.selector_string(name) if name else prev.selector,
+        endpoint=builders.endpoint(name, namespace, spec) if name and namespace else prev.endpoint,
+        history=history[-MAX_HISTORY:],
+    )
+    return Decision(
+        model_ref=deploy,
+        status=new_status.dump(),
+        events=tuple(events),
+        rolled_back=deploy != desired,
+    )
+
+
+def _condition(
+    prev: SpeechModelStatus,
+    type_: ConditionType,
+    flag: bool,
+    reason: str,
+    message: str,
+    generation: int,
+    ts: str,
+) -> Condition:
+    value: Literal["True", "False"] = "True" if flag else "False"
+    old = prev.condition(type_)
+    since = old.last_transition_time if old is not None and old.status == value else ts
+    return Condition(
+        type=type_,
+        status=value,
+        reason=reason,
+        message=message,
+        last_transition_time=since,
+        observed_generation=generation,
+    )
+
+
+STATUS_FIELDS = tuple(field.alias or name for name, field in SpeechModelStatus.model_fields.items())
+
+
+def status_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch from `old` to `new` for the fields this module owns.
+
+    Empty when nothing changed (a resync writes nothing); a field gone from `new` is set to None
+    (merge-patch deletion); keys other controllers keep under `.status` (e.g. kopf's) are left.
+    """
+    old = old or {}
+    patch: dict[str, Any] = {}
+    for key in STATUS_FIELDS:
+        if key in new:
+            if old.get(key) != new[key]:
+                patch[key] = new[key]
+        elif old.get(key) is not None:
+            patch[key] = None
+    return patch

@@ -35,9 +35,9 @@ __all__ = [
     "CorpusConfig",
     "Utterance",
     "estimate_seconds",
+    "held_out_template_sentences",
     "independent_sentences",
     "plan_corpus",
-    "test_template_sentences",
 ]
 
 Split = Literal["train", "dev", "test"]
@@ -63,6 +63,8 @@ class CorpusConfig(BaseModel):
     dev_fraction: float = Field(default=0.02, ge=0, lt=1)
     test_templates: int = Field(default=300, ge=0)
     test_independent_voices: int = Field(default=len(HELD_OUT_VOICES), ge=0)
+    #: How many independent sentences the test split uses (None: all of them).
+    test_independent: int | None = Field(default=None, ge=0)
     speed: tuple[int, int] = (130, 210)
     pitch: tuple[int, int] = (25, 75)
     augment: float = Field(default=1.0, ge=0, le=2)
@@ -119,7 +121,7 @@ def independent_sentences() -> tuple[str, ...]:
     return tuple(normalize_text(s) for s in load_lines("independent_test.txt"))
 
 
-def test_template_sentences(n: int) -> tuple[str, ...]:
+def held_out_template_sentences(n: int) -> tuple[str, ...]:
     """``n`` distinct held-out template sentences from the fixed test seed (normalised)."""
     rng, seen, out = random.Random(TEST_TEXT_SEED), set[str](), list[str]()
     for _ in range(n * 100):
@@ -186,15 +188,15 @@ def plan_corpus(config: CorpusConfig) -> list[Utterance]:
             )
         )
 
-    test_templates = test_template_sentences(config.test_templates)
+    test_templates = held_out_template_sentences(config.test_templates)
     independent = independent_sentences()
     for text in test_templates:
         add("test", "template", text, rng.choice(held_out), config.test_augment)
-    for i, text in enumerate(independent):
+    for i, text in enumerate(independent[: config.test_independent]):
         for k in range(config.test_independent_voices):
             add("test", "independent", text, held_out[(i + k) % len(held_out)], config.test_augment)
 
-    reserved = test_template_sentences(max(TEST_TEMPLATE_POOL, config.test_templates))
+    reserved = held_out_template_sentences(max(TEST_TEMPLATE_POOL, config.test_templates))
     texts = _Texts(random.Random(rng.randrange(2**31)), exclude={*reserved, *independent})
     sources = _sources(config, rng)
     # Size of train: by count, or by estimated duration.

@@ -14,8 +14,8 @@ from kubescribe_modeling.data.build import render, write_utterances
 from kubescribe_modeling.data.plan import (
     TEST_TEMPLATE_POOL,
     Utterance,
+    held_out_template_sentences,
     independent_sentences,
-    test_template_sentences,
 )
 from kubescribe_modeling.data.synth import SAMPLE_RATE
 from kubescribe_modeling.data.voices import HELD_OUT_VOICES
@@ -31,10 +31,10 @@ def plan_testset(templates: int, independent: int, seed: int = 0) -> list[Uttera
     """Held-out template and independent sentences, alternating between the held-out voices.
 
     The template sentences are the first short ones of the corpus's held-out template stream
-    (:func:`test_template_sentences`), so no corpus ever trains on them.
+    (:func:`held_out_template_sentences`), so no corpus ever trains on them.
     """
     rng = random.Random(seed)
-    pool = test_template_sentences(TEST_TEMPLATE_POOL)
+    pool = held_out_template_sentences(TEST_TEMPLATE_POOL)
     short = [t for t in pool if len(t.split()) <= MAX_TEMPLATE_WORDS]
     texts = [("template", t) for t in short[:templates]]
     pool = independent_sentences()
@@ -98,7 +98,7 @@ def build_testset(
 def write_sample(path: Path) -> str:
     """Write a ~5 s clean clip of a held-out voice to ``path`` and its transcript beside it."""
     text = next(
-        t for t in test_template_sentences(TEST_TEMPLATE_POOL) if 12 <= len(t.split()) <= 16
+        t for t in held_out_template_sentences(TEST_TEMPLATE_POOL) if 12 <= len(t.split()) <= 16
     )
     utt = Utterance(
         id="sample",

@@ -80,17 +80,20 @@ def train_bpe(texts: Iterable[str], size: int, prefix: Path) -> Path:
     import sentencepiece as spm
 
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(list(texts)),
-        model_prefix=str(prefix),
-        vocab_size=size,
-        model_type="unigram",
-        character_coverage=1.0,
-        bos_id=-1,
-        eos_id=-1,
-        unk_id=0,
-        minloglevel=2,
-    )
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(list(texts)),
+            model_prefix=str(prefix),
+            vocab_size=size,
+            model_type="unigram",
+            character_coverage=1.0,
+            bos_id=-1,
+            eos_id=-1,
+            unk_id=0,
+            minloglevel=2,
+        )
+    except RuntimeError as exc:  # sentencepiece reports a bad size this way
+        raise ModelingError(f"cannot train a {size}-piece BPE vocabulary: {exc}") from exc
     return prefix.with_suffix(".model")
 
 

@@ -99,7 +99,7 @@ IntOrPercent = Annotated[
             "anyOf": [{"type": "integer"}, {"type": "string"}],
             "x-kubernetes-validations": [
                 _cel(
-                    f"type(self) == int ? self >= 0 : self.matches('{PERCENT_PATTERN}')",
+                    f"type(self) == int ? self >= 0 : self.matches(r'{PERCENT_PATTERN}')",
                     "must be a non-negative integer or a percentage like '25%'",
                 )
             ],
@@ -123,7 +123,7 @@ def _is_zero(value: int | str) -> bool:
 
 
 QUANTITY_MAP_RULE = _cel(
-    f"self.all(k, type(self[k]) == int || self[k].matches('{QUANTITY_PATTERN}'))",
+    f"self.all(k, type(self[k]) == int || self[k].matches(r'{QUANTITY_PATTERN}'))",
     "every value must be a Kubernetes quantity such as 500m, 2Gi or 1",
 )
 
@@ -401,7 +401,7 @@ class SpeechModelSpec(_Model):
 
 
 NAME_RULE = _cel(
-    f"size(self.metadata.name) <= 63 && self.metadata.name.matches('{DNS1035_LABEL}')",
+    f"size(self.metadata.name) <= 63 && self.metadata.name.matches(r'{DNS1035_LABEL}')",
     "metadata.name must be a DNS-1035 label of at most 63 characters (it names the Service)",
 )
 

@@ -1,0 +1,383 @@
+"""The SpeechModel CRD: generated from the models, structural, and refusing bad manifests.
+
+How a manifest is checked here, as the API server would:
+1. structural defaulting (`crd.apply_defaults`), then the OpenAPI schema with strict field
+   validation (unknown fields refused, as `kubectl apply` does by default) through
+   `jsonschema`'s Draft 2020-12 validator (`crd.manifest_errors`);
+2. every `x-kubernetes-validations` CEL rule, evaluated with a real CEL implementation
+   (`common-expression-language`) on the defaulted value at the rule's node, with `self` bound
+   to that value, as the API server does (rules on list items / map values run per element).
+Every bad manifest must also be refused by the pydantic model: the two sides agree.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import cel
+import kubernetes_validate
+import pytest
+import yaml
+from kubescribe_operator import crd, models
+from pydantic import ValidationError
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD_PATH = ROOT / "crds" / "speechmodel.yaml"
+EXAMPLES = sorted((ROOT / "examples" / "speechmodels").glob("*.yaml"))
+
+
+def committed_crd() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(CRD_PATH.read_text())
+    return loaded
+
+
+def schema() -> dict[str, Any]:
+    return crd.crd_schema(committed_crd())
+
+
+# ------------------------------------------------------------------------ CEL evaluation
+
+
+def cel_rules(node: dict[str, Any], value: Any, path: str = "") -> Iterator[tuple[str, str, Any]]:
+    """(path, rule, self) for every CEL rule that applies to `value` under schema `node`."""
+    for rule in node.get("x-kubernetes-validations", []):
+        yield path, rule["rule"], value
+    if isinstance(value, dict):
+        for key, sub in node.get("properties", {}).items():
+            if key in value:
+                yield from cel_rules(sub, value[key], f"{path}.{key}")
+        extra = node.get("additionalProperties")
+        if isinstance(extra, dict):
+            for key, item in value.items():
+                yield from cel_rules(extra, item, f"{path}[{key}]")
+    if isinstance(value, list) and isinstance(node.get("items"), dict):
+        for index, item in enumerate(value):
+            yield from cel_rules(node["items"], item, f"{path}[{index}]")
+
+
+def cel_failures(manifest: dict[str, Any]) -> list[str]:
+    root = schema()
+    defaulted = crd.apply_defaults(root, manifest)
+    failures = []
+    for path, rule, value in cel_rules(root, defaulted):
+        if cel.evaluate(rule, {"self": value}) is not True:
+            failures.append(f"{path or '(root)'}: {rule}")
+    return failures
+
+
+def api_server_refusal(manifest: dict[str, Any]) -> list[str]:
+    errors = crd.manifest_errors(manifest, committed_crd())
+    return errors or cel_failures(manifest)
+
+
+# ---------------------------------------------------------------------------- manifests
+
+
+def base() -> dict[str, Any]:
+    return {
+        "apiVersion": "kubescribe.io/v1alpha1",
+        "kind": "SpeechModel",
+        "metadata": {"name": "demo", "namespace": "speech"},
+        "spec": {
+            "model": {"uri": "s3://bucket/models/demo", "version": "1.0.0"},
+            "autoscaling": {"minReplicas": 1, "maxReplicas": 3, "targetCPUUtilization": 60},
+        },
+    }
+
+
+def mutate(change: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
+    manifest = base()
+    change(manifest)
+    return manifest
+
+
+def spec_set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def change(manifest: dict[str, Any]) -> None:
+        node = manifest["spec"]
+        *parents, leaf = path.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+
+    return change
+
+
+def spec_del(path: str) -> Callable[[dict[str, Any]], None]:
+    def change(manifest: dict[str, Any]) -> None:
+        node = manifest["spec"]
+        *parents, leaf = path.split(".")
+        for key in parents:
+            node = node[key]
+        del node[leaf]
+
+    return change
+
+
+# (id, change, which check refuses it: "schema" or "cel", a fragment of the refusal)
+BAD_MANIFESTS: list[tuple[str, Callable[[dict[str, Any]], Any], str, str]] = [
+    ("missing-uri", spec_del("model.uri"), "schema", "'uri' is a required property"),
+    ("missing-version", spec_del("model.version"), "schema", "'version' is a required property"),
+    ("missing-spec", lambda m: m.pop("spec"), "schema", "'spec' is a required property"),
+    ("ftp-uri", spec_set("model.uri", "ftp://host/model"), "schema", "does not match"),
+    ("relative-uri", spec_set("model.uri", "models/demo"), "schema", "does not match"),
+    ("s3-uri-without-bucket", spec_set("model.uri", "s3://"), "schema", "does not match"),
+    ("pvc-uppercase-claim", spec_set("model.uri", "pvc://Models/x"), "schema", "does not match"),
+    ("version-with-space", spec_set("model.version", "1.0 beta"), "schema", "does not match"),
+    ("sha256-too-short", spec_set("model.sha256", "abc123"), "schema", "does not match"),
+    ("sha256-uppercase", spec_set("model.sha256", "A" * 64), "schema", "does not match"),
+    ("device-tpu", spec_set("runtime.device", "tpu"), "schema", "is not one of"),
+    ("replicas-negative", spec_set("replicas", -1), "schema", "less than the minimum"),
+    ("replicas-string", spec_set("replicas", "two"), "schema", "is not of type 'integer'"),
+    ("batch-size-zero", spec_set("runtime.batching.maxBatchSize", 0), "schema", "minimum"),
+    ("port-too-large", spec_set("service.port", 70000), "schema", "maximum"),
+    ("service-type", spec_set("service.type", "ExternalName"), "schema", "is not one of"),
+    ("unknown-field", spec_set("replica", 2), "schema", "'replica' was unexpected"),
+    ("min-above-max", spec_set("autoscaling.minReplicas", 5), "cel", "minReplicas"),
+    (
+        "autoscaling-without-target",
+        spec_del("autoscaling.targetCPUUtilization"),
+        "cel",
+        "targetRequestsInFlight",
+    ),
+    (
+        "surge-and-unavailable-zero",
+        spec_set("rollout", {"maxSurge": 0, "maxUnavailable": "0%"}),
+        "cel",
+        "maxSurge",
+    ),
+    ("surge-not-a-percentage", spec_set("rollout.maxSurge", "lots"), "cel", "maxSurge"),
+    (
+        "env-overrides-model-dir",
+        spec_set("runtime.env", [{"name": "KUBESCRIBE_MODEL_DIR", "value": "/x"}]),
+        "cel",
+        "env",
+    ),
+    (
+        "cache-both-kinds",
+        spec_set("model.cache", {"claimName": "cache", "hostPath": "/var/cache"}),
+        "cel",
+        "claimName",
+    ),
+    ("cache-empty", spec_set("model.cache", {}), "cel", "claimName"),
+    (
+        "bad-quantity",
+        spec_set("runtime.resources", {"limits": {"memory": "lots"}}),
+        "cel",
+        "resources.limits",
+    ),
+    (
+        "name-not-dns",
+        lambda m: m["metadata"].update(name="Demo_Model"),
+        "cel",
+        "metadata.name",
+    ),
+]
+
+
+def test_enough_bad_manifests() -> None:
+    assert len(BAD_MANIFESTS) >= 10
+    assert {kind for _, _, kind, _ in BAD_MANIFESTS} == {"schema", "cel"}
+
+
+def test_base_manifest_is_accepted() -> None:
+    assert api_server_refusal(base()) == []
+    models.SpeechModel.model_validate(base())
+
+
+@pytest.mark.parametrize(
+    ("change", "kind", "fragment"),
+    [pytest.param(c, k, f, id=i) for i, c, k, f in BAD_MANIFESTS],
+)
+def test_bad_manifest_is_refused_by_the_crd_and_the_model(
+    change: Callable[[dict[str, Any]], Any], kind: str, fragment: str
+) -> None:
+    manifest = mutate(change)
+    schema_errors = crd.manifest_errors(manifest, committed_crd())
+    if kind == "schema":
+        assert any(fragment in e for e in schema_errors), schema_errors
+    else:
+        # The OpenAPI part lets it through: only the CEL rule catches it.
+        assert schema_errors == []
+        failures = cel_failures(manifest)
+        assert any(fragment in f for f in failures), failures
+    with pytest.raises(ValidationError):
+        models.SpeechModel.model_validate(manifest)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        spec_set("autoscaling.minReplicas", 3),  # min == max
+        spec_set("rollout", {"maxSurge": "0%", "maxUnavailable": 1}),
+        spec_set("rollout", {"maxSurge": "25%", "maxUnavailable": "10%"}),
+        spec_set("model.version", "2024.06.01_rc-1"),
+        spec_set("model.uri", "file:///opt/kubescribe/models/demo"),
+        spec_set("model.uri", "/opt/kubescribe/models/demo"),
+        spec_set("model.uri", "https://models.example.com/a/b"),
+        spec_set("model.uri", "pvc://store/stt/x"),
+        spec_set("model.cache", {"hostPath": "/var/cache/kubescribe"}),
+        spec_set("runtime.env", [{"name": "KUBESCRIBE_MAX_QUEUE", "value": "8"}]),
+        spec_set("runtime.resources", {"requests": {"cpu": "500m", "memory": 2}}),
+        spec_set("replicas", 0),
+    ],
+)
+def test_edge_manifests_are_accepted_by_both(change: Callable[[dict[str, Any]], Any]) -> None:
+    manifest = mutate(change)
+    assert api_server_refusal(manifest) == []
+    models.SpeechModel.model_validate(manifest)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_examples_are_accepted(path: Path) -> None:
+    manifest = yaml.safe_load(path.read_text())
+    assert api_server_refusal(manifest) == []
+    models.SpeechModel.model_validate(manifest)
+
+
+def test_there_are_examples() -> None:
+    assert len(EXAMPLES) >= 6
+
+
+# ------------------------------------------------------------------------------- drift
+
+
+def test_committed_crd_equals_the_generated_one() -> None:
+    assert CRD_PATH.read_text() == crd.render_crd(), (
+        "crds/speechmodel.yaml is stale: run `python -m kubescribe_operator.crd --write`"
+    )
+
+
+def _without_empty(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_empty(v) for k, v in value.items() if v not in ([], {}, None)}
+    return value
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [base(), mutate(spec_del("autoscaling"))] + [yaml.safe_load(p.read_text()) for p in EXAMPLES],
+)
+def test_crd_defaults_equal_the_model_defaults(manifest: dict[str, Any]) -> None:
+    """What the API server stores after defaulting is what the operator's model reads."""
+    by_api_server = crd.apply_defaults(schema(), manifest)["spec"]
+    by_model = models.SpeechModelSpec.model_validate(manifest["spec"]).dump()
+    assert _without_empty(by_api_server) == _without_empty(by_model)
+
+
+def test_every_model_field_is_in_the_schema() -> None:
+    spec = schema()["properties"]["spec"]
+
+    def models_in(annotation: Any) -> Iterator[type[models.BaseModel]]:
+        if isinstance(annotation, type) and issubclass(annotation, models.BaseModel):
+            yield annotation
+        for arg in getattr(annotation, "__args__", ()):
+            yield from models_in(arg)
+
+    def walk(model: type[models.BaseModel], node: dict[str, Any], path: str) -> None:
+        for name, field in model.model_fields.items():
+            key = field.alias or name
+            assert key in node["properties"], f"{path}.{key} missing from the CRD"
+            sub = node["properties"][key]
+            for inner in models_in(field.annotation):
+                walk(inner, sub["items"] if sub["type"] == "array" else sub, f"{path}.{key}")
+
+    walk(models.SpeechModelSpec, spec, "spec")
+    assert set(spec["required"]) == {"model"}
+    assert set(spec["properties"]["model"]["required"]) == {"uri", "version"}
+
+
+# ------------------------------------------------------------------------------ shape
+
+
+def _nodes(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    yield path, node
+    for key, sub in node.get("properties", {}).items():
+        yield from _nodes(sub, f"{path}.{key}")
+    for key in ("items", "additionalProperties"):
+        if isinstance(node.get(key), dict):
+            yield from _nodes(node[key], f"{path}[]")
+
+
+def test_schema_is_structural() -> None:
+    """Kubernetes refuses non-structural CRD schemas; these are the rules that apply here."""
+    for path, node in _nodes(committed_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]):
+        assert "$ref" not in node, path
+        assert node.get("additionalProperties") is not False, path
+        assert not ("properties" in node and "additionalProperties" in node), path
+        if node.get("x-kubernetes-int-or-string"):
+            assert "type" not in node and node["anyOf"] == [
+                {"type": "integer"},
+                {"type": "string"},
+            ], path
+        else:
+            assert "anyOf" not in node, path
+            assert node.get("type") in {
+                "object",
+                "array",
+                "string",
+                "integer",
+                "boolean",
+                "number",
+            }, path
+        if "default" in node:
+            assert (
+                node.get("x-kubernetes-int-or-string")
+                or node["type"] != "object"
+                or (node["default"] == {})
+            ), path
+
+
+def test_crd_object_is_a_valid_customresourcedefinition() -> None:
+    kubernetes_validate.validate(committed_crd(), "1.37.0", strict=True)
+
+
+def test_crd_names_columns_and_subresources() -> None:
+    spec = committed_crd()["spec"]
+    assert spec["group"] == "kubescribe.io" and spec["scope"] == "Namespaced"
+    assert {"sm", "stt"} <= set(spec["names"]["shortNames"])
+    assert "kubescribe" in spec["names"]["categories"]
+    version = spec["versions"][0]
+    assert version["name"] == "v1alpha1" and version["served"] and version["storage"]
+    assert version["subresources"]["status"] == {}
+    columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
+    assert columns["Version"] == ".status.currentVersion"
+    assert columns["Target"] == ".status.targetVersion"
+    assert columns["Ready"] == ".status.readyReplicas"
+    assert columns["Phase"] == ".status.phase"
+    assert columns["Age"] == ".metadata.creationTimestamp"
+    status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+    for path in columns.values():
+        if path.startswith(".status."):
+            assert path.removeprefix(".status.") in status, path
+    scale = version["subresources"]["scale"]
+    assert scale["labelSelectorPath"].removeprefix(".status.") in status
+
+
+def test_status_keeps_unknown_fields_for_kopf() -> None:
+    status = schema()["properties"]["status"]
+    assert status["x-kubernetes-preserve-unknown-fields"] is True
+    assert set(status["properties"]["conditions"]["items"]["properties"]) >= {
+        "type",
+        "status",
+        "reason",
+        "message",
+        "lastTransitionTime",
+        "observedGeneration",
+    }
+
+
+def test_defaulting_fills_nested_objects() -> None:
+    minimal = {"spec": {"model": {"uri": "/m", "version": "1"}}}
+    defaulted = crd.apply_defaults(schema(), copy.deepcopy(minimal))["spec"]
+    assert defaulted["runtime"]["device"] == "cpu"
+    assert defaulted["runtime"]["batching"] == {"maxBatchSize": 16, "maxDelayMs": 10}
+    assert defaulted["rollout"] == {
+        "maxSurge": 1,
+        "maxUnavailable": 0,
+        "progressDeadlineSeconds": 600,
+        "autoRollback": True,
+    }
+    assert "autoscaling" not in defaulted

@@ -116,7 +116,15 @@ def _s3_client(environ: Mapping[str, str]) -> Any:
 
     endpoint = environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL") or None
     region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    return boto3.client("s3", endpoint_url=endpoint, region_name=region)
+    # Explicit credentials from `environ` when given there; otherwise boto3's default chain
+    # (environment, web identity, instance profile).
+    session = boto3.session.Session(
+        aws_access_key_id=environ.get("AWS_ACCESS_KEY_ID") or None,
+        aws_secret_access_key=environ.get("AWS_SECRET_ACCESS_KEY") or None,
+        aws_session_token=environ.get("AWS_SESSION_TOKEN") or None,
+        region_name=region,
+    )
+    return session.client("s3", endpoint_url=endpoint)
 
 
 def source_for(uri: str, pvc_root: Path, environ: Mapping[str, str] | None = None) -> Source:

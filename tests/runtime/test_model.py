@@ -1,0 +1,110 @@
+"""The acoustic model: providers, GPU refusal, front ends, output lengths, timings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from kubescribe_runtime.artifact import load_artifact
+from kubescribe_runtime.batcher import DynamicBatcher
+from kubescribe_runtime.config import ServeConfig
+from kubescribe_runtime.model import (
+    CPU,
+    CUDA,
+    AcousticModel,
+    ModelUnavailable,
+    choose_providers,
+    prepare,
+)
+from kubescribe_runtime.service import Service, State, build_transcriber
+from kubescribe_runtime.transcriber import PipelineSettings, Transcriber
+from rt_fixtures import SR, TONE_TOKENS, encode, pause, tone_sentence, write_artifact
+
+
+def test_provider_choice() -> None:
+    assert choose_providers("cpu", 0, False, [CUDA, CPU]) == ([CPU], None)
+    providers, warning = choose_providers("gpu", 1, False, [CUDA, CPU])
+    assert providers == [(CUDA, {"device_id": "1"}), CPU] and warning is None
+    with pytest.raises(ModelUnavailable, match="device=gpu but onnxruntime offers no CUDA"):
+        choose_providers("gpu", 0, False, [CPU])
+    providers, warning = choose_providers("gpu", 0, True, [CPU])
+    assert providers == [CPU] and warning and "serving on CPU" in warning
+
+
+@pytest.fixture(scope="module")
+def tone_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_artifact(tmp_path_factory.mktemp("m") / "tone", TONE_TOKENS)
+
+
+def test_gpu_without_cuda_stays_unready_with_the_reason(tone_dir: Path) -> None:
+    service = Service(ServeConfig(model_dir=tone_dir, device="gpu"))
+    service.load()
+    assert service.state is State.FAILED and not service.ready
+    assert "CUDAExecutionProvider" in service.reason
+    fallback = Service(ServeConfig(model_dir=tone_dir, device="gpu", allow_cpu_fallback=True))
+    fallback.load()
+    assert fallback.ready and fallback.transcriber is not None
+    assert fallback.transcriber.model.device == "cpu"
+    fallback.close()
+
+
+def test_a_corrupt_artifact_stays_unready(tmp_path: Path) -> None:
+    directory = write_artifact(tmp_path / "bad", TONE_TOKENS)
+    (directory / "tokens.txt").write_text("▁x 0\n<blk> 1\n", encoding="utf-8")
+    service = Service(ServeConfig(model_dir=directory))
+    service.load()
+    assert service.state is State.FAILED and "tokens.txt: sha256 mismatch" in service.reason
+
+
+def test_batched_and_single_inference_agree(tone_dir: Path) -> None:
+    model = AcousticModel(load_artifact(tone_dir), threads=1)
+    inputs = [prepare(tone_sentence(p), model.manifest) for p in ("lo", "hi lo hi", "lo lo")]
+    batched = model.infer(inputs)
+    for item, together in zip(inputs, batched, strict=True):
+        (alone,) = model.infer([item])
+        assert alone.shape == together.shape == (-(-item.length // 4), 3)
+        np.testing.assert_allclose(alone, together, atol=1e-5)
+
+
+def test_tone_transcripts_and_word_times(tone_dir: Path) -> None:
+    transcriber = build_transcriber(ServeConfig(model_dir=tone_dir))
+    result = transcriber.transcribe(encode(tone_sentence("lo hi lo", word_s=0.4, gap_s=0.4)))
+    transcriber.batcher.close()
+    assert result.text == "low high low"
+    # tones at 0.4-0.8, 1.2-1.6, 2.0-2.4 s; one output frame is 40 ms
+    for word, start in zip(result.words, (0.4, 1.2, 2.0), strict=True):
+        assert abs(word.start - start) <= 0.04
+        assert abs(word.end - (start + 0.4)) <= 0.08
+    assert result.duration_s == pytest.approx(len(tone_sentence("lo hi lo")) / SR)
+
+
+def test_waveform_frontend(tmp_path: Path) -> None:
+    directory = write_artifact(tmp_path / "wave", ["▁up", "▁down", "<blk>"], build="wave")
+    transcriber = build_transcriber(ServeConfig(model_dir=directory))
+    signal = np.concatenate(
+        [pause(0.3), np.full(8000, 0.3), pause(0.3), np.full(8000, -0.3), pause(0.3)]
+    ).astype(np.float32)
+    result = transcriber.transcribe(encode(signal))
+    transcriber.batcher.close()
+    assert result.text == "up down"
+    assert abs(result.words[0].start - 0.3) <= 0.02 and abs(result.words[1].start - 1.1) <= 0.02
+
+
+def test_long_audio_is_windowed_and_stitched(tone_dir: Path) -> None:
+    model = AcousticModel(load_artifact(tone_dir))
+    batcher = DynamicBatcher(model.infer, max_batch_size=4, max_delay_s=0.001, max_queue=64)
+    windows_seen: list[int] = []
+    transcriber = Transcriber(
+        model,
+        batcher,
+        PipelineSettings(window_seconds=5, window_overlap_seconds=1),
+        on_window=lambda: windows_seen.append(1),
+    )
+    pattern = " ".join(["lo hi hi lo"] * 12)  # 48 words, 38.8 s
+    result = transcriber.transcribe(encode(tone_sentence(pattern)))
+    batcher.close()
+    assert result.text == " ".join("low" if w == "lo" else "high" for w in pattern.split())
+    assert len(windows_seen) >= 9
+    starts = [w.start for w in result.words]
+    assert starts == sorted(starts)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import helm_python
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
@@ -47,15 +48,44 @@ def test_helm_lint_would_report_a_broken_template(tmp_path: Any) -> None:
     assert report["errors"] or any(m["severity"] >= 3 for m in report["messages"])
 
 
+def chart_crds() -> dict[tuple[str, str], dict[str, Any]]:
+    """(group, kind) -> openAPIV3Schema of every CRD in the chart's crds/ directory."""
+    schemas = {}
+    for path in sorted((CHART / "crds").glob("*.yaml")):
+        for crd in yaml.safe_load_all(path.read_text()):
+            for version in crd["spec"]["versions"]:
+                key = (f"{crd['spec']['group']}/{version['name']}", crd["spec"]["names"]["kind"])
+                schemas[key] = version["schema"]["openAPIV3Schema"]
+    return schemas
+
+
 @pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
 def test_rendered_objects_validate_against_kubernetes_schemas(values: dict[str, Any]) -> None:
     objects, _ = render_chart(values)
+    custom = chart_crds()
     assert objects
     for obj in objects:
-        if obj["apiVersion"].startswith("monitoring.coreos.com/"):
-            continue  # not a built-in kind: checked in test_service_monitor_*
-        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+        key = (obj["apiVersion"], obj["kind"])
+        if key in custom:  # a custom resource of the chart's own CRDs (kopf peering)
+            jsonschema.validate(obj, custom[key])
+        elif obj["apiVersion"].startswith("monitoring.coreos.com/"):
+            continue  # the Prometheus Operator's CRD is not here: test_service_monitor_*
+        else:
+            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
         assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+
+
+def test_chart_crds_validate_and_speechmodel_crd_is_the_same_file() -> None:
+    for path in (CHART / "crds").glob("*.yaml"):
+        for crd in yaml.safe_load_all(path.read_text()):
+            kubernetes_validate.validate(crd, KUBERNETES_VERSION, strict=True)
+    # Byte for byte: the chart installs the CRD the operator was built and tested against.
+    assert (CHART / "crds" / "speechmodel.yaml").read_bytes() == (
+        ROOT / "crds" / "speechmodel.yaml"
+    ).read_bytes()
+    with helm_python.Chart.load(str(CHART)) as chart:
+        names = {crd["name"] for crd in chart.crds}
+    assert {"crds/speechmodel.yaml", "crds/kopf-peering.yaml"} <= names
 
 
 def restricted_violations(pod: dict[str, Any]) -> list[str]:
@@ -138,7 +168,8 @@ def test_metrics_off_removes_port_service_and_flag() -> None:
     objects = render_chart({"metrics": {"enabled": False}})[0]
     container = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
     assert [port["name"] for port in container["ports"]] == ["health"]
-    assert not any(arg.startswith("--metrics-port") for arg in container["args"])
+    # The operator serves metrics on 9090 unless told 0.
+    assert "--metrics-port=0" in container["args"]
     assert by_kind(objects, "Service") == [] and by_kind(objects, "ServiceMonitor") == []
 
 

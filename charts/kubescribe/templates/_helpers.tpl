@@ -12,8 +12,9 @@
 {{- end -}}
 {{- end -}}
 
+{{/* Not plain "kubescribe": the runtime pods of a SpeechModel carry that name. */}}
 {{- define "kubescribe.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "kubescribe.name" . }}
+app.kubernetes.io/name: {{ include "kubescribe.name" . }}-operator
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: operator
 {{- end -}}
@@ -38,7 +39,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
 
-{{/* Arguments of `kubescribe operator`: the namespaces to watch and the endpoints. */}}
+{{/* Arguments of `kubescribe operator` (operator/kubescribe_operator/process.py). */}}
 {{- define "kubescribe.operatorArgs" -}}
 {{- if .Values.watchNamespaces }}
 {{- range .Values.watchNamespaces }}
@@ -50,6 +51,12 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 - --liveness-port={{ .Values.health.port }}
 {{- if .Values.metrics.enabled }}
 - --metrics-port={{ .Values.metrics.port }}
+{{- else }}
+- --metrics-port=0
 {{- end }}
-- --log-level={{ .Values.logLevel }}
+- --log-format={{ .Values.logFormat }}
+{{- if .Values.verbose }}
+- --verbose
+{{- end }}
+- --peering={{ .Values.peering.name }}
 {{- end -}}

@@ -62,7 +62,7 @@ PROMQL_WORDS = {
 
 
 def exported_names(registry: Any) -> set[str]:
-    """Every series name a prometheus-client registry exposes, suffixes included."""
+    """Every series name a prometheus-client registry (or list of collectors) exposes."""
     suffixes = {
         "counter": ("_total", "_created"),
         "gauge": ("",),
@@ -74,7 +74,9 @@ def exported_names(registry: Any) -> set[str]:
         "unknown": ("",),
     }
     names: set[str] = set()
-    for family in registry.collect():
+    collectors = registry if isinstance(registry, list) else [registry]
+    families = [family for collector in collectors for family in collector.collect()]
+    for family in families:
         names |= {family.name + suffix for suffix in suffixes[family.type]}
         names |= {sample.name for sample in family.samples}
     return names
@@ -96,3 +98,114 @@ def promql_metric_names(expr: str) -> set[str]:
             continue
         names.add(name)
     return names
+
+
+# ------------------------------------------------------ statuses the operator really writes
+
+
+def rollout_scenarios() -> list[tuple[str, dict[str, Any], str]]:
+    """(what happens, the SpeechModel as Argo CD would see it, the health Argo CD should show),
+    with every status computed by the operator's own rollout decision (`rollout.decide`)."""
+    from datetime import UTC, datetime, timedelta
+
+    from kubescribe_operator.models import ModelRef, SpeechModelSpec, SpeechModelStatus
+    from kubescribe_operator.rollout import Observed, PodProblem, decide
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    scenarios: list[tuple[str, dict[str, Any], str]] = []
+
+    def spec(version: str, auto_rollback: bool = True) -> SpeechModelSpec:
+        return SpeechModelSpec.model_validate(
+            {
+                "model": {"uri": f"s3://models/demo/{version}", "version": version},
+                "replicas": 2,
+                "rollout": {"autoRollback": auto_rollback},
+            }
+        )
+
+    def seen(
+        ref: ModelRef,
+        updated: int = 2,
+        available: int = 2,
+        problem: str | None = None,
+        deadline: bool = False,
+    ) -> Observed:
+        problems = {}
+        if problem:
+            found = PodProblem(pod="demo-x", container="runtime", reason=problem, message=problem)
+            problems = {ref.digest(): (found,)}
+        return Observed(
+            deployment_exists=True,
+            template_ref=ref.digest(),
+            template_observed=True,
+            desired_replicas=2,
+            replicas=2,
+            updated_replicas=updated,
+            ready_replicas=available,
+            available_replicas=available,
+            deadline_exceeded=deadline,
+            deadline_message="ReplicaSet has timed out progressing." if deadline else "",
+            problems_by_ref=problems,
+        )
+
+    class Model:
+        def __init__(self, version: str, auto_rollback: bool = True) -> None:
+            self.spec = spec(version, auto_rollback)
+            self.generation = 1
+            self.status: SpeechModelStatus | None = None
+            self.clock = start
+
+        def change(self, version: str) -> None:
+            self.spec = spec(version, self.spec.rollout.auto_rollback)
+            self.generation += 1
+
+        def step(self, what: str, observed: Observed, health: str) -> ModelRef:
+            self.clock += timedelta(seconds=30)
+            decision = decide(
+                self.spec, self.generation, self.status, observed, self.clock, name="demo"
+            )
+            self.status = SpeechModelStatus.model_validate(decision.status)
+            self.record(what, health)
+            return decision.model_ref
+
+        def record(self, what: str, health: str) -> None:
+            status = self.status.model_dump(by_alias=True, exclude_none=True, mode="json")
+            obj = {
+                "apiVersion": "kubescribe.io/v1alpha1",
+                "kind": "SpeechModel",
+                "metadata": {"name": "demo", "namespace": "speech", "generation": self.generation},
+                "spec": self.spec.model_dump(by_alias=True, exclude_none=True, mode="json"),
+                "status": status,
+            }
+            scenarios.append((what, obj, health))
+
+    # A first deployment that succeeds, then a new version that is rolled back.
+    model = Model("1.0.0")
+    v1 = model.spec.model.ref()
+    model.step("first deployment, no Deployment yet", Observed(), "Progressing")
+    model.step("first deployment, pods starting", seen(v1, updated=2, available=0), "Progressing")
+    model.step("first deployment serving", seen(v1), "Healthy")
+    model.change("1.1.0")
+    model.record("new version pushed, operator has not seen it", "Progressing")
+    v2 = model.spec.model.ref()
+    model.step("new version, Deployment not updated yet", seen(v1), "Progressing")
+    model.step("new version rolling", seen(v2, updated=1, available=2), "Progressing")
+    back = model.step(
+        "new version crash-loops: roll back", seen(v2, 1, 2, "CrashLoopBackOff"), "Degraded"
+    )
+    assert back == v1, "the operator was expected to roll back to 1.0.0"
+    model.step("rolled back, old version serving again", seen(v1), "Degraded")
+    model.change("1.2.0")
+    v3 = model.spec.model.ref()
+    model.step("fixed version rolling", seen(v3, updated=1, available=2), "Progressing")
+    model.step("fixed version serving", seen(v3), "Healthy")
+    model.step("serving, pods lost", seen(v3, updated=2, available=0), "Degraded")
+
+    # Failures of each kind, without a rollback to fall back on.
+    for problem in ("InitContainerFailed", "ImagePullFailed", "ContainerConfigError", None):
+        model = Model("1.0.0", auto_rollback=False)
+        ref = model.spec.model.ref()
+        model.step("first deployment, pods starting", seen(ref, 2, 0), "Progressing")
+        what = f"first deployment fails: {problem or 'progress deadline exceeded'}"
+        model.step(what, seen(ref, 2, 0, problem, deadline=problem is None), "Degraded")
+    return scenarios

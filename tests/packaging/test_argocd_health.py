@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 from lupa import LuaRuntime
+from pkg_helpers import rollout_scenarios
 
 ROOT = Path(__file__).resolve().parents[2]
 HEALTH_LUA = ROOT / "examples" / "argocd" / "health.lua"
@@ -191,3 +192,34 @@ def test_argocd_cm_embeds_the_same_script() -> None:
     assert configmap["kind"] == "ConfigMap" and configmap["metadata"]["name"] == "argocd-cm"
     key = "resource.customizations.health.kubescribe.io_SpeechModel"
     assert configmap["data"][key] == HEALTH_LUA.read_text()
+
+
+def test_history_in_progress_is_progressing_not_degraded() -> None:
+    status = {
+        "observedGeneration": 3,
+        "conditions": [cond("Ready", "False", "NoReplicaAvailable"), NOT_RECONCILING, NOT_STALLED],
+        "history": [
+            {"version": "1.0.0", "uri": "u", "started": "t", "result": "Succeeded"},
+            {"version": "1.1.0", "uri": "u", "started": "t", "result": "InProgress"},
+        ],
+    }
+    assert health(model(status)) == (
+        "Progressing",
+        "Rolling out model version 1.1.0: NoReplicaAvailable",
+    )
+    status["history"][-1]["result"] = "Succeeded"
+    assert health(model(status))[0] == "Degraded"
+
+
+SCENARIOS = rollout_scenarios()
+
+
+@pytest.mark.parametrize(
+    ("obj", "expected"),
+    [(obj, expected) for _, obj, expected in SCENARIOS],
+    ids=[what for what, _, _ in SCENARIOS],
+)
+def test_health_of_statuses_the_operator_writes(obj: dict[str, Any], expected: str) -> None:
+    # Each status comes from the operator's own rollout decision (kubescribe_operator.rollout).
+    status, message = health(obj)
+    assert status == expected, message

@@ -45,6 +45,9 @@ def train_main(argv: Sequence[str]) -> int:
     parser.add_argument("--teacher", type=Path, help="distil from this teacher checkpoint")
     parser.add_argument("--init", type=Path, help="start from this checkpoint (e.g. pruned)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--prepare", action="store_true", help="only compute the feature cache, then exit"
+    )
     args = parser.parse_args(argv)
 
     from kubescribe_modeling.checkpoint import load_checkpoint
@@ -65,6 +68,12 @@ def train_main(argv: Sequence[str]) -> int:
         cfg = cfg.model_copy(
             update={"distill": cfg.distill.model_copy(update={"teacher": args.teacher})}
         )
+    if args.prepare:
+        from kubescribe_modeling.train import prepare_features
+
+        counts = prepare_features(cfg, progress=not args.no_progress)
+        print(json.dumps(counts))
+        return 0
     init = load_checkpoint(args.init) if args.init else None
     result = train(cfg, resume=args.resume, init=init, progress=not args.no_progress)
     print(
@@ -205,6 +214,7 @@ def evaluate_main(argv: Sequence[str]) -> int:
                 "by_source": {k: round(v, 4) for k, v in report.by_source.items()},
                 "utterances": report.utterances,
                 "rtf": round(report.rtf, 4),
+                "pipeline": report.pipeline,
             }
         )
     )

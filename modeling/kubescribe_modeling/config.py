@@ -80,6 +80,9 @@ class TrainConfig(_Strict):
     warmup_steps: int = Field(300, ge=0)
     grad_clip: float = Field(5.0, gt=0)
     dev_utterances: int = Field(300, gt=0, description="dev utterances scored each epoch")
+    eval_every_minutes: float | None = Field(
+        None, gt=0, description="also score dev (and keep best.pt) this often within an epoch"
+    )
     max_train_utterances: int | None = Field(None, gt=0)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"

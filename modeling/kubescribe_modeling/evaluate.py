@@ -1,7 +1,9 @@
-"""Word error rate of an artifact on a test set (``manifest.jsonl`` + audio).
+"""Word error rate of an artifact on a test set (``manifest.jsonl`` + audio files).
 
-The decoding path is the artifact's own: features (the runtime's numpy NeMo log-mel, or the raw
-normalised waveform for a ``waveform`` front end), onnxruntime, greedy CTC over ``tokens.txt``.
+By default the audio goes through the runtime's own pipeline (``kubescribe_runtime``: decode,
+resample, window, features, ONNX, CTC), so the number is what a deployment would get. Where the
+runtime is not installed, a minimal path does the same steps: the runtime's numpy NeMo log-mel
+(or the normalised waveform for a ``waveform`` front end), onnxruntime and greedy CTC.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from kubescribe_modeling.decode import greedy_ids, word_error_rate
 from kubescribe_modeling.errors import ModelingError
 from kubescribe_modeling.vocab import BLANK_SYMBOL, tokens_to_text
 
-Transcriber = Callable[[Sequence[npt.NDArray[np.float32]]], list[str]]
+#: Audio files in, transcripts out.
+Transcriber = Callable[[Sequence[Path]], list[str]]
 
 
 @dataclass
@@ -29,12 +32,14 @@ class EvalReport:
     utterances: int
     audio_seconds: float
     compute_seconds: float
+    pipeline: str = ""
     by_source: dict[str, float] = field(default_factory=dict)
     references: list[str] = field(default_factory=list)
     hypotheses: list[str] = field(default_factory=list)
 
     @property
     def rtf(self) -> float:
+        """Real-time factor: compute time over audio time (lower is faster)."""
         return self.compute_seconds / self.audio_seconds if self.audio_seconds else 0.0
 
 
@@ -50,7 +55,7 @@ def read_tokens(path: Path) -> list[str]:
 def onnx_transcriber(
     artifact: Path, model_file: str = "model.onnx", threads: int = 1
 ) -> Transcriber:
-    """Batch-of-one transcription through onnxruntime with the artifact's front end."""
+    """One utterance at a time through onnxruntime, with the artifact's front end."""
     import onnxruntime as ort
     from kubescribe_runtime.features import log_mel, num_frames
     from kubescribe_runtime.manifest import ArtifactManifest, NemoLogMelFrontend
@@ -76,10 +81,10 @@ def onnx_transcriber(
             w = (w - w.mean()) / np.sqrt(w.var() + 1e-7)
         return w[None].astype(np.float32), len(w)
 
-    def transcribe(waves: Sequence[npt.NDArray[np.float32]]) -> list[str]:
+    def transcribe(paths: Sequence[Path]) -> list[str]:
         out = []
-        for wave in waves:
-            feats, length = inputs(wave)
+        for path in paths:
+            feats, length = inputs(read_audio(path))
             (logprobs,) = session.run(
                 ["logprobs"],
                 {"audio_signal": feats, "length": np.array([length], dtype=np.int64)},
@@ -91,8 +96,34 @@ def onnx_transcriber(
     return transcribe
 
 
+def runtime_transcriber(
+    artifact: Path, model_file: str = "model.onnx", threads: int = 1
+) -> Transcriber | None:
+    """The runtime's pipeline (batch size 1), or ``None`` where the runtime is not installed."""
+    try:
+        from kubescribe_runtime.config import ServeConfig
+        from kubescribe_runtime.service import build_transcriber
+    except ImportError:
+        return None
+    config = ServeConfig.model_validate(
+        {"model_dir": artifact, "model_file": model_file, "threads": threads, "max_batch_size": 1}
+    )
+
+    def transcribe(paths: Sequence[Path]) -> list[str]:
+        pipeline = build_transcriber(config)
+        try:
+            return [pipeline.transcribe(path.read_bytes()).text for path in paths]
+        finally:
+            pipeline.batcher.close()
+
+    return transcribe
+
+
 def evaluate(
-    transcriber: Transcriber, testset: Path, normalize: Callable[[str], str] | None = None
+    transcriber: Transcriber,
+    testset: Path,
+    pipeline: str = "",
+    normalize: Callable[[str], str] | None = None,
 ) -> EvalReport:
     """Transcribe every utterance of ``testset/manifest.jsonl``; WER overall and per source."""
     from kubescribe_modeling.text import normalize_text
@@ -101,10 +132,15 @@ def evaluate(
     utterances = read_manifest(testset / "manifest.jsonl")
     if not utterances:
         raise ModelingError(f"{testset}: the test set is empty")
-    waves = [read_audio(u.audio) for u in utterances]
+    missing = [str(u.audio) for u in utterances if not u.audio.is_file()]
+    if missing:
+        raise ModelingError(f"{testset}: audio files missing: {', '.join(missing[:3])}")
     started = time.perf_counter()
-    hyps = transcriber(waves)
+    hyps = transcriber([u.audio for u in utterances])
     compute = time.perf_counter() - started
+    import soundfile as sf
+
+    audio_seconds = sum(sf.info(str(u.audio)).duration for u in utterances)
     refs = [norm(u.text) for u in utterances]
     hyps = [norm(h) for h in hyps]
     groups: dict[str, list[int]] = defaultdict(list)
@@ -117,15 +153,21 @@ def evaluate(
     return EvalReport(
         wer=word_error_rate(refs, hyps),
         utterances=len(utterances),
-        audio_seconds=sum(len(w) for w in waves) / SAMPLE_RATE,
+        audio_seconds=audio_seconds,
         compute_seconds=compute,
+        pipeline=pipeline,
         by_source=by_source,
         references=refs,
         hypotheses=hyps,
     )
 
 
-def evaluate_artifact(artifact: Path, testset: Path, model_file: str = "model.onnx") -> EvalReport:
+def evaluate_artifact(
+    artifact: Path, testset: Path, model_file: str = "model.onnx", use_runtime: bool = True
+) -> EvalReport:
     if not (artifact / model_file).is_file():
         raise ModelingError(f"{artifact}: no {model_file}")
-    return evaluate(onnx_transcriber(artifact, model_file), testset)
+    transcriber = runtime_transcriber(artifact, model_file) if use_runtime else None
+    if transcriber is not None:
+        return evaluate(transcriber, testset, pipeline="kubescribe-runtime")
+    return evaluate(onnx_transcriber(artifact, model_file), testset, pipeline="onnxruntime")

@@ -126,6 +126,20 @@ def _log(path: Path, record: dict[str, Any]) -> None:
         handle.write(json.dumps(record) + "\n")
 
 
+def _feature_sets(cfg: TrainConfig, progress: bool) -> tuple[FeatureSet, FeatureSet]:
+    frontend = NemoLogMelFrontend()
+    cache_dir = cfg.cache_dir or cfg.corpus / "features"
+    train_set = load_features(cfg.corpus / "train.jsonl", cache_dir, frontend, progress=progress)
+    dev_set = load_features(cfg.corpus / "dev.jsonl", cache_dir, frontend, progress=progress)
+    return train_set, dev_set
+
+
+def prepare_features(cfg: TrainConfig, progress: bool = True) -> dict[str, int]:
+    """Fill the feature cache (so that parallel runs share it instead of racing)."""
+    train_set, dev_set = _feature_sets(cfg, progress)
+    return {"train": len(train_set), "dev": len(dev_set)}
+
+
 def train(
     cfg: TrainConfig,
     resume: bool = False,
@@ -139,10 +153,7 @@ def train(
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.device)
-    frontend = NemoLogMelFrontend()
-    cache_dir = cfg.cache_dir or cfg.corpus / "features"
-    train_set = load_features(cfg.corpus / "train.jsonl", cache_dir, frontend, progress=progress)
-    dev_set = load_features(cfg.corpus / "dev.jsonl", cache_dir, frontend, progress=progress)
+    train_set, dev_set = _feature_sets(cfg, progress)
     if not len(train_set) or not len(dev_set):
         raise ModelingError(f"{cfg.corpus}: train or dev split is empty")
     train_indices = list(range(len(train_set)))
@@ -207,6 +218,28 @@ def train(
             },
         )
 
+    def score(epoch: int, complete: bool, losses: list[float]) -> None:
+        """Dev WER now; keeps best.pt and writes last.pt and a history line."""
+        hyps = transcribe(model, dev_set, dev_indices, vocab, device)
+        dev_wer = word_error_rate([dev_set.texts[i] for i in dev_indices], hyps)
+        record = {
+            "epoch": epoch + 1,
+            "complete": complete,
+            "step": state["step"],
+            "train_loss": float(np.mean(losses[-200:])) if losses else None,
+            "dev_wer": dev_wer,
+            "minutes": (time.monotonic() - started) / 60.0,
+        }
+        _log(history, record)
+        if progress:
+            print(json.dumps(record), flush=True)
+        if dev_wer < float(state["best"]):
+            state["best"] = dev_wer
+            save_checkpoint(best_path, snapshot())
+        save_checkpoint(last_path, snapshot())
+
+    eval_every_s = cfg.eval_every_minutes * 60.0 if cfg.eval_every_minutes else math.inf
+    last_eval = time.monotonic()
     out_of_time = False
     while state["epoch"] < cfg.epochs and not out_of_time:
         epoch = int(state["epoch"])
@@ -252,7 +285,10 @@ def train(
             losses.append(float(loss.detach()))
             bar.update(1)
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}", lr=f"{group['lr']:.2e}")
-            if time.monotonic() - last_save > CHECKPOINT_EVERY_S:
+            if time.monotonic() - last_eval > eval_every_s and state["batch"] < len(batches):
+                score(epoch, complete=False, losses=losses)
+                last_eval = last_save = time.monotonic()
+            elif time.monotonic() - last_save > CHECKPOINT_EVERY_S:
                 save_checkpoint(last_path, snapshot())
                 last_save = time.monotonic()
         bar.close()
@@ -260,24 +296,8 @@ def train(
         if finished_epoch:
             state["epoch"] = epoch + 1
             state["batch"] = 0
-        hyps = transcribe(model, dev_set, dev_indices, vocab, device)
-        dev_wer = word_error_rate([dev_set.texts[i] for i in dev_indices], hyps)
-        record = {
-            "epoch": epoch + 1,
-            "complete": finished_epoch,
-            "step": state["step"],
-            "train_loss": float(np.mean(losses)) if losses else None,
-            "dev_wer": dev_wer,
-            "minutes": (time.monotonic() - started) / 60.0,
-        }
-        _log(history, record)
-        if progress:
-            print(json.dumps(record), flush=True)
-        if dev_wer < float(state["best"]):
-            state["best"] = dev_wer
-            save_checkpoint(best_path, snapshot())
-        save_checkpoint(last_path, snapshot())
-        last_save = time.monotonic()
+        score(epoch, complete=finished_epoch, losses=losses)
+        last_eval = last_save = time.monotonic()
     if not best_path.exists():
         save_checkpoint(best_path, snapshot())
     return TrainResult(

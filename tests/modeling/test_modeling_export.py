@@ -106,3 +106,13 @@ def test_int8_model_is_smaller_and_close(tiny_artifact: ExportReport) -> None:
     int8 = run_onnx(out / "model.int8.onnx", feats, lengths)
     assert np.abs(fp32 - int8).max() < 1.0
     assert not np.array_equal(fp32, int8)
+
+
+def test_runtime_pipeline_and_plain_onnxruntime_agree(
+    tiny_artifact: ExportReport, tiny_testset: Path
+) -> None:
+    runtime = evaluate_artifact(tiny_artifact.out_dir, tiny_testset)
+    plain = evaluate_artifact(tiny_artifact.out_dir, tiny_testset, use_runtime=False)
+    assert (runtime.pipeline, plain.pipeline) == ("kubescribe-runtime", "onnxruntime")
+    assert runtime.hypotheses == plain.hypotheses
+    assert runtime.utterances == 4 and runtime.audio_seconds > 0

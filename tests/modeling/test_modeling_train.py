@@ -56,6 +56,16 @@ def test_training_writes_checkpoints_and_history_then_resumes(
     assert state["epoch"] == 2 and state["step"] == resumed.steps
 
 
+def test_dev_is_scored_within_an_epoch_when_asked(tiny_corpus: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(tiny_corpus, tmp_path / "run", epochs=1, eval_every_minutes=1e-9)
+    train(cfg, progress=False)
+    lines = (tmp_path / "run/history.jsonl").read_text().splitlines()
+    history = [json.loads(line) for line in lines]
+    assert len(history) > 1
+    assert [h["complete"] for h in history][-1] is True
+    assert not any(h["complete"] for h in history[:-1])
+
+
 def test_resume_without_a_checkpoint_is_an_error(tiny_corpus: Path, tmp_path: Path) -> None:
     with pytest.raises(ModelingError, match="nothing to resume"):
         train(tiny_config(tiny_corpus, tmp_path / "empty"), resume=True, progress=False)

@@ -75,12 +75,13 @@ def _as_api_error(exc: Exception) -> ApiError:
     if isinstance(exc, HTTPException):
         code = exc.code or 500
         return ApiError(code, exc.description or exc.name, exc.name.lower().replace(" ", "_"))
-    log.exception("unexpected error")
     return ApiError(500, f"internal error: {type(exc).__name__}", "internal_error", "server_error")
 
 
 def _error_response(exc: Exception) -> Response:
     error = _as_api_error(exc)
+    if error.status == 500:
+        log.error("unexpected error", exc_info=exc)
     payload: dict[str, Any] = {
         "error": {
             "message": error.message,
@@ -120,17 +121,17 @@ def create_app(service: Service) -> Flask:
     def transcriptions() -> Response:
         started = time.monotonic()
         status = 500
-        with service.request():
-            try:
+        try:
+            with service.request():
                 response = _transcribe()
-                status = response.status_code
-                return response
-            except Exception as exc:
-                status = _as_api_error(exc).status
-                raise
-            finally:
-                metrics.requests.labels(str(status)).inc()
-                metrics.latency.observe(time.monotonic() - started)
+            status = response.status_code
+            return response
+        except Exception as exc:
+            status = _as_api_error(exc).status
+            raise
+        finally:
+            metrics.requests.labels(str(status)).inc()
+            metrics.latency.observe(time.monotonic() - started)
 
     def _transcribe() -> Response:
         started = time.monotonic()

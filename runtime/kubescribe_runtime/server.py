@@ -1,8 +1,11 @@
 """waitress (threads) around the app, with a clean drain on SIGTERM / SIGINT:
 
-1. ``/readyz`` turns 503 and the listening socket closes (no new connections);
-2. every request already accepted runs to completion (bounded by the drain timeout);
-3. the batcher stops, the process exits 0.
+1. ``/readyz`` turns 503, and new transcription requests are answered 503 with Retry-After
+   (the client retries on another pod while the endpoint is being removed);
+2. every transcription request already accepted runs to completion (bounded by the drain
+   timeout), and every response is written out;
+3. the listening socket and connections close, the batcher stops, the process exits 0
+   (1 when the drain timed out).
 """
 
 from __future__ import annotations
@@ -74,11 +77,6 @@ class Server:
             log.info("drained: every accepted request completed")
         self._stop.set()
 
-    def _stop_accepting(self) -> None:
-        self.wsgi.accepting = False
-        self.wsgi.del_channel()
-        self.wsgi.socket.close()
-
     def request_shutdown(
         self, signum: int = signal.SIGTERM, frame: FrameType | None = None
     ) -> None:
@@ -88,7 +86,6 @@ class Server:
         self._draining.set()
         log.info("received %s: draining", signal.Signals(signum).name)
         self.service.begin_drain()
-        self._stop_accepting()
         threading.Thread(target=self._drain, name="kubescribe-drain", daemon=True).start()
 
     # -- run ---------------------------------------------------------------------------------

@@ -150,7 +150,10 @@ class Service:
 
     @contextlib.contextmanager
     def request(self) -> Iterator[None]:
+        """Count a transcription request in flight; refused once draining has begun."""
         with self._idle:
+            if self.state is State.DRAINING:
+                raise NotReady("the server is shutting down; retry on another replica")
             self._in_flight += 1
             self.metrics.in_flight.set(self._in_flight)
         try:
@@ -165,5 +168,4 @@ class Service:
         transcriber = self.transcriber
         if transcriber is None:
             raise NotReady(f"the model is not ready: {self.reason}")
-        # Draining: requests already accepted by the server are still served.
         return transcriber.transcribe(data)

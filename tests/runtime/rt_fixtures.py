@@ -159,7 +159,13 @@ def pause(seconds: float, seed: int = 0) -> np.ndarray:
 
 
 def tone_sentence(pattern: str, word_s: float = 0.4, gap_s: float = 0.4) -> np.ndarray:
-    """``"lo hi lo"`` → tones separated by quiet pauses."""
+    """``"lo hi lo"`` → tones separated by quiet pauses.
+
+    Both tones must occur: the features are normalised per mel bin over the utterance, so a
+    bin group that is never loud is pure normalised noise, which the tone model cannot tell
+    from a tone.
+    """
+    assert {"lo", "hi"} <= set(pattern.split()), pattern
     parts = [pause(gap_s)]
     for i, word in enumerate(pattern.split()):
         parts.append(tone(LOW_HZ if word == "lo" else HIGH_HZ, word_s))

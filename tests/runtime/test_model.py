@@ -59,7 +59,9 @@ def test_a_corrupt_artifact_stays_unready(tmp_path: Path) -> None:
 
 def test_batched_and_single_inference_agree(tone_dir: Path) -> None:
     model = AcousticModel(load_artifact(tone_dir), threads=1)
-    inputs = [prepare(tone_sentence(p), model.manifest) for p in ("lo", "hi lo hi", "lo lo")]
+    inputs = [
+        prepare(tone_sentence(p), model.manifest) for p in ("lo hi", "hi lo hi", "lo lo hi hi")
+    ]
     batched = model.infer(inputs)
     for item, together in zip(inputs, batched, strict=True):
         (alone,) = model.infer([item])

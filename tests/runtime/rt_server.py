@@ -1,0 +1,78 @@
+"""Start the real `kubescribe serve` process on a free loopback port, and stop it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        return int(self.process.returncode)
+
+
+def start_server(
+    model_dir: Path,
+    log_dir: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    ready: bool = True,
+) -> ServerProcess:
+    port = free_port()
+    log_path = log_dir / f"server-{port}.log"
+    command = [
+        sys.executable, "-m", "kubescribe.cli", "serve",
+        "--model-dir", str(model_dir), "--port", str(port), "--threads", "1", *args,
+    ]  # fmt: skip
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("KUBESCRIBE_")} | (
+        env or {}
+    )
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT
+        )
+    server = ServerProcess(f"http://127.0.0.1:{port}", process, log_path)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")
+        try:
+            path = "/readyz" if ready else "/healthz"
+            if requests.get(server.url + path, timeout=2).status_code == 200:
+                return server
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(f"server did not become ready:\n{server.log()}")

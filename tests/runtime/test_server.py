@@ -1,0 +1,206 @@
+"""The real `kubescribe serve` process on loopback, with the tone model (known transcripts):
+routes, formats, errors, shared batches, readiness, drain on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+from kubescribe_runtime.app import create_app
+from kubescribe_runtime.config import ServeConfig
+from kubescribe_runtime.service import Service
+from rt_fixtures import TONE_TOKENS, encode, tone_sentence, write_artifact
+from rt_server import ServerProcess, start_server
+
+pytestmark = pytest.mark.xdist_group("runtime-server")
+
+
+def expected(pattern: str) -> str:
+    return " ".join("low" if w == "lo" else "high" for w in pattern.split())
+
+
+@pytest.fixture(scope="module")
+def tone_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_artifact(tmp_path_factory.mktemp("model") / "tone", TONE_TOKENS)
+
+
+@pytest.fixture(scope="module")
+def server(tone_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    process = start_server(
+        tone_dir, tmp_path_factory.mktemp("logs"), "--max-delay-ms", "150", "--max-batch-size", "8"
+    )
+    yield process
+    assert process.stop() == 0
+
+
+def transcribe(server: ServerProcess, data: bytes, **form: str) -> requests.Response:
+    return requests.post(
+        server.url + "/v1/audio/transcriptions",
+        files={"file": ("audio.wav", data, "audio/wav")},
+        data={"model": "tone-demo", **form},
+        timeout=60,
+    )
+
+
+def metric(server: ServerProcess, name: str) -> float:
+    text = requests.get(server.url + "/metrics", timeout=10).text
+    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    assert match, name
+    return float(match.group(1))
+
+
+def test_probes_and_models(server: ServerProcess) -> None:
+    assert requests.get(server.url + "/healthz", timeout=5).json() == {"status": "alive"}
+    assert requests.get(server.url + "/readyz", timeout=5).json() == {"status": "ready"}
+    (model,) = requests.get(server.url + "/v1/models", timeout=5).json()["data"]
+    assert (model["id"], model["version"], model["object"]) == ("tone-demo", "1.0.0", "model")
+    assert re.fullmatch(r"[0-9a-f]{64}", model["digest"])
+    metrics = requests.get(server.url + "/metrics", timeout=5).text
+    assert f'kubescribe_model_info{{device="cpu",digest="{model["digest"]}"' in metrics
+    assert "kubescribe_ready 1.0" in metrics
+
+
+def test_response_formats(server: ServerProcess) -> None:
+    audio = encode(tone_sentence("lo hi lo"))
+    assert transcribe(server, audio).json() == {"text": "low high low"}
+    text = transcribe(server, audio, response_format="text")
+    assert text.text == "low high low\n" and text.headers["Content-Type"].startswith("text/plain")
+    verbose = transcribe(
+        server, audio, response_format="verbose_json", **{"timestamp_granularities[]": "word"}
+    ).json()
+    assert [w["word"] for w in verbose["words"]] == ["low", "high", "low"]
+    assert abs(verbose["words"][1]["start"] - 1.2) <= 0.04
+    srt = transcribe(server, audio, response_format="srt").text
+    assert srt.startswith("1\n00:00:00,400 --> ") and "low high low" in srt
+    assert transcribe(server, audio, response_format="vtt").text.startswith(
+        "WEBVTT\n\n00:00:00.400"
+    )
+
+
+def test_concurrent_requests_share_batches(server: ServerProcess) -> None:
+    before_count = metric(server, "kubescribe_batch_size_count")
+    before_sum = metric(server, "kubescribe_batch_size_sum")
+    patterns = ["lo hi", "hi lo", "lo lo hi", "hi hi lo", "lo hi lo", "hi lo hi", "hi lo lo"] * 2
+    with ThreadPoolExecutor(len(patterns)) as pool:
+        answers = list(pool.map(lambda p: transcribe(server, encode(tone_sentence(p))), patterns))
+    assert [a.json()["text"] for a in answers] == [expected(p) for p in patterns]
+    batches = metric(server, "kubescribe_batch_size_count") - before_count
+    windows = metric(server, "kubescribe_batch_size_sum") - before_sum
+    assert windows == len(patterns)
+    assert batches < windows  # some batches held several requests
+
+
+def test_gpu_requested_without_cuda_stays_unready(tone_dir: Path, tmp_path: Path) -> None:
+    process = start_server(tone_dir, tmp_path, "--device", "gpu", ready=False)
+    try:
+        deadline = time.monotonic() + 30
+        while (answer := requests.get(process.url + "/readyz", timeout=5)).json()[
+            "status"
+        ] == "loading" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert answer.status_code == 503
+        assert answer.json()["status"] == "failed"
+        assert "CUDAExecutionProvider" in answer.json()["reason"]
+        refused = transcribe(process, encode(tone_sentence("lo hi")))
+        assert refused.status_code == 503 and refused.headers["Retry-After"]
+    finally:
+        assert process.stop() == 0
+
+
+def test_sigterm_drains_accepted_requests(tone_dir: Path, tmp_path: Path) -> None:
+    process = start_server(tone_dir, tmp_path, "--max-delay-ms", "1500", "--max-batch-size", "64")
+    patterns = ["lo hi", "hi lo", "lo lo hi", "hi lo hi", "lo hi lo", "hi hi lo", "lo hi hi"]
+    with ThreadPoolExecutor(len(patterns)) as pool:
+        futures = [pool.submit(transcribe, process, encode(tone_sentence(p))) for p in patterns]
+        deadline = time.monotonic() + 20
+        while metric(process, "kubescribe_requests_in_flight") < len(patterns):
+            assert time.monotonic() < deadline, "requests never got in flight"
+            time.sleep(0.02)
+        process.process.send_signal(signal.SIGTERM)
+        # draining: unready, new work refused with Retry-After, accepted work still running
+        deadline = time.monotonic() + 10
+        while requests.get(process.url + "/readyz", timeout=5).status_code == 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        late = transcribe(process, encode(tone_sentence("lo hi")))
+        assert late.status_code == 503 and late.headers["Retry-After"]
+        assert late.json()["error"]["message"].startswith("the server is shutting down")
+        answers = [f.result(30) for f in futures]
+    assert [a.status_code for a in answers] == [200] * len(patterns)
+    assert [a.json()["text"] for a in answers] == [expected(p) for p in patterns]
+    assert process.process.wait(30) == 0
+    assert "drained: every accepted request completed" in process.log()
+
+
+# -- in-process: the queue-full and timeout answers, made deterministic with a gated model ---
+
+
+@pytest.fixture
+def gated_app(tone_dir: Path) -> Iterator[tuple[object, threading.Event, Service]]:
+    config = ServeConfig(
+        model_dir=tone_dir, max_queue=1, max_batch_size=1, max_delay_ms=0, request_timeout_s=2
+    )
+    service = Service(config)
+    service.load()
+    assert service.transcriber is not None
+    gate = threading.Event()
+    batcher = service.transcriber.batcher
+    real = batcher._run_batch
+
+    def gated(items: list[object]) -> list[object]:
+        gate.wait(30)
+        return real(items)  # type: ignore[arg-type]
+
+    batcher._run_batch = gated  # type: ignore[assignment]
+    yield create_app(service).test_client(), gate, service
+    gate.set()
+    service.close()
+
+
+def _post(client: object, data: bytes) -> object:
+    return client.post(  # type: ignore[attr-defined]
+        "/v1/audio/transcriptions",
+        data={"file": (__import__("io").BytesIO(data), "a.wav"), "model": "x"},
+        content_type="multipart/form-data",
+    )
+
+
+def test_queue_full_is_429_with_retry_after_and_timeout_is_504(
+    gated_app: tuple[object, threading.Event, Service],
+) -> None:
+    client, gate, service = gated_app
+    audio = encode(tone_sentence("lo hi"))
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(_post, client, audio)  # taken by the worker, stuck at the gate
+        assert service.transcriber is not None
+        while not service.in_flight or service.transcriber.batcher.depth:
+            time.sleep(0.005)
+        second = pool.submit(_post, client, audio)  # queued
+        while service.transcriber.batcher.depth < 1:
+            time.sleep(0.005)
+        third = _post(client, audio)  # the queue is full
+        assert third.status_code == 429  # type: ignore[attr-defined]
+        assert third.headers["Retry-After"] == "1"  # type: ignore[attr-defined]
+        assert third.json["error"]["code"] == "queue_full"  # type: ignore[attr-defined]
+        timed_out = first.result(30)
+        assert timed_out.status_code == 504  # type: ignore[attr-defined]
+        assert timed_out.json["error"]["type"] == "server_error"  # type: ignore[attr-defined]
+        gate.set()
+        assert second.result(30).status_code in (200, 504)  # type: ignore[attr-defined]
+    # after the storm, the same service answers correctly
+    answer = _post(client, audio)
+    assert answer.status_code == 200  # type: ignore[attr-defined]
+    assert json.loads(answer.data)["text"] == "low high"  # type: ignore[attr-defined]
+
+
+def test_unknown_route_is_json(server: ServerProcess) -> None:
+    answer = requests.get(server.url + "/v1/nope", timeout=5)
+    assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found"

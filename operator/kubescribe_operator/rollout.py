@@ -431,6 +431,7 @@ def decide(
         )
 
     # 3. The status that follows.
+    entry = history[-1] if history else None
     current_version = deploy.version if seen.progress is Progress.COMPLETE else prev.current_version
     ready_count = observed.ready_replicas
     conditions: dict[ConditionType, tuple[bool, str, str]]
@@ -459,7 +460,11 @@ def decide(
             "Stalled": (True, reason, message),
         }
         phase = "Failed" if lkg is None or ready_count == 0 else "Degraded"
-    elif seen.progress in (Progress.COMPLETE, Progress.SCALING):
+    elif seen.progress is Progress.COMPLETE or (
+        # Every pod runs the model and some are not available yet: an HPA scale-up, not a
+        # rollout, unless the model itself is still being rolled out.
+        seen.progress is Progress.SCALING and not (entry and entry.result == "InProgress")
+    ):
         available = observed.available_replicas
         serving = available > 0 or observed.desired_replicas == 0
         message = (

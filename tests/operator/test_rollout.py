@@ -1,0 +1,1038 @@
+"""The rollout decision, table-driven: (spec, generation, status, observed, now) -> decision.
+
+Each case starts from a status reached by a short story of earlier decisions (created,
+rolled out, rolled back, ...), takes one more step and checks the model deployed, the status
+and the events. Every case is also checked for idempotence (feeding the new status back in,
+later, changes nothing and emits nothing) and against the CRD's status schema.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jsonschema
+import pytest
+from kubescribe_operator import builders, crd
+from kubescribe_operator.models import MAX_HISTORY, ModelRef, SpeechModelSpec, SpeechModelStatus
+from kubescribe_operator.rollout import (
+    Decision,
+    Observed,
+    PodProblem,
+    decide,
+    observe,
+    status_patch,
+)
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+V1 = ModelRef(uri="s3://bucket/stt/1", version="1.0.0")
+V2 = ModelRef(uri="s3://bucket/stt/2", version="2.0.0", sha256="a" * 64)
+V3 = ModelRef(uri="s3://bucket/stt/3", version="3.0.0")
+
+
+def make_spec(ref: ModelRef, *, auto_rollback: bool = True, replicas: int = 2) -> SpeechModelSpec:
+    model: dict[str, Any] = {"uri": ref.uri, "version": ref.version}
+    if ref.sha256:
+        model["sha256"] = ref.sha256
+    return SpeechModelSpec.model_validate(
+        {"model": model, "replicas": replicas, "rollout": {"autoRollback": auto_rollback}}
+    )
+
+
+def deployed(
+    ref: ModelRef,
+    *,
+    desired: int = 2,
+    updated: int | None = None,
+    available: int | None = None,
+    old: int = 0,
+    old_ready: int = 0,
+    caught_up: bool = True,
+    deadline: bool = False,
+    failing: str | None = None,
+    old_ref: ModelRef | None = None,
+) -> Observed:
+    """A Deployment whose template runs `ref`; `old` pods of `old_ref` still around."""
+    updated = desired if updated is None else updated
+    available = updated if available is None else available
+    ready_by_ref = {ref.digest(): available}
+    if old_ref is not None:
+        ready_by_ref[old_ref.digest()] = old_ready
+    problems = {}
+    if failing is not None:
+        problems[ref.digest()] = (
+            PodProblem(
+                pod="demo-abc",
+                container="fetch",
+                reason=failing,
+                message=f"pod demo-abc: {failing}",
+            ),
+        )
+    return Observed(
+        deployment_exists=True,
+        template_ref=ref.digest(),
+        template_observed=caught_up,
+        desired_replicas=desired,
+        replicas=updated + old,
+        updated_replicas=updated,
+        ready_replicas=available + old_ready,
+        available_replicas=available + old_ready,
+        deadline_exceeded=deadline,
+        deadline_message='ReplicaSet "demo-2" has timed out progressing.' if deadline else "",
+        ready_by_ref=ready_by_ref,
+        problems_by_ref=problems,
+    )
+
+
+def complete(ref: ModelRef, desired: int = 2) -> Observed:
+    return deployed(ref, desired=desired)
+
+
+def pending_over(current: ModelRef) -> Observed:
+    """The Deployment still runs `current` everywhere (the new template not applied yet)."""
+    return complete(current)
+
+
+@dataclass
+class Story:
+    """Earlier steps: each decision's status is fed into the next, a minute apart."""
+
+    status: SpeechModelStatus | None = None
+    generation: int = 1
+    minute: int = 0
+    decisions: list[Decision] = field(default_factory=list)
+
+    def step(
+        self, spec: SpeechModelSpec, observed: Observed, generation: int | None = None
+    ) -> Decision:
+        if generation is not None:
+            self.generation = generation
+        decision = decide(
+            spec,
+            self.generation,
+            self.status,
+            observed,
+            T0 + timedelta(minutes=self.minute),
+            name="demo",
+            namespace="speech",
+        )
+        self.status = SpeechModelStatus.model_validate(decision.status)
+        self.minute += 1
+        self.decisions.append(decision)
+        return decision
+
+
+# ------------------------------------------------------------------------- prior states
+
+
+def fresh() -> Story:
+    return Story()
+
+
+def steady_v1(auto_rollback: bool = True) -> Story:
+    story = Story()
+    story.step(make_spec(V1, auto_rollback=auto_rollback), complete(V1))
+    return story
+
+
+def rolling_v2(auto_rollback: bool = True) -> Story:
+    story = steady_v1(auto_rollback)
+    story.step(make_spec(V2, auto_rollback=auto_rollback), pending_over(V1), generation=2)
+    return story
+
+
+def rolled_back_v2() -> Story:
+    story = rolling_v2()
+    story.step(
+        make_spec(V2),
+        deployed(
+            V2,
+            updated=1,
+            available=0,
+            old=2,
+            old_ready=2,
+            old_ref=V1,
+            failing="InitContainerFailed",
+        ),
+    )
+    return story
+
+
+def rolled_back_v2_done() -> Story:
+    story = rolled_back_v2()
+    story.step(make_spec(V2), complete(V1))
+    return story
+
+
+def failed_v2_without_rollback() -> Story:
+    story = rolling_v2(auto_rollback=False)
+    story.step(
+        make_spec(V2, auto_rollback=False),
+        deployed(
+            V2, updated=1, available=0, old=2, old_ready=2, old_ref=V1, failing="CrashLoopBackOff"
+        ),
+    )
+    return story
+
+
+# --------------------------------------------------------------------------------- table
+
+
+@dataclass
+class Case:
+    id: str
+    prior: Callable[[], Story]
+    spec: SpeechModelSpec
+    observed: Observed
+    generation: int | None = None  # None: the prior story's generation
+    deploy: ModelRef = V1
+    phase: str = "Ready"
+    ready: tuple[str, str] = ("True", "Ready")
+    reconciling: tuple[str, str] = ("False", "Current")
+    stalled: tuple[str, str] = ("False", "Current")
+    current: str | None = "1.0.0"
+    target: str = "1.0.0"
+    last_known_good: ModelRef | None = V1
+    failed: str | None = None
+    history: tuple[str, ...] = ("1.0.0:Succeeded",)
+    events: tuple[str, ...] = ()
+    message_has: tuple[str, ...] = ()
+
+
+IN_FLIGHT = ("True", "RolloutInProgress")
+NOT_STALLED = ("False", "RolloutInProgress")
+
+CASES = [
+    # --- first deployment
+    Case(
+        "create-no-deployment-yet",
+        fresh,
+        make_spec(V1),
+        Observed(),
+        phase="Pending",
+        ready=("False", "RolloutInProgress"),
+        reconciling=IN_FLIGHT,
+        stalled=NOT_STALLED,
+        current=None,
+        last_known_good=None,
+        history=("1.0.0:InProgress",),
+        events=("RolloutStarted",),
+    ),
+    Case(
+        "create-pods-starting",
+        fresh,
+        make_spec(V1),
+        deployed(V1, updated=2, available=1),
+        phase="Progressing",
+        ready=("False", "RolloutInProgress"),
+        reconciling=IN_FLIGHT,
+        stalled=NOT_STALLED,
+        current=None,
+        last_known_good=None,
+        history=("1.0.0:InProgress",),
+        events=("RolloutStarted",),
+        message_has=("2/2 replica(s) updated, 1 available",),
+    ),
+    Case(
+        "create-complete-at-once",
+        fresh,
+        make_spec(V1),
+        complete(V1),
+        events=("RolloutStarted", "RolloutSucceeded"),
+    ),
+    Case(
+        "create-fails-with-autorollback-has-nothing-to-go-back-to",
+        fresh,
+        make_spec(V1),
+        deployed(V1, available=0, failing="InitContainerFailed"),
+        phase="Failed",
+        ready=("False", "RolloutFailed"),
+        reconciling=("False", "RolloutFailed"),
+        stalled=("True", "RolloutFailed"),
+        current=None,
+        last_known_good=None,
+        failed="1.0.0",
+        history=("1.0.0:Failed",),
+        events=("RolloutStarted", "RolloutFailed"),
+        message_has=("model version 1.0.0 failed", "InitContainerFailed"),
+    ),
+    Case(
+        "create-fails-without-autorollback",
+        fresh,
+        make_spec(V1, auto_rollback=False),
+        deployed(V1, available=0, deadline=True),
+        phase="Failed",
+        ready=("False", "RolloutFailed"),
+        reconciling=("False", "RolloutFailed"),
+        stalled=("True", "RolloutFailed"),
+        current=None,
+        last_known_good=None,
+        failed="1.0.0",
+        history=("1.0.0:Failed",),
+        events=("RolloutStarted", "RolloutFailed"),
+        message_has=("timed out progressing",),
+    ),
+    # --- steady state
+    Case("resync-steady", steady_v1, make_spec(V1), complete(V1)),
+    Case(
+        "replicas-change-is-no-rollout",
+        steady_v1,
+        make_spec(V1, replicas=4),
+        deployed(V1, desired=4, updated=4, available=4),
+        generation=2,
+    ),
+    Case(
+        "hpa-scale-up-stays-ready",
+        steady_v1,
+        make_spec(V1),
+        deployed(V1, desired=4, updated=4, available=2),
+        message_has=("2/4",),
+    ),
+    Case(
+        "scaled-to-zero-is-ready",
+        steady_v1,
+        make_spec(V1, replicas=0),
+        deployed(V1, desired=0),
+        generation=2,
+    ),
+    Case(
+        "template-change-without-new-model",
+        steady_v1,
+        make_spec(V1),
+        deployed(V1, updated=1, old=1, old_ready=1, old_ref=V1),
+        generation=2,
+        phase="Progressing",
+        reconciling=("True", "Updating"),
+        stalled=("False", "Updating"),
+    ),
+    Case(
+        "serving-pods-start-crashing-later",
+        steady_v1,
+        make_spec(V1),
+        deployed(V1, available=1, failing="CrashLoopBackOff"),
+        phase="Degraded",
+        ready=("True", "CrashLoopBackOff"),
+        reconciling=("False", "CrashLoopBackOff"),
+        stalled=("True", "CrashLoopBackOff"),
+    ),
+    # --- a new version
+    Case(
+        "version-change-starts-a-rollout",
+        steady_v1,
+        make_spec(V2),
+        pending_over(V1),
+        generation=2,
+        deploy=V2,
+        phase="Progressing",
+        ready=("True", "Ready"),
+        reconciling=IN_FLIGHT,
+        stalled=NOT_STALLED,
+        target="2.0.0",
+        history=("1.0.0:Succeeded", "2.0.0:InProgress"),
+        events=("RolloutStarted",),
+        message_has=("replacing 1.0.0", "model version 1.0.0 is serving"),
+    ),
+    Case(
+        "sha256-change-alone-starts-a-rollout",
+        steady_v1,
+        make_spec(V1.model_copy(update={"sha256": "b" * 64})),
+        pending_over(V1),
+        generation=2,
+        deploy=V1.model_copy(update={"sha256": "b" * 64}),
+        phase="Progressing",
+        reconciling=IN_FLIGHT,
+        stalled=NOT_STALLED,
+        history=("1.0.0:Succeeded", "1.0.0:InProgress"),
+        events=("RolloutStarted",),
+    ),
+    Case(
+        "uri-change-alone-starts-a-rollout",
+        steady_v1,
+        make_spec(V1.model_copy(update={"uri": "https://models.example.com/v1"})),
+        pending_over(V1),
+        generation=2,
+        deploy=V1.model_copy(update={"uri": "https://models.example.com/v1"}),
+        phase="Progressing",
+        reconciling=IN_FLIGHT,
+        stalled=NOT_STALLED,
+        history=("1.0.0:Succeeded", "1.0.0:InProgress"),
+        events=("RolloutStarted",),
+    ),
+    Case(
+        "rollout-in-progress",
+        rolling_v2,
+        make_spec(V2),
+        deployed(V2, updated=1, available=1, old=1, old_ready=1, old_ref=V1),
+        deploy=V2,
+        phase="Progressing",
+        reconciling=IN_FLIGHT,
+        stalled=NOT_STALLED,
+        target="2.0.0",
+        history=("1.0.0:Succeeded", "2.0.0:InProgress"),
+        message_has=("1/2 replica(s) updated",),
+    ),
+    Case(
+        "rollout-succeeds",
+        rolling_v2,
+        make_spec(V2),
+        complete(V2),
+        deploy=V2,
+        current="2.0.0",
+        target="2.0.0",
+        last_known_good=V2,
+        history=("1.0.0:Succeeded", "2.0.0:Succeeded"),
+        events=("RolloutSucceeded",),
+    ),
+    Case(
+        "not-complete-while-old-pods-remain",
+        rolling_v2,
+        make_spec(V2),
+        deployed(V2, updated=2, available=2, old=1, old_ready=1, old_ref=V1),
+        deploy=V2,
+        phase="Progressing",
+        reconciling=IN_FLIGHT,
+        stalled=NOT_STALLED,
+        target="2.0.0",
+        history=("1.0.0:Succeeded", "2.0.0:InProgress"),
+    ),
+    Case(
+        "stale-deployment-status-is-not-a-failure",
+        rolling_v2,
+        make_spec(V2),
+        deployed(V2, available=0, caught_up=False, deadline=True),
+        deploy=V2,
+        phase="Progressing",
+        ready=("False", "RolloutInProgress"),
+        reconciling=IN_FLIGHT,
+        stalled=NOT_STALLED,
+        target="2.0.0",
+        history=("1.0.0:Succeeded", "2.0.0:InProgress"),
+        message_has=("updating the Deployment",),
+    ),
+    Case(
+        "old-pods-crashing-do-not-fail-the-new-version",
+        rolling_v2,
+        make_spec(V2),
+        Observed(
+            deployment_exists=True,
+            template_ref=V2.digest(),
+            template_observed=True,
+            desired_replicas=2,
+            replicas=3,
+            updated_replicas=1,
+            ready_replicas=1,
+            available_replicas=1,
+            problems_by_ref={
+                V1.digest(): (
+                    PodProblem(
+                        pod="old", container="runtime", reason="CrashLoopBackOff", message="old"
+                    ),
+                )
+            },
+        ),
+        deploy=V2,
+        phase="Progressing",
+        reconciling=IN_FLIGHT,
+        stalled=NOT_STALLED,
+        target="2.0.0",
+        history=("1.0.0:Succeeded", "2.0.0:InProgress"),
+    ),
+    Case(
+        "a-newer-version-supersedes-the-rollout",
+        rolling_v2,
+        make_spec(V3),
+        deployed(V2, updated=1, available=0, old=2, old_ready=2, old_ref=V1),
+        generation=3,
+        deploy=V3,
+        phase="Progressing",
+        reconciling=IN_FLIGHT,
+        stalled=NOT_STALLED,
+        target="3.0.0",
+        history=("1.0.0:Succeeded", "2.0.0:Superseded", "3.0.0:InProgress"),
+        events=("RolloutStarted",),
+    ),
+    # --- failure and rollback
+    Case(
+        "init-container-failure-rolls-back",
+        rolling_v2,
+        make_spec(V2),
+        deployed(
+            V2,
+            updated=1,
+            available=0,
+            old=2,
+            old_ready=2,
+            old_ref=V1,
+            failing="InitContainerFailed",
+        ),
+        deploy=V1,
+        phase="Degraded",
+        ready=("False", "RolledBack"),
+        reconciling=("True", "RollingBack"),
+        stalled=("True", "RolledBack"),
+        target="2.0.0",
+        failed="2.0.0",
+        history=("1.0.0:Succeeded", "2.0.0:RolledBack"),
+        events=("RolloutFailed", "RolledBack"),
+        message_has=(
+            "model version 2.0.0 failed",
+            "InitContainerFailed",
+            "rolled back to model version 1.0.0",
+        ),
+    ),
+    Case(
+        "crash-loop-rolls-back",
+        rolling_v2,
+        make_spec(V2),
+        deployed(
+            V2, updated=1, available=0, old=2, old_ready=2, old_ref=V1, failing="CrashLoopBackOff"
+        ),
+        deploy=V1,
+        phase="Degraded",
+        ready=("False", "RolledBack"),
+        reconciling=("True", "RollingBack"),
+        stalled=("True", "RolledBack"),
+        target="2.0.0",
+        failed="2.0.0",
+        history=("1.0.0:Succeeded", "2.0.0:RolledBack"),
+        events=("RolloutFailed", "RolledBack"),
+        message_has=("CrashLoopBackOff",),
+    ),
+    Case(
+        "progress-deadline-rolls-back",
+        rolling_v2,
+        make_spec(V2),
+        deployed(V2, updated=1, available=0, old=2, old_ready=2, old_ref=V1, deadline=True),
+        deploy=V1,
+        phase="Degraded",
+        ready=("False", "RolledBack"),
+        reconciling=("True", "RollingBack"),
+        stalled=("True", "RolledBack"),
+        target="2.0.0",
+        failed="2.0.0",
+        history=("1.0.0:Succeeded", "2.0.0:RolledBack"),
+        events=("RolloutFailed", "RolledBack"),
+        message_has=("timed out progressing",),
+    ),
+    Case(
+        "rolled-back-and-settled",
+        rolled_back_v2,
+        make_spec(V2),
+        complete(V1),
+        deploy=V1,
+        phase="Degraded",
+        ready=("False", "RolledBack"),
+        reconciling=("False", "RolledBack"),
+        stalled=("True", "RolledBack"),
+        target="2.0.0",
+        failed="2.0.0",
+        history=("1.0.0:Succeeded", "2.0.0:RolledBack"),
+        message_has=("model version 2.0.0 failed",),
+    ),
+    Case(
+        "failed-version-is-not-retried-on-resync",
+        rolled_back_v2_done,
+        make_spec(V2),
+        complete(V1),
+        deploy=V1,
+        phase="Degraded",
+        ready=("False", "RolledBack"),
+        reconciling=("False", "RolledBack"),
+        stalled=("True", "RolledBack"),
+        target="2.0.0",
+        failed="2.0.0",
+        history=("1.0.0:Succeeded", "2.0.0:RolledBack"),
+    ),
+    Case(
+        "rolled-back-with-no-pod-ready-is-failed",
+        rolled_back_v2,
+        make_spec(V2),
+        deployed(V1, available=0),
+        deploy=V1,
+        phase="Failed",
+        ready=("False", "RolledBack"),
+        reconciling=("True", "RollingBack"),
+        stalled=("True", "RolledBack"),
+        target="2.0.0",
+        failed="2.0.0",
+        history=("1.0.0:Succeeded", "2.0.0:RolledBack"),
+    ),
+    Case(
+        "a-spec-change-retries-the-failed-version",
+        rolled_back_v2_done,
+        make_spec(V2, replicas=3),
+        complete(V1),
+        generation=3,
+        deploy=V2,
+        phase="Progressing",
+        reconciling=IN_FLIGHT,
+        stalled=NOT_STALLED,
+        target="2.0.0",
+        history=("1.0.0:Succeeded", "2.0.0:RolledBack", "2.0.0:InProgress"),
+        events=("RolloutStarted",),
+    ),
+    Case(
+        "reverting-the-spec-to-the-good-version-heals",
+        rolled_back_v2_done,
+        make_spec(V1),
+        complete(V1),
+        generation=3,
+        deploy=V1,
+        history=("1.0.0:Succeeded", "2.0.0:RolledBack", "1.0.0:Succeeded"),
+        events=("RolloutStarted", "RolloutSucceeded"),
+    ),
+    Case(
+        "failure-without-autorollback-keeps-the-new-version",
+        rolling_v2,
+        make_spec(V2, auto_rollback=False),
+        deployed(
+            V2,
+            updated=1,
+            available=0,
+            old=2,
+            old_ready=2,
+            old_ref=V1,
+            failing="InitContainerFailed",
+        ),
+        deploy=V2,
+        phase="Degraded",
+        ready=("False", "RolloutFailed"),
+        reconciling=("False", "RolloutFailed"),
+        stalled=("True", "RolloutFailed"),
+        target="2.0.0",
+        failed="2.0.0",
+        history=("1.0.0:Succeeded", "2.0.0:Failed"),
+        events=("RolloutFailed",),
+    ),
+    Case(
+        "failed-without-autorollback-stays-stalled",
+        failed_v2_without_rollback,
+        make_spec(V2, auto_rollback=False),
+        deployed(V2, updated=1, available=0, old=2, old_ready=2, old_ref=V1),
+        deploy=V2,
+        phase="Degraded",
+        ready=("False", "RolloutFailed"),
+        reconciling=("False", "RolloutFailed"),
+        stalled=("True", "RolloutFailed"),
+        target="2.0.0",
+        failed="2.0.0",
+        history=("1.0.0:Succeeded", "2.0.0:Failed"),
+        message_has=("CrashLoopBackOff",),
+    ),
+    Case(
+        "failed-without-autorollback-then-recovers",
+        failed_v2_without_rollback,
+        make_spec(V2, auto_rollback=False),
+        complete(V2),
+        deploy=V2,
+        current="2.0.0",
+        target="2.0.0",
+        last_known_good=V2,
+        history=("1.0.0:Succeeded", "2.0.0:Failed", "2.0.0:Succeeded"),
+        events=("RolloutSucceeded",),
+    ),
+]
+
+
+def _status_schema() -> dict[str, Any]:
+    return crd.strict_json_schema(crd.crd_schema()["properties"]["status"])
+
+
+def _conditions(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in status["conditions"]}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_decision_table(case: Case) -> None:
+    story = case.prior()
+    generation = case.generation or story.generation
+    decision = story.step(case.spec, case.observed, generation)
+    status = decision.status
+
+    assert decision.model_ref == case.deploy
+    assert decision.rolled_back is (case.deploy != case.spec.model.ref())
+    assert status["phase"] == case.phase
+    conditions = _conditions(status)
+    assert set(conditions) == {"Ready", "Reconciling", "Stalled"}
+    for type_, expected in (
+        ("Ready", case.ready),
+        ("Reconciling", case.reconciling),
+        ("Stalled", case.stalled),
+    ):
+        assert (conditions[type_]["status"], conditions[type_]["reason"]) == expected, type_
+        assert conditions[type_]["observedGeneration"] == generation
+    assert status["observedGeneration"] == generation
+    assert status.get("currentVersion") == case.current
+    assert status["targetVersion"] == case.target
+    lkg = status.get("lastKnownGood")
+    assert (ModelRef.model_validate(lkg) if lkg else None) == case.last_known_good
+    assert status.get("failedVersion") == case.failed
+    assert tuple(f"{h['version']}:{h['result']}" for h in status["history"]) == case.history
+    assert tuple(e.reason for e in decision.events) == case.events
+    text = " ".join(c["message"] for c in status["conditions"]) + " ".join(
+        e.message for e in decision.events
+    )
+    for fragment in case.message_has:
+        assert fragment in text
+    assert status["selector"] == builders.selector_string("demo")
+    assert status["endpoint"] == "http://demo.speech.svc:80"
+    assert status["replicas"] == case.observed.replicas
+    assert status["readyReplicas"] == case.observed.ready_replicas
+    assert status["updatedReplicas"] == case.observed.updated_replicas
+    jsonschema.validate(status, _status_schema())
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_decisions_are_idempotent(case: Case) -> None:
+    """A resync an hour later with the same observations changes nothing and says nothing."""
+    story = case.prior()
+    first = story.step(case.spec, case.observed, case.generation or story.generation)
+    again = decide(
+        case.spec,
+        story.generation,
+        story.status,
+        case.observed,
+        T0 + timedelta(hours=5),
+        name="demo",
+        namespace="speech",
+    )
+    assert again.status == first.status
+    assert again.model_ref == first.model_ref
+    assert again.events == ()
+    assert status_patch(first.status, again.status) == {}
+
+
+def test_failure_events_name_the_versions() -> None:
+    decision = rolled_back_v2().decisions[-1]
+    failed, rolled_back = decision.events
+    assert failed.type == "Warning" and "2.0.0" in failed.message
+    assert (
+        rolled_back.type == "Warning"
+        and "1.0.0" in rolled_back.message
+        and "2.0.0" in rolled_back.message
+    )
+
+
+def test_last_transition_time_changes_only_with_the_status() -> None:
+    story = steady_v1()
+    assert story.status is not None
+    ready_since = story.status.condition("Ready").last_transition_time  # type: ignore[union-attr]
+    story.step(make_spec(V1, replicas=3), deployed(V1, desired=3), generation=2)
+    assert story.status.condition("Ready").last_transition_time == ready_since  # type: ignore[union-attr]
+    story.step(make_spec(V2), pending_over(V1), generation=3)
+    reconciling = story.status.condition("Reconciling")  # type: ignore[union-attr]
+    assert reconciling is not None and reconciling.status == "True"
+    assert reconciling.last_transition_time == "2026-01-01T12:02:00Z"
+
+
+def test_history_is_bounded_and_keeps_the_latest() -> None:
+    story = Story()
+    for n in range(MAX_HISTORY + 5):
+        ref = ModelRef(uri=f"s3://bucket/{n}", version=f"{n}.0")
+        story.step(make_spec(ref), complete(ref), generation=n + 1)
+    assert story.status is not None
+    assert len(story.status.history) == MAX_HISTORY
+    assert story.status.history[-1].version == f"{MAX_HISTORY + 4}.0"
+    assert all(h.result == "Succeeded" and h.finished for h in story.status.history)
+
+
+def test_history_records_start_and_finish_times() -> None:
+    story = rolling_v2()
+    story.step(make_spec(V2), deployed(V2, updated=1, old=1, old_ref=V1))
+    story.step(make_spec(V2), complete(V2))
+    assert story.status is not None
+    entry = story.status.history[-1]
+    assert (entry.started, entry.finished, entry.result) == (
+        "2026-01-01T12:01:00Z",
+        "2026-01-01T12:03:00Z",
+        "Succeeded",
+    )
+
+
+def test_status_round_trips_and_ignores_foreign_keys() -> None:
+    decision = steady_v1().decisions[-1]
+    with_kopf = {**decision.status, "kopf": {"progress": {}}}
+    assert SpeechModelStatus.model_validate(with_kopf).dump() == decision.status
+
+
+# -------------------------------------------------------------------------- status_patch
+
+
+def test_status_patch() -> None:
+    old = {"phase": "Ready", "failedVersion": "2", "kopf": {"x": 1}, "replicas": 2}
+    new = {"phase": "Ready", "replicas": 3}
+    assert status_patch(old, new) == {"failedVersion": None, "replicas": 3}
+    assert status_patch(new, new) == {}
+    assert status_patch(None, new) == new
+
+
+# ------------------------------------------------------------------------------- observe
+
+
+def _deployment(ref: ModelRef, **status: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "demo", "generation": 4},
+        "spec": {
+            "replicas": 3,
+            "template": {
+                "metadata": {"annotations": {builders.ANNOTATION_MODEL_REF: ref.digest()}}
+            },
+        },
+        "status": status,
+    }
+
+
+def _pod(ref: ModelRef, name: str = "demo-1", **status: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "annotations": {builders.ANNOTATION_MODEL_REF: ref.digest()}},
+        "status": status,
+    }
+
+
+def test_observe_nothing() -> None:
+    assert observe(None, [], []) == Observed()
+
+
+def test_observe_deployment_counts() -> None:
+    seen = observe(
+        _deployment(
+            V2,
+            observedGeneration=4,
+            replicas=4,
+            updatedReplicas=2,
+            readyReplicas=3,
+            availableReplicas=3,
+        ),
+        [
+            {
+                "spec": {
+                    "template": {
+                        "metadata": {"annotations": {builders.ANNOTATION_MODEL_REF: V1.digest()}}
+                    }
+                },
+                "status": {"readyReplicas": 2},
+            },
+            {
+                "spec": {
+                    "template": {
+                        "metadata": {"annotations": {builders.ANNOTATION_MODEL_REF: V2.digest()}}
+                    }
+                },
+                "status": {"readyReplicas": 1},
+            },
+        ],
+        [],
+    )
+    assert seen.deployment_exists and seen.template_observed
+    assert seen.template_ref == V2.digest()
+    assert (
+        seen.desired_replicas,
+        seen.replicas,
+        seen.updated_replicas,
+        seen.ready_replicas,
+        seen.available_replicas,
+    ) == (3, 4, 2, 3, 3)
+    assert seen.ready_by_ref == {V1.digest(): 2, V2.digest(): 1}
+    assert not seen.deadline_exceeded
+
+
+def test_observe_lagging_controller_and_deadline() -> None:
+    deadline = {
+        "type": "Progressing",
+        "status": "False",
+        "reason": "ProgressDeadlineExceeded",
+        "message": "timed out",
+    }
+    seen = observe(_deployment(V2, observedGeneration=3, conditions=[deadline]), [], [])
+    assert not seen.template_observed
+    assert seen.deadline_exceeded and seen.deadline_message == "timed out"
+    progressing = {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}
+    assert not observe(
+        _deployment(V2, observedGeneration=4, conditions=[progressing]), [], []
+    ).deadline_exceeded
+
+
+@pytest.mark.parametrize(
+    ("pod_status", "reason", "fragment"),
+    [
+        (
+            {
+                "initContainerStatuses": [
+                    {
+                        "name": "fetch",
+                        "state": {
+                            "terminated": {
+                                "exitCode": 1,
+                                "message": "sha256 mismatch for kubescribe.yaml",
+                            }
+                        },
+                    }
+                ]
+            },
+            "InitContainerFailed",
+            "sha256 mismatch",
+        ),
+        (
+            {
+                "initContainerStatuses": [
+                    {
+                        "name": "fetch",
+                        "restartCount": 2,
+                        "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                        "lastState": {"terminated": {"exitCode": 2, "reason": "Error"}},
+                    }
+                ]
+            },
+            "InitContainerFailed",
+            "exit code 2",
+        ),
+        (
+            {
+                "containerStatuses": [
+                    {
+                        "name": "runtime",
+                        "restartCount": 1,
+                        "state": {
+                            "waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s"}
+                        },
+                    }
+                ]
+            },
+            "CrashLoopBackOff",
+            "back-off",
+        ),
+        (
+            {
+                "containerStatuses": [
+                    {
+                        "name": "runtime",
+                        "restartCount": 3,
+                        "state": {"running": {}},
+                        "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}},
+                    }
+                ]
+            },
+            "CrashLoopBackOff",
+            "OOMKilled",
+        ),
+        (
+            {
+                "initContainerStatuses": [
+                    {
+                        "name": "fetch",
+                        "state": {
+                            "waiting": {"reason": "ImagePullBackOff", "message": "not found"}
+                        },
+                    }
+                ]
+            },
+            "ImagePullFailed",
+            "not found",
+        ),
+        (
+            {
+                "containerStatuses": [
+                    {
+                        "name": "runtime",
+                        "state": {
+                            "waiting": {
+                                "reason": "CreateContainerConfigError",
+                                "message": 'secret "s3" not found',
+                            }
+                        },
+                    }
+                ]
+            },
+            "ContainerConfigError",
+            "secret",
+        ),
+    ],
+)
+def test_observe_pod_problems(pod_status: dict[str, Any], reason: str, fragment: str) -> None:
+    seen = observe(_deployment(V2, observedGeneration=4), [], [_pod(V2, **pod_status)])
+    (problem,) = seen.problems_by_ref[V2.digest()]
+    assert problem.reason == reason and problem.pod == "demo-1"
+    assert fragment in problem.message
+
+
+@pytest.mark.parametrize(
+    "pod_status",
+    [
+        {},
+        {
+            "phase": "Pending",
+            "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}],
+        },
+        {"initContainerStatuses": [{"name": "fetch", "state": {"terminated": {"exitCode": 0}}}]},
+        {"initContainerStatuses": [{"name": "fetch", "state": {"running": {}}}]},
+        {
+            "containerStatuses": [
+                {"name": "runtime", "state": {"waiting": {"reason": "ContainerCreating"}}}
+            ]
+        },
+        {
+            "containerStatuses": [
+                {
+                    "name": "runtime",
+                    "restartCount": 1,
+                    "state": {"running": {}},
+                    "lastState": {"terminated": {"exitCode": 1}},
+                }
+            ]
+        },
+    ],
+)
+def test_observe_healthy_or_transient_pods(pod_status: dict[str, Any]) -> None:
+    seen = observe(_deployment(V2, observedGeneration=4), [], [_pod(V2, **pod_status)])
+    assert seen.problems_by_ref == {}
+
+
+def test_observe_groups_problems_by_model_and_skips_terminating_pods() -> None:
+    crash = {
+        "containerStatuses": [
+            {"name": "runtime", "state": {"waiting": {"reason": "CrashLoopBackOff"}}}
+        ]
+    }
+    terminating = _pod(V2, "demo-3", **crash)
+    terminating["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    seen = observe(
+        _deployment(V2, observedGeneration=4),
+        [],
+        [_pod(V1, "demo-1", **crash), _pod(V2, "demo-2", **crash), terminating],
+    )
+    assert {ref: [p.pod for p in problems] for ref, problems in seen.problems_by_ref.items()} == {
+        V1.digest(): ["demo-1"],
+        V2.digest(): ["demo-2"],
+    }
+
+
+def test_observe_then_decide_end_to_end() -> None:
+    """Raw objects through observe() into decide(): a digest mismatch rolls back."""
+    story = rolling_v2()
+    raw = observe(
+        _deployment(
+            V2,
+            observedGeneration=4,
+            replicas=3,
+            updatedReplicas=1,
+            readyReplicas=2,
+            availableReplicas=2,
+        ),
+        [],
+        [
+            _pod(
+                V2,
+                initContainerStatuses=[
+                    {
+                        "name": "fetch",
+                        "state": {"terminated": {"exitCode": 1, "message": "digest mismatch"}},
+                    }
+                ],
+            )
+        ],
+    )
+    decision = story.step(make_spec(V2), raw)
+    assert decision.model_ref == V1
+    assert "digest mismatch" in decision.status["conditions"][2]["message"]

@@ -57,7 +57,9 @@ def test_training_writes_checkpoints_and_history_then_resumes(
 
 
 def test_dev_is_scored_within_an_epoch_when_asked(tiny_corpus: Path, tmp_path: Path) -> None:
-    cfg = tiny_config(tiny_corpus, tmp_path / "run", epochs=1, eval_every_minutes=1e-9)
+    cfg = tiny_config(
+        tiny_corpus, tmp_path / "run", epochs=1, batch_frames=400, eval_every_minutes=1e-9
+    )
     train(cfg, progress=False)
     lines = (tmp_path / "run/history.jsonl").read_text().splitlines()
     history = [json.loads(line) for line in lines]

@@ -199,6 +199,7 @@ def rollout_scenarios() -> list[tuple[str, dict[str, Any], str]]:
     v3 = model.spec.model.ref()
     model.step("fixed version rolling", seen(v3, updated=1, available=2), "Progressing")
     model.step("fixed version serving", seen(v3), "Healthy")
+    model.step("serving, then pods crash-loop", seen(v3, 2, 1, "CrashLoopBackOff"), "Degraded")
     model.step("serving, pods lost", seen(v3, updated=2, available=0), "Degraded")
 
     # Failures of each kind, without a rollback to fall back on.

@@ -1,0 +1,64 @@
+"""docs/operations.md against the code: every metric the parts export and every condition
+reason the operator writes is documented, and the docs invent none."""
+
+from __future__ import annotations
+
+import re
+
+from kubescribe_operator import rollout
+from pkg_helpers import ROOT, rollout_scenarios
+
+OPERATIONS = ROOT / "docs" / "operations.md"
+ROLLOUT_SOURCE = ROOT / "operator" / "kubescribe_operator" / "rollout.py"
+
+
+def documented_reasons() -> set[str]:
+    text = OPERATIONS.read_text()
+    table = text[text.index("## Troubleshooting by condition reason") :]
+    table = table[: table.index("\n## ")] if "\n## " in table else table
+    return set(re.findall(r"^\| `(\w+)` \|", table, re.MULTILINE))
+
+
+def written_reasons() -> set[str]:
+    """Condition reasons of the statuses the rollout decision computes, and every failure
+    reason it can classify a pod or a Deployment with."""
+    reasons = {
+        condition["reason"]
+        for _, obj, _ in rollout_scenarios()
+        for condition in obj["status"]["conditions"]
+    }
+    source = ROLLOUT_SOURCE.read_text()
+    reasons |= set(rollout.BAD_WAITING_REASONS.values())
+    reasons |= set(re.findall(r'reason="(\w+)"', source))
+    reasons |= set(re.findall(r'Progress\.FAILING, "(\w+)"', source))
+    return reasons
+
+
+def test_every_reason_the_operator_writes_is_documented() -> None:
+    missing = written_reasons() - documented_reasons()
+    assert not missing, f"docs/operations.md does not explain {sorted(missing)}"
+
+
+def test_documented_reasons_exist_in_the_operator() -> None:
+    source = ROLLOUT_SOURCE.read_text()
+    invented = {reason for reason in documented_reasons() if f'"{reason}"' not in source}
+    assert not invented, f"docs/operations.md documents unknown reasons {sorted(invented)}"
+
+
+def test_scenarios_cover_rollback_and_failure_reasons() -> None:
+    assert {"RolledBack", "RollingBack", "RolloutFailed", "NoReplicaAvailable"} <= written_reasons()
+
+
+def test_every_exported_metric_is_documented() -> None:
+    from kubescribe_operator import metrics as operator_metrics
+    from kubescribe_runtime.metrics import Metrics
+    from prometheus_client.metrics import MetricWrapperBase
+
+    collectors = [Metrics().registry] + [
+        value for value in vars(operator_metrics).values() if isinstance(value, MetricWrapperBase)
+    ]
+    text = OPERATIONS.read_text()
+    for collector in collectors:
+        for family in collector.collect():
+            name = family.name + ("_total" if family.type == "counter" else "")
+            assert f"`{name}`" in text, f"docs/operations.md does not list {name}"

@@ -146,6 +146,10 @@ class Emulator(kmock.KubernetesEmulator):
 
     # ---- reading (for tests; call on the emulator's loop or via KubeThread) ------------------
 
+    def recorded(self) -> list[rendering.Request]:
+        """Every request served so far, in order (faulted ones included)."""
+        return list(self._requests)
+
     def get(self, resource: str, namespace: str | None, name: str) -> JSON | None:
         key = (kmock.resource(resource), namespace, name)
         if key not in self.objects or self.objects[key].deleted:

@@ -1,0 +1,217 @@
+"""kopf handlers: gather inputs, call the pure core, apply its outputs. Nothing else.
+
+Reconciliation is level-based: every trigger runs the same :func:`reconcile` for one SpeechModel,
+which reads the SpeechModel and its Deployment, ReplicaSets and pods fresh from the API, asks
+``rollout.decide`` what to run and what the status is, renders the children with
+``builders.build_children`` and applies them and the status with ``apply`` (which writes nothing
+when nothing changed). Triggers:
+
+- ``on.create`` / ``on.update`` / ``on.resume`` of a SpeechModel (kopf keeps its bookkeeping under
+  ``status.kopf``, never in the spec or annotations);
+- events of the Deployments, ReplicaSets and pods labelled as a SpeechModel's, so a rollout's
+  progress (pods ready, crash-looping, an init container failing) is seen at once;
+- a timer per SpeechModel (``--resync-seconds``) that re-observes, e.g. a progress deadline;
+- ``on.delete`` (optional: no finalizer) only counts; the children go with the SpeechModel by
+  garbage collection through their ownerReferences.
+
+Errors from the API (409 conflicts, 5xx) are raised as ``kopf.TemporaryError`` so kopf retries
+the handler after ``--retry-backoff-seconds``; child events that fail are caught by the next
+trigger or the timer.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from kubernetes.client.exceptions import ApiException
+
+from kubescribe.errors import KubescribeError
+from kubescribe_operator import apply, builders, metrics, rollout
+from kubescribe_operator.models import GROUP, PLURAL, VERSION, SpeechModelStatus, parse_spec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Options:
+    resync_seconds: float = 30.0
+    retry_backoff_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    writes: int
+    phase: str | None
+
+
+_locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+_locks_guard = threading.Lock()
+
+
+def _lock(namespace: str, name: str) -> threading.Lock:
+    with _locks_guard:
+        return _locks[namespace, name]
+
+
+def gather(
+    kube: apply.Kube, namespace: str, name: str, uid: str
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]], list[dict[str, Any]]]:
+    """The SpeechModel's Deployment (if it owns it), its ReplicaSets and its pods."""
+    deployment = kube.get(apply.DEPLOYMENT.path(namespace, name))
+    if deployment is None or not apply.owned_by(deployment, uid):
+        return None, [], []
+    selector = builders.selector_labels(name)
+    replicasets = kube.list(f"/apis/apps/v1/namespaces/{namespace}/replicasets", selector)
+    replicasets = [rs for rs in replicasets if apply.owned_by(rs, deployment["metadata"]["uid"])]
+    pods = kube.list(f"/api/v1/namespaces/{namespace}/pods", selector)
+    return deployment, replicasets, pods
+
+
+def reconcile(
+    kube: apply.Kube, namespace: str, name: str, *, trigger: str, now: datetime | None = None
+) -> Outcome | None:
+    """Bring one SpeechModel's children and status in line. Returns None if it is gone."""
+    with _lock(namespace, name), metrics.DURATION.time():
+        metrics.RECONCILES.labels(trigger).inc()
+        body = kube.get(apply.speechmodel_path(namespace, name))
+        if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+            return None
+        meta = body["metadata"]
+        uid, generation = str(meta["uid"]), int(meta.get("generation") or 1)
+        spec = parse_spec(body.get("spec") or {})
+        raw_status: Mapping[str, Any] = body.get("status") or {}
+        status = SpeechModelStatus.model_validate(raw_status) if raw_status else None
+
+        deployment, replicasets, pods = gather(kube, namespace, name, uid)
+        observed = rollout.observe(deployment, replicasets, pods)
+        decision = rollout.decide(
+            spec,
+            generation,
+            status,
+            observed,
+            now or datetime.now(UTC),
+            name=name,
+            namespace=namespace,
+        )
+        children = builders.build_children(name, namespace, uid, spec, decision.model_ref)
+        result = apply.apply_children(kube, namespace, name, uid, children)
+        for verb, identities in (
+            ("create", result.created),
+            ("patch", result.patched),
+            ("delete", result.deleted),
+        ):
+            for identity in identities:
+                metrics.WRITES.labels(identity[1], verb).inc()
+
+        patch = rollout.status_patch(raw_status, decision.status)
+        writes = result.writes
+        if patch:
+            apply.patch_status(kube, namespace, name, patch)
+            metrics.WRITES.labels("SpeechModel", "patch_status").inc()
+            writes += 1
+        # Events only once the status that records the transition is stored (no duplicates).
+        for event in decision.events:
+            apply.post_event(kube, body, event.type, event.reason, event.message)
+            metrics.WRITES.labels("Event", "create").inc()
+            if event.reason in metrics.ROLLOUT_RESULTS:
+                metrics.ROLLOUTS.labels(metrics.ROLLOUT_RESULTS[event.reason]).inc()
+        return Outcome(writes=writes + len(decision.events), phase=decision.status.get("phase"))
+
+
+def _run(
+    kube: apply.Kube, options: Options, namespace: str, name: str, trigger: str
+) -> Outcome | None:
+    """Reconcile, mapping errors once: API errors and conflicts are retried, bad input is not."""
+    try:
+        return reconcile(kube, namespace, name, trigger=trigger)
+    except ApiException as exc:
+        metrics.ERRORS.labels(f"api_{exc.status}").inc()
+        raise kopf.TemporaryError(
+            f"Kubernetes API answered {exc.status} {exc.reason}; retrying",
+            delay=options.retry_backoff_seconds,
+        ) from exc
+    except apply.ApplyError as exc:
+        metrics.ERRORS.labels("apply").inc()
+        raise kopf.TemporaryError(str(exc), delay=max(options.retry_backoff_seconds, 60)) from exc
+    except KubescribeError as exc:
+        metrics.ERRORS.labels("invalid_spec").inc()
+        raise kopf.PermanentError(str(exc)) from exc
+
+
+def _owner_name(body: Mapping[str, Any]) -> str | None:
+    labels = body.get("metadata", {}).get("labels") or {}
+    if labels.get(builders.LABEL_NAME) != "kubescribe":
+        return None
+    instance = labels.get(builders.LABEL_INSTANCE)
+    return str(instance) if instance else None
+
+
+def register(registry: kopf.OperatorRegistry, kube: apply.Kube, options: Options) -> None:
+    """Register the handlers on ``registry`` (no global state: the process builds one)."""
+    resource = (GROUP, VERSION, PLURAL)
+    backoff = options.retry_backoff_seconds
+
+    @kopf.on.resume(*resource, registry=registry, backoff=backoff)
+    @kopf.on.create(*resource, registry=registry, backoff=backoff)
+    @kopf.on.update(*resource, registry=registry, backoff=backoff)
+    def model_changed(namespace: str | None, name: str, reason: str, **_: Any) -> None:
+        _run(kube, options, namespace or "default", name, trigger=str(reason))
+
+    @kopf.timer(
+        *resource,
+        registry=registry,
+        interval=options.resync_seconds,
+        initial_delay=options.resync_seconds,
+        backoff=backoff,
+    )
+    def resync(namespace: str | None, name: str, **_: Any) -> None:
+        _run(kube, options, namespace or "default", name, trigger="resync")
+
+    @kopf.on.delete(*resource, registry=registry, optional=True)
+    def model_deleted(namespace: str | None, name: str, **_: Any) -> None:
+        metrics.RECONCILES.labels("delete").inc()
+        log.info("SpeechModel %s/%s deleted; its children are garbage-collected", namespace, name)
+
+    child_labels: dict[str, Any] = {
+        builders.LABEL_NAME: "kubescribe",
+        builders.LABEL_INSTANCE: kopf.PRESENT,
+    }
+
+    def child_changed(body: kopf.Body, namespace: str | None, type: str, **_: Any) -> None:
+        owner = _owner_name(body)
+        if owner is None or namespace is None or not type:  # no type: the initial listing
+            return
+        started = time.monotonic()
+        try:
+            reconcile(kube, namespace, owner, trigger=f"child_{type.lower()}")
+        except (ApiException, KubescribeError) as exc:
+            metrics.ERRORS.labels("child_event").inc()
+            log.warning("reconcile of %s/%s after a child event failed: %s", namespace, owner, exc)
+        log.debug("child event for %s/%s took %.3fs", namespace, owner, time.monotonic() - started)
+
+    for group, version, plural in (
+        ("apps", "v1", "deployments"),
+        ("apps", "v1", "replicasets"),
+        ("", "v1", "pods"),
+    ):
+        kopf.on.event(group, version, plural, registry=registry, labels=child_labels)(child_changed)
+
+
+def settings_for(settings: kopf.OperatorSettings) -> None:
+    """kopf settings the handlers rely on (called from the process's startup handler)."""
+    # Keep kopf's bookkeeping in status.kopf: the operator never writes spec or annotations.
+    settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
+    settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(
+        field="status.kopf.lastHandledConfiguration"
+    )
+    settings.persistence.finalizer = "kubescribe.io/operator"
+    # Routine log lines are not Events (a resync must not write); our Events are explicit.
+    settings.posting.level = logging.WARNING

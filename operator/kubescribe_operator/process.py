@@ -1,0 +1,196 @@
+"""`kubescribe operator`: the operator process (kopf), its liveness probe, metrics and logs.
+
+    kubescribe operator [--namespace NS ... | --all-namespaces] [--liveness-port 8080]
+                        [--metrics-port 9090] [--log-format json|text] [--peering NAME]
+                        [--standalone] [--priority N] [--resync-seconds S]
+
+- Scope: ``--all-namespaces`` (the default) watches SpeechModels cluster-wide, ``--namespace``
+  (repeatable; kopf globs allowed) only there.
+- Liveness: kopf's probe at ``http://0.0.0.0:<liveness-port>/healthz``.
+- Metrics: Prometheus text at ``http://0.0.0.0:<metrics-port>/metrics`` (see ``metrics.py``).
+- Logs: one JSON object per line with ``--log-format json`` (kopf's JSON formatter, with the
+  object reference under ``k8s``).
+- Two replicas never both act: kopf peering. Replicas of the same peering (``--peering``,
+  default ``kubescribe``) see each other; all but the highest ``--priority`` pause.
+
+Note for packaging (chart): peering needs kopf's peering CRDs installed
+(``clusterkopfpeerings.kopf.dev`` for ``--all-namespaces``, ``kopfpeerings.kopf.dev`` for
+``--namespace``) and the peering object named as ``--peering`` created (cluster-scoped, or one
+per watched namespace); give each replica a distinct ``--priority`` or let them share one (the
+oldest then keeps acting, the others pause). The CRD must keep ``status.kopf`` (kopf's
+bookkeeping: ``x-kubernetes-preserve-unknown-fields``). RBAC: see ``apply.py``'s table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from kubescribe.errors import KubescribeError
+from kubescribe_operator import apply, handlers
+
+DEFAULT_PEERING = "kubescribe"
+
+
+class OperatorError(KubescribeError):
+    """The operator cannot start (bad flags, no cluster credentials)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kubescribe operator",
+        description="Run the SpeechModel operator: reconcile SpeechModels into Deployments, "
+        "Services and HPAs and roll model versions out and back.",
+    )
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="watch SpeechModels only in this namespace (repeatable; globs like team-* allowed)",
+    )
+    scope.add_argument(
+        "-A",
+        "--all-namespaces",
+        action="store_true",
+        help="watch SpeechModels in every namespace (the default)",
+    )
+    parser.add_argument(
+        "--liveness-port",
+        type=_port,
+        default=int(os.environ.get("KUBESCRIBE_OPERATOR_LIVENESS_PORT", 8080)),
+        help="port of the liveness endpoint /healthz (default 8080; 0 disables it)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=int(os.environ.get("KUBESCRIBE_OPERATOR_METRICS_PORT", 9090)),
+        help="port of the Prometheus endpoint /metrics (default 9090; 0 disables it)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=os.environ.get("KUBESCRIBE_OPERATOR_LOG_FORMAT", "text"),
+        help="log lines as text or one JSON object per line (default text)",
+    )
+    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--peering",
+        default=DEFAULT_PEERING,
+        metavar="NAME",
+        help=f"kopf peering object shared by the replicas (default {DEFAULT_PEERING})",
+    )
+    parser.add_argument(
+        "--standalone",
+        action="store_true",
+        help="no peering: act even if other replicas run (a single replica only)",
+    )
+    parser.add_argument(
+        "--priority", type=int, default=0, help="peering priority: the highest one acts"
+    )
+    parser.add_argument(
+        "--resync-seconds",
+        type=_positive,
+        default=30.0,
+        help="re-observe every SpeechModel this often (default 30)",
+    )
+    parser.add_argument(
+        "--retry-backoff-seconds",
+        type=_positive,
+        default=10.0,
+        help="wait this long before retrying after an API error (default 10)",
+    )
+    return parser
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range 0-65535: {value}")
+    return value
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {value}")
+    return value
+
+
+def _api_client() -> Any:
+    """A client from the in-cluster service account, else from the kubeconfig."""
+    import kubernetes
+
+    try:
+        kubernetes.config.load_incluster_config()
+    except kubernetes.config.ConfigException:
+        try:
+            kubernetes.config.load_kube_config()
+        except (kubernetes.config.ConfigException, OSError) as exc:
+            raise OperatorError(
+                f"no Kubernetes credentials (in-cluster or kubeconfig): {exc}"
+            ) from exc
+    return kubernetes.client.ApiClient()
+
+
+def main(argv: Sequence[str]) -> int:
+    args = build_parser().parse_args(list(argv))
+
+    import kopf
+    from prometheus_client import start_http_server
+
+    kopf.configure(
+        verbose=args.verbose,
+        log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
+        log_refkey="k8s" if args.log_format == "json" else None,
+    )
+    kube = apply.Kube(_api_client())
+    options = handlers.Options(
+        resync_seconds=args.resync_seconds, retry_backoff_seconds=args.retry_backoff_seconds
+    )
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry, kube, options)
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # The same credentials as the operator's own client (in-cluster, else kubeconfig).
+        return kopf.login_via_client(**kwargs)
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        handlers.settings_for(settings)
+        settings.peering.priority = args.priority
+        settings.watching.server_timeout = 300
+        settings.watching.client_timeout = 330
+
+    if args.metrics_port:
+        start_http_server(args.metrics_port)
+        logging.getLogger(__name__).info("metrics on :%d/metrics", args.metrics_port)
+    liveness = f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None
+    kopf.run(
+        registry=registry,
+        clusterwide=not args.namespace,
+        namespaces=args.namespace,
+        liveness_endpoint=liveness,
+        standalone=args.standalone,
+        peering_name=None if args.standalone else args.peering,
+        priority=args.priority,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

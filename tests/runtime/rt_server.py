@@ -48,10 +48,12 @@ def start_server(
     *args: str,
     env: dict[str, str] | None = None,
     ready: bool = True,
+    wrapper: tuple[str, ...] = (),
 ) -> ServerProcess:
     port = free_port()
     log_path = log_dir / f"server-{port}.log"
     command = [
+        *wrapper,
         sys.executable, "-m", "kubescribe.cli", "serve",
         "--model-dir", str(model_dir), "--port", str(port), "--threads", "1", *args,
     ]  # fmt: skip

@@ -1,0 +1,146 @@
+"""The examples an ML or platform team copies: complete, consistent with each other and the code.
+
+- the SpeechModels cover the cases the docs promise, and everything they reference (credentials
+  Secrets, claims) is shipped beside them, in the form the operator and `kubescribe fetch` use;
+- the Argo CD Applications point at real paths and pass the chart's values schema, and the
+  health check is registered for the CRD's real group and kind.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import helm_python
+import kubernetes_validate
+import yaml
+from pkg_helpers import CHART, ROOT
+
+SPEECHMODELS = ROOT / "examples" / "speechmodels"
+PREREQUISITES = SPEECHMODELS / "prerequisites"
+ARGOCD = ROOT / "examples" / "argocd"
+
+
+def load_all(paths: list[Path]) -> list[dict[str, Any]]:
+    return [doc for path in paths for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def speechmodels() -> list[dict[str, Any]]:
+    return load_all(sorted(SPEECHMODELS.glob("*.yaml")))
+
+
+def prerequisites() -> list[dict[str, Any]]:
+    return load_all(sorted(PREREQUISITES.glob("*.yaml")))
+
+
+def find(kind: str, name: str, namespace: str) -> dict[str, Any] | None:
+    return next(
+        (
+            obj
+            for obj in prerequisites()
+            if obj["kind"] == kind
+            and obj["metadata"]["name"] == name
+            and obj["metadata"]["namespace"] == namespace
+        ),
+        None,
+    )
+
+
+def test_examples_cover_the_documented_cases() -> None:
+    from kubescribe_operator.models import SpeechModelSpec
+
+    specs = [SpeechModelSpec.model_validate(model["spec"]) for model in speechmodels()]
+    assert any(s.runtime.device == "cpu" and "models/demo" in s.model.uri for s in specs)
+    assert any(s.runtime.device == "gpu" for s in specs)
+    autoscaled = [s.autoscaling for s in specs if s.autoscaling]
+    assert any(a.target_cpu_utilization for a in autoscaled)
+    assert any(a.target_requests_in_flight for a in autoscaled)
+    assert any(s.model.uri.startswith("s3://") and s.model.credentials_secret for s in specs)
+    assert any(s.model.cache is not None for s in specs)
+
+
+def test_prerequisites_validate_against_kubernetes_schemas() -> None:
+    objects = prerequisites()
+    assert objects
+    for obj in objects:
+        kubernetes_validate.validate(obj, "1.33", strict=True)
+
+
+def fetch_variables() -> set[str]:
+    """The variables `kubescribe fetch` reads from a credentials Secret (runtime-config.md)."""
+    text = (ROOT / "docs" / "runtime-config.md").read_text()
+    credentials = text[text.index("S3: the standard") :]
+    return set(re.findall(r"`((?:AWS|KUBESCRIBE)_[A-Z_]+)`", credentials))
+
+
+def test_every_credentials_secret_is_shipped_with_keys_fetch_reads() -> None:
+    allowed = fetch_variables()
+    assert {"AWS_ACCESS_KEY_ID", "AWS_ENDPOINT_URL", "KUBESCRIBE_HTTP_BEARER_TOKEN"} <= allowed
+    referenced = [
+        (model["spec"]["model"]["credentialsSecret"], model["metadata"]["namespace"])
+        for model in speechmodels()
+        if model["spec"]["model"].get("credentialsSecret")
+    ]
+    assert referenced
+    for name, namespace in referenced:
+        secret = find("Secret", name, namespace)
+        assert secret is not None, f"no Secret {namespace}/{name} in {PREREQUISITES}"
+        keys = set(secret.get("stringData", {})) | set(secret.get("data", {}))
+        assert keys and keys <= allowed, f"{name}: {sorted(keys - allowed)} are not read"
+
+
+def test_every_claim_an_example_uses_is_shipped_and_shared() -> None:
+    claims = set()
+    for model in speechmodels():
+        namespace = model["metadata"]["namespace"]
+        spec_model = model["spec"]["model"]
+        if spec_model["uri"].startswith("pvc://"):
+            claims.add((spec_model["uri"].removeprefix("pvc://").split("/")[0], namespace))
+        if spec_model.get("cache", {}).get("claimName"):
+            claims.add((spec_model["cache"]["claimName"], namespace))
+    assert claims
+    for name, namespace in claims:
+        claim = find("PersistentVolumeClaim", name, namespace)
+        assert claim is not None, f"no PersistentVolumeClaim {namespace}/{name}"
+        assert claim["spec"]["accessModes"] == ["ReadWriteMany"], "pods on many nodes mount it"
+
+
+def applications() -> dict[str, dict[str, Any]]:
+    apps = {}
+    for path in sorted(ARGOCD.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc.get("kind") == "Application":
+                assert doc["apiVersion"] == "argoproj.io/v1alpha1"
+                apps[doc["metadata"]["name"]] = doc
+    return apps
+
+
+def test_argocd_applications_point_at_real_paths() -> None:
+    apps = applications()
+    assert {"kubescribe-operator", "speechmodels"} <= apps.keys()
+    for app in apps.values():
+        assert (ROOT / app["spec"]["source"]["path"]).is_dir()
+        assert app["spec"]["destination"]["namespace"]
+
+
+def test_argocd_operator_application_values_pass_the_chart_schema() -> None:
+    source = applications()["kubescribe-operator"]["spec"]["source"]
+    assert (ROOT / source["path"]).resolve() == CHART.resolve()
+    with helm_python.Chart.load(str(CHART)) as chart:
+        chart.validate_schema(source["helm"]["valuesObject"])
+
+
+def test_argocd_models_application_syncs_only_speechmodels() -> None:
+    source = applications()["speechmodels"]["spec"]["source"]
+    # Not recursive: the prerequisites (a Secret with placeholder keys) are not synced.
+    assert source["directory"]["recurse"] is False
+    kinds = {doc["kind"] for doc in load_all(sorted((ROOT / source["path"]).glob("*.yaml")))}
+    assert kinds == {"SpeechModel"}
+
+
+def test_health_check_is_registered_for_the_crd() -> None:
+    crd = yaml.safe_load((ROOT / "crds" / "speechmodel.yaml").read_text())
+    key = f"resource.customizations.health.{crd['spec']['group']}_{crd['spec']['names']['kind']}"
+    configmap = yaml.safe_load((ARGOCD / "argocd-cm.yaml").read_text())
+    assert key in configmap["data"]

@@ -1,0 +1,319 @@
+"""End to end over HTTP: a real `kubescribe serve` process on loopback, closed-loop clients.
+
+    .venv/bin/python -m bench.server            # full run (about 6 minutes), updates the doc
+    .venv/bin/python -m bench.server --smoke    # seconds: checks that it runs
+
+For each mode (dynamic batching on: ``--max-batch-size 16 --max-delay-ms 10``; off:
+``--max-batch-size 1``), one server process is started on 127.0.0.1 and warmed up; then
+1, 4, 16 and 64 concurrent clients each send clips back to back (``POST
+/v1/audio/transcriptions``, a 5 s or a 20 s WAV cut from the committed test set) until the cell
+has sent its bounded number of requests or its time is up. Throughput is audio seconds
+transcribed per wall-clock second; latency is per request, as the client sees it.
+Everything stays on loopback; the server is stopped (SIGTERM) at the end, whatever happens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from bench.common import (
+    REPO,
+    BenchError,
+    add_artifact_options,
+    base_parser,
+    build_clips,
+    finish,
+    fmt,
+    machine_facts,
+    main_wrapper,
+    markdown_table,
+    percentile,
+    progress,
+    ratio,
+    read_testset,
+    require_artifact,
+    wav_bytes,
+)
+
+SECTION = "server"
+HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Settings:
+    clients: tuple[int, ...]
+    clip_seconds: tuple[float, ...]
+    cell_seconds: float  # stop starting requests after this long
+    min_requests: int  # a cell sends at most max(min_requests, per_client * clients)
+    per_client: int
+    batch_size: int
+    max_delay_ms: float
+
+
+FULL = Settings((1, 4, 16, 64), (5.0, 20.0), 12.0, 24, 3, 16, 10.0)
+SMOKE = Settings((1, 2), (2.0,), 5.0, 2, 1, 2, 10.0)
+
+MODES = ("batching on", "batching off")
+
+
+@dataclass
+class Cell:
+    clients: int
+    clip_s: float
+    latencies: list[float] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+    elapsed: float = 0.0
+
+    @property
+    def throughput(self) -> float:
+        """Audio seconds per second."""
+        return len(self.latencies) * self.clip_s / self.elapsed if self.elapsed else 0.0
+
+
+# ---- the server process -------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerProcess:
+    """`kubescribe serve` on a free loopback port; a context manager that always stops it."""
+
+    def __init__(self, artifact: Path, threads: int, batch: int, delay_ms: float, log: Path):
+        self.port = free_port()
+        self.url = f"http://{HOST}:{self.port}"
+        self.log_path = log
+        self.command = [
+            sys.executable, "-m", "kubescribe.cli", "serve",
+            "--model-dir", str(artifact), "--host", HOST, "--port", str(self.port),
+            "--threads", str(threads), "--max-batch-size", str(batch),
+            "--max-delay-ms", str(delay_ms), "--http-threads", "80", "--max-queue", "512",
+            "--log-level", "warning",
+        ]  # fmt: skip
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> ServerProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KUBESCRIBE_")}
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                self.command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise BenchError(f"the server exited ({self.process.returncode}): {self.tail()}")
+            try:
+                if requests.get(self.url + "/readyz", timeout=2).status_code == 200:
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.2)
+        self.__exit__(None, None, None)
+        raise BenchError(f"the server did not become ready in 120 s: {self.tail()}")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+    def tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-2000:]
+
+
+# ---- the clients --------------------------------------------------------------------------
+
+
+def transcribe(session: requests.Session, url: str, wav: bytes) -> str | None:
+    """One request; ``None`` when it succeeded, else a short error label."""
+    try:
+        response = session.post(
+            url + "/v1/audio/transcriptions",
+            files={"file": ("clip.wav", wav, "audio/wav")},
+            data={"model": "default", "response_format": "json"},
+            timeout=300,
+        )
+    except requests.RequestException as exc:
+        return type(exc).__name__
+    if response.status_code != 200:
+        return f"HTTP {response.status_code}"
+    return None
+
+
+def run_cell(url: str, wav: bytes, clip_s: float, clients: int, settings: Settings) -> Cell:
+    cell = Cell(clients, clip_s)
+    budget = max(settings.min_requests, settings.per_client * clients)
+    lock = threading.Lock()
+    issued = 0
+    started = time.perf_counter()
+    deadline = started + settings.cell_seconds
+    last_done = started
+
+    def client() -> None:
+        nonlocal issued, last_done
+        with requests.Session() as session:
+            while True:
+                with lock:
+                    if issued >= budget or time.perf_counter() >= deadline:
+                        return
+                    issued += 1
+                t0 = time.perf_counter()
+                error = transcribe(session, url, wav)
+                t1 = time.perf_counter()
+                with lock:
+                    last_done = max(last_done, t1)
+                    if error is None:
+                        cell.latencies.append(t1 - t0)
+                    else:
+                        cell.errors[error] = cell.errors.get(error, 0) + 1
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    cell.elapsed = last_done - started
+    return cell
+
+
+def warm_up(url: str, wav: bytes, clients: int) -> None:
+    """A few concurrent requests (thread pools, allocations) before anything is timed."""
+    with requests.Session() as session:
+        if transcribe(session, url, wav) is not None:
+            raise BenchError(f"{url}: the warm-up request failed")
+    threads = [
+        threading.Thread(target=transcribe, args=(requests.Session(), url, wav), daemon=True)
+        for _ in range(clients)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+# ---- the run ------------------------------------------------------------------------------
+
+
+def run(argv: Sequence[str] | None) -> int:
+    parser = base_parser(__doc__.splitlines()[0] if __doc__ else "server benchmark")
+    add_artifact_options(parser)
+    args = parser.parse_args(argv)
+    settings = SMOKE if args.smoke else FULL
+    artifact = require_artifact(args.artifact)
+    utterances = read_testset()
+    wavs = {}
+    for seconds in settings.clip_seconds:
+        (clip,) = build_clips(utterances, 1, seconds)
+        wavs[seconds] = wav_bytes(clip.samples)
+    results: dict[str, list[Cell]] = {}
+    with tempfile.TemporaryDirectory(prefix="kubescribe-bench-") as tmp:
+        for mode in MODES:
+            batch = settings.batch_size if mode == "batching on" else 1
+            progress(f"{mode}: starting `kubescribe serve --max-batch-size {batch}`")
+            log = Path(tmp) / f"server-{batch}.log"
+            with ServerProcess(artifact, args.threads, batch, settings.max_delay_ms, log) as srv:
+                warm_up(srv.url, wavs[settings.clip_seconds[0]], min(8, max(settings.clients)))
+                cells = []
+                for clip_s in settings.clip_seconds:
+                    for clients in settings.clients:
+                        cell = run_cell(srv.url, wavs[clip_s], clip_s, clients, settings)
+                        cells.append(cell)
+                        progress(
+                            f"{mode}: {clients:>2} clients × {clip_s:g} s clips: "
+                            f"{len(cell.latencies)} ok, {sum(cell.errors.values())} failed, "
+                            f"{cell.throughput:.1f} audio s/s"
+                        )
+                results[mode] = cells
+    finish(
+        args,
+        SECTION,
+        "Server over HTTP (`python -m bench.server`)",
+        render(args, settings, results),
+    )
+    return 0
+
+
+def _lat(cell: Cell, q: float) -> str:
+    return fmt(percentile(cell.latencies, q), 2) if cell.latencies else "—"
+
+
+def render(args: argparse.Namespace, settings: Settings, results: dict[str, list[Cell]]) -> str:
+    header = [
+        "clip", "clients", "mode", "requests ok", "failed", "audio s/s", "req/s",
+        "p50 s", "p95 s", "p99 s", "p99 / p50",
+    ]  # fmt: skip
+    rows = []
+    for on, off in zip(results["batching on"], results["batching off"], strict=True):
+        for mode, cell in (("on", on), ("off", off)):
+            errors = ", ".join(f"{k}: {v}" for k, v in cell.errors.items()) or "0"
+            p50 = percentile(cell.latencies, 50) if cell.latencies else 0.0
+            rows.append(
+                [
+                    f"{cell.clip_s:g} s",
+                    cell.clients,
+                    mode,
+                    len(cell.latencies),
+                    errors,
+                    fmt(cell.throughput),
+                    fmt(len(cell.latencies) / cell.elapsed, 2) if cell.elapsed else "—",
+                    _lat(cell, 50),
+                    _lat(cell, 95),
+                    _lat(cell, 99),
+                    ratio(percentile(cell.latencies, 99), p50) if p50 else "—",
+                ]
+            )
+    speedups = [
+        [
+            f"{on.clip_s:g} s",
+            on.clients,
+            fmt(on.throughput),
+            fmt(off.throughput),
+            ratio(on.throughput, off.throughput),
+        ]
+        for on, off in zip(results["batching on"], results["batching off"], strict=True)
+    ]
+    mode = "smoke (tiny sizes: not a measurement)" if args.smoke else "full"
+    return "\n\n".join(
+        [
+            f"Run: {mode}; artifact `{args.artifact}`; server flags `--threads {args.threads} "
+            f"--http-threads 80 --max-queue 512`; batching on = `--max-batch-size "
+            f"{settings.batch_size} --max-delay-ms {settings.max_delay_ms:g}`, off = "
+            f"`--max-batch-size 1`. Each cell: closed-loop clients, at most "
+            f"max({settings.min_requests}, {settings.per_client} × clients) requests or "
+            f"{settings.cell_seconds:g} s of starting new ones; latency as the client sees it.",
+            "\n".join(machine_facts(args.threads, ("onnxruntime", "waitress", "requests"))),
+            markdown_table(header, rows),
+            "Dynamic batching, throughput on vs off:",
+            markdown_table(
+                ["clip", "clients", "on (audio s/s)", "off (audio s/s)", "on / off"], speedups
+            ),
+            "sherpa-onnx's offline websocket server was not run: it is a C++ program that the "
+            "sherpa-onnx Python wheel (2.0.1) does not ship (its only command is "
+            "`sherpa-onnx-cli text2token`), and nothing here may build or download it.",
+        ]
+    )
+
+
+main = main_wrapper(run)
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -85,10 +85,17 @@ def _cel_field(*rules: dict[str, str], **schema: Any) -> dict[str, Any]:
     return {"x-kubernetes-validations": list(rules), **schema}
 
 
-IntOrString = Annotated[
+# A resource quantity, as controller-gen renders `resource.Quantity`: int-or-string with a pattern
+# (which applies to strings only).
+Quantity = Annotated[
     int | str,
     WithJsonSchema(
-        {"x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"}, {"type": "string"}]}
+        {
+            "x-kubernetes-int-or-string": True,
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "pattern": QUANTITY_PATTERN,
+            "maxLength": 64,
+        }
     ),
 ]
 IntOrPercent = Annotated[
@@ -97,6 +104,7 @@ IntOrPercent = Annotated[
         {
             "x-kubernetes-int-or-string": True,
             "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "maxLength": 16,
             "x-kubernetes-validations": [
                 _cel(
                     f"type(self) == int ? self >= 0 : self.matches(r'{PERCENT_PATTERN}')",
@@ -109,7 +117,6 @@ IntOrPercent = Annotated[
 
 
 def _check_int_or_percent(value: int | str) -> int | str:
-
     if isinstance(value, int):
         if value < 0:
             raise ValueError("must be a non-negative integer or a percentage like '25%'")
@@ -120,12 +127,6 @@ def _check_int_or_percent(value: int | str) -> int | str:
 
 def _is_zero(value: int | str) -> bool:
     return value in (0, "0%")
-
-
-QUANTITY_MAP_RULE = _cel(
-    f"self.all(k, type(self[k]) == int || self[k].matches(r'{QUANTITY_PATTERN}'))",
-    "every value must be a Kubernetes quantity such as 500m, 2Gi or 1",
-)
 
 
 class _Model(BaseModel):
@@ -220,11 +221,11 @@ class BatchingSpec(_Model):
 
 
 class ResourceRequirements(_Model):
-    requests: dict[str, IntOrString] | None = Field(
-        default=None, json_schema_extra=_cel_field(QUANTITY_MAP_RULE, maxProperties=16)
+    requests: dict[str, Quantity] | None = Field(
+        default=None, json_schema_extra={"maxProperties": 16}
     )
-    limits: dict[str, IntOrString] | None = Field(
-        default=None, json_schema_extra=_cel_field(QUANTITY_MAP_RULE, maxProperties=16)
+    limits: dict[str, Quantity] | None = Field(
+        default=None, json_schema_extra={"maxProperties": 16}
     )
 
     @field_validator("requests", "limits")

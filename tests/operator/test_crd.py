@@ -165,8 +165,8 @@ BAD_MANIFESTS: list[tuple[str, Callable[[dict[str, Any]], Any], str, str]] = [
     (
         "bad-quantity",
         spec_set("runtime.resources", {"limits": {"memory": "lots"}}),
-        "cel",
-        "resources.limits",
+        "schema",
+        "'lots' does not match",
     ),
     (
         "name-not-dns",
@@ -381,3 +381,22 @@ def test_defaulting_fills_nested_objects() -> None:
         "autoRollback": True,
     }
     assert "autoscaling" not in defaulted
+
+
+def test_cel_rules_are_bounded_for_the_cost_estimator() -> None:
+    """The API server refuses a CRD whose CEL rules may cost too much: what a rule iterates
+    over has maxItems/maxProperties, and what it matches against a regex has maxLength."""
+    root = committed_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    rules = 0
+    for path, node in _nodes(root):
+        for rule in node.get("x-kubernetes-validations", []):
+            rules += 1
+            if ".all(" in rule["rule"]:
+                assert "maxItems" in node or "maxProperties" in node, path
+                for item in ("items", "additionalProperties"):
+                    for key, sub in node.get(item, {}).get("properties", {}).items():
+                        if f".{key}" in rule["rule"] and sub.get("type") == "string":
+                            assert "maxLength" in sub, f"{path}[].{key}"
+            if "self.matches(" in rule["rule"]:
+                assert "maxLength" in node, path
+    assert rules >= 7

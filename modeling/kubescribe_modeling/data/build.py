@@ -23,7 +23,8 @@ from tqdm import tqdm
 
 from kubescribe_modeling.data.augment import augment, draw_augmentation
 from kubescribe_modeling.data.plan import CorpusConfig, Utterance, plan_corpus
-from kubescribe_modeling.data.synth import SAMPLE_RATE, require_espeak, synthesize
+from kubescribe_modeling.data.resources import digests
+from kubescribe_modeling.data.synth import SAMPLE_RATE, espeak_version, require_espeak, synthesize
 from kubescribe_modeling.data.voices import HELD_OUT_VOICES
 
 __all__ = ["READY", "build_corpus", "render", "write_utterances"]
@@ -117,6 +118,8 @@ def build_corpus(
     summary = {
         "config": config.model_dump(mode="json"),
         "held_out_voices": list(HELD_OUT_VOICES),
+        "espeak_ng": espeak_version(),
+        "resources_sha256": digests(),
         "splits": summarize(rows),
         "generation_seconds": round(time.monotonic() - started, 1),
         "workers": workers,

@@ -11,7 +11,14 @@ import soxr
 
 from kubescribe.errors import KubescribeError
 
-__all__ = ["SAMPLE_RATE", "SynthesisError", "parse_wav", "require_espeak", "synthesize"]
+__all__ = [
+    "SAMPLE_RATE",
+    "SynthesisError",
+    "espeak_version",
+    "parse_wav",
+    "require_espeak",
+    "synthesize",
+]
 
 SAMPLE_RATE = 16_000
 
@@ -28,6 +35,14 @@ def require_espeak() -> str:
             "espeak-ng is not installed: apt-get install espeak-ng (Debian/Ubuntu)"
         )
     return path
+
+
+def espeak_version() -> str:
+    """espeak-ng's version line (recorded with every corpus: voices change between versions)."""
+    proc = subprocess.run(
+        [require_espeak(), "--version"], capture_output=True, timeout=30, check=False
+    )
+    return proc.stdout.decode(errors="replace").strip()
 
 
 def parse_wav(data: bytes) -> tuple[np.ndarray, int]:

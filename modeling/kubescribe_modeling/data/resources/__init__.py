@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 from functools import cache
 from importlib import resources
 
-__all__ = ["load_lines", "load_sections"]
+__all__ = ["digests", "load_lines", "load_sections"]
+
+
+def digests() -> dict[str, str]:
+    """sha256 of every text resource: a corpus records them, so it can be traced to its text."""
+    root = resources.files(__name__)
+    return {
+        entry.name: hashlib.sha256(entry.read_bytes()).hexdigest()
+        for entry in sorted(root.iterdir(), key=lambda e: e.name)
+        if entry.name.endswith(".txt")
+    }
 
 
 @cache

@@ -66,6 +66,12 @@ class AudioInfo:
         return self.frames / self.sample_rate
 
 
+def _unreadable(detail: str) -> str:
+    if "does not exist" in detail:  # libsndfile's words for a stream it cannot parse
+        detail = "no decodable audio stream"
+    return f"unreadable audio: the file is corrupted or truncated ({detail})"
+
+
 def _open(data: bytes) -> sf.SoundFile:
     if not data:
         raise EmptyAudio("the uploaded file is empty (0 bytes)")
@@ -78,7 +84,7 @@ def _open(data: bytes) -> sf.SoundFile:
                 "unsupported audio format: not a WAV, FLAC, OGG/Vorbis/Opus or MP3 file "
                 f"({message})"
             ) from exc
-        raise UnreadableAudio(f"unreadable audio: {message}") from exc
+        raise UnreadableAudio(_unreadable(message)) from exc
     except (RuntimeError, ValueError, TypeError) as exc:
         raise UnreadableAudio(f"unreadable audio: {exc}") from exc
 
@@ -149,7 +155,7 @@ def iter_mono(
                 if len(tail):
                     yield np.ascontiguousarray(tail, dtype=np.float32)
         except sf.LibsndfileError as exc:
-            raise UnreadableAudio(f"unreadable audio: {exc.error_string}") from exc
+            raise UnreadableAudio(_unreadable(str(exc.error_string))) from exc
         if seen == 0:
             raise EmptyAudio("the audio contains no samples")
         if seen / info.sample_rate < MIN_AUDIO_SECONDS:

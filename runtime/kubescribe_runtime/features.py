@@ -98,15 +98,24 @@ def _window(win_length: int, n_fft: int) -> npt.NDArray[np.float64]:
     return padded
 
 
-def _power_spectrum(waveform: FloatArray, frontend: NemoLogMelFrontend) -> npt.NDArray[np.float32]:
-    """``[frames, n_fft // 2 + 1]`` power spectrum of the centred, zero-padded STFT."""
+def _power_spectrum(
+    waveform: FloatArray, frontend: NemoLogMelFrontend, chunk_frames: int = 256
+) -> npt.NDArray[np.float32]:
+    """``[frames, n_fft // 2 + 1]`` power spectrum of the centred, zero-padded STFT.
+
+    Computed in float64 (as onnx-asr's numpy preprocessor), ``chunk_frames`` at a time so that
+    the float64 temporaries stay small whatever the length.
+    """
     half = frontend.n_fft // 2
     padded = np.pad(waveform.astype(np.float64), (half, half))
     frames = np.lib.stride_tricks.sliding_window_view(padded, frontend.n_fft)[
         :: frontend.hop_length
     ]
-    spectrum = np.fft.rfft(frames * _window(frontend.win_length, frontend.n_fft), axis=-1)
-    power: npt.NDArray[np.float32] = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
+    window = _window(frontend.win_length, frontend.n_fft)
+    power = np.empty((frames.shape[0], half + 1), dtype=np.float32)
+    for start in range(0, frames.shape[0], chunk_frames):
+        spectrum = np.fft.rfft(frames[start : start + chunk_frames] * window, axis=-1)
+        power[start : start + chunk_frames] = spectrum.real**2 + spectrum.imag**2
     return power
 
 

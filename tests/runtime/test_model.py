@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 from kubescribe_runtime.artifact import load_artifact
 from kubescribe_runtime.batcher import DynamicBatcher
 from kubescribe_runtime.config import ServeConfig
@@ -110,3 +113,28 @@ def test_long_audio_is_windowed_and_stitched(tone_dir: Path) -> None:
     assert len(windows_seen) >= 9
     starts = [w.start for w in result.words]
     assert starts == sorted(starts)
+
+
+def test_twenty_minutes_in_bounded_memory(tone_dir: Path) -> None:
+    """Memory does not grow with the audio: 20 min (77 MB as float32) peak well under that."""
+    unit = tone_sentence("lo hi hi lo")  # 3.6 s
+    repeats = int(20 * 60 / (len(unit) / SR)) + 1
+    buffer = io.BytesIO()
+    with sf.SoundFile(buffer, "w", SR, 1, format="WAV", subtype="PCM_16") as handle:
+        for _ in range(repeats):
+            handle.write(unit)
+    data = buffer.getvalue()
+    seconds = repeats * len(unit) / SR
+    assert seconds >= 1200
+    transcriber = build_transcriber(ServeConfig(model_dir=tone_dir, max_batch_size=2))
+    tracemalloc.start()
+    try:
+        result = transcriber.transcribe(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        transcriber.batcher.close()
+    assert result.text == " ".join(["low high high low"] * repeats)
+    assert result.duration_s == pytest.approx(seconds)
+    whole_waveform = seconds * SR * 4
+    assert peak < whole_waveform / 4, f"peak {peak / 1e6:.0f} MB"

@@ -7,6 +7,7 @@ followed from one object to the next (probe -> container port, Service -> pod la
 
 from __future__ import annotations
 
+import tarfile
 from typing import Any
 
 import helm_python
@@ -75,17 +76,22 @@ def test_rendered_objects_validate_against_kubernetes_schemas(values: dict[str, 
         assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
 
 
-def test_chart_crds_validate_and_speechmodel_crd_is_the_same_file() -> None:
+def test_chart_crds_validate_and_speechmodel_crd_is_the_same_file(tmp_path: Any) -> None:
     for path in (CHART / "crds").glob("*.yaml"):
         for crd in yaml.safe_load_all(path.read_text()):
             kubernetes_validate.validate(crd, KUBERNETES_VERSION, strict=True)
-    # Byte for byte: the chart installs the CRD the operator was built and tested against.
-    assert (CHART / "crds" / "speechmodel.yaml").read_bytes() == (
-        ROOT / "crds" / "speechmodel.yaml"
-    ).read_bytes()
+    # One file: charts/kubescribe/crds/speechmodel.yaml links to crds/speechmodel.yaml, and
+    # Helm (which follows the link) installs and packages the very bytes the operator was
+    # built and tested against.
+    source = (ROOT / "crds" / "speechmodel.yaml").read_bytes()
     with helm_python.Chart.load(str(CHART)) as chart:
-        names = {crd["name"] for crd in chart.crds}
-    assert {"crds/speechmodel.yaml", "crds/kopf-peering.yaml"} <= names
+        crds = {crd["name"]: crd for crd in chart.crds}
+        archive = chart.save(str(tmp_path))
+    assert {"crds/speechmodel.yaml", "crds/kopf-peering.yaml"} <= crds.keys()
+    assert crds["crds/speechmodel.yaml"]["data"].encode() == source
+    with tarfile.open(archive) as packaged:
+        member = packaged.extractfile("kubescribe/crds/speechmodel.yaml")
+        assert member is not None and member.read() == source
 
 
 def restricted_violations(pod: dict[str, Any]) -> list[str]:

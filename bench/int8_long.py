@@ -23,6 +23,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -88,6 +89,10 @@ def transcriber_for(artifact: Path, model_file: str, threads: int) -> Transcribe
     return transcriber
 
 
+def _transcribe_all(transcriber: Transcriber, data: Sequence[bytes]) -> list[str]:
+    return [transcriber.transcribe(d).text for d in data]
+
+
 def compare_int8(
     artifact: Path, threads: int, utterances: Sequence[Utterance], repeats: int
 ) -> list[FileResult]:
@@ -99,7 +104,7 @@ def compare_int8(
     try:
         for round_ in range(repeats):
             for model_file, transcriber in transcribers.items():
-                hyps, elapsed = timed(lambda t=transcriber: [t.transcribe(d).text for d in data])
+                hyps, elapsed = timed(partial(_transcribe_all, transcriber, data))
                 result = results[model_file]
                 result.best_s = min(result.best_s, elapsed)
                 result.wer = word_error_rate(refs, hyps)

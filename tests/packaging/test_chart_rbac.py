@@ -125,6 +125,13 @@ def test_peering_objects_match_the_peering_the_operator_joins(values: dict[str, 
     assert {p["metadata"]["name"] for p in peerings} == {"speech-ops"}
 
 
+def test_peering_identity_is_the_pod_name() -> None:
+    container = one(render_chart()[0], "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    env = {item["name"]: item for item in container["env"]}
+    # kopf names each peer by $POD_ID (kopf._core.engines.peering.detect_own_id).
+    assert env["POD_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+
+
 def test_runtime_services_never_select_the_operator_pods() -> None:
     # A SpeechModel named like the release, in the operator's namespace: its Service selects
     # builders.selector_labels(name); the operator's pods must not match.

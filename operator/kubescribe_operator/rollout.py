@@ -27,7 +27,7 @@ Rules (issue 3, point 4):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal, NamedTuple
@@ -42,6 +42,7 @@ from kubescribe_operator.models import (
     HistoryEntry,
     ModelRef,
     Phase,
+    RolloutResult,
     SpeechModelSpec,
     SpeechModelStatus,
 )
@@ -97,6 +98,8 @@ class Observed(BaseModel):
     deadline_message: str = ""
     ready_by_ref: dict[str, int] = Field(default_factory=dict)
     problems_by_ref: dict[str, tuple[PodProblem, ...]] = Field(default_factory=dict)
+    # Why pods wait without having failed (e.g. unschedulable: no free GPU), for messages.
+    notes_by_ref: dict[str, tuple[str, ...]] = Field(default_factory=dict)
 
 
 def _get(obj: Mapping[str, Any] | None, *path: str) -> Any:
@@ -185,6 +188,15 @@ def _pod_problems(pod: Mapping[str, Any]) -> list[PodProblem]:
     return problems
 
 
+def _pod_note(pod: Mapping[str, Any]) -> str | None:
+    for condition in _get(pod, "status", "conditions") or []:
+        if (condition.get("type"), condition.get("status")) == ("PodScheduled", "False"):
+            name = _get(pod, "metadata", "name") or "?"
+            detail = condition.get("message") or condition.get("reason") or "not scheduled"
+            return _short(f"pod {name} is not scheduled: {detail}")
+    return None
+
+
 def observe(
     deployment: Mapping[str, Any] | None,
     replicasets: Sequence[Mapping[str, Any]],
@@ -216,6 +228,7 @@ def observe(
             ready = int(_get(rs, "status", "readyReplicas") or 0)
             ready_by_ref[ref] = ready_by_ref.get(ref, 0) + ready
     problems: dict[str, list[PodProblem]] = {}
+    notes: dict[str, list[str]] = {}
     for pod in sorted(pods, key=lambda p: str(_get(p, "metadata", "name"))):
         if _get(pod, "metadata", "deletionTimestamp"):
             continue
@@ -225,6 +238,9 @@ def observe(
         found = _pod_problems(pod)
         if found:
             problems.setdefault(str(ref), []).extend(found)
+        note = _pod_note(pod)
+        if note is not None:
+            notes.setdefault(str(ref), []).append(note)
     replicas = _get(deployment, "spec", "replicas")
     return Observed(
         deployment_exists=True,
@@ -239,6 +255,7 @@ def observe(
         deadline_message=_short(str(deadline.get("message") or "")) if deadline else "",
         ready_by_ref=ready_by_ref,
         problems_by_ref={ref: tuple(found) for ref, found in problems.items()},
+        notes_by_ref={ref: tuple(found) for ref, found in notes.items()},
     )
 
 
@@ -273,15 +290,18 @@ def assess(observed: Observed, ref: ModelRef) -> Assessment:
         first = problems[0]
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         return Assessment(Progress.FAILING, first.reason, first.message + more)
+    notes = observed.notes_by_ref.get(digest, ())
+    note = notes[0] + (f" (and {len(notes) - 1} more)" if len(notes) > 1 else "") if notes else ""
     if observed.deadline_exceeded:
         message = observed.deadline_message or "the Deployment exceeded its progress deadline"
+        message = f"{message}; {note}" if note else message
         return Assessment(Progress.FAILING, "ProgressDeadlineExceeded", message)
     desired = observed.desired_replicas
     old = observed.replicas - observed.updated_replicas
     if observed.updated_replicas < desired or old > 0:
-        return Assessment(Progress.ROLLING)
+        return Assessment(Progress.ROLLING, message=note)
     if observed.available_replicas < desired:
-        return Assessment(Progress.SCALING)
+        return Assessment(Progress.SCALING, message=note)
     return Assessment(Progress.COMPLETE)
 
 
@@ -300,8 +320,68 @@ def timestamp(now: datetime) -> str:
     return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _entry_is(entry: HistoryEntry | None, ref: ModelRef) -> bool:
-    return entry is not None and entry.ref() == ref
+# A condition as (is it true, reason, message).
+ConditionValue = tuple[bool, str, str]
+
+
+@dataclass
+class _Rollout:
+    """The working state of one decision (private to `decide`)."""
+
+    spec: SpeechModelSpec
+    generation: int
+    prev: SpeechModelStatus
+    observed: Observed
+    ts: str
+    desired: ModelRef
+    lkg: ModelRef | None
+    history: list[HistoryEntry]
+    failed_model: ModelRef | None
+    failed_generation: int | None
+    events: list[Event] = field(default_factory=list)
+
+    @property
+    def failed_here(self) -> bool:
+        """The spec's model was tried and found broken under this very spec."""
+        return self.failed_model == self.desired and self.failed_generation == self.generation
+
+    @property
+    def can_roll_back(self) -> bool:
+        return self.spec.rollout.auto_rollback and self.lkg is not None and self.lkg != self.desired
+
+    @property
+    def entry(self) -> HistoryEntry | None:
+        return self.history[-1] if self.history else None
+
+    @property
+    def rolling_model(self) -> bool:
+        return self.entry is not None and self.entry.result == "InProgress"
+
+    def deploy(self) -> ModelRef:
+        if self.failed_here and self.can_roll_back and self.lkg is not None:
+            return self.lkg
+        return self.desired
+
+    def finish(self, result: RolloutResult, message: str | None = None) -> None:
+        entry = self.history[-1]
+        self.history[-1] = entry.model_copy(
+            update={"result": result, "finished": self.ts, "message": message}
+        )
+
+    def record(self, result: RolloutResult, message: str | None = None) -> None:
+        d = self.desired
+        finished = None if result == "InProgress" else self.ts
+        self.history.append(
+            HistoryEntry(
+                version=d.version,
+                uri=d.uri,
+                sha256=d.sha256,
+                started=self.ts,
+                finished=finished,
+                result=result,
+                message=message,
+            )
+        )
 
 
 def decide(
@@ -319,224 +399,194 @@ def decide(
     `name` and `namespace` (optional) fill `status.selector` and `status.endpoint`.
     """
     prev = status or SpeechModelStatus()
-    ts = timestamp(now)
-    desired = spec.model.ref()
-    lkg = prev.last_known_good
-    history = list(prev.history)
-    events: list[Event] = []
-    failed_model, failed_generation = prev.failed_model, prev.failed_generation
+    state = _Rollout(
+        spec=spec,
+        generation=generation,
+        prev=prev,
+        observed=observed,
+        ts=timestamp(now),
+        desired=spec.model.ref(),
+        lkg=prev.last_known_good,
+        history=list(prev.history),
+        failed_model=prev.failed_model,
+        failed_generation=prev.failed_generation,
+    )
+    _start_attempt(state)
+    seen = _advance(state)
+    deploy = state.deploy()
+    conditions, phase = _conditions(state, deploy, seen)
+    new_status = SpeechModelStatus(
+        observed_generation=generation,
+        conditions=[
+            _condition(prev, type_, flag, reason, message, generation, state.ts)
+            for type_, (flag, reason, message) in conditions.items()
+        ],
+        phase=phase,
+        current_version=(
+            deploy.version if seen.progress is Progress.COMPLETE else prev.current_version
+        ),
+        target_version=state.desired.version,
+        last_known_good=state.lkg,
+        failed_version=state.failed_model.version if state.failed_model else None,
+        failed_model=state.failed_model,
+        failed_generation=state.failed_generation,
+        replicas=observed.replicas,
+        ready_replicas=observed.ready_replicas,
+        updated_replicas=observed.updated_replicas,
+        selector=builders.selector_string(name) if name else prev.selector,
+        endpoint=builders.endpoint(name, namespace, spec) if name and namespace else prev.endpoint,
+        history=state.history[-MAX_HISTORY:],
+    )
+    return Decision(
+        model_ref=deploy,
+        status=new_status.dump(),
+        events=tuple(state.events),
+        rolled_back=deploy != state.desired,
+    )
 
-    # 1. Was the spec's model already tried and found broken under this very spec?
-    attempt_over = failed_model == desired and failed_generation == generation
-    if not attempt_over:
-        last = history[-1] if history else None
-        if not (_entry_is(last, desired) and last and last.result in ("InProgress", "Succeeded")):
-            if last is not None and last.result == "InProgress":
-                history[-1] = last.model_copy(update={"result": "Superseded", "finished": ts})
-            history.append(
-                HistoryEntry(
-                    version=desired.version,
-                    uri=desired.uri,
-                    sha256=desired.sha256,
-                    started=ts,
-                    result="InProgress",
-                )
-            )
-            failed_model = failed_generation = None
-            since = f" (replacing {lkg.version})" if lkg and lkg != desired else ""
-            events.append(
+
+def _start_attempt(state: _Rollout) -> None:
+    """A model not yet being rolled out or serving (or a retry after a spec change) starts an
+    attempt: a history entry `InProgress`, any recorded failure cleared."""
+    if state.failed_here:
+        return
+    last, desired = state.entry, state.desired
+    if last is not None and last.ref() == desired and last.result in ("InProgress", "Succeeded"):
+        return
+    if last is not None and last.result == "InProgress":
+        state.finish("Superseded")
+    state.record("InProgress")
+    state.failed_model = state.failed_generation = None
+    since = f" (replacing {state.lkg.version})" if state.lkg and state.lkg != desired else ""
+    state.events.append(
+        Event("Normal", "RolloutStarted", f"rolling out model version {desired.version}{since}")
+    )
+
+
+def _advance(state: _Rollout) -> Assessment:
+    """Success or failure of the current attempt, as observed; returns the assessment of the
+    model to deploy next (which is lastKnownGood right after a rollback)."""
+    desired, observed = state.desired, state.observed
+    seen = assess(observed, state.deploy())
+    if state.rolling_model and seen.progress is Progress.FAILING:
+        failure = f"model version {desired.version} failed: {seen.message}"
+        state.failed_model, state.failed_generation = desired, state.generation
+        state.events.append(Event("Warning", "RolloutFailed", failure))
+        if state.can_roll_back and state.lkg is not None:
+            state.finish("RolledBack", seen.message)
+            state.events.append(
                 Event(
-                    "Normal",
-                    "RolloutStarted",
-                    f"rolling out model version {desired.version}{since}",
+                    "Warning",
+                    "RolledBack",
+                    f"rolling back from model version {desired.version} to {state.lkg.version}",
                 )
             )
-
-    def can_roll_back() -> bool:
-        return spec.rollout.auto_rollback and lkg is not None and lkg != desired
-
-    deploy = lkg if attempt_over and can_roll_back() and lkg is not None else desired
-    seen = assess(observed, deploy)
-    entry = history[-1] if history else None
-
-    # 2. Transitions of the current attempt.
-    if not attempt_over and entry is not None and entry.result == "InProgress":
-        if seen.progress is Progress.FAILING:
-            failed_model, failed_generation = desired, generation
-            attempt_over = True
-            if can_roll_back() and lkg is not None:
-                history[-1] = entry.model_copy(
-                    update={"result": "RolledBack", "finished": ts, "message": seen.message}
-                )
-                events.append(
-                    Event(
-                        "Warning",
-                        "RolloutFailed",
-                        f"model version {desired.version} failed: {seen.message}",
-                    )
-                )
-                events.append(
-                    Event(
-                        "Warning",
-                        "RolledBack",
-                        f"rolling back from model version {desired.version} to {lkg.version}",
-                    )
-                )
-                deploy = lkg
-                seen = assess(observed, deploy)
-            else:
-                history[-1] = entry.model_copy(
-                    update={"result": "Failed", "finished": ts, "message": seen.message}
-                )
-                events.append(
-                    Event(
-                        "Warning",
-                        "RolloutFailed",
-                        f"model version {desired.version} failed: {seen.message}",
-                    )
-                )
-        elif seen.progress is Progress.COMPLETE:
-            history[-1] = entry.model_copy(update={"result": "Succeeded", "finished": ts})
-            lkg = desired
-            events.append(
-                Event(
-                    "Normal",
-                    "RolloutSucceeded",
-                    f"model version {desired.version} is serving on "
-                    f"{observed.available_replicas} replica(s)",
-                )
-            )
-    elif attempt_over and deploy == desired and seen.progress is Progress.COMPLETE:
-        # Failed without a rollback, and the Deployment got there after all.
-        history.append(
-            HistoryEntry(
-                version=desired.version,
-                uri=desired.uri,
-                sha256=desired.sha256,
-                started=ts,
-                finished=ts,
-                result="Succeeded",
-                message="recovered after the rollout had been declared failed",
+            return assess(observed, state.lkg)
+        state.finish("Failed", seen.message)
+    elif state.rolling_model and seen.progress is Progress.COMPLETE:
+        state.finish("Succeeded")
+        state.lkg = desired
+        state.events.append(
+            Event(
+                "Normal",
+                "RolloutSucceeded",
+                f"model version {desired.version} is serving on "
+                f"{observed.available_replicas} replica(s)",
             )
         )
-        failed_model = failed_generation = None
-        attempt_over = False
-        lkg = desired
-        events.append(
+    elif state.failed_here and state.deploy() == desired and seen.progress is Progress.COMPLETE:
+        # Declared failed without a rollback, and the Deployment got there after all.
+        state.record("Succeeded", "recovered after the rollout had been declared failed")
+        state.failed_model = state.failed_generation = None
+        state.lkg = desired
+        state.events.append(
             Event(
                 "Normal",
                 "RolloutSucceeded",
                 f"model version {desired.version} recovered and is serving",
             )
         )
+    return seen
 
-    # 3. The status that follows.
-    entry = history[-1] if history else None
-    current_version = deploy.version if seen.progress is Progress.COMPLETE else prev.current_version
+
+def _conditions(
+    state: _Rollout, deploy: ModelRef, seen: Assessment
+) -> tuple[dict[ConditionType, ConditionValue], Phase]:
+    """Ready / Reconciling / Stalled and the phase that follow from the attempt's state."""
+    observed, desired = state.observed, state.desired
     ready_count = observed.ready_replicas
-    conditions: dict[ConditionType, tuple[bool, str, str]]
-    phase: Phase
-    if attempt_over:
-        failed_entry = next((h for h in reversed(history) if h.ref() == desired), None)
-        why = (failed_entry.message if failed_entry else None) or "it did not become ready"
-        rolled_back = deploy != desired and lkg is not None
-        if rolled_back and lkg is not None:
+    if state.failed_here:
+        failed = next((h for h in reversed(state.history) if h.ref() == desired), None)
+        why = (failed.message if failed else None) or "it did not become ready"
+        rolled_back = deploy != desired
+        if rolled_back:
             reason = "RolledBack"
             message = (
                 f"model version {desired.version} failed ({why}); rolled back to model version "
-                f"{lkg.version}; fix the artifact or change the spec to try again"
+                f"{deploy.version}; fix the artifact or change the spec to try again"
             )
         else:
             reason = "RolloutFailed"
             message = f"model version {desired.version} failed: {why}"
         rolling_back = rolled_back and seen.progress is not Progress.COMPLETE
-        conditions = {
+        back = f"rolling back to model version {deploy.version}" if rolling_back else ""
+        phase: Phase = "Failed" if state.lkg is None or ready_count == 0 else "Degraded"
+        return {
             "Ready": (False, reason, message),
-            "Reconciling": (
-                rolling_back,
-                "RollingBack" if rolling_back else reason,
-                f"rolling back to model version {lkg.version}" if rolling_back and lkg else "",
-            ),
+            "Reconciling": (rolling_back, "RollingBack" if rolling_back else reason, back),
             "Stalled": (True, reason, message),
-        }
-        phase = "Failed" if lkg is None or ready_count == 0 else "Degraded"
-    elif seen.progress is Progress.COMPLETE or (
+        }, phase
+    if seen.progress is Progress.COMPLETE or (
         # Every pod runs the model and some are not available yet: an HPA scale-up, not a
         # rollout, unless the model itself is still being rolled out.
-        seen.progress is Progress.SCALING and not (entry and entry.result == "InProgress")
+        seen.progress is Progress.SCALING and not state.rolling_model
     ):
         available = observed.available_replicas
         serving = available > 0 or observed.desired_replicas == 0
         message = (
             f"model version {deploy.version} is ready on {available}/{observed.desired_replicas} "
             "replica(s)"
-        )
-        conditions = {
+        ) + (f"; {seen.message}" if seen.message else "")
+        return {
             "Ready": (serving, "Ready" if serving else "NoReplicaAvailable", message),
             "Reconciling": (False, "Current", ""),
             "Stalled": (False, "Current", ""),
-        }
-        phase = "Ready" if serving else "Degraded"
-    elif seen.progress is Progress.FAILING:
+        }, "Ready" if serving else "Degraded"
+    if seen.progress is Progress.FAILING:
         # The model had rolled out fine; its pods fail now (no rollout to undo).
-        conditions = {
+        return {
             "Ready": (ready_count > 0, seen.reason, seen.message),
             "Reconciling": (False, seen.reason, ""),
             "Stalled": (True, seen.reason, seen.message),
-        }
-        phase = "Degraded"
-    else:
-        rolling_model = entry is not None and entry.result == "InProgress"
-        reason = "RolloutInProgress" if rolling_model else "Updating"
-        if seen.progress is Progress.ABSENT:
-            detail = "creating the Deployment"
-        elif seen.progress is Progress.PENDING:
-            detail = "updating the Deployment"
-        else:
-            detail = (
-                f"{observed.updated_replicas}/{observed.desired_replicas} replica(s) updated, "
-                f"{observed.available_replicas} available"
-            )
-        what = f"rolling out model version {desired.version}" if rolling_model else "updating"
-        serving = ready_count > 0 and prev.current_version is not None
-        ready_message = (
-            f"model version {prev.current_version} is serving" if serving else f"{what}: {detail}"
-        )
-        conditions = {
-            "Ready": (serving, "Ready" if serving else reason, ready_message),
-            "Reconciling": (True, reason, f"{what}: {detail}"),
-            "Stalled": (False, reason, ""),
-        }
-        first = lkg is None and prev.current_version is None
-        pending = seen.progress in (Progress.ABSENT, Progress.PENDING) or ready_count == 0
-        phase = "Pending" if first and pending else "Progressing"
+        }, "Degraded"
+    reason = "RolloutInProgress" if state.rolling_model else "Updating"
+    what = f"rolling out model version {desired.version}" if state.rolling_model else "updating"
+    doing = f"{what}: {_progress_detail(observed, seen)}"
+    current = state.prev.current_version
+    serving = ready_count > 0 and current is not None
+    first = state.lkg is None and current is None
+    pending = seen.progress in (Progress.ABSENT, Progress.PENDING) or ready_count == 0
+    return {
+        "Ready": (
+            serving,
+            "Ready" if serving else reason,
+            f"model version {current} is serving" if serving else doing,
+        ),
+        "Reconciling": (True, reason, doing),
+        "Stalled": (False, reason, ""),
+    }, "Pending" if first and pending else "Progressing"
 
-    new_status = SpeechModelStatus(
-        observed_generation=generation,
-        conditions=[
-            _condition(prev, type_, flag, reason, message, generation, ts)
-            for type_, (flag, reason, message) in conditions.items()
-        ],
-        phase=phase,
-        current_version=current_version,
-        target_version=desired.version,
-        last_known_good=lkg,
-        failed_version=failed_model.version if failed_model else None,
-        failed_model=failed_model,
-        failed_generation=failed_generation,
-        replicas=observed.replicas,
-        ready_replicas=observed.ready_replicas,
-        updated_replicas=observed.updated_replicas,
-        selector=builders.selector_string(name) if name else prev.selector,
-        endpoint=builders.endpoint(name, namespace, spec) if name and namespace else prev.endpoint,
-        history=history[-MAX_HISTORY:],
+
+def _progress_detail(observed: Observed, seen: Assessment) -> str:
+    if seen.progress is Progress.ABSENT:
+        return "creating the Deployment"
+    if seen.progress is Progress.PENDING:
+        return "updating the Deployment"
+    detail = (
+        f"{observed.updated_replicas}/{observed.desired_replicas} replica(s) updated, "
+        f"{observed.available_replicas} available"
     )
-    return Decision(
-        model_ref=deploy,
-        status=new_status.dump(),
-        events=tuple(events),
-        rolled_back=deploy != desired,
-    )
+    return f"{detail}; {seen.message}" if seen.message else detail
 
 
 def _condition(

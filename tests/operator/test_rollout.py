@@ -1036,3 +1036,45 @@ def test_observe_then_decide_end_to_end() -> None:
     decision = story.step(make_spec(V2), raw)
     assert decision.model_ref == V1
     assert "digest mismatch" in decision.status["conditions"][2]["message"]
+
+
+UNSCHEDULABLE = {
+    "phase": "Pending",
+    "conditions": [
+        {
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
+        }
+    ],
+}
+
+
+def test_observe_notes_unschedulable_pods_without_failing_them() -> None:
+    seen = observe(_deployment(V2, observedGeneration=4), [], [_pod(V2, "demo-9", **UNSCHEDULABLE)])
+    assert seen.problems_by_ref == {}
+    (note,) = seen.notes_by_ref[V2.digest()]
+    assert "demo-9" in note and "Insufficient nvidia.com/gpu" in note
+
+
+def test_unschedulable_pods_are_named_in_the_rollout_message_and_the_deadline_failure() -> None:
+    note = ("pod demo-9 is not scheduled: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",)
+    story = rolling_v2()
+    waiting = deployed(V2, updated=1, available=0, old=2, old_ready=2, old_ref=V1)
+    waiting = waiting.model_copy(update={"notes_by_ref": {V2.digest(): note}})
+    decision = story.step(make_spec(V2), waiting)
+    reconciling = _conditions(decision.status)["Reconciling"]
+    assert (
+        reconciling["status"] == "True" and "Insufficient nvidia.com/gpu" in reconciling["message"]
+    )
+    assert decision.model_ref == V2  # waiting for a GPU is not a failure (yet)
+
+    expired = waiting.model_copy(
+        update={"deadline_exceeded": True, "deadline_message": "timed out"}
+    )
+    decision = story.step(make_spec(V2), expired)
+    assert decision.model_ref == V1
+    stalled = _conditions(decision.status)["Stalled"]
+    assert stalled["reason"] == "RolledBack"
+    assert "timed out" in stalled["message"] and "Insufficient nvidia.com/gpu" in stalled["message"]

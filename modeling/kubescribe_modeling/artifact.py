@@ -68,8 +68,10 @@ def parity_inputs(
     testset: Path | None, frontend: NemoLogMelFrontend, count: int = 4
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A padded batch of real test features (or seeded random ones) of unequal lengths."""
-    if testset is not None and (testset / "manifest.jsonl").is_file():
-        utterances = read_manifest(testset / "manifest.jsonl")[:count]
+    from kubescribe_modeling.evaluate import manifest_path
+
+    if testset is not None and manifest_path(testset).is_file():
+        utterances = read_manifest(manifest_path(testset))[:count]
         batch, valid = log_mel_batch([read_audio(u.audio) for u in utterances], frontend)
         return torch.from_numpy(batch), torch.from_numpy(valid)
     gen = torch.Generator().manual_seed(0)

@@ -42,6 +42,7 @@ def train_main(argv: Sequence[str]) -> int:
     parser.add_argument("--max-minutes", type=_positive_float, help="time budget")
     parser.add_argument("--epochs", type=int, help="override epochs")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override device")
+    parser.add_argument("--threads", type=int, help="override torch CPU threads")
     parser.add_argument("--teacher", type=Path, help="distil from this teacher checkpoint")
     parser.add_argument("--init", type=Path, help="start from this checkpoint (e.g. pruned)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -63,6 +64,8 @@ def train_main(argv: Sequence[str]) -> int:
         overrides["epochs"] = args.epochs
     if args.device:
         overrides["device"] = args.device
+    if args.threads:
+        overrides["threads"] = args.threads
     cfg = load_config(args.config, overrides)
     if args.teacher:
         cfg = cfg.model_copy(

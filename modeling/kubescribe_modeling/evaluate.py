@@ -43,6 +43,11 @@ class EvalReport:
         return self.compute_seconds / self.audio_seconds if self.audio_seconds else 0.0
 
 
+def manifest_path(testset: Path) -> Path:
+    """A test set is a folder with ``manifest.jsonl``, or a ``.jsonl`` manifest itself."""
+    return testset if testset.suffix == ".jsonl" else testset / "manifest.jsonl"
+
+
 def read_tokens(path: Path) -> list[str]:
     tokens: dict[int, str] = {}
     for line in path.read_text(encoding="utf-8").splitlines():
@@ -129,7 +134,7 @@ def evaluate(
     from kubescribe_modeling.text import normalize_text
 
     norm = normalize or normalize_text
-    utterances = read_manifest(testset / "manifest.jsonl")
+    utterances = read_manifest(manifest_path(testset))
     if not utterances:
         raise ModelingError(f"{testset}: the test set is empty")
     missing = [str(u.audio) for u in utterances if not u.audio.is_file()]

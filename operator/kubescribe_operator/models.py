@@ -390,7 +390,24 @@ class MonitoringSpec(_Model):
     )
 
 
+CPU_TARGET_MESSAGE = (
+    "autoscaling.targetCPUUtilization needs runtime.resources.requests.cpu "
+    "(leave runtime.resources out to get the default request of 1 CPU)"
+)
+
+
 class SpeechModelSpec(_Model):
+    model_config = ConfigDict(
+        json_schema_extra=_cel_field(
+            _cel(
+                "!has(self.autoscaling) || !has(self.autoscaling.targetCPUUtilization) || "
+                "!has(self.runtime.resources) || (has(self.runtime.resources.requests) && "
+                "'cpu' in self.runtime.resources.requests)",
+                CPU_TARGET_MESSAGE,
+            )
+        )
+    )
+
     model: ModelSpec
     runtime: RuntimeSpec = Field(default=RuntimeSpec(), json_schema_extra={"default": {}})
     replicas: int = Field(default=1, ge=0, le=1000, description="used when autoscaling is not set")
@@ -399,6 +416,15 @@ class SpeechModelSpec(_Model):
     service: ServiceSpec = Field(default=ServiceSpec(), json_schema_extra={"default": {}})
     scheduling: SchedulingSpec | None = None
     monitoring: MonitoringSpec = Field(default=MonitoringSpec(), json_schema_extra={"default": {}})
+
+    @model_validator(mode="after")
+    def _cpu_target_needs_a_cpu_request(self) -> SpeechModelSpec:
+        scaling, resources = self.autoscaling, self.runtime.resources
+        if scaling is None or scaling.target_cpu_utilization is None or resources is None:
+            return self
+        if "cpu" not in (resources.requests or {}):
+            raise ValueError(CPU_TARGET_MESSAGE)
+        return self
 
 
 NAME_RULE = _cel(

@@ -169,6 +169,12 @@ BAD_MANIFESTS: list[tuple[str, Callable[[dict[str, Any]], Any], str, str]] = [
         "'lots' does not match",
     ),
     (
+        "cpu-target-without-cpu-request",
+        spec_set("runtime.resources", {"limits": {"memory": "2Gi"}}),
+        "cel",
+        "runtime.resources.requests",
+    ),
+    (
         "name-not-dns",
         lambda m: m["metadata"].update(name="Demo_Model"),
         "cel",

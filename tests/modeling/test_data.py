@@ -227,6 +227,16 @@ def test_parse_wav_rejects_garbage() -> None:
         parse_wav(b"not a wav file at all")
 
 
+def test_missing_espeak_is_a_clear_error_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("kubescribe_modeling.data.synth.shutil.which", lambda name: None)
+    with pytest.raises(SynthesisError, match="apt-get install espeak-ng") as err:
+        build_corpus(CorpusConfig(utterances=2), tmp_path / "corpus", workers=1, progress=False)
+    assert isinstance(err.value, KubescribeError)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_tiny_corpus_through_espeak(tmp_path: Path) -> None:
     config = CorpusConfig(
         utterances=4, dev_fraction=0.25, test_templates=2, test_independent=1, seed=3

@@ -107,11 +107,36 @@ def build_corpus(
 ) -> dict[str, Any]:
     """Plan, synthesise and write the corpus to ``out`` atomically; returns its summary."""
     started = time.monotonic()
+    require_espeak()
     plan = plan_corpus(config)
     out = out.resolve()
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    try:
+        summary = _write_corpus(config, plan, tmp, workers, progress, started)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # never leave a half-written corpus behind
+        raise
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out)
+    (out / READY).write_text(json.dumps(summary["splits"]) + "\n")
+    return summary
+
+
+def _write_corpus(
+    config: CorpusConfig,
+    plan: Sequence[Utterance],
+    tmp: Path,
+    workers: int,
+    progress: bool,
+    started: float,
+) -> dict[str, Any]:
     rows = write_utterances(plan, tmp, workers=workers, progress=progress)
     for split in ("train", "dev", "test"):
         _write_jsonl(tmp / f"{split}.jsonl", (r for r in rows if r["split"] == split))
@@ -125,14 +150,6 @@ def build_corpus(
         "workers": workers,
     }
     (tmp / "corpus.json").write_text(json.dumps(summary, indent=2) + "\n")
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out)
-    (out / READY).write_text(json.dumps(summary["splits"]) + "\n")
     return summary
 
 

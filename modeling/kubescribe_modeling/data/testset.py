@@ -17,7 +17,7 @@ from kubescribe_modeling.data.plan import (
     held_out_template_sentences,
     independent_sentences,
 )
-from kubescribe_modeling.data.synth import SAMPLE_RATE
+from kubescribe_modeling.data.synth import SAMPLE_RATE, require_espeak
 from kubescribe_modeling.data.voices import HELD_OUT_VOICES
 
 __all__ = ["build_testset", "plan_testset", "write_sample"]
@@ -61,26 +61,16 @@ def build_testset(
     out: Path, templates: int, independent: int, seed: int = 0, workers: int = 2
 ) -> list[dict[str, Any]]:
     """Write ``out/{templates,independent}/*.flac`` and ``out/manifest.jsonl``."""
+    require_espeak()
     plan = plan_testset(templates, independent, seed)
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    flat = [
-        Utterance(**{**u.__dict__, "split": "test"})  # same entry, flat layout below
-        for u in plan
-    ]
-    rows = write_utterances(flat, tmp, workers=workers, suffix=".flac", progress=False)
-    for row, utt in zip(rows, plan, strict=True):
-        src = tmp / row["audio"]
-        rel = Path(f"{'templates' if utt.source == 'template' else 'independent'}/{utt.id}.flac")
-        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-        src.rename(tmp / rel)
-        row["audio"] = rel.as_posix()
-    shutil.rmtree(tmp / "test", ignore_errors=True)
-    with (tmp / "manifest.jsonl").open("w", encoding="utf-8") as f:
-        for row in rows:
-            keys = ("audio", "text", "source", "voice", "duration")
-            f.write(json.dumps({k: row[k] for k in keys}) + "\n")
+    try:
+        rows = _write_testset(plan, tmp, workers)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if out.exists():
         for child in ("templates", "independent", "manifest.jsonl"):
             target = out / child
@@ -92,6 +82,22 @@ def build_testset(
     for child in ("templates", "independent", "manifest.jsonl"):
         (tmp / child).rename(out / child)
     shutil.rmtree(tmp)
+    return rows
+
+
+def _write_testset(plan: list[Utterance], tmp: Path, workers: int) -> list[dict[str, Any]]:
+    rows = write_utterances(plan, tmp, workers=workers, suffix=".flac", progress=False)
+    for row, utt in zip(rows, plan, strict=True):
+        src = tmp / row["audio"]
+        rel = Path(f"{'templates' if utt.source == 'template' else 'independent'}/{utt.id}.flac")
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        src.rename(tmp / rel)
+        row["audio"] = rel.as_posix()
+    shutil.rmtree(tmp / "test", ignore_errors=True)
+    with (tmp / "manifest.jsonl").open("w", encoding="utf-8") as f:
+        for row in rows:
+            keys = ("audio", "text", "source", "voice", "duration")
+            f.write(json.dumps({k: row[k] for k in keys}) + "\n")
     return rows
 
 

@@ -68,7 +68,31 @@ RESERVED_ENV = (
     "KUBESCRIBE_PORT",
     "KUBESCRIBE_DEVICE",
 )
+# The runtime's other settings (docs/runtime-config.md): a user may set these in runtime.env;
+# any other KUBESCRIBE_* name is a typo the runtime would silently ignore.
+TUNABLE_ENV = (
+    "KUBESCRIBE_MODEL_FILE",
+    "KUBESCRIBE_GPU_ID",
+    "KUBESCRIBE_ALLOW_CPU_FALLBACK",
+    "KUBESCRIBE_THREADS",
+    "KUBESCRIBE_HTTP_THREADS",
+    "KUBESCRIBE_MAX_BATCH_SIZE",
+    "KUBESCRIBE_MAX_DELAY_MS",
+    "KUBESCRIBE_MAX_QUEUE",
+    "KUBESCRIBE_REQUEST_TIMEOUT_S",
+    "KUBESCRIBE_MAX_UPLOAD_MB",
+    "KUBESCRIBE_MAX_AUDIO_SECONDS",
+    "KUBESCRIBE_WINDOW_SECONDS",
+    "KUBESCRIBE_WINDOW_OVERLAP_SECONDS",
+    "KUBESCRIBE_DRAIN_TIMEOUT_S",
+    "KUBESCRIBE_LOG_LEVEL",
+    "KUBESCRIBE_LOG_FORMAT",
+)
 MAX_HISTORY = 10
+
+
+def _cel_list(names: tuple[str, ...]) -> str:
+    return "[" + ",".join(f"'{n}'" for n in names) + "]"
 
 
 class SpecError(KubescribeError):
@@ -267,10 +291,16 @@ class RuntimeSpec(_Model):
         max_length=64,
         json_schema_extra=_cel_field(
             _cel(
-                "self.all(e, !(e.name in " + repr(list(RESERVED_ENV)).replace(" ", "") + "))",
+                f"self.all(e, !(e.name in {_cel_list(RESERVED_ENV)}))",
                 "runtime.env may not set variables the operator renders: "
                 + ", ".join(RESERVED_ENV),
-            )
+            ),
+            _cel(
+                "self.all(e, !e.name.startsWith('KUBESCRIBE_') || "
+                f"e.name in {_cel_list(RESERVED_ENV + TUNABLE_ENV)})",
+                "runtime.env has a KUBESCRIBE_ variable the runtime does not know "
+                "(see docs/runtime-config.md)",
+            ),
         ),
     )
 
@@ -281,6 +311,14 @@ class RuntimeSpec(_Model):
         if reserved:
             raise ValueError(
                 "runtime.env may not set variables the operator renders: " + ", ".join(reserved)
+            )
+        unknown = sorted(
+            e.name for e in env if e.name.startswith("KUBESCRIBE_") and e.name not in TUNABLE_ENV
+        )
+        if unknown:
+            raise ValueError(
+                f"runtime.env: the runtime does not know {', '.join(unknown)} "
+                "(see docs/runtime-config.md)"
             )
         return env
 

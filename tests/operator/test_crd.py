@@ -156,6 +156,12 @@ BAD_MANIFESTS: list[tuple[str, Callable[[dict[str, Any]], Any], str, str]] = [
         "env",
     ),
     (
+        "env-unknown-kubescribe-variable",
+        spec_set("runtime.env", [{"name": "KUBESCRIBE_MAX_QEUE", "value": "8"}]),
+        "cel",
+        "startsWith",
+    ),
+    (
         "cache-both-kinds",
         spec_set("model.cache", {"claimName": "cache", "hostPath": "/var/cache"}),
         "cel",

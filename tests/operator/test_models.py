@@ -7,12 +7,14 @@ from typing import Any
 import pytest
 from kubescribe_operator.models import (
     RESERVED_ENV,
+    TUNABLE_ENV,
     ModelRef,
     SpecError,
     SpeechModelSpec,
     SpeechModelStatus,
     parse_spec,
 )
+from kubescribe_runtime.config import ServeConfig, settings_table
 from pydantic import ValidationError
 
 
@@ -140,3 +142,15 @@ def test_status_reads_what_the_api_server_returns() -> None:
     assert status.condition("Stalled") is None
     assert status.last_known_good == ModelRef(uri="/m", version="1")
     assert "kopf" not in status.dump()
+
+
+def test_tunable_variables_are_the_runtimes_other_settings() -> None:
+    serve = {variable for _, _, variable in settings_table(ServeConfig)}
+    assert set(TUNABLE_ENV) == serve - set(RESERVED_ENV)
+
+
+def test_an_unknown_kubescribe_variable_is_a_typo() -> None:
+    with pytest.raises(ValidationError, match="KUBESCRIBE_MAX_QEUE"):
+        SpeechModelSpec.model_validate(
+            spec(runtime={"env": [{"name": "KUBESCRIBE_MAX_QEUE", "value": "9"}]})
+        )

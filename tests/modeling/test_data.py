@@ -166,6 +166,22 @@ def test_no_test_sentence_appears_in_training_text(plan: list) -> None:
     assert set(sources) == {"template", "open"}
 
 
+def _oov_rate(texts: set[str], reference: tuple[str, ...]) -> float:
+    seen = {w for t in texts for w in t.split()}
+    words = [w for t in reference for w in t.split()]
+    return sum(w not in seen for w in words) / len(words)
+
+
+def test_open_vocabulary_text_covers_the_independent_set(plan: list) -> None:
+    # Users do not speak templates: the training text must cover the words of everyday English
+    # written apart from it. Templates alone leave half of the independent words unseen.
+    independent = independent_sentences()
+    mixed = _oov_rate({u.text for u in plan if u.split == "train"}, independent)
+    only = plan_corpus(CorpusConfig(utterances=4000, test_templates=100, template_fraction=1.0))
+    templates_only = _oov_rate({u.text for u in only if u.split == "train"}, independent)
+    assert mixed < 0.2 < 0.4 < templates_only
+
+
 def test_templates_without_slots_never_reach_training(plan: list) -> None:
     # A template with no slot gives the same sentence every time; if it is in the held-out pool
     # it must be rejected from train, whatever the corpus seed.

@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
         "--open-mix",
         type=float,
         nargs=3,
-        default=(0.5, 0.25, 0.25),
+        default=(0.65, 0.1, 0.25),
         metavar=("WORDS", "GRAMMAR", "WRITTEN"),
         help="weights of open-vocabulary text kinds: random words, grammar, hand-written",
     )

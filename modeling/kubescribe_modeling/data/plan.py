@@ -59,7 +59,7 @@ class CorpusConfig(BaseModel):
     seed: int = 0
     template_fraction: float = Field(default=0.4, ge=0, le=1)
     #: Share of the open-vocabulary text by kind: random word sequences, grammar, hand-written.
-    open_mix: tuple[float, float, float] = (0.5, 0.25, 0.25)
+    open_mix: tuple[float, float, float] = (0.65, 0.1, 0.25)
     dev_fraction: float = Field(default=0.02, ge=0, lt=1)
     test_templates: int = Field(default=300, ge=0)
     test_independent_voices: int = Field(default=len(HELD_OUT_VOICES), ge=0)

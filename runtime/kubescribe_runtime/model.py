@@ -5,7 +5,9 @@ Front ends (from the manifest):
 - ``waveform``: input ``audio_signal`` float32 [N, samples] and ``length`` [N] in samples
   (imported wav2vec2/HuBERT models), normalised per utterance when the manifest says so.
 The output ``logprobs`` is [N, T', V+1] with the blank last. One output frame lasts
-``subsampling_factor`` × 10 ms (for ``nemo-logmel``: × hop_length / sample_rate).
+``subsampling_factor`` feature frames (``nemo-logmel``: × hop_length / sample_rate, 40 ms for a
+factor of 4) or ``subsampling_factor`` samples (``waveform``: the product of the model's
+convolution strides, as ``kubescribe import`` writes it; 320 samples = 20 ms for wav2vec2).
 """
 
 from __future__ import annotations
@@ -28,8 +30,6 @@ log = logging.getLogger(__name__)
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
-# The waveform front end's base frame (what subsampling_factor multiplies): 10 ms.
-WAVEFORM_BASE_FRAME_S = 0.01
 
 
 class ModelUnavailable(KubescribeError):
@@ -63,7 +63,7 @@ def frame_seconds(manifest: ArtifactManifest) -> float:
     frontend = manifest.frontend
     if isinstance(frontend, NemoLogMelFrontend):
         return frontend.hop_length / manifest.sample_rate * manifest.subsampling_factor
-    return WAVEFORM_BASE_FRAME_S * manifest.subsampling_factor
+    return manifest.subsampling_factor / manifest.sample_rate
 
 
 def prepare(samples: npt.NDArray[np.float32], manifest: ArtifactManifest) -> ModelInput:

@@ -108,7 +108,7 @@ def sign_waveform_model(path: Path) -> None:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
-    _save(model, path, vocab_size=2, subsampling=2)
+    _save(model, path, vocab_size=2, subsampling=320)
 
 
 def write_artifact(
@@ -126,7 +126,7 @@ def write_artifact(
     else:
         sign_waveform_model(directory / "model.onnx")
         frontend = {"frontend": WaveformFrontend(normalize=False)}
-        subsampling = 2
+        subsampling = 320  # samples per output frame
     (directory / "tokens.txt").write_text(
         "".join(f"{t} {i}\n" for i, t in enumerate(tokens)), encoding="utf-8"
     )

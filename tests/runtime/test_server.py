@@ -17,6 +17,7 @@ import requests
 from kubescribe_runtime.app import create_app
 from kubescribe_runtime.config import ServeConfig
 from kubescribe_runtime.service import Service
+from kubescribe_runtime.transcriber import Transcriber
 from rt_fixtures import TONE_TOKENS, encode, tone_sentence, write_artifact
 from rt_server import ServerProcess, start_server
 
@@ -204,3 +205,31 @@ def test_queue_full_is_429_with_retry_after_and_timeout_is_504(
 def test_unknown_route_is_json(server: ServerProcess) -> None:
     answer = requests.get(server.url + "/v1/nope", timeout=5)
     assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found"
+
+
+def test_ready_only_after_load_and_warm_up(tone_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    service = Service(ServeConfig(model_dir=tone_dir))
+    client = create_app(service).test_client()
+    warmed: list[bool] = []
+    original = Transcriber.warm_up
+
+    def warm_up(self: Transcriber) -> None:
+        # while warming up, the server is still unready
+        assert client.get("/readyz").status_code == 503
+        original(self)
+        warmed.append(True)
+
+    monkeypatch.setattr(Transcriber, "warm_up", warm_up)
+    loading = client.get("/readyz")
+    assert loading.status_code == 503 and loading.json == {
+        "status": "loading",
+        "reason": "the model is loading",
+    }
+    assert client.get("/v1/models").status_code == 503
+    assert client.get("/healthz").status_code == 200
+    service.load()
+    assert warmed == [True]
+    assert client.get("/readyz").json == {"status": "ready"}
+    service.begin_drain()
+    assert client.get("/readyz").json["status"] == "draining"
+    service.close()

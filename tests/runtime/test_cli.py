@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import json
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kubescribe_runtime.cli import setup_logging
+from kubescribe_runtime.config import ServeConfig, settings_table
 from rt_fixtures import TONE_TOKENS, encode, tone_sentence, write_artifact
 
 from kubescribe.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """The CLI configures the root logger; leave it as it was for the other tests."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +86,26 @@ def test_a_broken_artifact_is_a_one_line_error(
     (directory / "model.onnx").write_bytes(b"oops")
     assert main(["transcribe", "--model-dir", str(directory), "x.wav"]) == 1
     assert "model.onnx: sha256 mismatch" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_bad_setting_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--max-batch-size", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kubescribe serve: error: invalid configuration: ")
+    assert "--max-batch-size / KUBESCRIBE_MAX_BATCH_SIZE" in err
+
+
+def test_help_lists_every_variable(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    for _, flag, variable in settings_table(ServeConfig):
+        assert flag in out and variable in out
+
+
+def test_json_logs(capsys: pytest.CaptureFixture[str]) -> None:
+    setup_logging("info", "json")
+    logging.getLogger("kubescribe_runtime.test").warning("hello %s", "pods")
+    entry = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert entry["message"] == "hello pods" and entry["level"] == "warning"

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import yaml
 
 from kubescribe_operator import models
@@ -229,8 +230,6 @@ def strict_json_schema(schema: Schema) -> Schema:
 
 def manifest_errors(obj: Any, crd: dict[str, Any] | None = None) -> list[str]:
     """Schema errors of a SpeechModel manifest (CEL rules not included), as readable lines."""
-    import jsonschema
-
     schema = crd_schema(crd)
     validator = jsonschema.Draft202012Validator(strict_json_schema(schema))
     errors = sorted(

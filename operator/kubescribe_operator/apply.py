@@ -43,6 +43,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -262,7 +264,8 @@ class Kube:
 
     def __init__(self, api: ApiClient) -> None:
         self.api = api
-        self.api.user_agent = USER_AGENT
+        # Which replica made a request shows in the API server's audit log.
+        self.api.user_agent = f"{USER_AGENT} ({socket.gethostname()}/{os.getpid()})"
 
     def request(
         self,

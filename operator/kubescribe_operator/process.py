@@ -16,9 +16,11 @@
 Note for packaging (chart): peering needs kopf's peering CRDs installed
 (``clusterkopfpeerings.kopf.dev`` for ``--all-namespaces``, ``kopfpeerings.kopf.dev`` for
 ``--namespace``) and the peering object named as ``--peering`` created (cluster-scoped, or one
-per watched namespace); give each replica a distinct ``--priority`` or let them share one (the
-oldest then keeps acting, the others pause). The CRD must keep ``status.kopf`` (kopf's
-bookkeeping: ``x-kubernetes-preserve-unknown-fields``). RBAC: see ``apply.py``'s table.
+per watched namespace). Replicas with equal ``--priority`` all pause, so leave the default (a
+random priority per process). After a crash, a replica may wait up to ``--peering-lifetime`` for
+the dead one's entry to expire. The CRD must keep ``status.kopf`` (kopf's bookkeeping:
+``x-kubernetes-preserve-unknown-fields``); kopf also puts a finalizer on each SpeechModel (its
+per-object resync timer needs one) and removes it on deletion. RBAC: see ``apply.py``'s table.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -91,7 +94,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="no peering: act even if other replicas run (a single replica only)",
     )
     parser.add_argument(
-        "--priority", type=int, default=0, help="peering priority: the highest one acts"
+        "--priority",
+        type=int,
+        default=None,
+        help="peering priority: of the live replicas, only the highest one acts (default: "
+        "random, so that replicas of one Deployment differ; equal priorities all pause)",
+    )
+    parser.add_argument(
+        "--peering-lifetime",
+        type=int,
+        default=60,
+        metavar="SECONDS",
+        help="a replica that stopped renewing its peering entry this long ago counts as gone "
+        "(default 60)",
     )
     parser.add_argument(
         "--resync-seconds",
@@ -146,6 +161,9 @@ def _api_client() -> Any:
 
 def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
+    priority = (
+        args.priority if args.priority is not None else random.SystemRandom().randint(1, 10**9)
+    )
 
     import kopf
     from prometheus_client import start_http_server
@@ -170,7 +188,8 @@ def main(argv: Sequence[str]) -> int:
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         handlers.settings_for(settings)
-        settings.peering.priority = args.priority
+        settings.peering.priority = priority
+        settings.peering.lifetime = args.peering_lifetime
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
 
@@ -185,7 +204,7 @@ def main(argv: Sequence[str]) -> int:
         liveness_endpoint=liveness,
         standalone=args.standalone,
         peering_name=None if args.standalone else args.peering,
-        priority=args.priority,
+        priority=priority,
     )
     return 0
 

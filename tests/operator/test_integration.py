@@ -16,7 +16,7 @@ import pytest
 from kube.deployment_controller import DeploymentController
 from kube.emulator import Emulator
 from kube.operator_process import OperatorProcess
-from kube.runner import TEST_USER_AGENT, KubeThread
+from kube.runner import TEST_USER_AGENT, KubeThread, WaitTimeout
 
 pytestmark = [pytest.mark.xdist_group("operator-integration"), pytest.mark.timeout(120)]
 
@@ -59,7 +59,7 @@ def operator(
     try:
         yield proc
     finally:
-        proc.stop()
+        proc.kill()  # a graceful stop only costs time here
         print(proc.logs()[-20000:])  # shown by pytest when the test fails
 
 
@@ -112,7 +112,11 @@ def wait_status(
         status = status_of(em, name)
         return status if status and check(status) else None
 
-    return kube.wait_for(probe, timeout=45, what=what)
+    try:
+        return kube.wait_for(probe, timeout=45, what=what)
+    except WaitTimeout as exc:
+        status = kube.call(lambda: status_of(kube.emulator, name))
+        raise WaitTimeout(f"{exc}; status: {status}") from None
 
 
 def is_ready(version: str) -> Callable[[dict[str, Any]], bool]:
@@ -180,3 +184,259 @@ def test_create_makes_children_and_ready_status(
             assert paths == {"/metadata/finalizers"}, write.data
         elif not write.url.path.endswith(("/events", "/status")):
             assert write.params.get("fieldManager") == "kubescribe-operator", write.url
+
+
+def model_ref_of(dep: dict[str, Any]) -> str:
+    return str(dep["spec"]["template"]["metadata"]["annotations"]["kubescribe.io/model-ref"])
+
+
+def pods_by_version(em: Emulator, name: str = "demo") -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for pod in em.list("v1/pods", NS):
+        if pod["metadata"]["labels"].get("app.kubernetes.io/instance") == name:
+            version = pod["metadata"]["labels"].get("kubescribe.io/model-version", "?")
+            counts[version] = counts.get(version, 0) + 1
+    return counts
+
+
+def event_reasons(em: Emulator, name: str = "demo") -> list[str]:
+    return [
+        e["reason"]
+        for e in em.list("v1/events", NS)
+        if e.get("involvedObject", {}).get("name") == name
+        and e.get("involvedObject", {}).get("kind") == "SpeechModel"
+    ]
+
+
+def test_version_bump_rolls_out_to_ready(
+    kube: KubeThread,
+    operator: OperatorProcess,
+    controller: DeploymentController,
+    custom: kubernetes.client.CustomObjectsApi,
+) -> None:
+    create(custom, manifest())
+    wait_status(kube, is_ready("1.0"), "1.0 ready")
+    controller.behave("hold", when='"value":"s3://models/demo/2.0"')
+    update_spec(custom, "demo", {"model": {"uri": "s3://models/demo/2.0", "version": "2.0"}})
+    rolling = wait_status(
+        kube,
+        lambda s: (
+            s.get("targetVersion") == "2.0"
+            and s.get("phase") == "Progressing"
+            and condition(s, "Reconciling").get("status") == "True"
+            and s.get("updatedReplicas") == 2
+        ),
+        "the rollout in progress",
+    )
+    assert rolling["currentVersion"] == "1.0"
+    assert condition(rolling, "Ready")["status"] == "True"  # 1.0 keeps serving meanwhile
+    assert kube.call(lambda: pods_by_version(kube.emulator)) == {"1.0": 2, "2.0": 2}
+    controller.behave("ok", when='"value":"s3://models/demo/2.0"')
+    done = wait_status(kube, is_ready("2.0"), "2.0 ready")
+    assert done["lastKnownGood"]["version"] == "2.0"
+    assert [(h["version"], h["result"]) for h in done["history"]] == [
+        ("1.0", "Succeeded"),
+        ("2.0", "Succeeded"),
+    ]
+    assert kube.wait_for(lambda em: pods_by_version(em) == {"2.0": 2}, what="old pods gone")
+    reasons = kube.wait_for(
+        lambda em: event_reasons(em).count("RolloutSucceeded") == 2 and event_reasons(em),
+        what="events",
+    )
+    assert reasons.count("RolloutStarted") == 2
+
+
+@pytest.mark.parametrize("failure", ["crashloop", "init-fail"])
+def test_failed_rollout_is_rolled_back_and_not_retried(
+    failure: str,
+    kube: KubeThread,
+    operator: OperatorProcess,
+    controller: DeploymentController,
+    custom: kubernetes.client.CustomObjectsApi,
+) -> None:
+    create(custom, manifest())
+    wait_status(kube, is_ready("1.0"), "1.0 ready")
+    good_ref = kube.call(lambda: model_ref_of(deployment(kube.emulator)))
+    controller.behave(failure, when='"value":"s3://models/demo/2.0"')  # type: ignore[arg-type]
+    update_spec(custom, "demo", {"model": {"uri": "s3://models/demo/2.0", "version": "2.0"}})
+    stalled = wait_status(
+        kube,
+        lambda s: (
+            condition(s, "Stalled").get("status") == "True"
+            and condition(s, "Stalled").get("reason") == "RolledBack"
+            and s.get("phase") != "Progressing"
+            and condition(s, "Reconciling").get("status") == "False"
+        ),
+        "the rollback",
+    )
+    assert stalled["failedVersion"] == "2.0"
+    assert "2.0" in condition(stalled, "Stalled")["message"]
+    assert stalled["currentVersion"] == "1.0"
+    assert condition(stalled, "Ready")["status"] == "False"
+    assert stalled["history"][-1]["result"] == "RolledBack"
+    assert kube.call(lambda: model_ref_of(deployment(kube.emulator))) == good_ref
+    kube.wait_for(lambda em: pods_by_version(em) == {"1.0": 2}, what="failed pods gone")
+    reasons = kube.wait_for(
+        lambda em: "RolledBack" in event_reasons(em) and event_reasons(em), what="events"
+    )
+    assert "RolloutFailed" in reasons
+    # Not retried while the spec stays: several resyncs later the Deployment still runs 1.0.
+    patches_before = kube.call(lambda: deployment_patches(kube.emulator))
+    wait_resyncs(kube, 3)
+    assert kube.call(lambda: deployment_patches(kube.emulator)) == patches_before
+    assert kube.call(lambda: model_ref_of(deployment(kube.emulator))) == good_ref
+    # A spec change is a new attempt.
+    controller.behave("ok", when='"value":"s3://models/demo/3.0"')
+    update_spec(custom, "demo", {"model": {"uri": "s3://models/demo/3.0", "version": "3.0"}})
+    recovered = wait_status(kube, is_ready("3.0"), "3.0 ready")
+    assert condition(recovered, "Stalled")["status"] == "False"
+    assert recovered.get("failedVersion") is None
+
+
+def test_without_auto_rollback_stalls_and_keeps_the_new_version(
+    kube: KubeThread,
+    operator: OperatorProcess,
+    controller: DeploymentController,
+    custom: kubernetes.client.CustomObjectsApi,
+) -> None:
+    create(custom, manifest(rollout={"autoRollback": False, "progressDeadlineSeconds": 600}))
+    wait_status(kube, is_ready("1.0"), "1.0 ready")
+    controller.behave("crashloop", when='"value":"s3://models/demo/2.0"')
+    update_spec(custom, "demo", {"model": {"uri": "s3://models/demo/2.0", "version": "2.0"}})
+    stalled = wait_status(
+        kube, lambda s: condition(s, "Stalled").get("status") == "True", "Stalled"
+    )
+    assert condition(stalled, "Stalled")["reason"] != "RolledBack"
+    assert stalled["failedVersion"] == "2.0"
+    assert stalled["currentVersion"] == "1.0"
+    wait_resyncs(kube, 2)
+    dep = kube.call(lambda: deployment(kube.emulator))
+    assert dep["spec"]["template"]["metadata"]["labels"]["kubescribe.io/model-version"] == "2.0"
+    assert "RolledBack" not in kube.call(lambda: event_reasons(kube.emulator))
+
+
+def deployment_patches(em: Emulator) -> int:
+    return sum(
+        1
+        for r in operator_writes(em)
+        if r.method.value == "PATCH" and r.url.path.endswith("/deployments/demo")
+    )
+
+
+def resync_reads(em: Emulator) -> int:
+    """How often the operator has read the SpeechModel (once per reconcile)."""
+    return sum(
+        1
+        for r in em.recorded()
+        if r.method.value == "GET"
+        and r.url.path.endswith("/speechmodels/demo")
+        and r.headers.get("User-Agent") != TEST_USER_AGENT
+    )
+
+
+def wait_resyncs(kube: KubeThread, count: int) -> None:
+    start = kube.call(lambda: resync_reads(kube.emulator))
+    kube.wait_for(lambda em: resync_reads(em) >= start + count, what=f"{count} reconciles")
+
+
+def test_autoscaling_never_writes_deployment_replicas(
+    kube: KubeThread,
+    operator: OperatorProcess,
+    api: kubernetes.client.ApiClient,
+    custom: kubernetes.client.CustomObjectsApi,
+) -> None:
+    spec = {"autoscaling": {"minReplicas": 1, "maxReplicas": 4, "targetCPUUtilization": 70}}
+    create(custom, manifest(**spec))
+    wait_status(kube, is_ready("1.0"), "1.0 ready")
+    hpa = kube.call(
+        lambda: kube.emulator.get("autoscaling/v2/horizontalpodautoscalers", NS, "demo")
+    )
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "demo"
+    # The HPA scales the Deployment (here: the test, as the HPA controller would).
+    kubernetes.client.AppsV1Api(api).patch_namespaced_deployment_scale(
+        "demo", NS, {"spec": {"replicas": 3}}
+    )
+    update_spec(custom, "demo", {"model": {"uri": "s3://models/demo/2.0", "version": "2.0"}})
+    wait_status(kube, is_ready("2.0"), "2.0 ready")
+    assert kube.call(lambda: deployment(kube.emulator))["spec"]["replicas"] == 3
+    writes = [
+        w for w in kube.call(lambda: operator_writes(kube.emulator)) if "/deployments" in w.url.path
+    ]
+    assert any(w.method.value == "PATCH" for w in writes)  # the rollout did patch it
+    for write in writes:
+        assert "replicas" not in (write.data or {}).get("spec", {}), write.data
+
+
+def test_idle_resync_writes_nothing(
+    kube: KubeThread, operator: OperatorProcess, custom: kubernetes.client.CustomObjectsApi
+) -> None:
+    create(custom, manifest())
+    wait_status(kube, is_ready("1.0"), "1.0 ready")
+    # kopf records the handled spec once the creation handler is done: then all is settled.
+    wait_status(kube, lambda s: "lastHandledConfiguration" in s.get("kopf", {}), "kopf done")
+    wait_resyncs(kube, 1)
+    before = len(kube.call(lambda: operator_writes(kube.emulator)))
+    wait_resyncs(kube, 4)
+    after = kube.call(lambda: operator_writes(kube.emulator))
+    assert len(after) == before, [(w.method.value, w.url.path, w.text) for w in after[before:]]
+
+
+def test_operator_restart_mid_rollout_converges_without_duplicates(
+    kube: KubeThread,
+    operator: OperatorProcess,
+    controller: DeploymentController,
+    custom: kubernetes.client.CustomObjectsApi,
+) -> None:
+    create(custom, manifest())
+    wait_status(kube, is_ready("1.0"), "1.0 ready")
+    controller.behave("hold", when='"value":"s3://models/demo/2.0"')
+    update_spec(custom, "demo", {"model": {"uri": "s3://models/demo/2.0", "version": "2.0"}})
+    wait_status(kube, lambda s: s.get("targetVersion") == "2.0", "the rollout to start")
+    operator.kill()
+    controller.behave("ok", when='"value":"s3://models/demo/2.0"')
+    kube.wait_for(lambda em: pods_by_version(em) == {"2.0": 2}, what="the rollout to finish")
+    operator.start()
+    done = wait_status(kube, is_ready("2.0"), "2.0 ready after the restart")
+    assert [(h["version"], h["result"]) for h in done["history"]] == [
+        ("1.0", "Succeeded"),
+        ("2.0", "Succeeded"),
+    ]
+    for resource in CHILDREN:
+        objects = kube.call(lambda r=resource: kube.emulator.list(r, NS))
+        assert len(objects) <= 1, resource
+    assert len(kube.call(lambda: kube.emulator.list("apps/v1/deployments", NS))) == 1
+
+
+def test_delete_removes_children(
+    kube: KubeThread,
+    operator: OperatorProcess,
+    custom: kubernetes.client.CustomObjectsApi,
+) -> None:
+    create(custom, manifest())
+    wait_status(kube, is_ready("1.0"), "1.0 ready")
+    custom.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "demo")
+    kube.wait_for(lambda em: em.get(SM, NS, "demo") is None, what="the SpeechModel to go")
+    for resource in (*CHILDREN, "apps/v1/replicasets", "v1/pods"):
+        assert kube.call(lambda r=resource: kube.emulator.list(r, NS)) == [], resource
+
+
+def test_api_errors_are_retried_until_converged(
+    kube: KubeThread,
+    operator: OperatorProcess,
+    custom: kubernetes.client.CustomObjectsApi,
+) -> None:
+    kube.call(lambda: kube.emulator.inject_fault(500, times=2, method="POST", path="/deployments$"))
+    kube.call(
+        lambda: kube.emulator.inject_fault(409, times=2, method="PATCH", path="/demo/status$")
+    )
+    create(custom, manifest())
+    wait_status(kube, is_ready("1.0"), "1.0 ready despite the errors")
+    assert kube.call(kube.emulator.pending_faults) == 0
+    assert len(kube.call(lambda: kube.emulator.list("apps/v1/deployments", NS))) == 1
+    # A conflict on a child's patch is retried too.
+    kube.call(
+        lambda: kube.emulator.inject_fault(409, times=1, method="PATCH", path="/deployments/demo$")
+    )
+    update_spec(custom, "demo", {"model": {"uri": "s3://models/demo/2.0", "version": "2.0"}})
+    wait_status(kube, is_ready("2.0"), "2.0 ready despite the conflict")
+    assert kube.call(kube.emulator.pending_faults) == 0

@@ -256,6 +256,9 @@ class DeploymentController:
                         "metadata": {
                             "name": f"{name}-{uuid.uuid4().hex[:5]}",
                             "labels": dict(template.get("metadata", {}).get("labels", {})),
+                            "annotations": dict(
+                                template.get("metadata", {}).get("annotations", {})
+                            ),
                             "ownerReferences": [owner_reference(rs)],
                         },
                         "spec": copy.deepcopy(template.get("spec", {})),

@@ -15,6 +15,7 @@ FAST_FLAGS = (
     "--resync-seconds", "1",
     "--retry-backoff-seconds", "0.3",
     "--log-format", "json",
+    "--peering-lifetime", "2",
 )  # fmt: skip
 
 

@@ -161,6 +161,15 @@ def _number(s: str) -> str:
     return cardinal(int(s))
 
 
+def _amount(n: int) -> str:
+    """A cardinal, or digit by digit where it is too large to write out."""
+    return cardinal(n) if n < 10**15 else digits(str(n))
+
+
+def _ordinal_or_digits(n: int) -> str:
+    return ordinal(n) if n < 10**15 else digits(str(n))
+
+
 def _decimal(whole: str, frac: str) -> str:
     head = _number(whole) if whole else "zero"
     return head + " point " + digits(frac)
@@ -174,7 +183,7 @@ _CURRENCY = {
     "€": ("euro", "euros", "cent", "cents"),
 }
 _CURRENCY_RE = re.compile(
-    r"([$£€])\s?(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d{1,2}))?(?:\s?(million|billion|thousand))?\b"
+    r"([$£€])\s?(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d+))?(?:\s?(million|billion|thousand))?\b"
 )
 _ISO_DATE_RE = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b")
 _MONTH_DAY_RE = re.compile(
@@ -200,7 +209,7 @@ _ABBREVIATIONS = {
     r"\bms\.": "miz",
     r"\bdr\.": "doctor",
     r"\bprof\.": "professor",
-    r"\bvs\.?": "versus",
+    r"\bvs\.": "versus",
     r"\betc\.": "et cetera",
     r"\be\.g\.": "for example",
     r"\bi\.e\.": "that is",
@@ -208,18 +217,20 @@ _ABBREVIATIONS = {
 }
 _SYMBOLS = {"&": " and ", "+": " plus ", "@": " at ", "#": " number ", "=": " equals "}
 _QUOTES = str.maketrans({"‘": "'", "’": "'", "ʼ": "'", "`": "'", "´": "'"})
+#: Letters that Unicode does not decompose into a-z plus accents.
+_LIGATURES = str.maketrans(
+    {"æ": "ae", "œ": "oe", "ø": "o", "ß": "ss", "đ": "d", "ł": "l", "þ": "th", "ð": "d"}
+)
 
 
 def _currency(m: re.Match[str]) -> str:
     symbol, whole, frac, scale = m.group(1), m.group(2), m.group(3), m.group(4)
     one, many, sub_one, sub_many = _CURRENCY[symbol]
     amount = int(whole.replace(",", ""))
-    if scale:
-        head = _number(whole.replace(",", ""))
-        if frac:
-            head = _decimal(whole.replace(",", ""), frac)
-        return f" {head} {scale.lower()} {many} "
-    words = f"{cardinal(amount)} {one if amount == 1 else many}"
+    if scale or (frac and len(frac) > 2):  # $2.5 million, $5.999: a decimal, then the unit
+        head = _decimal(whole.replace(",", ""), frac) if frac else _amount(amount)
+        return f" {head}{' ' + scale.lower() if scale else ''} {many} "
+    words = f"{_amount(amount)} {one if amount == 1 else many}"
     if frac:
         cents = int(frac.ljust(2, "0"))
         if cents:
@@ -277,7 +288,7 @@ def _time(m: re.Match[str]) -> str:
 
 
 def _hour_ampm(m: re.Match[str]) -> str:
-    return f" {cardinal(int(m.group(1)))} {m.group(2).lower()} m "
+    return f" {_amount(int(m.group(1)))} {m.group(2).lower()} m "
 
 
 def _year(m: re.Match[str]) -> str:
@@ -309,13 +320,13 @@ def normalize_text(text: str) -> str:
     s = _PERCENT_RE.sub(
         lambda m: " " + _DECIMAL_RE.sub(lambda d: _decimal(d[1], d[2]), m[1]) + " percent ", s
     )
-    s = _ORDINAL_RE.sub(lambda m: f" {ordinal(int(m.group(1)))} ", s)
-    s = _GROUPED_RE.sub(lambda m: f" {cardinal(int(m.group(0).replace(',', '')))} ", s)
+    s = _ORDINAL_RE.sub(lambda m: f" {_ordinal_or_digits(int(m.group(1)))} ", s)
+    s = _GROUPED_RE.sub(lambda m: f" {_amount(int(m.group(0).replace(',', '')))} ", s)
     s = _DECIMAL_RE.sub(lambda m: f" {_decimal(m.group(1), m.group(2))} ", s)
     s = _NEGATIVE_RE.sub(r" minus \1", s)
     s = _YEAR_RE.sub(_year, s)
     s = _INTEGER_RE.sub(_number_match, s)
-    s = s.lower()
+    s = s.lower().translate(_LIGATURES)
     for pattern, spoken in _ABBREVIATIONS.items():
         s = re.sub(pattern, f" {spoken} ", s)
     for symbol, spoken in _SYMBOLS.items():

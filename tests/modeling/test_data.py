@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import string
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,11 @@ SAMPLE = REPO / "examples" / "audio" / "sample.wav"
         ("the 21st of June", "the twenty first of june"),
         ("Mr. Smith & Dr. Jones", "mister smith and doctor jones"),
         ("order #42", "order number forty two"),
+        ("Smith vs. Jones", "smith versus jones"),
+        ("$5.999", "five point nine nine nine dollars"),
+        ("Ærø Straße", "aero strasse"),
+        ("$99999999999999999", "nine " * 16 + "nine dollars"),
+        ("12345678901", "one two three four five six seven eight nine zero one"),
     ],
 )  # fmt: skip
 def test_normalize_text_table(written: str, spoken: str) -> None:
@@ -105,8 +111,11 @@ def test_number_words() -> None:
 
 def test_normalize_is_idempotent_and_in_alphabet() -> None:
     rng = random.Random(3)
-    for _ in range(300):
-        spoken = normalize_text(template_sentence(rng))
+    junk = string.printable + "£€’‘½²ÆßÅ日"
+    written = [template_sentence(rng) for _ in range(300)]
+    written += ["".join(rng.choice(junk) for _ in range(rng.randint(0, 40))) for _ in range(3000)]
+    for text in written:
+        spoken = normalize_text(text)  # never raises, whatever the input
         assert set(spoken) <= ALPHABET and "  " not in spoken and spoken == spoken.strip()
         assert normalize_text(spoken) == spoken
 

@@ -147,6 +147,21 @@ def test_operator_image_is_slim_python_with_neither_torch_nor_onnxruntime() -> N
     assert not operator & {"torch", "onnxruntime", "onnxruntime-gpu"}, operator
 
 
+def test_bundled_demo_model_is_where_the_image_and_the_example_say() -> None:
+    from kubescribe_runtime.config import DEMO_MODEL_DIR
+
+    final = parse(RUNTIME)[1][-1]
+    copies = dict(copy.split()[-2:] for copy in final.all("COPY") if not copy.startswith("--"))
+    in_image = Path(copies["examples/models"]) / DEMO_MODEL_DIR.relative_to(
+        ROOT / "examples" / "models"
+    )
+    env = " ".join(final.all("ENV"))
+    assert f"KUBESCRIBE_MODEL_DIR={in_image}" in env
+    assert (DEMO_MODEL_DIR / "kubescribe.yaml").is_file(), "the demo artifact is missing"
+    example = (ROOT / "examples" / "speechmodels" / "cpu-demo.yaml").read_text()
+    assert f"uri: {in_image}\n" in example
+
+
 def test_runtime_image_is_read_only_root_friendly() -> None:
     final = parse(RUNTIME)[1][-1]
     env = " ".join(final.all("ENV"))

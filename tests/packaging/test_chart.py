@@ -18,6 +18,8 @@ import yaml
 from pkg_helpers import CHART, NAMESPACE, ROOT, by_kind, one, render_chart
 
 KUBERNETES_VERSION = "1.33"
+# The oldest the chart supports (Chart.yaml kubeVersion) and the newest schemas available.
+KUBERNETES_VERSIONS = ("1.27", "1.37")
 
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "defaults": {},
@@ -31,6 +33,11 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "rbac": {"create": False},
     },
 }
+
+
+def test_kube_version_floor_is_the_oldest_validated() -> None:
+    floor = yaml.safe_load((CHART / "Chart.yaml").read_text())["kubeVersion"]
+    assert floor == f">={KUBERNETES_VERSIONS[0]}.0-0"
 
 
 def test_helm_lint_is_clean() -> None:
@@ -60,8 +67,11 @@ def chart_crds() -> dict[tuple[str, str], dict[str, Any]]:
     return schemas
 
 
+@pytest.mark.parametrize("kubernetes_version", KUBERNETES_VERSIONS)
 @pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
-def test_rendered_objects_validate_against_kubernetes_schemas(values: dict[str, Any]) -> None:
+def test_rendered_objects_validate_against_kubernetes_schemas(
+    values: dict[str, Any], kubernetes_version: str
+) -> None:
     objects, _ = render_chart(values)
     custom = chart_crds()
     assert objects
@@ -72,7 +82,7 @@ def test_rendered_objects_validate_against_kubernetes_schemas(values: dict[str, 
         elif obj["apiVersion"].startswith("monitoring.coreos.com/"):
             continue  # the Prometheus Operator's CRD is not here: test_service_monitor_*
         else:
-            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+            kubernetes_validate.validate(obj, kubernetes_version, strict=True)
         assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
 
 

@@ -284,6 +284,15 @@ def test_tiny_corpus_through_espeak(tmp_path: Path) -> None:
     assert counts == {"train": 4, "dev": 1, "test": 4}
     assert summary["splits"]["train"]["utterances"] == 4
 
+    # Same seed, a process pool instead of one process: the very same corpus, byte for byte.
+    build_corpus(config, tmp_path / "again", workers=2, progress=False)
+    again = tmp_path / "again"
+    for split in ("train", "dev", "test"):
+        assert (again / f"{split}.jsonl").read_bytes() == (out / f"{split}.jsonl").read_bytes()
+    wavs = sorted(p.relative_to(out) for p in out.rglob("*.wav"))
+    assert len(wavs) == 9
+    assert all((again / w).read_bytes() == (out / w).read_bytes() for w in wavs)
+
 
 # --- the committed test set ----------------------------------------------------------------
 

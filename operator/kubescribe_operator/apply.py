@@ -3,7 +3,8 @@
 Kubernetes API usage (the chart's least-privilege RBAC is derived from this table, and a test
 compares them; keep both in step). ``(group, resource): verbs``:
 
-    kubescribe.io       speechmodels                 get list watch
+    kubescribe.io       speechmodels                 get list watch patch   (patch: kopf's
+                                                     finalizer in metadata, never the spec)
     kubescribe.io       speechmodels/status          get patch
     apps                deployments                  get list watch create patch delete
     apps                replicasets                  get list watch
@@ -68,7 +69,7 @@ Obj = dict[str, Any]
 Identity = tuple[str, str, str]  # (apiVersion, kind, name)
 
 API_USAGE: dict[tuple[str, str], frozenset[str]] = {
-    (GROUP, PLURAL): frozenset({"get", "list", "watch"}),
+    (GROUP, PLURAL): frozenset({"get", "list", "watch", "patch"}),
     (GROUP, f"{PLURAL}/status"): frozenset({"get", "patch"}),
     ("apps", "deployments"): frozenset({"get", "list", "watch", "create", "patch", "delete"}),
     ("apps", "replicasets"): frozenset({"get", "list", "watch"}),

@@ -371,7 +371,10 @@ CASES = [
         stalled=NOT_STALLED,
         target="2.0.0",
         history=("1.0.0:Succeeded", "2.0.0:InProgress"),
-        message_has=("1/2 replica(s) updated",),
+        message_has=(
+            "1/2 replica(s) updated",
+            "1 replica(s) of 1.0.0 ready, 1 replica(s) of 2.0.0 ready",
+        ),
     ),
     Case(
         "rollout-succeeds",

@@ -345,6 +345,33 @@ ENGINES = ("kubescribe", "kubescribe service", "onnx-asr", "sherpa-onnx", "model
 PEERS = ("onnx-asr", "sherpa-onnx")
 
 
+def verdict(value: float, target: float) -> str:
+    """``met`` or ``missed by N %`` for a ratio ``value`` against ``target``."""
+    if value >= target:
+        return f"met ({value:.2f}× ≥ {target:.2f}×)"
+    return f"**missed by {100 * (1 - value / target):.0f} %** ({value:.2f}× < {target:.2f}×)"
+
+
+def target_lines(results: dict[int, Result], audio_s: float) -> list[str]:
+    lines = []
+    for batch, result in results.items():
+        speed = {name: audio_s / t for name, t in result.best_s.items()}
+        best_peer = max(PEERS, key=lambda p: speed[p])
+        lines.append(
+            f"- batch {batch}: kubescribe vs the best peer ({best_peer}): "
+            f"{verdict(speed['kubescribe'] / speed[best_peer], 1.0)}"
+        )
+    if 16 in results:
+        speed = {name: audio_s / t for name, t in results[16].best_s.items()}
+        lines.append(
+            "- batch 16: kubescribe vs the model-only limit: "
+            f"{verdict(speed['kubescribe'] / speed['model only'], 0.8)}"
+        )
+    else:
+        lines.append("- batch 16 not run (smoke): the 80 % of the model-only limit target")
+    return lines
+
+
 def render(
     args: argparse.Namespace,
     settings: Settings,
@@ -384,6 +411,7 @@ def render(
             ]
         )
     mode = "smoke (tiny sizes: not a measurement)" if args.smoke else "full"
+    verdicts = "\n".join(target_lines(results, audio_s))
     parts = [
         f"Run: {mode}; artifact `{artifact.name}` (`{artifact}`); {count} clips of "
         f"{settings.seconds:g} s ({audio_s:.0f} s of audio) concatenated from the committed "
@@ -397,6 +425,8 @@ def render(
         ),
         "Throughput, audio seconds per second:",
         markdown_table(header, rows),
+        "Targets:",
+        verdicts,
         "Transcripts identical to `kubescribe`'s (words), per engine "
         "(onnx-asr computes the same NeMo features; sherpa-onnx's Kaldi-style features differ "
         "slightly):",

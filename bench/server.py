@@ -256,6 +256,29 @@ def _lat(cell: Cell, q: float) -> str:
     return fmt(percentile(cell.latencies, q), 2) if cell.latencies else "—"
 
 
+def target_lines(results: dict[str, list[Cell]]) -> list[str]:
+    """At 16 clients: batching on ≥ 3× off, and p99 ≤ 3× p50 with batching on."""
+    lines = []
+    for on, off in zip(results["batching on"], results["batching off"], strict=True):
+        if on.clients != 16 or not on.latencies or not off.throughput:
+            continue
+        gain = on.throughput / off.throughput
+        spread = percentile(on.latencies, 99) / percentile(on.latencies, 50)
+        gain_text = (
+            f"{gain:.2f}× ≥ 3× (met)"
+            if gain >= 3
+            else f"**{gain:.2f}× < 3×: missed by {100 * (1 - gain / 3):.0f} %**"
+        )
+        spread_text = (
+            f"{spread:.2f}× ≤ 3× (met)" if spread <= 3 else f"**{spread:.2f}× > 3× (missed)**"
+        )
+        lines.append(
+            f"- {on.clip_s:g} s clips, 16 clients: throughput batching on / off {gain_text}; "
+            f"p99 / p50 with batching on {spread_text}"
+        )
+    return lines or ["- 16 clients not run (smoke): no target checked"]
+
+
 def render(args: argparse.Namespace, settings: Settings, results: dict[str, list[Cell]]) -> str:
     header = [
         "clip", "clients", "mode", "requests ok", "failed", "audio s/s", "req/s",
@@ -292,6 +315,7 @@ def render(args: argparse.Namespace, settings: Settings, results: dict[str, list
         for on, off in zip(results["batching on"], results["batching off"], strict=True)
     ]
     mode = "smoke (tiny sizes: not a measurement)" if args.smoke else "full"
+    targets = target_lines(results)
     return "\n\n".join(
         [
             f"Run: {mode}; artifact `{args.artifact}`; server flags `--threads {args.threads} "
@@ -306,6 +330,8 @@ def render(args: argparse.Namespace, settings: Settings, results: dict[str, list
             markdown_table(
                 ["clip", "clients", "on (audio s/s)", "off (audio s/s)", "on / off"], speedups
             ),
+            "Targets:",
+            "\n".join(targets),
             "sherpa-onnx's offline websocket server was not run: it is a C++ program that the "
             "sherpa-onnx Python wheel (2.0.1) does not ship (its only command is "
             "`sherpa-onnx-cli text2token`), and nothing here may build or download it.",

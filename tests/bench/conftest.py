@@ -1,0 +1,10 @@
+"""Make the repository root importable, so that the tests can import ``bench`` (not installed)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = str(Path(__file__).resolve().parents[2])
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)

@@ -17,7 +17,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -354,7 +354,7 @@ def word_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> flo
 # ---- artifacts with random weights (no training, no download) -----------------------------
 
 
-def build_random_artifact(out_dir: Path, model: dict[str, object], seed: int = 0) -> int:
+def build_random_artifact(out_dir: Path, model: Mapping[str, object], seed: int = 0) -> int:
     """Export a randomly initialised Conformer-CTC (character vocabulary) with the modeling
     toolkit into ``out_dir``; returns its parameter count. Needs torch (modeling extra)."""
     import torch

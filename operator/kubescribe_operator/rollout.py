@@ -570,11 +570,26 @@ def _conditions(
         "Ready": (
             serving,
             "Ready" if serving else reason,
-            f"model version {current} is serving" if serving else doing,
+            f"model version {current} is serving ({_ready_by_version(state)})"
+            if serving
+            else doing,
         ),
         "Reconciling": (True, reason, doing),
         "Stalled": (False, reason, ""),
     }, "Pending" if first and pending else "Progressing"
+
+
+def _ready_by_version(state: _Rollout) -> str:
+    """Ready replicas per model version during a rollout, from the ReplicaSets."""
+    refs = [ref for ref in (state.lkg, state.desired) if ref is not None]
+    counts = {
+        ref.version: state.observed.ready_by_ref[ref.digest()]
+        for ref in refs
+        if ref.digest() in state.observed.ready_by_ref
+    }
+    if not counts:
+        return f"{state.observed.ready_replicas} replica(s) ready"
+    return ", ".join(f"{n} replica(s) of {version} ready" for version, n in counts.items())
 
 
 def _progress_detail(observed: Observed, seen: Assessment) -> str:

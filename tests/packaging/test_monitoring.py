@@ -62,14 +62,20 @@ def adapter_rules() -> list[dict[str, Any]]:
     return rules
 
 
-def dashboard_queries() -> list[str]:
+def panel_queries() -> list[str]:
     board = json.loads(DASHBOARD.read_text())
-    queries = [
+    return [
         target["expr"]
         for panel in board["panels"]
         for target in panel.get("targets", [])
         if "expr" in target
     ]
+
+
+def dashboard_queries() -> list[str]:
+    """The panels' queries and the metric selectors of the template variables."""
+    board = json.loads(DASHBOARD.read_text())
+    queries = panel_queries()
     for variable in board["templating"]["list"]:
         if variable["type"] == "query":
             query = variable["query"]
@@ -230,3 +236,14 @@ def test_dashboard_is_importable_grafana_json() -> None:
 
 def _variables(expr: str) -> set[str]:
     return set(re.findall(r"\$\{?(\w+)", expr))
+
+
+def test_runtime_panels_follow_the_namespace_and_service_variables() -> None:
+    runtime = runtime_metrics()
+    for query in panel_queries():
+        if promql_metric_names(query) & runtime:
+            selectors = re.findall(r"kubescribe_\w+\{([^}]*)\}", query)
+            assert selectors, query
+            for selector in selectors:
+                assert 'namespace=~"$namespace"' in selector, query
+                assert 'service=~"$service"' in selector, query

@@ -48,7 +48,6 @@ URI_PATTERN = r"^(file:///|/|https?://[^/\s]+|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 # A label value, so that the version can be put on pods and ReplicaSets as a label.
 VERSION_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
-DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 DNS1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 PERCENT_PATTERN = r"^[0-9]+%$"
@@ -144,7 +143,7 @@ def _check_int_or_percent(value: int | str) -> int | str:
     if isinstance(value, int):
         if value < 0:
             raise ValueError("must be a non-negative integer or a percentage like '25%'")
-    elif not re.fullmatch(PERCENT_PATTERN.strip("^$"), value):
+    elif not re.fullmatch(PERCENT_PATTERN, value):
         raise ValueError("must be a non-negative integer or a percentage like '25%'")
     return value
 

@@ -211,6 +211,13 @@ def merge(into: dict[str, Any], values: dict[str, Any]) -> None:
             into[key] = value
 
 
+def test_every_chart_value_is_documented() -> None:
+    guide = (ROOT / "docs" / "user-guide.md").read_text()
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    missing = [key for key in values if f"`{key}" not in guide]
+    assert not missing, f"docs/user-guide.md does not describe the chart values {missing}"
+
+
 def test_docs_install_the_chart() -> None:
     charts = {helm_values(shlex.split(command))[0] for _, command in HELM_COMMANDS}
     assert "charts/kubescribe" in charts

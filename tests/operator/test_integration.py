@@ -492,3 +492,53 @@ def test_api_usage_is_what_apply_documents(
         ("kubescribe.io", "speechmodels/status", "patch"), ("", "events", "create"),
     ]:  # fmt: skip
         assert needed in used, needed
+
+
+def peers(em: Emulator) -> int:
+    peering = em.get("kopf.dev/v1/clusterkopfpeerings", None, "kubescribe") or {}
+    return len(peering.get("status") or {})
+
+
+def acting_pids(em: Emulator, since: int = 0) -> set[int]:
+    """The pids of the operator processes that reconciled (their client made any request,
+    reads included) after request number ``since``."""
+    pids = set()
+    for r in em.recorded()[since:]:
+        agent = r.headers.get("User-Agent", "")
+        if agent.startswith("kubescribe-operator ("):
+            pids.add(int(agent.rstrip(")").rsplit("/", 1)[1]))
+    return pids
+
+
+def test_two_replicas_never_both_act(
+    kube: KubeThread,
+    kubeconfig: Path,
+    tmp_path: Path,
+    controller: DeploymentController,
+    custom: kubernetes.client.CustomObjectsApi,
+) -> None:
+    kube.call(lambda: _add_peering(kube.emulator))
+    (tmp_path / "high").mkdir()
+    (tmp_path / "low").mkdir()
+    high = OperatorProcess(kubeconfig, tmp_path / "high", "--priority", "200")
+    low = OperatorProcess(kubeconfig, tmp_path / "low", "--priority", "100")
+    try:
+        high.start()
+        kube.wait_for(lambda em: peers(em) == 1, what="the first replica to join the peering")
+        low.start()
+        kube.wait_for(lambda em: peers(em) == 2, what="the second replica to join the peering")
+        create(custom, manifest())
+        wait_status(kube, is_ready("1.0"), "1.0 ready")
+        assert high.proc is not None and low.proc is not None
+        high_pid, low_pid = high.proc.pid, low.proc.pid
+        assert kube.call(lambda: acting_pids(kube.emulator)) == {high_pid}
+        # The acting replica dies: the other one takes over once its peering entry expires.
+        high.kill()
+        mark = kube.call(lambda: len(kube.emulator.recorded()))
+        update_spec(custom, "demo", {"model": {"uri": "s3://models/demo/2.0", "version": "2.0"}})
+        wait_status(kube, is_ready("2.0"), "2.0 ready by the remaining replica")
+        assert kube.call(lambda: acting_pids(kube.emulator, mark)) == {low_pid}
+    finally:
+        high.kill()
+        low.kill()
+        print(high.logs()[-5000:], low.logs()[-5000:])

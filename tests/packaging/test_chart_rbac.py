@@ -152,3 +152,5 @@ def test_runtime_services_never_select_the_operator_pods() -> None:
     # builders.selector_labels(name); the operator's pods must not match.
     pod_labels = one(render_chart()[0], "Deployment")["spec"]["template"]["metadata"]["labels"]
     assert not builders.selector_labels(RELEASE).items() <= pod_labels.items()
+    # Nor do the operator's own child-event handlers (they select name=kubescribe) see them.
+    assert pod_labels[builders.LABEL_NAME] != builders.selector_labels(RELEASE)[builders.LABEL_NAME]

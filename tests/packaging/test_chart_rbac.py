@@ -40,25 +40,10 @@ def grants(rules: list[dict[str, Any]]) -> set[Grant]:
     return result
 
 
-# Calls the real operator makes that apply.API_USAGE does not list, found by
-# test_chart_rbac_live.py: kopf patches each SpeechModel's metadata.finalizers (its resync
-# timer needs a finalizer). Once API_USAGE lists them, this is redundant (and harmless).
-NOT_IN_API_USAGE: dict[tuple[str, str], frozenset[str]] = {
-    ("kubescribe.io", "speechmodels"): frozenset({"patch"}),
-}
-
-
-def operator_usage() -> dict[tuple[str, str], frozenset[str]]:
-    merged = dict(API_USAGE)
-    for key, verbs in NOT_IN_API_USAGE.items():
-        merged[key] = merged.get(key, frozenset()) | verbs
-    return merged
-
-
 def usage(*, exclude: set[tuple[str, str]], only: set[tuple[str, str]] | None = None) -> set[Grant]:
     return {
         (group, resource, verb)
-        for (group, resource), verbs in operator_usage().items()
+        for (group, resource), verbs in API_USAGE.items()
         if (group, resource) not in exclude and (only is None or (group, resource) in only)
         for verb in verbs
     }

@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 import helm_python
 import pytest
 import yaml
-from pkg_helpers import CHART, ROOT
+from pkg_helpers import CHART, ROOT, render_chart
 
 from kubescribe.cli import SUBCOMMANDS
 from kubescribe.cli import main as kubescribe_main
@@ -231,6 +231,41 @@ def test_helm_values_pass_the_chart_schema(where: str, command: str) -> None:
         return  # a third-party chart (prometheus-adapter): only its values file is checked
     with helm_python.Chart.load(str(CHART)) as loaded:
         loaded.validate_schema(values)
+
+
+def known_names() -> dict[str, set[str]]:
+    """Names a doc may name in kubectl commands: the example and snippet SpeechModels (their
+    Services and HPAs share the name), and the chart's operator Deployment."""
+    models = set()
+    sources = [path.read_text() for path in (ROOT / "examples" / "speechmodels").glob("*.yaml")]
+    sources += [text for doc in DOCS for lang, text, _ in code_blocks(doc) if lang == "yaml"]
+    for text in sources:
+        for manifest in yaml.safe_load_all(text):
+            if isinstance(manifest, dict) and manifest.get("kind") == "SpeechModel":
+                models.add(manifest["metadata"]["name"])
+    deployments = {
+        obj["metadata"]["name"] for obj in render_chart()[0] if obj["kind"] == "Deployment"
+    }
+    return {"speechmodel": models, "service": models, "hpa": models, "deployment": deployments}
+
+
+KUBECTL_COMMANDS = doc_commands("kubectl")
+
+
+@pytest.mark.parametrize(("where", "command"), KUBECTL_COMMANDS, ids=ids(KUBECTL_COMMANDS))
+def test_kubectl_names_real_objects(where: str, command: str) -> None:
+    names = known_names()
+    aliases = {"speechmodels": "speechmodel", "sm": "speechmodel", "svc": "service"}
+    tokens = shlex.split(command)
+    for index, token in enumerate(tokens):
+        kind, slash, name = token.partition("/")
+        kind = aliases.get(kind, kind)
+        if slash and kind in names:
+            assert name in names[kind], f"{where}: no {kind} named {name}"
+        elif kind == "speechmodel" and index + 1 < len(tokens):
+            following = tokens[index + 1]
+            if not following.startswith("-"):
+                assert following in names[kind], f"{where}: no SpeechModel named {following}"
 
 
 # ------------------------------------------------------------------------------ snippets

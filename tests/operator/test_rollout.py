@@ -8,6 +8,7 @@ later, changes nothing and emits nothing) and against the CRD's status schema.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -639,8 +640,9 @@ CASES = [
 ]
 
 
-def _status_schema() -> dict[str, Any]:
-    return crd.strict_json_schema(crd.crd_schema()["properties"]["status"])
+STATUS_SCHEMA = jsonschema.Draft202012Validator(
+    crd.strict_json_schema(crd.crd_schema()["properties"]["status"])
+)
 
 
 def _conditions(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -684,7 +686,7 @@ def test_decision_table(case: Case) -> None:
     assert status["replicas"] == case.observed.replicas
     assert status["readyReplicas"] == case.observed.ready_replicas
     assert status["updatedReplicas"] == case.observed.updated_replicas
-    jsonschema.validate(status, _status_schema())
+    STATUS_SCHEMA.validate(status)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -1081,3 +1083,97 @@ def test_unschedulable_pods_are_named_in_the_rollout_message_and_the_deadline_fa
     stalled = _conditions(decision.status)["Stalled"]
     assert stalled["reason"] == "RolledBack"
     assert "timed out" in stalled["message"] and "Insufficient nvidia.com/gpu" in stalled["message"]
+
+
+# ------------------------------------------------------------------------ random walks
+
+
+def _random_observation(rng: random.Random, running: ModelRef, other: ModelRef | None) -> Observed:
+    """What a Deployment controller might show while running `running` (`other` still around)."""
+    desired = rng.choice([0, 1, 2, 3])
+    updated = rng.randint(0, desired)
+    kind = rng.random()
+    if kind < 0.1:
+        return Observed()
+    if kind < 0.2:
+        return complete(other or running, desired)  # the template not applied yet
+    if kind < 0.45:
+        return complete(running, desired)
+    return deployed(
+        running,
+        desired=desired,
+        updated=updated,
+        available=rng.randint(0, updated),
+        old=rng.randint(0, 2) if other else 0,
+        old_ready=rng.randint(0, 1) if other else 0,
+        old_ref=other,
+        caught_up=rng.random() < 0.8,
+        deadline=rng.random() < 0.1,
+        failing=rng.choice([None, None, None, "CrashLoopBackOff", "InitContainerFailed"]),
+    )
+
+
+def _check_invariants(
+    decision: Decision, spec: SpeechModelSpec, prior_lkg: ModelRef | None
+) -> None:
+    status = SpeechModelStatus.model_validate(decision.status)
+    STATUS_SCHEMA.validate(decision.status)
+    conditions = {c.type: c for c in status.conditions}
+    assert decision.model_ref in (spec.model.ref(), prior_lkg)
+    if decision.rolled_back:
+        assert decision.model_ref == status.last_known_good == prior_lkg
+        assert status.failed_version == spec.model.version
+        assert (conditions["Stalled"].status, conditions["Stalled"].reason) == (
+            "True",
+            "RolledBack",
+        )
+    if status.phase == "Ready":
+        assert [conditions[t].status for t in ("Ready", "Reconciling", "Stalled")] == [
+            "True",
+            "False",
+            "False",
+        ]
+    if conditions["Stalled"].status == "True":
+        assert status.phase in ("Degraded", "Failed")
+    if status.failed_version is not None:
+        assert conditions["Stalled"].status == "True"
+    in_progress = [i for i, h in enumerate(status.history) if h.result == "InProgress"]
+    assert in_progress in ([], [len(status.history) - 1])
+    assert len(status.history) <= MAX_HISTORY
+    if "RolloutSucceeded" in [e.reason for e in decision.events]:
+        assert status.last_known_good == spec.model.ref()
+
+
+def test_random_walks_keep_the_invariants_and_stay_idempotent() -> None:
+    """Seeded random sequences of spec changes and controller observations."""
+    rng = random.Random(20260101)
+    refs = [V1, V2, V3]
+    for _ in range(150):
+        story = Story()
+        spec = make_spec(V1)
+        running: ModelRef | None = None
+        for _ in range(10):
+            if rng.random() < 0.25:
+                spec = make_spec(rng.choice(refs), auto_rollback=rng.random() < 0.7)
+                story.generation += 1
+            prior_lkg = story.status.last_known_good if story.status else None
+            target = running or spec.model.ref()
+            other = None if running is None or running == spec.model.ref() else spec.model.ref()
+            observed = _random_observation(rng, target, other)
+            decision = story.step(spec, observed)
+            _check_invariants(decision, spec, prior_lkg)
+            again = decide(
+                spec,
+                story.generation,
+                story.status,
+                observed,
+                T0 + timedelta(days=1),
+                name="demo",
+                namespace="speech",
+            )
+            assert (again.status, again.events, again.model_ref) == (
+                decision.status,
+                (),
+                decision.model_ref,
+            )
+            running = decision.model_ref

@@ -43,8 +43,8 @@ SHORT_NAMES = ["sm", "stt"]
 CATEGORIES = ["kubescribe", "ml"]
 
 DEFAULT_IMAGE = "ghcr.io/kubescribe/runtime:0.1.0"
-# http(s)://, s3://bucket/key, pvc://claim/path, file:///abs or a bare absolute path.
-URI_PATTERN = r"^(file:///|/|https?://[^/\s]+|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/|$)|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/)\S*$"
+# https://, s3://bucket/key, pvc://claim/path, file:///abs or a bare absolute path.
+URI_PATTERN = r"^(file:///|/|https://[^/\s]+|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/|$)|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/)\S*$"
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 # A label value, so that the version can be put on pods and ReplicaSets as a label.
 VERSION_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"

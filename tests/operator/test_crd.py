@@ -122,6 +122,12 @@ BAD_MANIFESTS: list[tuple[str, Callable[[dict[str, Any]], Any], str, str]] = [
     ("missing-version", spec_del("model.version"), "schema", "'version' is a required property"),
     ("missing-spec", lambda m: m.pop("spec"), "schema", "'spec' is a required property"),
     ("ftp-uri", spec_set("model.uri", "ftp://host/model"), "schema", "does not match"),
+    (
+        "plain-http-uri",
+        spec_set("model.uri", "http://models.example.com/a"),
+        "schema",
+        "does not match",
+    ),
     ("relative-uri", spec_set("model.uri", "models/demo"), "schema", "does not match"),
     ("s3-uri-without-bucket", spec_set("model.uri", "s3://"), "schema", "does not match"),
     ("pvc-uppercase-claim", spec_set("model.uri", "pvc://Models/x"), "schema", "does not match"),

@@ -542,3 +542,78 @@ def test_two_replicas_never_both_act(
         high.kill()
         low.kill()
         print(high.logs()[-5000:], low.logs()[-5000:])
+
+
+def test_progress_deadline_exceeded_rolls_back(
+    kube: KubeThread,
+    operator: OperatorProcess,
+    controller: DeploymentController,
+    custom: kubernetes.client.CustomObjectsApi,
+) -> None:
+    # Pods that are never scheduled give no crash signal: only the deadline ends the rollout.
+    create(custom, manifest(rollout={"progressDeadlineSeconds": 10}))
+    wait_status(kube, is_ready("1.0"), "1.0 ready")
+    controller.behave("unschedulable", when='"value":"s3://models/demo/2.0"')
+    update_spec(custom, "demo", {"model": {"uri": "s3://models/demo/2.0", "version": "2.0"}})
+    wait_status(kube, lambda s: s.get("phase") == "Progressing", "the rollout to start")
+    stalled = wait_status(
+        kube,
+        lambda s: (
+            condition(s, "Stalled").get("reason") == "RolledBack"
+            and condition(s, "Reconciling").get("status") == "False"
+        ),
+        "the rollback after the deadline",
+    )
+    assert stalled["failedVersion"] == "2.0"
+    assert "timed out progressing" in stalled["history"][-1]["message"]
+    kube.wait_for(lambda em: pods_by_version(em) == {"1.0": 2}, what="the pending pods to go")
+
+
+def test_namespace_scope_ignores_other_namespaces(
+    kube: KubeThread,
+    kubeconfig: Path,
+    tmp_path: Path,
+    controller: DeploymentController,
+    api: kubernetes.client.ApiClient,
+    custom: kubernetes.client.CustomObjectsApi,
+) -> None:
+    core = kubernetes.client.CoreV1Api(api)
+    core.create_namespace({"metadata": {"name": "team-a"}})
+    kubernetes.client.CustomObjectsApi(api).create_namespaced_custom_object(
+        "kopf.dev", "v1", "team-a", "kopfpeerings",
+        {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "kubescribe"}},
+    )  # fmt: skip
+    proc = OperatorProcess(kubeconfig, tmp_path, "--namespace", "team-a")
+    proc.start()
+    try:
+        body = manifest()
+        body["metadata"]["namespace"] = "team-a"
+        custom.create_namespaced_custom_object(GROUP, VERSION, "team-a", PLURAL, body)
+        create(custom, manifest(name="elsewhere"))
+        kube.wait_for(
+            lambda em: (
+                (status := (em.get(SM, "team-a", "demo") or {}).get("status"))
+                and status.get("phase") == "Ready"
+            ),
+            what="the model in team-a to be ready",
+        )
+        wait_resyncs_in(kube, "team-a", 2)
+        assert kube.call(lambda: status_of(kube.emulator, "elsewhere")) == {}
+        assert kube.call(lambda: kube.emulator.list("apps/v1/deployments", NS)) == []
+    finally:
+        proc.kill()
+        print(proc.logs()[-10000:])
+
+
+def wait_resyncs_in(kube: KubeThread, namespace: str, count: int) -> None:
+    def reads(em: Emulator) -> int:
+        return sum(
+            1
+            for r in em.recorded()
+            if r.method.value == "GET"
+            and r.url.path.endswith(f"/namespaces/{namespace}/speechmodels/demo")
+            and r.headers.get("User-Agent") != TEST_USER_AGENT
+        )
+
+    start = kube.call(lambda: reads(kube.emulator))
+    kube.wait_for(lambda em: reads(em) >= start + count, what=f"{count} reconciles")

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 FAST_FLAGS = (
-    "--all-namespaces",
     "--liveness-port", "0",
     "--metrics-port", "0",
     "--resync-seconds", "1",
@@ -25,7 +24,7 @@ class OperatorProcess:
     def __init__(self, kubeconfig: Path, log_dir: Path, *extra: str) -> None:
         self.kubeconfig = kubeconfig
         self.log_dir = log_dir
-        self.extra = extra
+        self.extra = extra if "--namespace" in extra else ("--all-namespaces", *extra)
         self.proc: subprocess.Popen[bytes] | None = None
         self.runs = 0
 

@@ -288,3 +288,15 @@ def test_deployment_controller_rolls_out_fails_and_rolls_back(
     apps.delete_namespaced_deployment("web", "default")
     assert kube.call(lambda: kube.emulator.list("v1/pods", "default")) == []
     assert kube.call(lambda: kube.emulator.list("apps/v1/replicasets", "default")) == []
+
+
+def test_scale_subresource_sets_replicas(
+    kube: KubeThread, api: kubernetes.client.ApiClient
+) -> None:
+    apps = kubernetes.client.AppsV1Api(api)
+    apps.create_namespaced_deployment("default", _deployment("web", "1", replicas=2))
+    apps.patch_namespaced_deployment_scale("web", "default", {"spec": {"replicas": 5}})
+    assert apps.read_namespaced_deployment_scale("web", "default").spec.replicas == 5
+    dep = kube.call(lambda: kube.emulator.get("apps/v1/deployments", "default", "web"))
+    assert dep is not None
+    assert dep["spec"]["replicas"] == 5 and dep["metadata"]["generation"] == 2

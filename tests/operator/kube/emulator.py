@@ -334,11 +334,13 @@ class Emulator(kmock.KubernetesEmulator):
         if fault is not None:
             return self._status(fault.status, "InjectedFault", f"injected {fault.status}")
         is_watch = request.action == enums.action.WATCH
-        if request.resource.plural is None or (
-            request.subresource not in (None, "status") and not is_watch
-        ):
+        if request.resource.plural is None:
             return await super()._handle(request)  # discovery
         try:
+            if request.subresource == "scale" and request.name:
+                return await self._http_scale(request)
+            if request.subresource not in (None, "status") and not is_watch:
+                raise KubeError(404, "NotFound", f"no subresource {request.subresource}")
             if request.method == enums.method.POST and request.name is None:
                 return await self._http_create(request)
             if request.method in (enums.method.PATCH, enums.method.PUT) and request.name:
@@ -359,6 +361,34 @@ class Emulator(kmock.KubernetesEmulator):
         if self._info(res) is None and not any(r == res for r, _, _ in self.objects):
             raise KubeError(404, "NotFound", f"the server could not find the resource {res}")
         return res
+
+    async def _http_scale(self, request: rendering.Request) -> aiohttp.web.Response:
+        """The ``scale`` subresource (what an HPA or ``kubectl scale`` uses): spec.replicas."""
+        assert request.name is not None
+        resource = self._resource(request)
+        if request.method == enums.method.PATCH:
+            replicas = (request.data or {}).get("spec", {}).get("replicas")
+            if not isinstance(replicas, int):
+                raise KubeError(422, "Invalid", "spec.replicas must be an integer")
+
+            def change(old: JSON) -> JSON:
+                return {**old, "spec": {**old.get("spec", {}), "replicas": replicas}}
+
+            async with self._lock:
+                await self.store_update(resource, request.namespace, request.name, change)
+        key: Key = (resource, request.namespace, request.name)
+        if key not in self.objects or self.objects[key].deleted:
+            raise KubeError(404, "NotFound", f'"{request.name}" not found')
+        obj = self.objects[key].raw
+        return aiohttp.web.json_response(
+            {
+                "apiVersion": "autoscaling/v1",
+                "kind": "Scale",
+                "metadata": {k: obj["metadata"][k] for k in ("name", "namespace", "uid")},
+                "spec": {"replicas": obj.get("spec", {}).get("replicas", 1)},
+                "status": {"replicas": obj.get("status", {}).get("replicas", 0)},
+            }
+        )
 
     async def _http_create(self, request: rendering.Request) -> aiohttp.web.Response:
         if not isinstance(request.data, dict):

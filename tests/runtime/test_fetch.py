@@ -56,6 +56,9 @@ def https_server(
     class Recording(_Handler):
         def do_GET(self) -> None:
             requested.append(self.path)
+            token = self.headers.get("Authorization")
+            if token:
+                requested.append(token)
             super().do_GET()
 
     handler = functools.partial(Recording, directory=str(artifact.parent))
@@ -153,6 +156,15 @@ def test_https_fetch_then_reuse(
     requested.clear()
     assert fetch(url, tmp_path / "dest", sha256=_digest(artifact), environ={}).how == "present"
     assert requested == []
+
+
+def test_https_bearer_token(
+    tmp_path: Path, artifact: Path, https_server: tuple[str, list[str]]
+) -> None:
+    url, requested = https_server
+    requested.clear()
+    fetch(url, tmp_path / "dest", environ={"KUBESCRIBE_HTTP_BEARER_TOKEN": "s3cr3t"})
+    assert requested.count("Bearer s3cr3t") == len(os.listdir(artifact))
 
 
 def test_https_missing_artifact(tmp_path: Path, https_server: tuple[str, list[str]]) -> None:

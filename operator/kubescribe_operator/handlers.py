@@ -28,14 +28,23 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import kopf
 from kubernetes.client.exceptions import ApiException
 
 from kubescribe.errors import KubescribeError
 from kubescribe_operator import apply, builders, metrics, rollout
-from kubescribe_operator.models import GROUP, PLURAL, VERSION, SpeechModelStatus, parse_spec
+from kubescribe_operator.models import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    Condition,
+    ConditionType,
+    SpecError,
+    SpeechModelStatus,
+    parse_spec,
+)
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +95,12 @@ def reconcile(
             return None
         meta = body["metadata"]
         uid, generation = str(meta["uid"]), int(meta.get("generation") or 1)
-        spec = parse_spec(body.get("spec") or {})
         raw_status: Mapping[str, Any] = body.get("status") or {}
+        try:
+            spec = parse_spec(body.get("spec") or {})
+        except SpecError as exc:
+            _block(kube, body, raw_status, "InvalidSpec", str(exc))
+            raise
         status = SpeechModelStatus.model_validate(raw_status) if raw_status else None
 
         deployment, replicasets, pods = gather(kube, namespace, name, uid)
@@ -102,7 +115,11 @@ def reconcile(
             namespace=namespace,
         )
         children = builders.build_children(name, namespace, uid, spec, decision.model_ref)
-        result = apply.apply_children(kube, namespace, name, uid, children)
+        try:
+            result = apply.apply_children(kube, namespace, name, uid, children)
+        except apply.ApplyError as exc:
+            _block(kube, body, raw_status, "ChildConflict", str(exc))
+            raise
         for verb, identities in (
             ("create", result.created),
             ("patch", result.patched),
@@ -126,6 +143,57 @@ def reconcile(
         return Outcome(writes=writes + len(decision.events), phase=decision.status.get("phase"))
 
 
+def blocked_status(
+    prev: Mapping[str, Any], generation: int, reason: str, message: str, now: datetime
+) -> dict[str, Any]:
+    """The status of a SpeechModel the operator cannot act on (invalid spec, a child's name
+    taken): Stalled, not Ready, not Reconciling; the rest of the status is kept. Pure."""
+    old = SpeechModelStatus.model_validate(prev) if prev else SpeechModelStatus()
+    ts = rollout.timestamp(now)
+
+    def condition(type_: ConditionType, flag: bool, text: str) -> Condition:
+        value: Literal["True", "False"] = "True" if flag else "False"
+        before = old.condition(type_)
+        unchanged = before is not None and before.status == value
+        return Condition(
+            type=type_,
+            status=value,
+            reason=reason,
+            message=text,
+            last_transition_time=before.last_transition_time if before and unchanged else ts,
+            observed_generation=generation,
+        )
+
+    return old.model_copy(
+        update={
+            "observed_generation": generation,
+            "phase": "Degraded" if old.current_version else "Failed",
+            "conditions": [
+                condition("Ready", False, message),
+                condition("Reconciling", False, ""),
+                condition("Stalled", True, message),
+            ],
+        }
+    ).dump()
+
+
+def _block(
+    kube: apply.Kube,
+    body: Mapping[str, Any],
+    raw_status: Mapping[str, Any],
+    reason: str,
+    message: str,
+) -> None:
+    """Record why the SpeechModel is stuck (once: nothing is written if it already says so)."""
+    meta = body["metadata"]
+    generation = int(meta.get("generation") or 1)
+    new = blocked_status(raw_status, generation, reason, message, datetime.now(UTC))
+    patch = rollout.status_patch(raw_status, new)
+    if patch:
+        apply.patch_status(kube, meta["namespace"], meta["name"], patch)
+        apply.post_event(kube, body, "Warning", reason, message)
+
+
 def _run(
     kube: apply.Kube, options: Options, namespace: str, name: str, trigger: str
 ) -> Outcome | None:
@@ -140,7 +208,7 @@ def _run(
         ) from exc
     except apply.ApplyError as exc:
         metrics.ERRORS.labels("apply").inc()
-        raise kopf.TemporaryError(str(exc), delay=max(options.retry_backoff_seconds, 60)) from exc
+        raise kopf.TemporaryError(str(exc), delay=options.retry_backoff_seconds) from exc
     except KubescribeError as exc:
         metrics.ERRORS.labels("invalid_spec").inc()
         raise kopf.PermanentError(str(exc)) from exc
@@ -172,8 +240,12 @@ def register(registry: kopf.OperatorRegistry, kube: apply.Kube, options: Options
         initial_delay=options.resync_seconds,
         backoff=backoff,
     )
-    def resync(namespace: str | None, name: str, **_: Any) -> None:
-        _run(kube, options, namespace or "default", name, trigger="resync")
+    def resync(namespace: str | None, name: str, logger: Any, **_: Any) -> None:
+        try:
+            _run(kube, options, namespace or "default", name, trigger="resync")
+        except kopf.PermanentError as exc:
+            # Recorded in the status already; keep the timer alive for when the spec is fixed.
+            logger.warning("not reconciled: %s", exc)
 
     @kopf.on.delete(*resource, registry=registry, optional=True)
     def model_deleted(namespace: str | None, name: str, **_: Any) -> None:

@@ -617,3 +617,27 @@ def wait_resyncs_in(kube: KubeThread, namespace: str, count: int) -> None:
 
     start = kube.call(lambda: reads(kube.emulator))
     kube.wait_for(lambda em: reads(em) >= start + count, what=f"{count} reconciles")
+
+
+def test_a_foreign_object_in_the_way_stalls_until_it_is_gone(
+    kube: KubeThread,
+    operator: OperatorProcess,
+    api: kubernetes.client.ApiClient,
+    custom: kubernetes.client.CustomObjectsApi,
+) -> None:
+    core = kubernetes.client.CoreV1Api(api)
+    core.create_namespaced_service(
+        NS, {"metadata": {"name": "demo"}, "spec": {"ports": [{"port": 1}]}}
+    )
+    create(custom, manifest())
+    stalled = wait_status(
+        kube, lambda s: condition(s, "Stalled").get("reason") == "ChildConflict", "ChildConflict"
+    )
+    assert "Service default/demo" in condition(stalled, "Stalled")["message"]
+    assert condition(stalled, "Ready")["status"] == "False"
+    assert kube.call(lambda: kube.emulator.get("v1/services", NS, "demo"))["spec"]["ports"] == [
+        {"port": 1}
+    ]  # never touched
+    assert "ChildConflict" in kube.call(lambda: event_reasons(kube.emulator))
+    core.delete_namespaced_service("demo", NS)
+    wait_status(kube, is_ready("1.0"), "ready once the name is free")

@@ -1,0 +1,58 @@
+"""The handlers' pure helpers: the status of a SpeechModel the operator cannot act on."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from kubescribe_operator.handlers import _owner_name, blocked_status
+from kubescribe_operator.rollout import status_patch
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def conditions(status: dict[str, Any]) -> dict[str, tuple[str, str, str]]:
+    return {c["type"]: (c["status"], c["reason"], c["message"]) for c in status["conditions"]}
+
+
+def test_blocked_first_deployment_is_failed_and_stalled() -> None:
+    status = blocked_status({}, 3, "ChildConflict", "Service x is in the way", NOW)
+    assert status["observedGeneration"] == 3
+    assert status["phase"] == "Failed"
+    assert conditions(status) == {
+        "Ready": ("False", "ChildConflict", "Service x is in the way"),
+        "Reconciling": ("False", "ChildConflict", ""),
+        "Stalled": ("True", "ChildConflict", "Service x is in the way"),
+    }
+
+
+def test_blocked_keeps_what_is_serving_and_is_idempotent() -> None:
+    prev = {
+        "observedGeneration": 1,
+        "phase": "Ready",
+        "currentVersion": "1.0",
+        "lastKnownGood": {"uri": "s3://m/1.0", "version": "1.0"},
+        "conditions": [
+            {"type": "Ready", "status": "True", "reason": "Ready", "message": "",
+             "lastTransitionTime": "2025-01-01T00:00:00Z", "observedGeneration": 1},
+            {"type": "Stalled", "status": "False", "reason": "Current", "message": "",
+             "lastTransitionTime": "2025-01-01T00:00:00Z", "observedGeneration": 1},
+        ],
+        "kopf": {"progress": {}},
+    }  # fmt: skip
+    status = blocked_status(prev, 2, "InvalidSpec", "bad", NOW)
+    assert status["phase"] == "Degraded"
+    assert status["currentVersion"] == "1.0"
+    assert status["lastKnownGood"] == {"uri": "s3://m/1.0", "version": "1.0"}
+    times = {c["type"]: c["lastTransitionTime"] for c in status["conditions"]}
+    assert times["Ready"] == "2026-01-01T00:00:00Z"  # True -> False is a transition
+    # Computing it again later from what was written changes nothing: no second write.
+    again = blocked_status({**prev, **status}, 2, "InvalidSpec", "bad", NOW + timedelta(hours=1))
+    assert status_patch({**prev, **status}, again) == {}
+
+
+def test_owner_of_a_child_is_its_instance_label() -> None:
+    labels = {"app.kubernetes.io/name": "kubescribe", "app.kubernetes.io/instance": "demo"}
+    assert _owner_name({"metadata": {"labels": labels}}) == "demo"
+    assert _owner_name({"metadata": {"labels": {"app.kubernetes.io/instance": "demo"}}}) is None
+    assert _owner_name({"metadata": {}}) is None

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from kubescribe_operator import builders
 from kubescribe_operator.models import ModelRef, SpeechModel, SpeechModelSpec
-from kubescribe_runtime.config import FetchConfig, ServeConfig, settings_table
+from kubescribe_runtime.config import FetchConfig, ServeConfig, parse, settings_table
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples" / "speechmodels").glob("*.yaml"))
@@ -117,6 +117,28 @@ def test_rendered_variables_are_declared(path: Path) -> None:
     assert runtime_vars <= DOCUMENTED and fetch_vars <= DOCUMENTED
     assert runtime_vars <= SERVE_VARIABLES, runtime_vars - SERVE_VARIABLES
     assert fetch_vars <= FETCH_VARIABLES, fetch_vars - FETCH_VARIABLES
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_the_runtime_reads_the_rendered_environment(path: Path) -> None:
+    """The containers run `kubescribe serve` / `kubescribe fetch` with no flags: the runtime's
+    own configuration parser, given only the rendered variables, gets the spec's settings."""
+    manifest = load(path)
+    rt = manifest.spec.runtime
+    p = pod(manifest.spec)
+    serve, _ = parse(ServeConfig, [], "kubescribe serve", "", environ=env(p["containers"][0]))
+    assert str(serve.model_dir) == builders.ARTIFACT_DIR
+    assert (serve.host, serve.port, serve.device) == ("0.0.0.0", builders.HTTP_PORT, rt.device)
+    assert serve.model_file == rt.model_file
+    assert serve.max_batch_size == rt.batching.max_batch_size
+    assert serve.max_delay_ms == rt.batching.max_delay_ms
+    assert serve.drain_timeout_s == rt.drain_timeout_seconds
+    assert serve.log_format == "json"
+    fetch, _ = parse(FetchConfig, [], "kubescribe fetch", "", environ=env(p["initContainers"][0]))
+    assert fetch.uri == manifest.spec.model.uri
+    assert str(fetch.dest) == builders.ARTIFACT_DIR
+    assert fetch.sha256 == manifest.spec.model.sha256
+    assert (fetch.cache_dir is not None) is (manifest.spec.model.cache is not None)
 
 
 def test_pods_are_configured_only_through_environment() -> None:

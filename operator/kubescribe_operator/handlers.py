@@ -49,6 +49,10 @@ from kubescribe_operator.models import (
 log = logging.getLogger(__name__)
 
 
+# The children whose events show a rollout's progress: (group, plural).
+CHILD_RESOURCES = (("apps", "deployments"), ("apps", "replicasets"), ("", "pods"))
+
+
 @dataclass(frozen=True)
 class Options:
     resync_seconds: float = 30.0
@@ -287,3 +291,7 @@ def settings_for(settings: kopf.OperatorSettings) -> None:
     settings.persistence.finalizer = "kubescribe.io/operator"
     # Routine log lines are not Events (a resync must not write); our Events are explicit.
     settings.posting.level = logging.WARNING
+    # Watch only the children of SpeechModels (server-side), not every pod of the cluster.
+    selector = f"{builders.LABEL_NAME}=kubescribe,{builders.LABEL_MANAGED_BY}={apply.FIELD_MANAGER}"
+    for child in CHILD_RESOURCES:
+        settings.watching.label_selectors[child] = selector

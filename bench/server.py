@@ -63,7 +63,7 @@ class Settings:
     max_delay_ms: float
 
 
-FULL = Settings((1, 4, 16, 64), (5.0, 20.0), 12.0, 24, 3, 16, 10.0)
+FULL = Settings((1, 4, 16, 64), (5.0, 20.0), 10.0, 32, 6, 16, 10.0)
 SMOKE = Settings((1, 2), (2.0,), 5.0, 2, 1, 2, 10.0)
 
 MODES = ("batching on", "batching off")

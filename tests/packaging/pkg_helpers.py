@@ -168,6 +168,16 @@ def rollout_scenarios() -> list[tuple[str, dict[str, Any], str]]:
             self.record(what, health)
             return decision.model_ref
 
+        def block(self, what: str, reason: str, health: str) -> None:
+            # What the handlers write when they cannot act at all (handlers.blocked_status).
+            from kubescribe_operator.handlers import blocked_status
+
+            self.clock += timedelta(seconds=30)
+            prev = self.status.dump() if self.status else {}
+            raw = blocked_status(prev, self.generation, reason, f"{reason} details", self.clock)
+            self.status = SpeechModelStatus.model_validate(raw)
+            self.record(what, health)
+
         def record(self, what: str, health: str) -> None:
             status = self.status.model_dump(by_alias=True, exclude_none=True, mode="json")
             obj = {
@@ -201,6 +211,12 @@ def rollout_scenarios() -> list[tuple[str, dict[str, Any], str]]:
     model.step("fixed version serving", seen(v3), "Healthy")
     model.step("serving, then pods crash-loop", seen(v3, 2, 1, "CrashLoopBackOff"), "Degraded")
     model.step("serving, pods lost", seen(v3, updated=2, available=0), "Degraded")
+    model.change("1.3.0")
+    model.block(
+        "new version's Deployment name taken by a foreign object", "ChildConflict", "Degraded"
+    )
+    model = Model("1.0.0")
+    model.block("a spec the operator refuses", "InvalidSpec", "Degraded")
 
     # Failures of each kind, without a rollback to fall back on.
     for problem in ("InitContainerFailed", "ImagePullFailed", "ContainerConfigError", None):

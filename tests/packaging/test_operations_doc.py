@@ -10,6 +10,7 @@ from pkg_helpers import ROOT, rollout_scenarios
 
 OPERATIONS = ROOT / "docs" / "operations.md"
 ROLLOUT_SOURCE = ROOT / "operator" / "kubescribe_operator" / "rollout.py"
+HANDLERS_SOURCE = ROOT / "operator" / "kubescribe_operator" / "handlers.py"
 
 
 def documented_reasons() -> set[str]:
@@ -31,6 +32,8 @@ def written_reasons() -> set[str]:
     reasons |= set(rollout.BAD_WAITING_REASONS.values())
     reasons |= set(re.findall(r'reason="(\w+)"', source))
     reasons |= set(re.findall(r'Progress\.FAILING, "(\w+)"', source))
+    # Reconciles the handlers stop before any decision (a bad spec, a name conflict).
+    reasons |= set(re.findall(r'_block\([^)]*?"(\w+)"', HANDLERS_SOURCE.read_text()))
     return reasons
 
 
@@ -40,13 +43,14 @@ def test_every_reason_the_operator_writes_is_documented() -> None:
 
 
 def test_documented_reasons_exist_in_the_operator() -> None:
-    source = ROLLOUT_SOURCE.read_text()
+    source = ROLLOUT_SOURCE.read_text() + HANDLERS_SOURCE.read_text()
     invented = {reason for reason in documented_reasons() if f'"{reason}"' not in source}
     assert not invented, f"docs/operations.md documents unknown reasons {sorted(invented)}"
 
 
 def test_scenarios_cover_rollback_and_failure_reasons() -> None:
     assert {"RolledBack", "RollingBack", "RolloutFailed", "NoReplicaAvailable"} <= written_reasons()
+    assert {"InvalidSpec", "ChildConflict"} <= written_reasons()
 
 
 def test_every_exported_metric_is_documented() -> None:

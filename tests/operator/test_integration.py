@@ -405,6 +405,13 @@ def test_operator_restart_mid_rollout_converges_without_duplicates(
         objects = kube.call(lambda r=resource: kube.emulator.list(r, NS))
         assert len(objects) <= 1, resource
     assert len(kube.call(lambda: kube.emulator.list("apps/v1/deployments", NS))) == 1
+    assert len(kube.call(lambda: kube.emulator.list("apps/v1/replicasets", NS))) == 2
+    # Each transition was announced once, across both operator processes.
+    reasons = kube.wait_for(
+        lambda em: event_reasons(em).count("RolloutSucceeded") == 2 and event_reasons(em),
+        what="the success event",
+    )
+    assert reasons.count("RolloutStarted") == 2 and reasons.count("RolloutSucceeded") == 2
 
 
 def test_delete_removes_children(

@@ -8,19 +8,17 @@ from pathlib import Path
 
 import kubernetes
 import pytest
+import yaml
 from kube.deployment_controller import DeploymentController
 from kube.emulator import Emulator
 from kube.runner import TEST_USER_AGENT, KubeThread
 
+CRD = Path(__file__).parents[2] / "crds" / "speechmodel.yaml"
+
 
 def declare_resources(emulator: Emulator) -> None:
     """The resources a cluster with kubescribe's chart installed serves beyond the built-ins."""
-    emulator.register(
-        "kubescribe.io/v1alpha1/speechmodels",
-        kind="SpeechModel",
-        subresources={"status"},
-        shortnames={"sm"},
-    )
+    emulator.register_crd(yaml.safe_load(CRD.read_text()))
     emulator.register(
         "kopf.dev/v1/clusterkopfpeerings", kind="ClusterKopfPeering", namespaced=False
     )

@@ -134,6 +134,20 @@ class Emulator(kmock.KubernetesEmulator):
             verbs={"create", "delete", "get", "list", "patch", "update", "watch"},
         )
 
+    def register_crd(self, crd: JSON) -> None:
+        """Serve a CustomResourceDefinition's served versions (names, scope, subresources)."""
+        spec = crd["spec"]
+        names = spec["names"]
+        for version in spec["versions"]:
+            if version.get("served", True):
+                self.register(
+                    f"{spec['group']}/{version['name']}/{names['plural']}",
+                    kind=names["kind"],
+                    namespaced=spec.get("scope", "Namespaced") == "Namespaced",
+                    subresources=set(version.get("subresources") or {}),
+                    shortnames=names.get("shortNames", ()),
+                )
+
     def inject_fault(
         self, status: int, *, times: int = 1, method: str | None = None, path: str | None = None
     ) -> None:

@@ -95,7 +95,14 @@ log = logging.getLogger(__name__)
 
 
 class ApplyError(KubescribeError):
-    """A child cannot be applied (e.g. the name is taken by an object the model does not own)."""
+    """A child cannot be applied (e.g. the name is taken by an object the model does not own).
+
+    ``reason`` is the SpeechModel condition reason it is reported with.
+    """
+
+    def __init__(self, message: str, reason: str = "ChildConflict") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -371,7 +378,16 @@ def apply_children(
             result.live[identity] = live or {}
         elif live is None:
             log.info("creating %s %s/%s", kind.kind, namespace, name)
-            result.live[identity] = kube.create(kind.collection(namespace), request)
+            try:
+                result.live[identity] = kube.create(kind.collection(namespace), request)
+            except ApiException as exc:
+                if exc.status == 404:  # the resource itself is unknown to the cluster
+                    raise ApplyError(
+                        f"cannot create {kind.kind} {namespace}/{name}: the cluster does not "
+                        f"serve {kind.api_version} {kind.plural} (is its CRD installed?)",
+                        reason="ResourceNotInstalled",
+                    ) from exc
+                raise
             result.created.append(identity)
         else:
             log.info("patching %s %s/%s: %s", kind.kind, namespace, name, sorted(request))

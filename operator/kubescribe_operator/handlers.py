@@ -122,7 +122,7 @@ def reconcile(
         try:
             result = apply.apply_children(kube, namespace, name, uid, children)
         except apply.ApplyError as exc:
-            _block(kube, body, raw_status, "ChildConflict", str(exc))
+            _block(kube, body, raw_status, exc.reason, str(exc))
             raise
         for verb, identities in (
             ("create", result.created),

@@ -657,3 +657,26 @@ def test_a_foreign_object_in_the_way_stalls_until_it_is_gone(
     assert "ChildConflict" in kube.call(lambda: event_reasons(kube.emulator))
     core.delete_namespaced_service("demo", NS)
     wait_status(kube, is_ready("1.0"), "ready once the name is free")
+
+
+def test_service_monitor_without_its_crd_is_reported(
+    kube: KubeThread, operator: OperatorProcess, custom: kubernetes.client.CustomObjectsApi
+) -> None:
+    create(custom, manifest(monitoring={"serviceMonitor": {"enabled": True}}))
+    stalled = wait_status(
+        kube,
+        lambda s: condition(s, "Stalled").get("reason") == "ResourceNotInstalled",
+        "ResourceNotInstalled",
+    )
+    assert "monitoring.coreos.com/v1 servicemonitors" in condition(stalled, "Stalled")["message"]
+    # Once the Prometheus Operator's CRD is there, the model converges.
+    kube.call(
+        lambda: kube.emulator.register(
+            "monitoring.coreos.com/v1/servicemonitors", kind="ServiceMonitor"
+        )
+    )
+    wait_status(kube, is_ready("1.0"), "ready once the CRD is installed")
+    monitor = kube.call(
+        lambda: kube.emulator.get("monitoring.coreos.com/v1/servicemonitors", NS, "demo")
+    )
+    assert monitor is not None and monitor["spec"]["endpoints"][0]["path"] == "/metrics"

@@ -10,9 +10,11 @@ when nothing changed). Triggers:
   ``status.kopf``, never in the spec or annotations);
 - events of the Deployments, ReplicaSets and pods labelled as a SpeechModel's, so a rollout's
   progress (pods ready, crash-looping, an init container failing) is seen at once;
-- a timer per SpeechModel (``--resync-seconds``) that re-observes, e.g. a progress deadline;
-- ``on.delete`` (optional: no finalizer) only counts; the children go with the SpeechModel by
-  garbage collection through their ownerReferences.
+- a timer per SpeechModel (``--resync-seconds``) that re-observes and catches up on anything a
+  failed child-event reconcile missed (kopf gives each SpeechModel a finalizer for it, the only
+  write outside ``.status``, and removes it on deletion);
+- ``on.delete`` only counts; the children go with the SpeechModel by garbage collection through
+  their ownerReferences.
 
 Errors from the API (409 conflicts, 5xx) are raised as ``kopf.TemporaryError`` so kopf retries
 the handler after ``--retry-backoff-seconds``; child events that fail are caught by the next
@@ -49,8 +51,12 @@ from kubescribe_operator.models import (
 log = logging.getLogger(__name__)
 
 
-# The children whose events show a rollout's progress: (group, plural).
-CHILD_RESOURCES = (("apps", "deployments"), ("apps", "replicasets"), ("", "pods"))
+# The children whose events show a rollout's progress: (group, version, plural).
+CHILD_RESOURCES = (
+    ("apps", "v1", "deployments"),
+    ("apps", "v1", "replicasets"),
+    ("", "v1", "pods"),
+)
 
 
 @dataclass(frozen=True)
@@ -273,11 +279,7 @@ def register(registry: kopf.OperatorRegistry, kube: apply.Kube, options: Options
             log.warning("reconcile of %s/%s after a child event failed: %s", namespace, owner, exc)
         log.debug("child event for %s/%s took %.3fs", namespace, owner, time.monotonic() - started)
 
-    for group, version, plural in (
-        ("apps", "v1", "deployments"),
-        ("apps", "v1", "replicasets"),
-        ("", "v1", "pods"),
-    ):
+    for group, version, plural in CHILD_RESOURCES:
         kopf.on.event(group, version, plural, registry=registry, labels=child_labels)(child_changed)
 
 

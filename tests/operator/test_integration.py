@@ -139,6 +139,18 @@ def operator_writes(em: Emulator) -> list[Any]:
     ]
 
 
+def assert_never_writes_the_spec(writes: list[Any]) -> None:
+    """The operator patches the SpeechModel's /status; on the object itself kopf only adds and
+    removes its finalizer. Children are written under the one field manager."""
+    for write in writes:
+        if "/speechmodels/" in write.url.path and not write.url.path.endswith("/status"):
+            assert write.method.value == "PATCH"
+            paths = {op["path"] for op in write.data if op["op"] != "test"}
+            assert paths == {"/metadata/finalizers"}, write.data
+        elif write.method.value != "DELETE" and not write.url.path.endswith(("/events", "/status")):
+            assert write.params.get("fieldManager") == "kubescribe-operator", write.url
+
+
 def deployment(em: Emulator, name: str = "demo") -> dict[str, Any]:
     return em.get("apps/v1/deployments", NS, name) or {}
 
@@ -174,16 +186,9 @@ def test_create_makes_children_and_ready_status(
     assert status["lastKnownGood"]["version"] == "1.0"
     assert [h["result"] for h in status["history"]] == ["Succeeded"]
     assert status["endpoint"].startswith("http://demo.default.svc")
-    # The operator never writes the spec: it patches /status, and kopf only adds its finalizer.
     writes = kube.call(lambda: operator_writes(kube.emulator))
     assert any(w.url.path.endswith("/demo/status") for w in writes)
-    for write in writes:
-        if write.url.path.endswith("/speechmodels/demo"):
-            assert write.method.value == "PATCH"
-            paths = {op["path"] for op in write.data if op["op"] != "test"}
-            assert paths == {"/metadata/finalizers"}, write.data
-        elif not write.url.path.endswith(("/events", "/status")):
-            assert write.params.get("fieldManager") == "kubescribe-operator", write.url
+    assert_never_writes_the_spec(writes)
 
 
 def model_ref_of(dep: dict[str, Any]) -> str:
@@ -489,6 +494,7 @@ def test_api_usage_is_what_apply_documents(
     custom.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "demo")
     kube.wait_for(lambda em: em.get(SM, NS, "demo") is None, what="the SpeechModel to go")
     used = kube.call(lambda: api_usage(kube.emulator))
+    assert_never_writes_the_spec(kube.call(lambda: operator_writes(kube.emulator)))
     # Children are watched server-side filtered, not every pod of the cluster.
     watches = [
         r

@@ -5,10 +5,10 @@ compares them; keep both in step). ``(group, resource): verbs``:
 
     kubescribe.io       speechmodels                 get list watch patch   (patch: kopf's
                                                      finalizer in metadata, never the spec)
-    kubescribe.io       speechmodels/status          get patch
+    kubescribe.io       speechmodels/status          patch
     apps                deployments                  get list watch create patch delete
-    apps                replicasets                  get list watch
-    ""                  pods                         get list watch
+    apps                replicasets                  list watch
+    ""                  pods                         list watch
     ""                  services                     get list watch create patch delete
     autoscaling         horizontalpodautoscalers     get list watch create patch delete
     policy              poddisruptionbudgets         get list watch create patch delete
@@ -16,8 +16,9 @@ compares them; keep both in step). ``(group, resource): verbs``:
     ""                  events                       create
     kopf.dev            clusterkopfpeerings          get list watch patch   (--all-namespaces)
     kopf.dev            kopfpeerings                 get list watch patch   (--namespace)
-    apiextensions.k8s.io customresourcedefinitions   get list watch         (kopf's discovery)
-    ""                  namespaces                   get list watch         (kopf's scanning)
+    apiextensions.k8s.io customresourcedefinitions   list watch             (kopf's scanning)
+    ""                  namespaces                   list watch             (kopf, --namespace
+                                                                            with globs only)
 
 ``API_USAGE`` below is the same table as data.
 
@@ -37,7 +38,8 @@ How a child is applied (compare-and-patch under one field manager, like ``kubect
 - children of a kind the SpeechModel no longer needs (an HPA after autoscaling is turned off, a
   PDB at one replica) are deleted; objects not owned by the SpeechModel are never touched.
 
-The SpeechModel itself is only ever patched on ``/status`` (GitOps owns the spec).
+The SpeechModel itself is only ever patched on ``/status`` (GitOps owns the spec); kopf adds and
+removes its finalizer in ``metadata.finalizers``.
 """
 
 from __future__ import annotations
@@ -70,10 +72,10 @@ Identity = tuple[str, str, str]  # (apiVersion, kind, name)
 
 API_USAGE: dict[tuple[str, str], frozenset[str]] = {
     (GROUP, PLURAL): frozenset({"get", "list", "watch", "patch"}),
-    (GROUP, f"{PLURAL}/status"): frozenset({"get", "patch"}),
+    (GROUP, f"{PLURAL}/status"): frozenset({"patch"}),
     ("apps", "deployments"): frozenset({"get", "list", "watch", "create", "patch", "delete"}),
-    ("apps", "replicasets"): frozenset({"get", "list", "watch"}),
-    ("", "pods"): frozenset({"get", "list", "watch"}),
+    ("apps", "replicasets"): frozenset({"list", "watch"}),
+    ("", "pods"): frozenset({"list", "watch"}),
     ("", "services"): frozenset({"get", "list", "watch", "create", "patch", "delete"}),
     ("autoscaling", "horizontalpodautoscalers"): frozenset(
         {"get", "list", "watch", "create", "patch", "delete"}
@@ -87,8 +89,8 @@ API_USAGE: dict[tuple[str, str], frozenset[str]] = {
     ("", "events"): frozenset({"create"}),
     ("kopf.dev", "clusterkopfpeerings"): frozenset({"get", "list", "watch", "patch"}),
     ("kopf.dev", "kopfpeerings"): frozenset({"get", "list", "watch", "patch"}),
-    ("apiextensions.k8s.io", "customresourcedefinitions"): frozenset({"get", "list", "watch"}),
-    ("", "namespaces"): frozenset({"get", "list", "watch"}),
+    ("apiextensions.k8s.io", "customresourcedefinitions"): frozenset({"list", "watch"}),
+    ("", "namespaces"): frozenset({"list", "watch"}),
 }
 
 log = logging.getLogger(__name__)

@@ -622,6 +622,12 @@ def test_namespace_scope_ignores_other_namespaces(
         wait_resyncs_in(kube, "team-a", 2)
         assert kube.call(lambda: status_of(kube.emulator, "elsewhere")) == {}
         assert kube.call(lambda: kube.emulator.list("apps/v1/deployments", NS)) == []
+        from kubescribe_operator.apply import API_USAGE
+
+        documented = {(g, r, v) for (g, r), verbs in API_USAGE.items() for v in verbs}
+        used = kube.call(lambda: api_usage(kube.emulator))
+        assert ("kopf.dev", "kopfpeerings", "patch") in used
+        assert used <= documented, sorted(used - documented)
     finally:
         proc.kill()
         print(proc.logs()[-10000:])

@@ -5,10 +5,10 @@ compares them; keep both in step). ``(group, resource): verbs``:
 
     kubescribe.io       speechmodels                 get list watch patch   (patch: kopf's
                                                      finalizer in metadata, never the spec)
-    kubescribe.io       speechmodels/status          patch
+    kubescribe.io       speechmodels/status          get patch
     apps                deployments                  get list watch create patch delete
-    apps                replicasets                  list watch
-    ""                  pods                         list watch
+    apps                replicasets                  get list watch
+    ""                  pods                         get list watch
     ""                  services                     get list watch create patch delete
     autoscaling         horizontalpodautoscalers     get list watch create patch delete
     policy              poddisruptionbudgets         get list watch create patch delete
@@ -16,9 +16,8 @@ compares them; keep both in step). ``(group, resource): verbs``:
     ""                  events                       create
     kopf.dev            clusterkopfpeerings          get list watch patch   (--all-namespaces)
     kopf.dev            kopfpeerings                 get list watch patch   (--namespace)
-    apiextensions.k8s.io customresourcedefinitions   list watch             (kopf's scanning)
-    ""                  namespaces                   list watch             (kopf, --namespace
-                                                                            with globs only)
+    apiextensions.k8s.io customresourcedefinitions   get list watch         (kopf's discovery)
+    ""                  namespaces                   get list watch         (kopf's scanning)
 
 ``API_USAGE`` below is the same table as data.
 
@@ -72,10 +71,10 @@ Identity = tuple[str, str, str]  # (apiVersion, kind, name)
 
 API_USAGE: dict[tuple[str, str], frozenset[str]] = {
     (GROUP, PLURAL): frozenset({"get", "list", "watch", "patch"}),
-    (GROUP, f"{PLURAL}/status"): frozenset({"patch"}),
+    (GROUP, f"{PLURAL}/status"): frozenset({"get", "patch"}),
     ("apps", "deployments"): frozenset({"get", "list", "watch", "create", "patch", "delete"}),
-    ("apps", "replicasets"): frozenset({"list", "watch"}),
-    ("", "pods"): frozenset({"list", "watch"}),
+    ("apps", "replicasets"): frozenset({"get", "list", "watch"}),
+    ("", "pods"): frozenset({"get", "list", "watch"}),
     ("", "services"): frozenset({"get", "list", "watch", "create", "patch", "delete"}),
     ("autoscaling", "horizontalpodautoscalers"): frozenset(
         {"get", "list", "watch", "create", "patch", "delete"}
@@ -89,8 +88,8 @@ API_USAGE: dict[tuple[str, str], frozenset[str]] = {
     ("", "events"): frozenset({"create"}),
     ("kopf.dev", "clusterkopfpeerings"): frozenset({"get", "list", "watch", "patch"}),
     ("kopf.dev", "kopfpeerings"): frozenset({"get", "list", "watch", "patch"}),
-    ("apiextensions.k8s.io", "customresourcedefinitions"): frozenset({"list", "watch"}),
-    ("", "namespaces"): frozenset({"list", "watch"}),
+    ("apiextensions.k8s.io", "customresourcedefinitions"): frozenset({"get", "list", "watch"}),
+    ("", "namespaces"): frozenset({"get", "list", "watch"}),
 }
 
 log = logging.getLogger(__name__)

@@ -96,14 +96,15 @@ log = logging.getLogger(__name__)
 
 
 class ApplyError(KubescribeError):
-    """A child cannot be applied (e.g. the name is taken by an object the model does not own).
+    """A child cannot be applied; the SpeechModel is stuck until something outside changes."""
 
-    ``reason`` is the SpeechModel condition reason it is reported with.
-    """
 
-    def __init__(self, message: str, reason: str = "ChildConflict") -> None:
-        super().__init__(message)
-        self.reason = reason
+class ChildConflict(ApplyError):
+    """A child's name is taken by an object the SpeechModel does not own."""
+
+
+class ResourceNotInstalled(ApplyError):
+    """The cluster does not serve a child's kind (e.g. no ServiceMonitor CRD)."""
 
 
 @dataclass(frozen=True)
@@ -355,7 +356,7 @@ class ApplyResult:
 def _kind_of(obj: Mapping[str, Any]) -> ChildKind:
     key = (str(obj.get("apiVersion")), str(obj.get("kind")))
     if key not in CHILD_KINDS:
-        raise ApplyError(f"the operator does not manage {key[1]} ({key[0]}) children")
+        raise ValueError(f"the operator does not manage {key[1]} ({key[0]}) children")
     return CHILD_KINDS[key]
 
 
@@ -370,7 +371,7 @@ def apply_children(
         name = child["metadata"]["name"]
         live = kube.get(kind.path(namespace, name))
         if live is not None and not owned_by(live, owner_uid):
-            raise ApplyError(
+            raise ChildConflict(
                 f"{kind.kind} {namespace}/{name} exists and is not owned by SpeechModel "
                 f"{owner_name}; delete or rename it"
             )
@@ -383,10 +384,9 @@ def apply_children(
                 result.live[identity] = kube.create(kind.collection(namespace), request)
             except ApiException as exc:
                 if exc.status == 404:  # the resource itself is unknown to the cluster
-                    raise ApplyError(
+                    raise ResourceNotInstalled(
                         f"cannot create {kind.kind} {namespace}/{name}: the cluster does not "
-                        f"serve {kind.api_version} {kind.plural} (is its CRD installed?)",
-                        reason="ResourceNotInstalled",
+                        f"serve {kind.api_version} {kind.plural} (is its CRD installed?)"
                     ) from exc
                 raise
             result.created.append(identity)

@@ -127,8 +127,11 @@ def reconcile(
         children = builders.build_children(name, namespace, uid, spec, decision.model_ref)
         try:
             result = apply.apply_children(kube, namespace, name, uid, children)
-        except apply.ApplyError as exc:
-            _block(kube, body, raw_status, exc.reason, str(exc))
+        except apply.ChildConflict as exc:
+            _block(kube, body, raw_status, "ChildConflict", str(exc))
+            raise
+        except apply.ResourceNotInstalled as exc:
+            _block(kube, body, raw_status, "ResourceNotInstalled", str(exc))
             raise
         for verb, identities in (
             ("create", result.created),

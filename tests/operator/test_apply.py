@@ -116,3 +116,13 @@ def test_stale_children_are_only_owned_ones_no_longer_desired() -> None:
     foreign["metadata"]["ownerReferences"][0]["uid"] = "someone-else"
     existing = [served(c) for c in built.values()] + [foreign]
     assert [c["kind"] for c in stale_children(existing, desired, UID)] == ["PodDisruptionBudget"]
+
+
+def test_every_kind_the_builders_make_is_applied_and_pruned() -> None:
+    from kubescribe_operator.apply import CHILD_KINDS
+
+    full = children(
+        autoscaling={"minReplicas": 2, "maxReplicas": 5, "targetCPUUtilization": 60},
+        monitoring={"serviceMonitor": {"enabled": True}},
+    )
+    assert {(c["apiVersion"], c["kind"]) for c in full.values()} == set(CHILD_KINDS)

@@ -300,3 +300,14 @@ def test_scale_subresource_sets_replicas(
     dep = kube.call(lambda: kube.emulator.get("apps/v1/deployments", "default", "web"))
     assert dep is not None
     assert dep["spec"]["replicas"] == 5 and dep["metadata"]["generation"] == 2
+
+
+def test_a_dependent_of_a_gone_owner_is_collected(
+    kube: KubeThread, api: kubernetes.client.ApiClient
+) -> None:
+    ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": "gone", "uid": "no-such-uid"}
+    core = kubernetes.client.CoreV1Api(api)
+    core.create_namespaced_config_map(
+        "default", {"metadata": {"name": "orphan", "ownerReferences": [ref]}}
+    )
+    assert kube.call(lambda: kube.emulator.list("v1/configmaps", "default")) == []

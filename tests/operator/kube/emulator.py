@@ -231,7 +231,13 @@ class Emulator(kmock.KubernetesEmulator):
         else:
             self.objects[key] = obj
         await self._emit(resource, "ADDED", obj)
+        owners = [ref.get("uid") for ref in meta.get("ownerReferences", [])]
+        if owners and not any(uid in self._alive_uids() for uid in owners):
+            await self._remove(key)  # the garbage collector removes dependents of gone owners
         return obj
+
+    def _alive_uids(self) -> set[str]:
+        return {o.raw["metadata"].get("uid") for o in self.objects.values() if not o.deleted}
 
     async def store_update(
         self,
@@ -307,7 +313,7 @@ class Emulator(kmock.KubernetesEmulator):
         obj = self.objects[key].raw
         self.objects[key].delete()
         await self._emit(key[0], "DELETED", obj)
-        alive = {o.raw["metadata"].get("uid") for o in self.objects.values() if not o.deleted}
+        alive = self._alive_uids()
         for dep_key, dep in list(self.objects.items()):
             if dep.deleted:
                 continue

@@ -605,7 +605,9 @@ def test_namespace_scope_ignores_other_namespaces(
         "kopf.dev", "v1", "team-a", "kopfpeerings",
         {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "kubescribe"}},
     )  # fmt: skip
-    proc = OperatorProcess(kubeconfig, tmp_path, "--namespace", "team-a")
+    proc = OperatorProcess(
+        kubeconfig, tmp_path, "--namespace", "team-*"
+    )  # a glob: watches namespaces
     proc.start()
     try:
         body = manifest()
@@ -627,6 +629,7 @@ def test_namespace_scope_ignores_other_namespaces(
         documented = {(g, r, v) for (g, r), verbs in API_USAGE.items() for v in verbs}
         used = kube.call(lambda: api_usage(kube.emulator))
         assert ("kopf.dev", "kopfpeerings", "patch") in used
+        assert ("", "namespaces", "watch") in used  # the glob is resolved against namespaces
         assert used <= documented, sorted(used - documented)
     finally:
         proc.kill()

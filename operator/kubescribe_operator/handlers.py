@@ -212,7 +212,7 @@ def _run(
 ) -> Outcome | None:
     """Reconcile, mapping errors once: API errors and conflicts are retried, bad input is not."""
     try:
-        return reconcile(kube, namespace, name, trigger=trigger)
+        outcome = reconcile(kube, namespace, name, trigger=trigger)
     except ApiException as exc:
         metrics.ERRORS.labels(f"api_{exc.status}").inc()
         raise kopf.TemporaryError(
@@ -225,6 +225,12 @@ def _run(
     except KubescribeError as exc:
         metrics.ERRORS.labels("invalid_spec").inc()
         raise kopf.PermanentError(str(exc)) from exc
+    if outcome is not None:
+        log.debug(
+            "reconciled %s/%s (%s): %d write(s), phase %s",
+            namespace, name, trigger, outcome.writes, outcome.phase,
+        )  # fmt: skip
+    return outcome
 
 
 def _owner_name(body: Mapping[str, Any]) -> str | None:

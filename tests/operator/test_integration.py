@@ -605,9 +605,8 @@ def test_namespace_scope_ignores_other_namespaces(
         "kopf.dev", "v1", "team-a", "kopfpeerings",
         {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "kubescribe"}},
     )  # fmt: skip
-    proc = OperatorProcess(
-        kubeconfig, tmp_path, "--namespace", "team-*"
-    )  # a glob: watches namespaces
+    # A glob: kopf resolves it by watching namespaces.
+    proc = OperatorProcess(kubeconfig, tmp_path, "--namespace", "team-*")
     proc.start()
     try:
         body = manifest()

@@ -5,10 +5,10 @@ compares them; keep both in step). ``(group, resource): verbs``:
 
     kubescribe.io       speechmodels                 get list watch patch   (patch: kopf's
                                                      finalizer in metadata, never the spec)
-    kubescribe.io       speechmodels/status          get patch
+    kubescribe.io       speechmodels/status          patch
     apps                deployments                  get list watch create patch delete
-    apps                replicasets                  get list watch
-    ""                  pods                         get list watch
+    apps                replicasets                  list watch
+    ""                  pods                         list watch
     ""                  services                     get list watch create patch delete
     autoscaling         horizontalpodautoscalers     get list watch create patch delete
     policy              poddisruptionbudgets         get list watch create patch delete
@@ -16,8 +16,8 @@ compares them; keep both in step). ``(group, resource): verbs``:
     ""                  events                       create
     kopf.dev            clusterkopfpeerings          get list watch patch   (--all-namespaces)
     kopf.dev            kopfpeerings                 get list watch patch   (--namespace)
-    apiextensions.k8s.io customresourcedefinitions   get list watch         (kopf's discovery)
-    ""                  namespaces                   get list watch         (kopf's scanning)
+    apiextensions.k8s.io customresourcedefinitions   list watch             (kopf's scanning)
+    ""                  namespaces                   list watch             (kopf's scanning)
 
 ``API_USAGE`` below is the same table as data.
 
@@ -71,10 +71,10 @@ Identity = tuple[str, str, str]  # (apiVersion, kind, name)
 
 API_USAGE: dict[tuple[str, str], frozenset[str]] = {
     (GROUP, PLURAL): frozenset({"get", "list", "watch", "patch"}),
-    (GROUP, f"{PLURAL}/status"): frozenset({"get", "patch"}),
+    (GROUP, f"{PLURAL}/status"): frozenset({"patch"}),
     ("apps", "deployments"): frozenset({"get", "list", "watch", "create", "patch", "delete"}),
-    ("apps", "replicasets"): frozenset({"get", "list", "watch"}),
-    ("", "pods"): frozenset({"get", "list", "watch"}),
+    ("apps", "replicasets"): frozenset({"list", "watch"}),
+    ("", "pods"): frozenset({"list", "watch"}),
     ("", "services"): frozenset({"get", "list", "watch", "create", "patch", "delete"}),
     ("autoscaling", "horizontalpodautoscalers"): frozenset(
         {"get", "list", "watch", "create", "patch", "delete"}
@@ -88,8 +88,8 @@ API_USAGE: dict[tuple[str, str], frozenset[str]] = {
     ("", "events"): frozenset({"create"}),
     ("kopf.dev", "clusterkopfpeerings"): frozenset({"get", "list", "watch", "patch"}),
     ("kopf.dev", "kopfpeerings"): frozenset({"get", "list", "watch", "patch"}),
-    ("apiextensions.k8s.io", "customresourcedefinitions"): frozenset({"get", "list", "watch"}),
-    ("", "namespaces"): frozenset({"get", "list", "watch"}),
+    ("apiextensions.k8s.io", "customresourcedefinitions"): frozenset({"list", "watch"}),
+    ("", "namespaces"): frozenset({"list", "watch"}),
 }
 
 log = logging.getLogger(__name__)
@@ -156,11 +156,21 @@ def _same_quantity(want: Any, have: Any) -> bool:
         return False
 
 
+def _is_zero(value: Any) -> bool:
+    """The API server leaves zero values out of what it returns (``omitempty``)."""
+    if isinstance(value, bool):
+        return value is False
+    return value is None or value in (0, "") or value == [] or value == {}
+
+
 def same(want: Any, have: Any, *, quantities: bool = False) -> bool:
-    """Whether live ``have`` already says what ``want`` says (server-added fields are ignored)."""
+    """Whether live ``have`` already says what ``want`` says: fields the server added are
+    ignored, and a zero value (``[]``, ``{}``, ``0``, ``false``, ``""``) equals an absent field."""
     if isinstance(want, Mapping):
         return isinstance(have, Mapping) and all(
-            key in have and same(value, have[key], quantities=quantities or _is_quantity_key(key))
+            same(value, have[key], quantities=quantities or _is_quantity_key(key))
+            if key in have
+            else _is_zero(value)
             for key, value in want.items()
         )
     if isinstance(want, list):
@@ -190,7 +200,10 @@ def merge_patch(last: Mapping[str, Any] | None, want: Mapping[str, Any], have: A
             sub = merge_patch(previous if isinstance(previous, Mapping) else None, value, current)
             if sub:
                 patch[key] = sub
-        elif key not in have_map or not same(value, current, quantities=_is_quantity_key(key)):
+        elif key not in have_map:
+            if not _is_zero(value):
+                patch[key] = value
+        elif not same(value, current, quantities=_is_quantity_key(key)):
             patch[key] = value
     for key in last or {}:
         if key not in want and key in have_map:

@@ -43,10 +43,20 @@ def served(body: dict[str, Any], **server_fields: Any) -> dict[str, Any]:
         ({"image": "1000m"}, {"image": "1"}, False),  # only resources are quantities
         ({"port": 80}, {"port": "80"}, False),
         ({"flag": True}, {"flag": 1}, False),
+        # The server omits zero values (omitempty): absent equals empty, but not non-empty.
+        ({"env": [], "meta": {}, "n": 0, "f": False, "s": ""}, {}, True),
+        ({"env": [{"name": "A"}]}, {}, False),
+        ({"f": True}, {}, False),
     ],
 )
 def test_same(want: Any, have: Any, expected: bool) -> None:
     assert same(want, have) is expected
+
+
+def test_merge_patch_does_not_fight_omitted_zero_values() -> None:
+    want = {"spec": {"volumes": [], "replicas": 0, "paused": False, "image": "x"}}
+    assert merge_patch(None, want, {"spec": {"image": "x"}}) == {}
+    assert merge_patch(None, want, {"spec": {"image": "y"}}) == {"spec": {"image": "x"}}
 
 
 def test_merge_patch_sets_differences_and_removes_what_was_applied_before() -> None:

@@ -11,9 +11,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import kmock
 import kubernetes
 import pytest
-from kube.deployment_controller import DeploymentController
+from kube.deployment_controller import DeploymentController, Mode
 from kube.emulator import Emulator
 from kube.operator_process import OperatorProcess
 from kube.runner import TEST_USER_AGENT, KubeThread, WaitTimeout
@@ -66,7 +67,7 @@ def operator(
 async def _add_peering(emulator: Emulator) -> None:
     async with emulator._lock:
         await emulator.store_create(
-            kubernetes_resource("kopf.dev/v1/clusterkopfpeerings"),
+            kmock.resource("kopf.dev/v1/clusterkopfpeerings"),
             None,
             {
                 "apiVersion": "kopf.dev/v1",
@@ -74,12 +75,6 @@ async def _add_peering(emulator: Emulator) -> None:
                 "metadata": {"name": "kubescribe"},
             },
         )
-
-
-def kubernetes_resource(path: str) -> Any:
-    import kmock
-
-    return kmock.resource(path)
 
 
 @pytest.fixture()
@@ -253,7 +248,7 @@ def test_version_bump_rolls_out_to_ready(
 
 @pytest.mark.parametrize("failure", ["crashloop", "init-fail"])
 def test_failed_rollout_is_rolled_back_and_not_retried(
-    failure: str,
+    failure: Mode,
     kube: KubeThread,
     operator: OperatorProcess,
     controller: DeploymentController,
@@ -262,7 +257,7 @@ def test_failed_rollout_is_rolled_back_and_not_retried(
     create(custom, manifest())
     wait_status(kube, is_ready("1.0"), "1.0 ready")
     good_ref = kube.call(lambda: model_ref_of(deployment(kube.emulator)))
-    controller.behave(failure, when='"value":"s3://models/demo/2.0"')  # type: ignore[arg-type]
+    controller.behave(failure, when='"value":"s3://models/demo/2.0"')
     update_spec(custom, "demo", {"model": {"uri": "s3://models/demo/2.0", "version": "2.0"}})
     stalled = wait_status(
         kube,

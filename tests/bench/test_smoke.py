@@ -23,7 +23,7 @@ BENCHMARKS = [
     ("bench.pipeline", "pipeline", "| batch | kubescribe (audio s/s) |"),
     ("bench.server", "server", "| clip | clients | mode | requests ok |"),
     ("bench.int8_long", "int8-long", "| `model.int8.onnx` |"),
-    ("bench.operator_scale", "operator", "idle resync: writes in"),
+    ("bench.operator_scale", "operator", "idle resync: writes"),
     ("bench.gpu", "gpu", "## GPU"),
 ]
 

@@ -9,6 +9,8 @@ those gaps:
 - every change bumps a global ``resourceVersion``; ``generation`` only moves when something
   outside ``metadata`` and ``status`` changes; a patch that changes nothing changes nothing
   (no new version, no watch event), as on a real server;
+- built-in objects are defaulted and stripped of empty lists like kube-apiserver does
+  (``defaulting.py``), so that comparing desired with live objects is tested for real;
 - for resources with a ``status`` subresource, ``/status`` only changes ``status`` and the main
   endpoint ignores ``status`` (also on create);
 - merge patches, JSON patches (a failed ``test`` is 422) and PUT; a stale
@@ -38,6 +40,8 @@ import attrs
 import jsonpatch
 import kmock
 from kmock._internal import dicts, enums, parsing, references, rendering
+
+from .defaulting import apply_defaults
 
 JSON = dict[str, Any]
 Key = tuple[kmock.resource, str | None, str]
@@ -219,6 +223,8 @@ class Emulator(kmock.KubernetesEmulator):
             raise KubeError(409, "AlreadyExists", f'{resource.plural} "{name}" already exists')
         if self._has_status(resource) and not keep_status:
             obj.pop("status", None)
+        obj = apply_defaults(resource.plural, resource.group, obj, creating=True)
+        meta = obj["metadata"]
         meta.update(
             uid=str(uuid.uuid4()),
             resourceVersion=self._next_rv(),
@@ -270,6 +276,8 @@ class Emulator(kmock.KubernetesEmulator):
             new = {k: v for k, v in new.items() if k != "status"}
             if "status" in old:
                 new["status"] = old["status"]
+        if subresource != "status":
+            new = apply_defaults(resource.plural, resource.group, new, creating=False)
         meta = new.setdefault("metadata", {})
         for field in ("uid", "creationTimestamp", "generation", "namespace", "name"):
             if field in old["metadata"]:

@@ -311,3 +311,26 @@ def test_a_dependent_of_a_gone_owner_is_collected(
         "default", {"metadata": {"name": "orphan", "ownerReferences": [ref]}}
     )
     assert kube.call(lambda: kube.emulator.list("v1/configmaps", "default")) == []
+
+
+def test_built_in_objects_are_defaulted_like_the_api_server_does(
+    kube: KubeThread, api: kubernetes.client.ApiClient
+) -> None:
+    body = _deployment("web", "1")
+    body["spec"].pop("replicas")
+    body["spec"]["template"]["spec"]["volumes"] = []
+    kubernetes.client.AppsV1Api(api).create_namespaced_deployment("default", body)
+    dep = kube.call(lambda: kube.emulator.get("apps/v1/deployments", "default", "web"))
+    assert dep is not None
+    spec = dep["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"]["rollingUpdate"] == {"maxSurge": "25%", "maxUnavailable": "25%"}
+    pod = spec["template"]["spec"]
+    assert "volumes" not in pod  # omitempty
+    assert pod["restartPolicy"] == "Always"
+    assert pod["containers"][0]["terminationMessagePath"] == "/dev/termination-log"
+    # Custom resources are stored as sent.
+    kubernetes.client.CustomObjectsApi(api).create_namespaced_custom_object(
+        *SM[:2], "default", SM[2], {**_sm("a"), "spec": {"model": {}, "list": []}}
+    )
+    assert kube.call(lambda: kube.emulator.get("/".join(SM), "default", "a"))["spec"]["list"] == []

@@ -11,7 +11,9 @@ import pytest
 import yaml
 from kube.deployment_controller import DeploymentController
 from kube.emulator import Emulator
+from kube.operator_process import OperatorProcess
 from kube.runner import TEST_USER_AGENT, KubeThread
+from kube.scenario import add_peering
 
 CRD = Path(__file__).parents[2] / "crds" / "speechmodel.yaml"
 
@@ -51,3 +53,22 @@ def api(kube: KubeThread) -> Iterator[kubernetes.client.ApiClient]:
 @pytest.fixture()
 def kubeconfig(kube: KubeThread, tmp_path: Path) -> Path:
     return kube.kubeconfig(tmp_path / "kubeconfig")
+
+
+@pytest.fixture()
+def operator(
+    kube: KubeThread, kubeconfig: Path, tmp_path: Path, controller: DeploymentController
+) -> Iterator[OperatorProcess]:
+    kube.call(lambda: add_peering(kube.emulator))
+    proc = OperatorProcess(kubeconfig, tmp_path)
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.kill()  # a graceful stop only costs time here
+        print(proc.logs()[-20000:])  # shown by pytest when the test fails
+
+
+@pytest.fixture()
+def custom(api: kubernetes.client.ApiClient) -> kubernetes.client.CustomObjectsApi:
+    return kubernetes.client.CustomObjectsApi(api)

@@ -7,152 +7,43 @@ waits for the emulator's state to converge (polling with a timeout, no fixed sle
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
-import kmock
 import kubernetes
 import pytest
 from kube.deployment_controller import DeploymentController, Mode
-from kube.emulator import Emulator
 from kube.operator_process import OperatorProcess
-from kube.runner import TEST_USER_AGENT, KubeThread, WaitTimeout
+from kube.runner import KubeThread
+from kube.scenario import (
+    CHILDREN,
+    GROUP,
+    NS,
+    PLURAL,
+    SM,
+    VERSION,
+    acting_pids,
+    add_peering,
+    api_usage,
+    assert_never_writes_the_spec,
+    condition,
+    create,
+    deployment,
+    deployment_patches,
+    event_reasons,
+    is_ready,
+    manifest,
+    model_ref_of,
+    operator_writes,
+    peers,
+    pods_by_version,
+    status_of,
+    update_spec,
+    wait_resyncs,
+    wait_resyncs_in,
+    wait_status,
+)
 
 pytestmark = [pytest.mark.xdist_group("operator-integration"), pytest.mark.timeout(120)]
-
-NS = "default"
-SM = "kubescribe.io/v1alpha1/speechmodels"
-GROUP, VERSION, PLURAL = "kubescribe.io", "v1alpha1", "speechmodels"
-CHILDREN = (
-    "apps/v1/deployments",
-    "v1/services",
-    "autoscaling/v2/horizontalpodautoscalers",
-    "policy/v1/poddisruptionbudgets",
-)
-WRITE_METHODS = ("POST", "PATCH", "PUT", "DELETE")
-SHA_1 = "1" * 64
-SHA_2 = "2" * 64
-
-
-def manifest(name: str = "demo", version: str = "1.0", **spec: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "apiVersion": "kubescribe.io/v1alpha1",
-        "kind": "SpeechModel",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {
-            "model": {"uri": f"s3://models/demo/{version}", "version": version},
-            "replicas": 2,
-            "rollout": {"progressDeadlineSeconds": 600},
-        },
-    }
-    body["spec"].update(spec)
-    return body
-
-
-@pytest.fixture()
-def operator(
-    kube: KubeThread, kubeconfig: Path, tmp_path: Path, controller: DeploymentController
-) -> Iterator[OperatorProcess]:
-    kube.call(lambda: _add_peering(kube.emulator))
-    proc = OperatorProcess(kubeconfig, tmp_path)
-    proc.start()
-    try:
-        yield proc
-    finally:
-        proc.kill()  # a graceful stop only costs time here
-        print(proc.logs()[-20000:])  # shown by pytest when the test fails
-
-
-async def _add_peering(emulator: Emulator) -> None:
-    async with emulator._lock:
-        await emulator.store_create(
-            kmock.resource("kopf.dev/v1/clusterkopfpeerings"),
-            None,
-            {
-                "apiVersion": "kopf.dev/v1",
-                "kind": "ClusterKopfPeering",
-                "metadata": {"name": "kubescribe"},
-            },
-        )
-
-
-@pytest.fixture()
-def custom(api: kubernetes.client.ApiClient) -> kubernetes.client.CustomObjectsApi:
-    return kubernetes.client.CustomObjectsApi(api)
-
-
-def create(custom: kubernetes.client.CustomObjectsApi, body: dict[str, Any]) -> None:
-    custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, body)
-
-
-def update_spec(
-    custom: kubernetes.client.CustomObjectsApi, name: str, spec: dict[str, Any]
-) -> None:
-    custom.patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, name, {"spec": spec})
-
-
-def status_of(em: Emulator, name: str = "demo") -> dict[str, Any]:
-    return (em.get(SM, NS, name) or {}).get("status") or {}
-
-
-def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next((c for c in status.get("conditions", []) if c["type"] == type_), {})
-
-
-def wait_status(
-    kube: KubeThread, check: Callable[[dict[str, Any]], bool], what: str, name: str = "demo"
-) -> dict[str, Any]:
-    def probe(em: Emulator) -> dict[str, Any] | None:
-        status = status_of(em, name)
-        return status if status and check(status) else None
-
-    try:
-        return kube.wait_for(probe, timeout=45, what=what)
-    except WaitTimeout as exc:
-        status = kube.call(lambda: status_of(kube.emulator, name))
-        raise WaitTimeout(f"{exc}; status: {status}") from None
-
-
-def is_ready(version: str) -> Callable[[dict[str, Any]], bool]:
-    return lambda s: (
-        s.get("phase") == "Ready"
-        and s.get("currentVersion") == version
-        and condition(s, "Ready").get("status") == "True"
-        and condition(s, "Reconciling").get("status") == "False"
-    )
-
-
-def operator_writes(em: Emulator) -> list[Any]:
-    """Write requests made by the operator (not by the test's client), kopf's peering excluded."""
-    return [
-        r
-        for r in em.recorded()
-        if r.method.value in WRITE_METHODS
-        and r.headers.get("User-Agent") != TEST_USER_AGENT
-        and "kopfpeerings" not in r.url.path
-    ]
-
-
-def assert_never_writes_the_spec(writes: list[Any]) -> None:
-    """The operator patches the SpeechModel's /status; on the object itself kopf only adds and
-    removes its finalizer. Children are written under the one field manager."""
-    for write in writes:
-        if "/speechmodels/" in write.url.path and not write.url.path.endswith("/status"):
-            assert write.method.value == "PATCH"
-            paths = {op["path"] for op in write.data if op["op"] != "test"}
-            assert paths == {"/metadata/finalizers"}, write.data
-        elif write.method.value != "DELETE" and not write.url.path.endswith(("/events", "/status")):
-            assert write.params.get("fieldManager") == "kubescribe-operator", write.url
-
-
-def deployment(em: Emulator, name: str = "demo") -> dict[str, Any]:
-    return em.get("apps/v1/deployments", NS, name) or {}
-
-
-def runtime_env(dep: dict[str, Any]) -> dict[str, str]:
-    containers = dep["spec"]["template"]["spec"]["containers"]
-    return {e["name"]: e.get("value", "") for e in containers[0].get("env", [])}
 
 
 def test_create_makes_children_and_ready_status(
@@ -184,28 +75,6 @@ def test_create_makes_children_and_ready_status(
     writes = kube.call(lambda: operator_writes(kube.emulator))
     assert any(w.url.path.endswith("/demo/status") for w in writes)
     assert_never_writes_the_spec(writes)
-
-
-def model_ref_of(dep: dict[str, Any]) -> str:
-    return str(dep["spec"]["template"]["metadata"]["annotations"]["kubescribe.io/model-ref"])
-
-
-def pods_by_version(em: Emulator, name: str = "demo") -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for pod in em.list("v1/pods", NS):
-        if pod["metadata"]["labels"].get("app.kubernetes.io/instance") == name:
-            version = pod["metadata"]["labels"].get("kubescribe.io/model-version", "?")
-            counts[version] = counts.get(version, 0) + 1
-    return counts
-
-
-def event_reasons(em: Emulator, name: str = "demo") -> list[str]:
-    return [
-        e["reason"]
-        for e in em.list("v1/events", NS)
-        if e.get("involvedObject", {}).get("name") == name
-        and e.get("involvedObject", {}).get("kind") == "SpeechModel"
-    ]
 
 
 def test_version_bump_rolls_out_to_ready(
@@ -313,30 +182,6 @@ def test_without_auto_rollback_stalls_and_keeps_the_new_version(
     dep = kube.call(lambda: deployment(kube.emulator))
     assert dep["spec"]["template"]["metadata"]["labels"]["kubescribe.io/model-version"] == "2.0"
     assert "RolledBack" not in kube.call(lambda: event_reasons(kube.emulator))
-
-
-def deployment_patches(em: Emulator) -> int:
-    return sum(
-        1
-        for r in operator_writes(em)
-        if r.method.value == "PATCH" and r.url.path.endswith("/deployments/demo")
-    )
-
-
-def resync_reads(em: Emulator) -> int:
-    """How often the operator has read the SpeechModel (once per reconcile)."""
-    return sum(
-        1
-        for r in em.recorded()
-        if r.method.value == "GET"
-        and r.url.path.endswith("/speechmodels/demo")
-        and r.headers.get("User-Agent") != TEST_USER_AGENT
-    )
-
-
-def wait_resyncs(kube: KubeThread, count: int) -> None:
-    start = kube.call(lambda: resync_reads(kube.emulator))
-    kube.wait_for(lambda em: resync_reads(em) >= start + count, what=f"{count} reconciles")
 
 
 def test_autoscaling_never_writes_deployment_replicas(
@@ -449,24 +294,6 @@ def test_api_errors_are_retried_until_converged(
     assert kube.call(kube.emulator.pending_faults) == 0
 
 
-def api_usage(em: Emulator) -> set[tuple[str, str, str]]:
-    """(group, resource[/subresource], verb) of every request the operator process made."""
-    used = set()
-    for r in em.recorded():
-        if r.headers.get("User-Agent") == TEST_USER_AGENT or r.resource is None:
-            continue
-        if r.resource.plural is None:
-            continue  # discovery (/api, /apis/GROUP/VERSION)
-        plural = r.resource.plural + (f"/{r.subresource}" if r.subresource else "")
-        method = r.method.value
-        if method == "GET":
-            verb = "watch" if r.params.get("watch") == "true" else "get" if r.name else "list"
-        else:
-            verb = {"POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}[method]
-        used.add((r.resource.group or "", plural, verb))
-    return used
-
-
 def test_api_usage_is_what_apply_documents(
     kube: KubeThread,
     operator: OperatorProcess,
@@ -511,22 +338,6 @@ def test_api_usage_is_what_apply_documents(
         assert needed in used, needed
 
 
-def peers(em: Emulator) -> int:
-    peering = em.get("kopf.dev/v1/clusterkopfpeerings", None, "kubescribe") or {}
-    return len(peering.get("status") or {})
-
-
-def acting_pids(em: Emulator, since: int = 0) -> set[int]:
-    """The pids of the operator processes that reconciled (their client made any request,
-    reads included) after request number ``since``."""
-    pids = set()
-    for r in em.recorded()[since:]:
-        agent = r.headers.get("User-Agent", "")
-        if agent.startswith("kubescribe-operator ("):
-            pids.add(int(agent.rstrip(")").rsplit("/", 1)[1]))
-    return pids
-
-
 def test_two_replicas_never_both_act(
     kube: KubeThread,
     kubeconfig: Path,
@@ -534,7 +345,7 @@ def test_two_replicas_never_both_act(
     controller: DeploymentController,
     custom: kubernetes.client.CustomObjectsApi,
 ) -> None:
-    kube.call(lambda: _add_peering(kube.emulator))
+    kube.call(lambda: add_peering(kube.emulator))
     (tmp_path / "high").mkdir()
     (tmp_path / "low").mkdir()
     high = OperatorProcess(kubeconfig, tmp_path / "high", "--priority", "200")
@@ -628,20 +439,6 @@ def test_namespace_scope_ignores_other_namespaces(
     finally:
         proc.kill()
         print(proc.logs()[-10000:])
-
-
-def wait_resyncs_in(kube: KubeThread, namespace: str, count: int) -> None:
-    def reads(em: Emulator) -> int:
-        return sum(
-            1
-            for r in em.recorded()
-            if r.method.value == "GET"
-            and r.url.path.endswith(f"/namespaces/{namespace}/speechmodels/demo")
-            and r.headers.get("User-Agent") != TEST_USER_AGENT
-        )
-
-    start = kube.call(lambda: reads(kube.emulator))
-    kube.wait_for(lambda em: reads(em) >= start + count, what=f"{count} reconciles")
 
 
 def test_a_foreign_object_in_the_way_stalls_until_it_is_gone(

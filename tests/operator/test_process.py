@@ -17,7 +17,7 @@ import pytest
 from kube.deployment_controller import DeploymentController
 from kube.operator_process import OperatorProcess
 from kube.runner import KubeThread
-from test_integration import GROUP, NS, PLURAL, _add_peering, is_ready, manifest, wait_status
+from kube.scenario import GROUP, NS, PLURAL, add_peering, is_ready, manifest, wait_status
 
 pytestmark = [pytest.mark.xdist_group("operator-integration"), pytest.mark.timeout(120)]
 
@@ -102,7 +102,7 @@ def test_liveness_metrics_and_json_logs(
     controller: DeploymentController,
     api: kubernetes.client.ApiClient,
 ) -> None:
-    kube.call(lambda: _add_peering(kube.emulator))
+    kube.call(lambda: add_peering(kube.emulator))
     liveness, metrics = _free_port(), _free_port()
     proc = OperatorProcess(
         kubeconfig, tmp_path, "--liveness-port", str(liveness), "--metrics-port", str(metrics)

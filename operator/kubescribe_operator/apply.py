@@ -285,8 +285,9 @@ def stale_children(
 class Kube:
     """The few raw API calls the operator makes (JSON in, JSON out), over the official client."""
 
-    def __init__(self, api: ApiClient) -> None:
+    def __init__(self, api: ApiClient, *, timeout: tuple[float, float] = (5.0, 30.0)) -> None:
         self.api = api
+        self.timeout = timeout  # (connect, read) seconds: a hung call must not hang a handler
         # Which replica made a request shows in the API server's audit log.
         self.api.user_agent = f"{USER_AGENT} ({socket.gethostname()}/{os.getpid()})"
 
@@ -310,7 +311,9 @@ class Kube:
             body=body,
             auth_settings=["BearerToken"],
         )
-        response = self.api.call_api(m, url, header_params=hdrs, body=data)
+        response = self.api.call_api(
+            m, url, header_params=hdrs, body=data, _request_timeout=self.timeout
+        )
         response.read()
         text = response.data.decode("utf-8") if response.data else ""
         if not 200 <= response.status <= 299:
@@ -345,7 +348,12 @@ class Kube:
 
     def delete(self, path: str) -> None:
         try:
-            self.request("DELETE", path, body={"propagationPolicy": "Background"})
+            options = {
+                "apiVersion": "v1",
+                "kind": "DeleteOptions",
+                "propagationPolicy": "Background",
+            }
+            self.request("DELETE", path, body=options, content_type="application/json")
         except ApiException as exc:
             if exc.status != 404:
                 raise

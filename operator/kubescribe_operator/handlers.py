@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import kopf
+import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from kubescribe.errors import KubescribeError
@@ -219,6 +220,11 @@ def _run(
             f"Kubernetes API answered {exc.status} {exc.reason}; retrying",
             delay=options.retry_backoff_seconds,
         ) from exc
+    except urllib3.exceptions.HTTPError as exc:  # connection refused, timed out
+        metrics.ERRORS.labels("api_unreachable").inc()
+        raise kopf.TemporaryError(
+            f"Kubernetes API unreachable: {exc}; retrying", delay=options.retry_backoff_seconds
+        ) from exc
     except apply.ApplyError as exc:
         metrics.ERRORS.labels("apply").inc()
         raise kopf.TemporaryError(str(exc), delay=options.retry_backoff_seconds) from exc
@@ -283,7 +289,7 @@ def register(registry: kopf.OperatorRegistry, kube: apply.Kube, options: Options
         started = time.monotonic()
         try:
             reconcile(kube, namespace, owner, trigger=f"child_{type.lower()}")
-        except (ApiException, KubescribeError) as exc:
+        except (ApiException, KubescribeError, urllib3.exceptions.HTTPError) as exc:
             metrics.ERRORS.labels("child_event").inc()
             log.warning("reconcile of %s/%s after a child event failed: %s", namespace, owner, exc)
         log.debug("child event for %s/%s took %.3fs", namespace, owner, time.monotonic() - started)

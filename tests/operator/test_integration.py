@@ -292,6 +292,12 @@ def test_api_errors_are_retried_until_converged(
     update_spec(custom, "demo", {"model": {"uri": "s3://models/demo/2.0", "version": "2.0"}})
     wait_status(kube, is_ready("2.0"), "2.0 ready despite the conflict")
     assert kube.call(kube.emulator.pending_faults) == 0
+    # Events follow the stored status: failed status writes announced nothing twice.
+    reasons = kube.wait_for(
+        lambda em: event_reasons(em).count("RolloutSucceeded") == 2 and event_reasons(em),
+        what="the events",
+    )
+    assert reasons.count("RolloutStarted") == 2 and reasons.count("RolloutSucceeded") == 2
 
 
 def test_api_usage_is_what_apply_documents(

@@ -491,3 +491,21 @@ def test_service_monitor_without_its_crd_is_reported(
         lambda: kube.emulator.get("monitoring.coreos.com/v1/servicemonitors", NS, "demo")
     )
     assert monitor is not None and monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+
+
+def test_a_scale_change_is_applied_without_a_rollout(
+    kube: KubeThread,
+    operator: OperatorProcess,
+    custom: kubernetes.client.CustomObjectsApi,
+) -> None:
+    create(custom, manifest())
+    wait_status(kube, is_ready("1.0"), "1.0 ready")
+    ref = kube.call(lambda: model_ref_of(deployment(kube.emulator)))
+    update_spec(custom, "demo", {"replicas": 3})
+    done = wait_status(
+        kube, lambda s: is_ready("1.0")(s) and s.get("readyReplicas") == 3, "3 replicas ready"
+    )
+    assert done["observedGeneration"] == 2
+    assert [h["version"] for h in done["history"]] == ["1.0"]  # no new rollout
+    assert kube.call(lambda: model_ref_of(deployment(kube.emulator))) == ref
+    assert kube.call(lambda: event_reasons(kube.emulator)).count("RolloutStarted") == 1

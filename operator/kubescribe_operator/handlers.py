@@ -148,7 +148,8 @@ def reconcile(
             apply.patch_status(kube, namespace, name, patch)
             metrics.WRITES.labels("SpeechModel", "patch_status").inc()
             writes += 1
-        # Events only once the status that records the transition is stored (no duplicates).
+        # Events only once the status that records the transition is stored: never twice for
+        # one transition; a crash right here loses them (Events are best effort anyway).
         for event in decision.events:
             apply.post_event(kube, body, event.type, event.reason, event.message)
             metrics.WRITES.labels("Event", "create").inc()
@@ -208,6 +209,21 @@ def _block(
         apply.post_event(kube, body, "Warning", reason, message)
 
 
+def _error_kind(exc: Exception) -> str:
+    """The ``error`` label of the errors metric."""
+    if isinstance(exc, ApiException):
+        return f"api_{exc.status}"
+    if isinstance(exc, urllib3.exceptions.HTTPError):
+        return "api_unreachable"
+    if isinstance(exc, apply.ChildConflict):
+        return "child_conflict"
+    if isinstance(exc, apply.ResourceNotInstalled):
+        return "resource_not_installed"
+    if isinstance(exc, SpecError):
+        return "invalid_spec"
+    return type(exc).__name__
+
+
 def _run(
     kube: apply.Kube, options: Options, namespace: str, name: str, trigger: str
 ) -> Outcome | None:
@@ -215,21 +231,21 @@ def _run(
     try:
         outcome = reconcile(kube, namespace, name, trigger=trigger)
     except ApiException as exc:
-        metrics.ERRORS.labels(f"api_{exc.status}").inc()
+        metrics.ERRORS.labels(_error_kind(exc)).inc()
         raise kopf.TemporaryError(
             f"Kubernetes API answered {exc.status} {exc.reason}; retrying",
             delay=options.retry_backoff_seconds,
         ) from exc
     except urllib3.exceptions.HTTPError as exc:  # connection refused, timed out
-        metrics.ERRORS.labels("api_unreachable").inc()
+        metrics.ERRORS.labels(_error_kind(exc)).inc()
         raise kopf.TemporaryError(
             f"Kubernetes API unreachable: {exc}; retrying", delay=options.retry_backoff_seconds
         ) from exc
     except apply.ApplyError as exc:
-        metrics.ERRORS.labels("apply").inc()
+        metrics.ERRORS.labels(_error_kind(exc)).inc()
         raise kopf.TemporaryError(str(exc), delay=options.retry_backoff_seconds) from exc
     except KubescribeError as exc:
-        metrics.ERRORS.labels("invalid_spec").inc()
+        metrics.ERRORS.labels(_error_kind(exc)).inc()
         raise kopf.PermanentError(str(exc)) from exc
     if outcome is not None:
         log.debug(
@@ -290,7 +306,7 @@ def register(registry: kopf.OperatorRegistry, kube: apply.Kube, options: Options
         try:
             reconcile(kube, namespace, owner, trigger=f"child_{type.lower()}")
         except (ApiException, KubescribeError, urllib3.exceptions.HTTPError) as exc:
-            metrics.ERRORS.labels("child_event").inc()
+            metrics.ERRORS.labels(_error_kind(exc)).inc()
             log.warning("reconcile of %s/%s after a child event failed: %s", namespace, owner, exc)
         log.debug("child event for %s/%s took %.3fs", namespace, owner, time.monotonic() - started)
 

@@ -13,7 +13,7 @@ from kube.deployment_controller import DeploymentController
 from kube.emulator import Emulator
 from kube.operator_process import OperatorProcess
 from kube.runner import TEST_USER_AGENT, KubeThread
-from kube.scenario import add_peering
+from kube.scenario import add_peering, free_port
 
 CRD = Path(__file__).parents[2] / "crds" / "speechmodel.yaml"
 
@@ -60,7 +60,7 @@ def operator(
     kube: KubeThread, kubeconfig: Path, tmp_path: Path, controller: DeploymentController
 ) -> Iterator[OperatorProcess]:
     kube.call(lambda: add_peering(kube.emulator))
-    proc = OperatorProcess(kubeconfig, tmp_path)
+    proc = OperatorProcess(kubeconfig, tmp_path, "--metrics-port", str(free_port()))
     proc.start()
     try:
         yield proc

@@ -30,8 +30,10 @@ from kube.scenario import (
     deployment,
     deployment_patches,
     event_reasons,
+    http_get,
     is_ready,
     manifest,
+    metric,
     model_ref_of,
     operator_writes,
     peers,
@@ -237,6 +239,7 @@ def test_operator_restart_mid_rollout_converges_without_duplicates(
     controller.behave("hold", when='"value":"s3://models/demo/2.0"')
     update_spec(custom, "demo", {"model": {"uri": "s3://models/demo/2.0", "version": "2.0"}})
     wait_status(kube, lambda s: s.get("targetVersion") == "2.0", "the rollout to start")
+    kube.wait_for(lambda em: event_reasons(em).count("RolloutStarted") == 2, what="the event")
     operator.kill()
     controller.behave("ok", when='"value":"s3://models/demo/2.0"')
     kube.wait_for(lambda em: pods_by_version(em) == {"2.0": 2}, what="the rollout to finish")
@@ -292,6 +295,8 @@ def test_api_errors_are_retried_until_converged(
     update_spec(custom, "demo", {"model": {"uri": "s3://models/demo/2.0", "version": "2.0"}})
     wait_status(kube, is_ready("2.0"), "2.0 ready despite the conflict")
     assert kube.call(kube.emulator.pending_faults) == 0
+    _, text = http_get(operator.metrics_url)
+    assert metric(text, "kubescribe_operator_reconcile_errors_total", error="api_409") >= 1
     # Events follow the stored status: failed status writes announced nothing twice.
     reasons = kube.wait_for(
         lambda em: event_reasons(em).count("RolloutSucceeded") == 2 and event_reasons(em),

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +14,18 @@ import pytest
 from kube.deployment_controller import DeploymentController
 from kube.operator_process import OperatorProcess
 from kube.runner import KubeThread
-from kube.scenario import GROUP, NS, PLURAL, add_peering, is_ready, manifest, wait_status
+from kube.scenario import (
+    GROUP,
+    NS,
+    PLURAL,
+    add_peering,
+    free_port,
+    http_get,
+    is_ready,
+    manifest,
+    metric,
+    wait_status,
+)
 
 pytestmark = [pytest.mark.xdist_group("operator-integration"), pytest.mark.timeout(120)]
 
@@ -72,29 +80,6 @@ def test_missing_credentials_is_one_clear_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status, response.read().decode()
-    except (urllib.error.URLError, ConnectionError):
-        return 0, ""
-
-
-def _metric(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        named = line.startswith((name + "{", name + " "))
-        if named and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 def test_liveness_metrics_and_json_logs(
     kube: KubeThread,
     kubeconfig: Path,
@@ -103,14 +88,14 @@ def test_liveness_metrics_and_json_logs(
     api: kubernetes.client.ApiClient,
 ) -> None:
     kube.call(lambda: add_peering(kube.emulator))
-    liveness, metrics = _free_port(), _free_port()
+    liveness, metrics = free_port(), free_port()
     proc = OperatorProcess(
         kubeconfig, tmp_path, "--liveness-port", str(liveness), "--metrics-port", str(metrics)
     )
     proc.start()
     try:
         kube.wait_for(
-            lambda _: _get(f"http://127.0.0.1:{liveness}/healthz")[0] == 200,
+            lambda _: http_get(f"http://127.0.0.1:{liveness}/healthz")[0] == 200,
             timeout=30,
             what="the liveness probe",
         )
@@ -121,16 +106,16 @@ def test_liveness_metrics_and_json_logs(
         wait_status(kube, is_ready("1.0"), "1.0 ready")
 
         def scraped(_: object) -> str | None:
-            status, text = _get(f"http://127.0.0.1:{metrics}/metrics")
-            done = _metric(text, "kubescribe_operator_rollouts_total", result="succeeded") >= 1
+            status, text = http_get(f"http://127.0.0.1:{metrics}/metrics")
+            done = metric(text, "kubescribe_operator_rollouts_total", result="succeeded") >= 1
             return text if status == 200 and done else None
 
         text = kube.wait_for(scraped, timeout=30, what="the rollout in the metrics")
-        assert _metric(text, "kubescribe_operator_reconciles_total") >= 1
-        assert _metric(text, "kubescribe_operator_rollouts_total", result="started") == 1
-        assert _metric(text, "kubescribe_operator_reconcile_duration_seconds_count") >= 1
+        assert metric(text, "kubescribe_operator_reconciles_total") >= 1
+        assert metric(text, "kubescribe_operator_rollouts_total", result="started") == 1
+        assert metric(text, "kubescribe_operator_reconcile_duration_seconds_count") >= 1
         assert (
-            _metric(text, "kubescribe_operator_writes_total", kind="Deployment", verb="create") == 1
+            metric(text, "kubescribe_operator_writes_total", kind="Deployment", verb="create") == 1
         )
         assert "kubescribe_operator_reconcile_errors_total" in text
     finally:

@@ -29,6 +29,12 @@ class OperatorProcess:
         self.runs = 0
 
     @property
+    def metrics_url(self) -> str:
+        """The /metrics URL, when started with ``--metrics-port``."""
+        port = self.extra[self.extra.index("--metrics-port") + 1]
+        return f"http://127.0.0.1:{port}/metrics"
+
+    @property
     def log_path(self) -> Path:
         return self.log_dir / f"operator-{self.runs}.log"
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -211,3 +214,26 @@ def wait_resyncs_in(kube: KubeThread, namespace: str, count: int) -> None:
 
     start = kube.call(lambda: reads(kube.emulator))
     kube.wait_for(lambda em: reads(em) >= start + count, what=f"{count} reconciles")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http_get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status, response.read().decode()
+    except (urllib.error.URLError, ConnectionError):
+        return 0, ""
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        named = line.startswith((name + "{", name + " "))
+        if named and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total

@@ -105,6 +105,7 @@ def prune_main(argv: Sequence[str]) -> int:
     parser.add_argument("--amount", type=float, default=0.5, help="fraction of units removed")
     parser.add_argument("--config", type=Path, help="training configuration for the fine-tune")
     parser.add_argument("--finetune-minutes", type=_positive_float, help="fine-tune budget")
+    parser.add_argument("--threads", type=int, help="override torch CPU threads of the fine-tune")
     args = parser.parse_args(argv)
 
     from kubescribe_modeling.checkpoint import load_checkpoint, save_checkpoint
@@ -129,6 +130,7 @@ def prune_main(argv: Sequence[str]) -> int:
                 "out_dir": str(args.output.with_suffix("")) + "-finetune",
                 "max_minutes": args.finetune_minutes,
                 "warmup_steps": 0,
+                **({"threads": args.threads} if args.threads else {}),
             },
         )
         result = train(cfg, init=pruned)

@@ -62,7 +62,7 @@ class Settings:
     long_seconds: tuple[float, ...]
 
 
-FULL = Settings(None, 3, (60.0, 3600.0))
+FULL = Settings(None, 3, (60.0, 600.0, 3600.0))
 SMOKE = Settings(3, 1, (30.0,))
 
 

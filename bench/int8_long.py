@@ -252,8 +252,10 @@ def render(
         parts.append(f"Not in the artifact, so not measured: {', '.join(missing)}.")
     parts += [
         "Long audio: one fresh `kubescribe transcribe` process per file (model load "
-        "included), 20 s windows with 2 s overlap; peak RSS of that process (it holds the "
-        "whole WAV file in memory, as the server holds an upload):",
+        "included; default flags: 20 s windows with 2 s overlap, `--max-batch-size 16`, so a "
+        "long file keeps up to 16 windows in flight and fills batches by itself); peak RSS of "
+        "that process, which holds the whole WAV file in memory as the server holds an upload. "
+        "The WER checks the stitching of the windows against the concatenated references:",
         markdown_table(
             ["audio", "WAV MB", "wall s", "RTF", "audio s/s", "peak RSS MB", "WER"], long_rows
         ),

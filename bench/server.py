@@ -32,6 +32,7 @@ import requests
 from bench.common import (
     REPO,
     BenchError,
+    Clip,
     add_artifact_options,
     base_parser,
     build_clips,
@@ -221,9 +222,16 @@ def run(argv: Sequence[str] | None) -> int:
     artifact = require_artifact(args.artifact)
     utterances = read_testset()
     wavs = {}
+    limits: dict[tuple[float, int], float] = {}
     for seconds in settings.clip_seconds:
         (clip,) = build_clips(utterances, 1, seconds)
         wavs[seconds] = wav_bytes(clip.samples)
+        for batch in (1, settings.batch_size):
+            limits[seconds, batch] = model_limit(artifact, args.threads, clip, batch)
+            progress(
+                f"model only, {seconds:g} s clips, batch {batch}: "
+                f"{limits[seconds, batch]:.1f} audio s/s"
+            )
     results: dict[str, list[Cell]] = {}
     with tempfile.TemporaryDirectory(prefix="kubescribe-bench-") as tmp:
         for mode in MODES:
@@ -247,7 +255,7 @@ def run(argv: Sequence[str] | None) -> int:
         args,
         SECTION,
         "Server over HTTP (`python -m bench.server`)",
-        render(args, settings, results),
+        render(args, settings, results, limits),
     )
     return 0
 
@@ -279,7 +287,23 @@ def target_lines(results: dict[str, list[Cell]]) -> list[str]:
     return lines or ["- 16 clients not run (smoke): no target checked"]
 
 
-def render(args: argparse.Namespace, settings: Settings, results: dict[str, list[Cell]]) -> str:
+def model_limit(artifact: Path, threads: int, clip: Clip, batch: int) -> float:
+    """Audio s/s of onnxruntime alone on precomputed features of ``batch`` copies of ``clip``
+    (best of 3): what no server can beat at that batch size."""
+    from bench.pipeline import measure, model_only_engine
+
+    engine = model_only_engine(artifact, threads, [clip] * batch, batch)
+    engine.run(list(range(batch)))  # warm-up
+    best = min(measure(engine, batch, batch)[0] for _ in range(3))
+    return batch * clip.seconds / best
+
+
+def render(
+    args: argparse.Namespace,
+    settings: Settings,
+    results: dict[str, list[Cell]],
+    limits: dict[tuple[float, int], float],
+) -> str:
     header = [
         "clip", "clients", "mode", "requests ok", "failed", "audio s/s", "req/s",
         "p50 s", "p95 s", "p99 s", "p99 / p50",
@@ -311,6 +335,8 @@ def render(args: argparse.Namespace, settings: Settings, results: dict[str, list
             fmt(on.throughput),
             fmt(off.throughput),
             ratio(on.throughput, off.throughput),
+            fmt(limits[on.clip_s, settings.batch_size]),
+            ratio(limits[on.clip_s, settings.batch_size], off.throughput),
         ]
         for on, off in zip(results["batching on"], results["batching off"], strict=True)
     ]
@@ -326,9 +352,28 @@ def render(args: argparse.Namespace, settings: Settings, results: dict[str, list
             f"{settings.cell_seconds:g} s of starting new ones; latency as the client sees it.",
             "\n".join(machine_facts(args.threads, ("onnxruntime", "waitress", "requests"))),
             markdown_table(header, rows),
-            "Dynamic batching, throughput on vs off:",
+            "Dynamic batching, throughput on vs off. *Model only* is onnxruntime alone on "
+            f"precomputed features of {settings.batch_size} such clips (same threads), measured "
+            "in this run before the servers started: no server can beat it, so *model only / "
+            "off* is the most batching could gain here. Model only at batch 1 vs batch "
+            f"{settings.batch_size}: "
+            + "; ".join(
+                f"{c:g} s clips {fmt(limits[c, 1])} vs {fmt(limits[c, settings.batch_size])} "
+                "audio s/s"
+                for c in settings.clip_seconds
+            )
+            + ".",
             markdown_table(
-                ["clip", "clients", "on (audio s/s)", "off (audio s/s)", "on / off"], speedups
+                [
+                    "clip",
+                    "clients",
+                    "on (audio s/s)",
+                    "off (audio s/s)",
+                    "on / off",
+                    f"model only, batch {settings.batch_size} (audio s/s)",
+                    "ceiling of on / off",
+                ],
+                speedups,
             ),
             "Targets:",
             "\n".join(targets),

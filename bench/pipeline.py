@@ -28,7 +28,7 @@ import io
 import pstats
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bench.common import (
@@ -268,8 +268,17 @@ def run(argv: Sequence[str] | None) -> int:
     parser = base_parser(__doc__.splitlines()[0] if __doc__ else "pipeline benchmark")
     add_artifact_options(parser)
     parser.add_argument("--clips", type=int, help="number of clips (default 32; smoke 2)")
+    parser.add_argument(
+        "--batches", type=int, nargs="+", help="batch sizes (default 1 8 16 32; smoke 1 2)"
+    )
     args = parser.parse_args(argv)
     settings = SMOKE if args.smoke else FULL
+    if args.clips is not None and args.clips < 1:
+        parser.error("--clips must be at least 1")
+    if args.batches:
+        if min(args.batches) < 1:
+            parser.error("--batches: every batch size must be at least 1")
+        settings = replace(settings, batches=tuple(args.batches))
     count = args.clips or settings.clips
     artifact = require_artifact(args.artifact)
 

@@ -100,6 +100,21 @@ def require_artifact(path: Path) -> Path:
     return path
 
 
+def artifact_label(path: Path) -> str:
+    """``path`` (relative to the repository when inside it) with the manifest's name and
+    version, e.g. ``examples/models/demo`` (kubescribe-demo-en 1.0.0)."""
+    import yaml
+
+    shown = path.resolve()
+    with_name = str(shown.relative_to(REPO)) if shown.is_relative_to(REPO) else str(shown)
+    try:
+        manifest = yaml.safe_load((path / "kubescribe.yaml").read_text(encoding="utf-8"))
+        what = f" ({manifest['name']} {manifest['version']})"
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        what = ""
+    return f"`{with_name}`{what}"
+
+
 # ---- machine facts ------------------------------------------------------------------------
 
 

@@ -29,6 +29,7 @@ import onnxruntime as ort
 
 from bench.common import (
     add_artifact_options,
+    artifact_label,
     base_parser,
     build_clips,
     build_random_artifact,
@@ -192,7 +193,7 @@ def render(
     sizes = ", ".join(f"{k} {v}" for k, v in settings.large.items())
     mode = "smoke (tiny sizes: not a measurement)" if args.smoke else "full"
     parts = [
-        f"Run: {mode}. Models: the demo artifact (`{args.artifact}`) and a randomly "
+        f"Run: {mode}. Models: the demo artifact ({artifact_label(args.artifact)}) and a randomly "
         f"initialised Conformer-CTC ({sizes}: {params}), exported by "
         "`kubescribe_modeling`; model only (features precomputed on the CPU), "
         f"{settings.clip_seconds:g} s clips, best of {settings.repeats} after 3 warm-up runs.",

@@ -32,6 +32,7 @@ from bench.common import (
     BenchError,
     Utterance,
     add_artifact_options,
+    artifact_label,
     base_parser,
     build_clips,
     finish,
@@ -240,7 +241,7 @@ def render(
     ]
     mode = "smoke (tiny sizes: not a measurement)" if args.smoke else "full"
     parts = [
-        f"Run: {mode}; artifact `{artifact}`.",
+        f"Run: {mode}; artifact {artifact_label(artifact)}.",
         "\n".join(machine_facts(args.threads, ("onnxruntime", "numpy", "soundfile", "soxr"))),
         f"int8 vs fp32: the runtime pipeline at batch 1 over {clips} test-set clips "
         f"({audio_s:.0f} s of audio), best of {settings.repeats} interleaved round(s):",

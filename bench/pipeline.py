@@ -34,6 +34,7 @@ from pathlib import Path
 from bench.common import (
     Clip,
     add_artifact_options,
+    artifact_label,
     base_parser,
     build_clips,
     finish,
@@ -422,7 +423,7 @@ def render(
     mode = "smoke (tiny sizes: not a measurement)" if args.smoke else "full"
     verdicts = "\n".join(target_lines(results, audio_s))
     parts = [
-        f"Run: {mode}; artifact `{artifact.name}` (`{artifact}`); {count} clips of "
+        f"Run: {mode}; artifact {artifact_label(artifact)}; {count} clips of "
         f"{settings.seconds:g} s ({audio_s:.0f} s of audio) concatenated from the committed "
         "test set; best of "
         f"{settings.repeats} interleaved round(s). Higher is better; ratios are from this one "

@@ -34,6 +34,7 @@ from bench.common import (
     BenchError,
     Clip,
     add_artifact_options,
+    artifact_label,
     base_parser,
     build_clips,
     finish,
@@ -344,12 +345,13 @@ def render(
     targets = target_lines(results)
     return "\n\n".join(
         [
-            f"Run: {mode}; artifact `{args.artifact}`; server flags `--threads {args.threads} "
-            f"--http-threads 80 --max-queue 512`; batching on = `--max-batch-size "
-            f"{settings.batch_size} --max-delay-ms {settings.max_delay_ms:g}`, off = "
-            f"`--max-batch-size 1`. Each cell: closed-loop clients, at most "
-            f"max({settings.min_requests}, {settings.per_client} × clients) requests or "
-            f"{settings.cell_seconds:g} s of starting new ones; latency as the client sees it.",
+            f"Run: {mode}; artifact {artifact_label(args.artifact)}; server flags "
+            f"`--threads {args.threads} --http-threads 80 --max-queue 512`; batching on = "
+            f"`--max-batch-size {settings.batch_size} --max-delay-ms "
+            f"{settings.max_delay_ms:g}`, off = `--max-batch-size 1`. Each cell: closed-loop "
+            f"clients, at most max({settings.min_requests}, {settings.per_client} × clients) "
+            f"requests or {settings.cell_seconds:g} s of starting new ones; latency as the "
+            "client sees it.",
             "\n".join(machine_facts(args.threads, ("onnxruntime", "waitress", "requests"))),
             markdown_table(header, rows),
             "Dynamic batching, throughput on vs off. *Model only* is onnxruntime alone on "

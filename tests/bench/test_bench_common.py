@@ -73,3 +73,48 @@ def test_percentile_and_table() -> None:
 def test_verdict_says_by_how_much_a_target_is_missed() -> None:
     assert verdict(1.2, 1.0).startswith("met")
     assert "missed by 25 %" in verdict(0.6, 0.8)
+
+
+def test_pipeline_targets_compare_with_the_best_peer_and_the_limit() -> None:
+    from bench.pipeline import Result, target_lines
+
+    result = Result(
+        best_s={
+            "kubescribe": 10.0,
+            "kubescribe service": 11.0,
+            "onnx-asr": 8.0,
+            "sherpa-onnx": 20.0,
+            "model only": 5.0,
+        }
+    )
+    lines = target_lines({16: result}, audio_s=100.0)
+    # kubescribe 10 audio s/s, best peer onnx-asr 12.5: missed by 20 %; limit 20: 0.5 of it.
+    assert "best peer (onnx-asr)" in lines[0] and "missed by 20 %" in lines[0]
+    assert "model-only limit" in lines[1] and "missed by 38 %" in lines[1]
+
+
+def test_server_targets_at_16_clients() -> None:
+    from bench.server import Cell, target_lines
+
+    on = Cell(16, 5.0, latencies=[1.0] * 98 + [5.0, 5.0], elapsed=10.0)
+    off = Cell(16, 5.0, latencies=[1.0] * 25, elapsed=10.0)
+    (line,) = target_lines({"batching on": [on], "batching off": [off]})
+    assert "4.00× ≥ 3× (met)" in line  # 50 vs 12.5 audio s/s
+    assert "p99 / p50 with batching on **5.00× > 3× (missed)**" in line
+    assert target_lines({"batching on": [], "batching off": []})[0].startswith("- 16 clients not")
+
+
+def test_gpu_section_says_plainly_when_nothing_was_measured() -> None:
+    import argparse
+    from pathlib import Path
+
+    from bench.gpu import SMOKE, Row, render
+
+    args = argparse.Namespace(smoke=True, artifact=Path("examples/models/demo"))
+    text = render(args, SMOKE, False, "no CUDA provider", [], 1000)
+    assert "**No CUDA here: nothing was measured.**" in text
+    assert "| model |" not in text
+    rows = [Row("demo", 8, 0.02, 80.0)]
+    text = render(args, SMOKE, True, "CUDA", rows, 100_000_000)
+    assert "| demo | 8 | 20.0 | 0.00025 | 4,000 |" in text
+    assert "100.0 M parameters" in text

@@ -468,7 +468,9 @@ def run(argv: Sequence[str] | None) -> int:
 
 def _secs(phase: Phase, done: int, timeout: float) -> str:
     value = phase.children_s if phase is not None else None
-    return fmt(value) if value is not None else f"not within {timeout:g} s ({done}/{phase.models})"
+    if value is not None:
+        return f"{fmt(value)} s"
+    return f"not within {timeout:g} s ({done}/{phase.models})"
 
 
 def render(args: argparse.Namespace, settings: Settings, report: Report) -> str:
@@ -481,13 +483,13 @@ def render(args: argparse.Namespace, settings: Settings, report: Report) -> str:
     idle_total = sum(report.idle_reconciles.values())
     idle_triggers = ", ".join(f"{t} {n}" for t, n in sorted(report.idle_reconciles.items()))
     ready = (
-        fmt(first.ready_s)
+        f"{fmt(first.ready_s)} s"
         if first.ready_s is not None
         else f"not within {settings.timeout_s:g} s ({first.last.ready}/{first.models})"
     )
     second = report.second
     second_children = (
-        fmt(second.children_s)
+        f"{fmt(second.children_s)} s"
         if second.children_s is not None
         else f"not within {settings.timeout_s:g} s ({second.last.with_status}/{second.models}"
         f"; {second.last.ready} Ready)"

@@ -467,7 +467,7 @@ def run(argv: Sequence[str] | None) -> int:
 
 
 def _secs(phase: Phase, done: int, timeout: float) -> str:
-    value = phase.children_s if phase is not None else None
+    value = phase.children_s
     if value is not None:
         return f"{fmt(value)} s"
     return f"not within {timeout:g} s ({done}/{phase.models})"

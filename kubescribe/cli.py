@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from kubescribe import __version__
 from kubescribe.errors import KubescribeError
 
-# subcommand -> (module, function, one-line help). Each function takes argv and returns an exit code.
+# subcommand -> (module, function, one-line help); each function takes argv, returns an exit code.
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "serve": ("kubescribe_runtime.cli", "serve_main", "serve a model over the HTTP API"),
     "transcribe": ("kubescribe_runtime.cli", "transcribe_main", "transcribe audio files"),

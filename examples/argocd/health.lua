@@ -76,17 +76,6 @@ if ready ~= nil and ready.status == "True" then
   return hs
 end
 
--- Not ready while the model's own rollout record says a rollout is under way (the first
--- pods of a new model are still fetching and loading it): progressing, not broken.
-local history = status.history
-local last = history ~= nil and history[#history] or nil
-if last ~= nil and last.result == "InProgress" and (ready == nil or ready.status ~= "True") then
-  hs.status = "Progressing"
-  hs.message = "Rolling out model version " .. tostring(last.version) .. ": "
-    .. describe(ready, "waiting for ready replicas")
-  return hs
-end
-
 if ready ~= nil and ready.status == "False" then
   hs.status = "Degraded"
   hs.message = describe(ready, "NotReady")

@@ -96,6 +96,10 @@ class Observed(BaseModel):
     available_replicas: int = 0
     deadline_exceeded: bool = False
     deadline_message: str = ""
+    # The Deployment controller reports a rollout of its pod template under way, within its
+    # progress deadline (its Progressing condition is True and not yet NewReplicaSetAvailable).
+    # A scale-up or lost pods of a completed rollout keep NewReplicaSetAvailable.
+    template_rolling: bool = False
     ready_by_ref: dict[str, int] = Field(default_factory=dict)
     problems_by_ref: dict[str, tuple[PodProblem, ...]] = Field(default_factory=dict)
     # Why pods wait without having failed (e.g. unschedulable: no free GPU), for messages.
@@ -221,6 +225,12 @@ def observe(
         ),
         None,
     )
+    template_rolling = any(
+        c.get("type") == "Progressing"
+        and c.get("status") == "True"
+        and c.get("reason") != "NewReplicaSetAvailable"
+        for c in status.get("conditions") or []
+    )
     ready_by_ref: dict[str, int] = {}
     for rs in replicasets:
         ref = _ref_of_template(rs)
@@ -253,6 +263,7 @@ def observe(
         available_replicas=int(status.get("availableReplicas") or 0),
         deadline_exceeded=deadline is not None,
         deadline_message=_short(str(deadline.get("message") or "")) if deadline else "",
+        template_rolling=template_rolling,
         ready_by_ref=ready_by_ref,
         problems_by_ref={ref: tuple(found) for ref, found in problems.items()},
         notes_by_ref={ref: tuple(found) for ref, found in notes.items()},
@@ -537,9 +548,12 @@ def _conditions(
             "Stalled": (True, reason, message),
         }, phase
     if seen.progress is Progress.COMPLETE or (
-        # Every pod runs the model and some are not available yet: an HPA scale-up, not a
-        # rollout, unless the model itself is still being rolled out.
-        seen.progress is Progress.SCALING and not state.rolling_model
+        # Every pod runs the model and some are not available yet: an HPA scale-up or lost
+        # pods of a serving model, not a rollout, unless the model itself is still being rolled
+        # out or the Deployment still rolls its pod template out (within its deadline).
+        seen.progress is Progress.SCALING
+        and not state.rolling_model
+        and not observed.template_rolling
     ):
         available = observed.available_replicas
         serving = available > 0 or observed.desired_replicas == 0
@@ -565,7 +579,9 @@ def _conditions(
     current = state.prev.current_version
     serving = ready_count > 0 and current is not None
     first = state.lkg is None and current is None
-    pending = seen.progress in (Progress.ABSENT, Progress.PENDING) or ready_count == 0
+    # Pending until the Deployment runs the model's pods; once they are created, starting
+    # (fetching, loading) is progress, whether or not any is ready yet.
+    pending = seen.progress in (Progress.ABSENT, Progress.PENDING)
     return {
         "Ready": (
             serving,

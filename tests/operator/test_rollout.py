@@ -54,6 +54,7 @@ def deployed(
     deadline: bool = False,
     failing: str | None = None,
     old_ref: ModelRef | None = None,
+    template_rolling: bool = False,
 ) -> Observed:
     """A Deployment whose template runs `ref`; `old` pods of `old_ref` still around."""
     updated = desired if updated is None else updated
@@ -82,6 +83,7 @@ def deployed(
         available_replicas=available + old_ready,
         deadline_exceeded=deadline,
         deadline_message='ReplicaSet "demo-2" has timed out progressing.' if deadline else "",
+        template_rolling=template_rolling,
         ready_by_ref=ready_by_ref,
         problems_by_ref=problems,
     )
@@ -237,6 +239,23 @@ CASES = [
         message_has=("2/2 replica(s) updated, 1 available",),
     ),
     Case(
+        # Every pod created, none ready yet (fetching, loading the model): progress, not
+        # a loss of capacity.
+        "create-pods-created-none-ready",
+        fresh,
+        make_spec(V1),
+        deployed(V1, updated=2, available=0, template_rolling=True),
+        phase="Progressing",
+        ready=("False", "RolloutInProgress"),
+        reconciling=IN_FLIGHT,
+        stalled=NOT_STALLED,
+        current=None,
+        last_known_good=None,
+        history=("1.0.0:InProgress",),
+        events=("RolloutStarted",),
+        message_has=("2/2 replica(s) updated, 0 available",),
+    ),
+    Case(
         "create-complete-at-once",
         fresh,
         make_spec(V1),
@@ -307,6 +326,30 @@ CASES = [
         phase="Progressing",
         reconciling=("True", "Updating"),
         stalled=("False", "Updating"),
+    ),
+    Case(
+        # A change that is no new model replaced every pod at once (maxUnavailable allows it):
+        # the Deployment still rolls within its deadline.
+        "template-change-pods-replaced-none-ready-yet",
+        steady_v1,
+        make_spec(V1),
+        deployed(V1, updated=2, available=0, template_rolling=True),
+        generation=2,
+        phase="Progressing",
+        ready=("False", "Updating"),
+        reconciling=("True", "Updating"),
+        stalled=("False", "Updating"),
+        message_has=("updating: 2/2 replica(s) updated, 0 available",),
+    ),
+    Case(
+        # The rollout had completed (the Deployment says NewReplicaSetAvailable); the pods are
+        # gone since: a serving model that lost its capacity.
+        "serving-model-loses-every-pod-is-degraded",
+        steady_v1,
+        make_spec(V1),
+        deployed(V1, updated=2, available=0),
+        phase="Degraded",
+        ready=("False", "NoReplicaAvailable"),
     ),
     Case(
         "serving-pods-start-crashing-later",
@@ -854,9 +897,16 @@ def test_observe_lagging_controller_and_deadline() -> None:
     assert not seen.template_observed
     assert seen.deadline_exceeded and seen.deadline_message == "timed out"
     progressing = {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}
-    assert not observe(
-        _deployment(V2, observedGeneration=4, conditions=[progressing]), [], []
-    ).deadline_exceeded
+    done = observe(_deployment(V2, observedGeneration=4, conditions=[progressing]), [], [])
+    assert not done.deadline_exceeded and not done.template_rolling
+    assert not seen.template_rolling  # past its deadline: failing, no longer rolling
+
+
+@pytest.mark.parametrize("reason", ["ReplicaSetUpdated", "NewReplicaSetCreated"])
+def test_observe_a_template_rollout_within_its_deadline(reason: str) -> None:
+    progressing = {"type": "Progressing", "status": "True", "reason": reason}
+    seen = observe(_deployment(V2, observedGeneration=4, conditions=[progressing]), [], [])
+    assert seen.template_rolling and not seen.deadline_exceeded
 
 
 @pytest.mark.parametrize(

@@ -194,7 +194,9 @@ def test_argocd_cm_embeds_the_same_script() -> None:
     assert configmap["data"][key] == HEALTH_LUA.read_text()
 
 
-def test_history_in_progress_is_progressing_not_degraded() -> None:
+def test_health_reads_the_conditions_not_the_history() -> None:
+    # The operator's conditions say whether a rollout is under way (Reconciling); the history is
+    # a record for humans and does not turn a not-ready, not-reconciling model into Progressing.
     status = {
         "observedGeneration": 3,
         "conditions": [cond("Ready", "False", "NoReplicaAvailable"), NOT_RECONCILING, NOT_STALLED],
@@ -203,12 +205,9 @@ def test_history_in_progress_is_progressing_not_degraded() -> None:
             {"version": "1.1.0", "uri": "u", "started": "t", "result": "InProgress"},
         ],
     }
-    assert health(model(status)) == (
-        "Progressing",
-        "Rolling out model version 1.1.0: NoReplicaAvailable",
-    )
-    status["history"][-1]["result"] = "Succeeded"
-    assert health(model(status))[0] == "Degraded"
+    assert health(model(status)) == ("Degraded", "NoReplicaAvailable")
+    status["conditions"][1] = cond("Reconciling", "True", "RolloutInProgress", "1/2 updated")
+    assert health(model(status)) == ("Progressing", "RolloutInProgress: 1/2 updated")
 
 
 SCENARIOS = rollout_scenarios()

@@ -58,6 +58,9 @@ class DeploymentController:
         self._rules: list[tuple[Callable[[JSON], bool], Mode]] = []
         self._rollout_started: dict[str, float] = {}  # deployment uid + hash -> monotonic time
         self._created: dict[str, float] = {}  # pod uid -> monotonic time
+        # Rollouts that completed (deployment uid + hash): like the real controller, a scale-up
+        # or lost pods afterwards keep Progressing=True/NewReplicaSetAvailable.
+        self._completed: set[str] = set()
         self.paused = False
 
     # ---- cues for the test -------------------------------------------------------------------
@@ -131,6 +134,7 @@ class DeploymentController:
         if current is None:
             current = await self._create_replicaset(deployment, template, digest, revision)
             self._rollout_started[uid + digest] = time.monotonic()
+            self._completed.discard(uid + digest)
         elif (
             current["metadata"]["name"] != max(replicasets, key=self._revision)["metadata"]["name"]
         ):
@@ -142,6 +146,7 @@ class DeploymentController:
                 lambda rs, r=revision: _annotate(rs, "deployment.kubernetes.io/revision", str(r)),
             )
             self._rollout_started[uid + digest] = time.monotonic()
+            self._completed.discard(uid + digest)
         started = self._rollout_started.setdefault(uid + digest, time.monotonic())
 
         mode = self.mode_for(template)
@@ -160,6 +165,8 @@ class DeploymentController:
         ready = sum(1 for p in all_pods if _pod_ready(p))
         deadline = float(spec.get("progressDeadlineSeconds", 600))
         if complete:
+            self._completed.add(uid + digest)
+        if complete or (uid + digest in self._completed and not old_pods):
             progressing = _condition(
                 "Progressing",
                 True,

@@ -1,0 +1,241 @@
+"""End to end: the real `kubescribe serve` process on loopback, the bundled demo model and the
+committed held-out test set. Transcripts are scored with jiwer against the references."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import jiwer
+import numpy as np
+import onnx_asr
+import openai
+import pytest
+import requests
+import rt_bad_inputs
+import soundfile as sf
+from kubescribe_runtime.config import DEMO_MODEL_DIR, ServeConfig
+from kubescribe_runtime.manifest import ArtifactManifest
+from kubescribe_runtime.service import build_transcriber
+from rt_server import ROOT, ServerProcess, start_server
+
+pytestmark = pytest.mark.xdist_group("runtime-server")
+
+TESTSET = ROOT / "examples" / "testset"
+SAMPLE = ROOT / "examples" / "audio" / "sample.wav"
+SAMPLE_TEXT = (ROOT / "examples" / "audio" / "sample.txt").read_text(encoding="utf-8").strip()
+SR = 16000
+# The runtime must reproduce the WER the artifact was released with (same features, same
+# decoding); a little slack covers nothing but rounding in the manifest.
+WER_SLACK = 0.005
+MAX_AUDIO_SECONDS = 900
+MAX_UPLOAD_MB = 24
+
+
+@dataclass(frozen=True)
+class Clip:
+    path: Path
+    text: str
+
+
+@pytest.fixture(scope="module")
+def clips() -> list[Clip]:
+    lines = (TESTSET / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
+    entries = [json.loads(line) for line in lines if line.strip()]
+    return [Clip(TESTSET / e["audio"], e["text"]) for e in entries]
+
+
+@pytest.fixture(scope="module")
+def released_wer() -> float:
+    manifest = ArtifactManifest.load(DEMO_MODEL_DIR)
+    results = [e.wer for e in manifest.evaluation if e.model_file == "model.onnx"]
+    assert results, "the demo artifact records the WER it was released with"
+    return min(results)
+
+
+@pytest.fixture(scope="module")
+def utterance_ok(released_wer: float) -> Callable[[str], bool]:
+    """A correct transcript of the sample clip, for a model of the released quality: another
+    clip's text, an empty or garbled answer score about 1.0."""
+    bound = min(0.9, released_wer + 0.2)
+    return lambda text: wer(SAMPLE_TEXT, text) <= bound
+
+
+@pytest.fixture(scope="module")
+def sequential(clips: list[Clip]) -> dict[Path, str]:
+    """Each clip alone through the pipeline in-process (batches of one): the reference for
+    what batching must not change."""
+    transcriber = build_transcriber(ServeConfig(model_dir=DEMO_MODEL_DIR, max_batch_size=1))
+    try:
+        return {c.path: transcriber.transcribe(c.path.read_bytes()).text for c in clips}
+    finally:
+        transcriber.batcher.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    process = start_server(
+        DEMO_MODEL_DIR,
+        tmp_path_factory.mktemp("logs"),
+        "--max-batch-size", "8",
+        "--max-delay-ms", "100",
+        "--max-audio-seconds", str(MAX_AUDIO_SECONDS),
+        "--max-upload-mb", str(MAX_UPLOAD_MB),
+        "--http-threads", "24",
+    )  # fmt: skip
+    yield process
+    assert process.stop() == 0, process.log()
+
+
+@pytest.fixture(scope="module")
+def client(server: ServerProcess) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+
+
+def post(
+    server: ServerProcess, data: bytes, name: str = "audio.wav", **form: str
+) -> requests.Response:
+    return requests.post(
+        server.url + "/v1/audio/transcriptions",
+        files={"file": (name, data, "application/octet-stream")},
+        data={"model": "demo", **form},
+        timeout=300,
+    )
+
+
+def metric(server: ServerProcess, name: str) -> float:
+    text = requests.get(server.url + "/metrics", timeout=10).text
+    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    assert match, name
+    return float(match.group(1))
+
+
+def wer(reference: str | list[str], hypothesis: str | list[str]) -> float:
+    return float(jiwer.wer(reference, hypothesis))
+
+
+# -- transcripts ------------------------------------------------------------------------------
+
+
+def test_testset_concurrently_shares_batches_and_matches_released_wer(
+    server: ServerProcess, clips: list[Clip], sequential: dict[Path, str], released_wer: float
+) -> None:
+    batches_before = metric(server, "kubescribe_batch_size_count")
+    windows_before = metric(server, "kubescribe_batch_size_sum")
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda c: post(server, c.path.read_bytes(), c.path.name), clips))
+    assert all(a.status_code == 200 for a in answers), [
+        a.text for a in answers if a.status_code != 200
+    ]
+    texts = [a.json()["text"] for a in answers]
+    # Every response is that clip's own transcript, exactly as when it ran alone ...
+    assert texts == [sequential[c.path] for c in clips]
+    # ... while the requests really shared batches.
+    batches = metric(server, "kubescribe_batch_size_count") - batches_before
+    windows = metric(server, "kubescribe_batch_size_sum") - windows_before
+    assert windows == len(clips)
+    assert batches <= windows / 2, f"{windows} windows in {batches} batches"
+    # And the transcripts are right: the WER the artifact was released with.
+    score = wer([c.text for c in clips], texts)
+    assert score <= released_wer + WER_SLACK, score
+
+
+def test_same_transcripts_as_onnx_asr(clips: list[Clip], sequential: dict[Path, str]) -> None:
+    """Contract 2: one artifact, two runtimes (onnx-asr's own NeMo front end), one transcript."""
+    model = onnx_asr.load_model("nemo-conformer-ctc", str(DEMO_MODEL_DIR))
+    for clip in clips[:20]:
+        samples, rate = sf.read(clip.path, dtype="float32")
+        assert model.recognize(samples, sample_rate=rate) == sequential[clip.path], clip.path.name
+
+
+def test_openai_client(client: openai.OpenAI, utterance_ok: Callable[[str], bool]) -> None:
+    with SAMPLE.open("rb") as audio:
+        plain = client.audio.transcriptions.create(model="demo", file=audio)
+    assert utterance_ok(plain.text)
+    with SAMPLE.open("rb") as audio:
+        verbose = client.audio.transcriptions.create(
+            model="demo",
+            file=audio,
+            response_format="verbose_json",
+            timestamp_granularities=["word", "segment"],
+        )
+    assert verbose.text == plain.text
+    assert verbose.words and " ".join(w.word for w in verbose.words) == plain.text
+    starts = [w.start for w in verbose.words]
+    assert starts == sorted(starts) and all(w.end > w.start for w in verbose.words)
+    duration = sf.info(str(SAMPLE)).duration
+    assert starts[0] >= 0 and verbose.words[-1].end <= duration + 0.05
+    assert verbose.duration == pytest.approx(duration, abs=0.01)
+    assert verbose.segments and verbose.segments[0].text
+    with SAMPLE.open("rb") as audio:
+        srt = client.audio.transcriptions.create(model="demo", file=audio, response_format="srt")
+    assert str(srt).startswith("1\n00:00:") and " --> " in str(srt)
+    with SAMPLE.open("rb") as audio:
+        text = client.audio.transcriptions.create(model="demo", file=audio, response_format="text")
+    assert str(text).strip() == plain.text
+    (model,) = client.models.list().data
+    assert model.id == ArtifactManifest.load(DEMO_MODEL_DIR).name
+    with pytest.raises(openai.APIStatusError, match="unsupported audio format") as refused:
+        client.audio.transcriptions.create(model="demo", file=("notes.txt", b"hello, world"))
+    assert refused.value.status_code == 415
+    with pytest.raises(openai.BadRequestError, match="empty"):
+        client.audio.transcriptions.create(model="demo", file=("empty.wav", b""))
+
+
+def test_ten_minutes_of_audio(
+    server: ServerProcess, clips: list[Clip], sequential: dict[Path, str], released_wer: float
+) -> None:
+    """The committed clips, concatenated with pauses until past ten minutes, in one request:
+    windowed, stitched, and as right as the clips are alone."""
+    gap = np.zeros(int(0.6 * SR), dtype=np.float32)
+    parts: list[np.ndarray] = []
+    words: list[str] = []
+    total = 0
+    while total < 10 * 60 * SR:
+        for clip in clips:
+            samples, rate = sf.read(clip.path, dtype="float32")
+            assert rate == SR
+            parts += [samples, gap]
+            words.append(clip.text)
+            total += len(samples) + len(gap)
+    buffer = io.BytesIO()
+    sf.write(buffer, np.concatenate(parts), SR, format="FLAC", subtype="PCM_16")
+    answer = post(server, buffer.getvalue(), "long.flac", response_format="verbose_json")
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["duration"] >= 600
+    # As right as the clips alone, within what the wider context costs this model (its per-
+    # utterance normalisation now spans several clips; the window length itself barely matters,
+    # and the seams are checked word by word with the tone model in test_model.py).
+    assert wer(" ".join(words), body["text"]) <= released_wer + 0.15
+    own_words = sum(len(sequential[c.path].split()) for c in clips) * len(words) / len(clips)
+    assert 0.85 * own_words <= len(body["text"].split()) <= 1.1 * own_words
+    ends = [s["end"] for s in body["segments"]]
+    assert ends == sorted(ends) and ends[-1] <= body["duration"] + 0.05
+
+
+# -- bad input -------------------------------------------------------------------------------
+
+
+def _sample() -> tuple[np.ndarray, int]:
+    samples, rate = sf.read(SAMPLE, dtype="float32")
+    return samples, rate
+
+
+def test_bad_input_table_then_correct_transcripts(
+    server: ServerProcess, utterance_ok: Callable[[str], bool]
+) -> None:
+    table = rt_bad_inputs.cases(_sample, MAX_AUDIO_SECONDS, MAX_UPLOAD_MB)
+    assert sum(1 for case in table if case.status >= 400) >= 20
+    failures = rt_bad_inputs.run(server.url, table, utterance_ok)
+    assert failures == []
+    # the server is unharmed: a correct transcript, still ready
+    answer = post(server, SAMPLE.read_bytes())
+    assert answer.status_code == 200
+    assert utterance_ok(answer.json()["text"])
+    assert requests.get(server.url + "/readyz", timeout=5).status_code == 200

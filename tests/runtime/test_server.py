@@ -145,23 +145,26 @@ def test_sigterm_drains_accepted_requests(tone_dir: Path, tmp_path: Path) -> Non
 
 
 @pytest.fixture
-def gated_app(tone_dir: Path) -> Iterator[tuple[object, threading.Event, Service]]:
+def gated_app(
+    tone_dir: Path,
+) -> Iterator[tuple[object, threading.Event, threading.Event, Service]]:
     config = ServeConfig(
         model_dir=tone_dir, max_queue=1, max_batch_size=1, max_delay_ms=0, request_timeout_s=2
     )
     service = Service(config)
     service.load()
     assert service.transcriber is not None
-    gate = threading.Event()
+    gate, running = threading.Event(), threading.Event()
     batcher = service.transcriber.batcher
     real = batcher._run_batch
 
     def gated(items: list[object]) -> list[object]:
+        running.set()
         gate.wait(30)
         return real(items)  # type: ignore[arg-type]
 
     batcher._run_batch = gated  # type: ignore[assignment]
-    yield create_app(service).test_client(), gate, service
+    yield create_app(service).test_client(), gate, running, service
     gate.set()
     service.close()
 
@@ -175,15 +178,14 @@ def _post(client: object, data: bytes) -> object:
 
 
 def test_queue_full_is_429_with_retry_after_and_timeout_is_504(
-    gated_app: tuple[object, threading.Event, Service],
+    gated_app: tuple[object, threading.Event, threading.Event, Service],
 ) -> None:
-    client, gate, service = gated_app
+    client, gate, running, service = gated_app
     audio = encode(tone_sentence("lo hi"))
     with ThreadPoolExecutor(2) as pool:
         first = pool.submit(_post, client, audio)  # taken by the worker, stuck at the gate
         assert service.transcriber is not None
-        while not service.in_flight or service.transcriber.batcher.depth:
-            time.sleep(0.005)
+        assert running.wait(30)
         second = pool.submit(_post, client, audio)  # queued
         while service.transcriber.batcher.depth < 1:
             time.sleep(0.005)

@@ -239,3 +239,16 @@ def test_bad_input_table_then_correct_transcripts(
     assert answer.status_code == 200
     assert utterance_ok(answer.json()["text"])
     assert requests.get(server.url + "/readyz", timeout=5).status_code == 200
+
+
+def test_int8_model_file_reproduces_its_released_wer(clips: list[Clip]) -> None:
+    manifest = ArtifactManifest.load(DEMO_MODEL_DIR)
+    (released,) = [e.wer for e in manifest.evaluation if e.model_file == "model.int8.onnx"]
+    config = ServeConfig(model_dir=DEMO_MODEL_DIR, model_file="model.int8.onnx")
+    transcriber = build_transcriber(config)
+    try:
+        assert transcriber.model.artifact.model_path.name == "model.int8.onnx"
+        texts = [transcriber.transcribe(c.path.read_bytes()).text for c in clips]
+    finally:
+        transcriber.batcher.close()
+    assert wer([c.text for c in clips], texts) <= released + WER_SLACK

@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 import re
+import signal
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -252,3 +254,27 @@ def test_int8_model_file_reproduces_its_released_wer(clips: list[Clip]) -> None:
     finally:
         transcriber.batcher.close()
     assert wer([c.text for c in clips], texts) <= released + WER_SLACK
+
+
+def test_sigterm_under_load_completes_every_accepted_request(
+    tmp_path: Path, clips: list[Clip], sequential: dict[Path, str]
+) -> None:
+    process = start_server(
+        DEMO_MODEL_DIR, tmp_path, "--max-delay-ms", "3000", "--max-batch-size", "32"
+    )
+    load = clips[:12]
+    try:
+        with ThreadPoolExecutor(len(load)) as pool:
+            futures = [pool.submit(post, process, c.path.read_bytes(), c.path.name) for c in load]
+            deadline = time.monotonic() + 30
+            while metric(process, "kubescribe_requests_in_flight") < len(load):
+                assert time.monotonic() < deadline, "the load never got in flight"
+                time.sleep(0.02)
+            process.process.send_signal(signal.SIGTERM)
+            answers = [f.result(60) for f in futures]
+        assert [a.status_code for a in answers] == [200] * len(load)
+        assert [a.json()["text"] for a in answers] == [sequential[c.path] for c in load]
+        assert process.process.wait(30) == 0
+    finally:
+        if process.process.poll() is None:
+            process.process.kill()

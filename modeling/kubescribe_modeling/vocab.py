@@ -24,9 +24,15 @@ class Vocabulary(Protocol):
     def decode(self, ids: Iterable[int]) -> str: ...
 
 
+def is_special(token: str) -> bool:
+    """``<s>``, ``</s>``, ``<unk>``, ``<pad>``…: control tokens that are not text."""
+    return len(token) > 2 and token.startswith("<") and token.endswith(">")
+
+
 def tokens_to_text(tokens: Iterable[str]) -> str:
-    """Join tokens and turn ``▁`` into spaces: the transcript of a token sequence."""
-    return " ".join("".join(tokens).replace(WORD_BOUNDARY, " ").split())
+    """Join tokens (special ones dropped), ``▁`` becomes a space: the transcript."""
+    text = "".join(t for t in tokens if not is_special(t))
+    return " ".join(text.replace(WORD_BOUNDARY, " ").split())
 
 
 class CharVocabulary:

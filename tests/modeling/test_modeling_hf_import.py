@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from kubescribe_modeling.errors import ModelingError
-from kubescribe_modeling.evaluate import read_tokens
+from kubescribe_modeling.evaluate import evaluate_artifact, read_tokens
 from kubescribe_modeling.hf_import import blank_last_order, import_hf_ctc
 from kubescribe_modeling.onnx_export import run_onnx
 from kubescribe_runtime.manifest import ArtifactManifest, WaveformFrontend
@@ -57,6 +57,16 @@ def test_import_matches_the_hugging_face_model(kind: str, tmp_path: Path) -> Non
     manifest = ArtifactManifest.load(tmp_path / "art")
     assert manifest.frontend == WaveformFrontend(normalize=True)
     assert manifest.subsampling_factor == 20 and manifest.vocab_size == len(VOCAB) - 1
+
+
+def test_imported_artifact_is_served_by_the_runtime(tmp_path: Path, tiny_testset: Path) -> None:
+    _tiny_model("wav2vec2", tmp_path / "hf")
+    import_hf_ctc(tmp_path / "hf", tmp_path / "art", int8=True)
+    runtime = evaluate_artifact(tmp_path / "art", tiny_testset)
+    plain = evaluate_artifact(tmp_path / "art", tiny_testset, use_runtime=False)
+    assert runtime.pipeline == "kubescribe-runtime"
+    assert runtime.hypotheses == plain.hypotheses
+    assert (tmp_path / "art/model.int8.onnx").stat().st_size > 0
 
 
 def test_blank_moves_last_keeping_the_rest_in_order() -> None:

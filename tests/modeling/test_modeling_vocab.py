@@ -9,6 +9,7 @@ from kubescribe_modeling.vocab import (
     BpeVocabulary,
     CharVocabulary,
     tokens_file_text,
+    tokens_to_text,
     train_bpe,
 )
 
@@ -19,6 +20,10 @@ def test_char_vocabulary_round_trips_with_word_boundary() -> None:
     assert [vocab.tokens[i] for i in ids] == ["i", "t", "'", "s", "▁", "o", "k"]
     assert vocab.decode(ids) == "it's ok"
     assert vocab.blank == len(CHAR_TOKENS) == 28
+
+
+def test_special_tokens_are_not_text() -> None:
+    assert tokens_to_text(["<s>", "▁he", "llo", "<unk>", "▁world", "</s>"]) == "hello world"
 
 
 def test_unknown_characters_are_refused() -> None:

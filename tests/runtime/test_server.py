@@ -235,3 +235,36 @@ def test_ready_only_after_load_and_warm_up(tone_dir: Path, monkeypatch: pytest.M
     service.begin_drain()
     assert client.get("/readyz").json["status"] == "draining"
     service.close()
+
+
+def test_metrics_follow_the_requests(server: ServerProcess) -> None:
+    names = (
+        'kubescribe_requests_total{code="200"}',
+        'kubescribe_requests_total{code="415"}',
+        "kubescribe_request_duration_seconds_count",
+        "kubescribe_audio_duration_seconds_sum",
+        "kubescribe_real_time_factor_count",
+        "kubescribe_batch_size_count",
+    )
+    before = {n: _metric_or_zero(server, n) for n in names}
+    audio = tone_sentence("lo hi hi")
+    assert transcribe(server, encode(audio)).status_code == 200
+    assert transcribe(server, b"plain text, not audio").status_code == 415
+    after = {n: _metric_or_zero(server, n) for n in names}
+    delta = dict(zip(names, (after[n] - before[n] for n in names), strict=True))
+    assert delta == {
+        'kubescribe_requests_total{code="200"}': 1,
+        'kubescribe_requests_total{code="415"}': 1,
+        "kubescribe_request_duration_seconds_count": 2,
+        "kubescribe_audio_duration_seconds_sum": pytest.approx(len(audio) / 16000, abs=1e-3),
+        "kubescribe_real_time_factor_count": 1,
+        "kubescribe_batch_size_count": 1,
+    }
+    assert metric(server, "kubescribe_queue_depth") == 0
+    assert metric(server, "kubescribe_requests_in_flight") == 0
+
+
+def _metric_or_zero(server: ServerProcess, name: str) -> float:
+    text = requests.get(server.url + "/metrics", timeout=10).text
+    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0

@@ -138,3 +138,10 @@ def test_twenty_minutes_in_bounded_memory(tone_dir: Path) -> None:
     assert result.duration_s == pytest.approx(seconds)
     whole_waveform = seconds * SR * 4
     assert peak < whole_waveform / 4, f"peak {peak / 1e6:.0f} MB"
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_intra_op_threads_are_configured(tone_dir: Path, threads: int) -> None:
+    model = AcousticModel(load_artifact(tone_dir), threads=threads)
+    assert model.session.get_session_options().intra_op_num_threads == threads
+    assert model.providers == [CPU] and model.device == "cpu"

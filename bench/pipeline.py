@@ -48,6 +48,7 @@ from bench.common import (
     require_artifact,
     timed,
     wav_bytes,
+    word_error_rate,
 )
 
 SECTION = "pipeline"
@@ -246,10 +247,12 @@ def measure(engine: Engine, count: int, batch: int) -> tuple[float, list[str]]:
 
 
 def agreement(texts: Sequence[str], reference: Sequence[str]) -> str:
+    """Transcripts identical to the reference's, and the word error rate between them."""
     if not texts:
         return "—"
     same = sum(a.split() == b.split() for a, b in zip(texts, reference, strict=True))
-    return f"{same}/{len(reference)}"
+    differ = word_error_rate(reference, texts)
+    return f"{same}/{len(reference)} identical, {100 * differ:.1f} % words differ"
 
 
 def profile_kubescribe(engine: Engine, count: int, batch: int, top: int = 12) -> str:
@@ -437,9 +440,9 @@ def render(
         markdown_table(header, rows),
         "Targets:",
         verdicts,
-        "Transcripts identical to `kubescribe`'s (words), per engine "
-        "(onnx-asr computes the same NeMo features; sherpa-onnx's Kaldi-style features differ "
-        "slightly):",
+        "Transcripts compared with `kubescribe`'s, per engine (onnx-asr computes the same "
+        "NeMo features; sherpa-onnx's Kaldi-style features differ slightly, which moves a few "
+        "characters of a weak model's output):",
         markdown_table(["batch", *ENGINES[1:4]], agree_rows),
         "Where `kubescribe`'s time goes (its best round, per stage):",
         markdown_table(["batch", "decode", "features", "model", "CTC"], stage_rows),

@@ -12,7 +12,7 @@ when nothing changed). Triggers:
   progress (pods ready, crash-looping, an init container failing) is seen at once;
 - a timer per SpeechModel (``--resync-seconds``) that re-observes and catches up on anything a
   failed child-event reconcile missed (kopf gives each SpeechModel a finalizer for it, the only
-  write outside ``.status``, and removes it on deletion);
+  write outside ``.status``, and removes it on deletion, once a resync under way has ended);
 - ``on.delete`` only counts; the children go with the SpeechModel by garbage collection through
   their ownerReferences.
 
@@ -58,6 +58,10 @@ CHILD_RESOURCES = (
     ("apps", "v1", "replicasets"),
     ("", "v1", "pods"),
 )
+
+
+# How often kopf checks whether a stopped (deleted model's) resync timer has exited.
+TIMER_EXIT_POLLING_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -322,6 +326,10 @@ def settings_for(settings: kopf.OperatorSettings) -> None:
         field="status.kopf.lastHandledConfiguration"
     )
     settings.persistence.finalizer = "kubescribe.io/operator"
+    # A SpeechModel deleted while its resync timer runs (a sync handler: kopf cannot interrupt
+    # it) keeps that finalizer until kopf sees the timer has exited, and kopf checks again only
+    # after this polling interval (60 s by default, during which nothing else wakes it up).
+    settings.background.cancellation_polling = TIMER_EXIT_POLLING_SECONDS
     # Routine log lines are not Events (a resync must not write); our Events are explicit.
     settings.posting.level = logging.WARNING
     # Watch only the children of SpeechModels (server-side), not every pod of the cluster.

@@ -275,6 +275,50 @@ def test_delete_removes_children(
     kube.wait_for(lambda em: not any(em.list(r, NS) for r in kinds), what="the children to go")
 
 
+def test_delete_while_a_resync_runs_releases_the_model(
+    kube: KubeThread,
+    operator: OperatorProcess,
+    controller: DeploymentController,
+    custom: kubernetes.client.CustomObjectsApi,
+) -> None:
+    """kopf cannot interrupt a running (sync) resync timer: it removes its finalizer only once
+    the timer has exited, which it checks again after `cancellation_polling` (60 s unless the
+    operator sets it). A deletion that lands mid-resync must still let the model go promptly."""
+    create(custom, manifest())
+    wait_status(kube, is_ready("1.0"), "1.0 ready")
+    wait_status(kube, lambda s: "lastHandledConfiguration" in s.get("kopf", {}), "kopf done")
+
+    def reconciles(*triggers: str) -> float:
+        text = http_get(operator.metrics_url)[1]
+        return sum(
+            metric(text, "kubescribe_operator_reconciles_total", trigger=t) for t in triggers
+        )
+
+    # No child changes any more, and every child event handled (two resyncs in a row with no
+    # child-event reconcile): the next read of the SpeechModel is a resync's. Hold it there.
+    controller.paused = True
+    children = ("child_added", "child_modified", "child_deleted")
+    mark = (reconciles("resync"), reconciles(*children))
+
+    def quiet() -> bool:
+        nonlocal mark
+        now = (reconciles("resync"), reconciles(*children))
+        if now[1] != mark[1]:
+            mark = now
+        return now[0] >= mark[0] + 2
+
+    kube.wait_for(lambda em: quiet(), what="two resyncs with no child event between")
+    hold = kube.call(lambda: kube.emulator.hold(method="GET", path=r"/speechmodels/demo$"))
+    kube.wait_for(lambda em: hold.held > 0, what="a resync to be under way")
+    custom.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "demo")
+    kube.wait_for(lambda em: reconciles("delete") >= 1, what="the delete handler to run")
+    model = kube.call(lambda: kube.emulator.get(SM, NS, "demo"))
+    assert model is not None and model["metadata"]["finalizers"] == ["kubescribe.io/operator"]
+    kube.call(lambda: kube.emulator.release(hold))  # the resync ends (the model is going)
+    kube.wait_for(lambda em: em.get(SM, NS, "demo") is None, what="the SpeechModel to go")
+    kube.wait_for(lambda em: em.get("apps/v1/deployments", NS, "demo") is None, what="children")
+
+
 def test_api_errors_are_retried_until_converged(
     kube: KubeThread,
     operator: OperatorProcess,

@@ -3,8 +3,9 @@
 The operator process runs with the arguments the chart renders against the local Kubernetes
 API of the operator tests (kmock emulator + Deployment controller, tests/operator/kube), which
 serves the chart's own CRDs and peering objects. A SpeechModel is created, then gets a new
-version with autoscaling turned on (the PDB goes, an HPA comes); then every request the operator
-sent (kopf's finalizer included) is mapped to
+version with autoscaling turned on (the PDB goes, an HPA comes), then is deleted (kopf lets it go
+by removing its finalizer); then every request the operator sent (kopf's finalizer included) is
+mapped to
 (apiGroup, resource, verb, namespace) and must be granted by the rendered ClusterRole or by the
 Role of its namespace. test_chart_rbac.py checks the other direction (nothing more is granted
 than `API_USAGE`).
@@ -157,6 +158,8 @@ def run_scenario(kube: KubeThread, objects: list[dict[str, Any]], tmp_path: Path
         }
         custom.patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "demo", {"spec": bump})
         wait_ready(kube, "2.0", log)
+        custom.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "demo")
+        wait_gone(kube, log)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -188,6 +191,24 @@ def wait_ready(kube: KubeThread, version: str, log: Path) -> None:
         kube.wait_for(ready, timeout=45, what=f"model version {version} ready")
     except AssertionError:
         print(log.read_text()[-20000:])
+        raise
+
+
+def wait_gone(kube: KubeThread, log: Path) -> None:
+    """The operator lets the SpeechModel go (kopf removes its finalizer), and the garbage
+    collector takes its children."""
+    try:
+        kube.wait_for(
+            lambda em: (
+                em.get(f"{GROUP}/{VERSION}/{PLURAL}", NS, "demo") is None
+                and em.get("apps/v1/deployments", NS, "demo") is None
+            ),
+            timeout=45,
+            what="the SpeechModel and its Deployment to go",
+        )
+    except AssertionError:
+        print(kube.call(lambda: kube.emulator.get(f"{GROUP}/{VERSION}/{PLURAL}", NS, "demo")))
+        print(log.read_text()[-30000:])
         raise
 
 

@@ -18,7 +18,8 @@ those gaps:
 - DELETE honours finalizers, then garbage-collects dependents whose owners are all gone;
 - ``/api/v1/namespaces`` works; list/watch honour ``labelSelector``; a watch cannot miss an event
   that happens while it sends its initial snapshot;
-- fault injection: answer the next N matching requests with an error status.
+- fault injection: answer the next N matching requests with an error status; holds: keep
+  matching requests waiting until the test releases them (a reconcile caught mid-way).
 
 Everything runs on the event loop that serves HTTP; :class:`~tests.operator.kube.runner.KubeThread`
 runs that loop in a thread so that synchronous clients (and the operator process) can call it.
@@ -26,6 +27,7 @@ runs that loop in a thread so that synchronous clients (and the operator process
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import datetime
 import json
@@ -77,6 +79,21 @@ class Fault:
         return self.path is None or bool(self.path.search(request.url.path))
 
 
+@dataclass
+class Hold:
+    """Keep requests that match waiting (unanswered) until released; ``held`` counts them."""
+
+    method: str | None
+    path: re.Pattern[str] | None
+    released: asyncio.Event
+    held: int = 0
+
+    def matches(self, request: rendering.Request) -> bool:
+        if self.method is not None and request.method.value != self.method.upper():
+            return False
+        return self.path is None or bool(self.path.search(request.url.path))
+
+
 class KubeError(Exception):
     """An API error answered with a Kubernetes ``Status`` body."""
 
@@ -117,6 +134,7 @@ class Emulator(kmock.KubernetesEmulator):
 
     _rv: int = attrs.field(default=1000, init=False)
     _faults: list[Fault] = attrs.field(factory=list, init=False)
+    _holds: list[Hold] = attrs.field(factory=list, init=False)
 
     # ---- setup -------------------------------------------------------------------------------
 
@@ -158,6 +176,19 @@ class Emulator(kmock.KubernetesEmulator):
         """Answer the next ``times`` requests matching ``method`` and ``path`` (a regex) with
         the error ``status``."""
         self._faults.append(Fault(status, times, method, re.compile(path) if path else None))
+
+    def hold(self, *, method: str | None = None, path: str | None = None) -> Hold:
+        """Keep requests matching ``method`` and ``path`` (a regex) unanswered until
+        :meth:`release` (call on the emulator's loop)."""
+        hold = Hold(method, re.compile(path) if path else None, asyncio.Event())
+        self._holds.append(hold)
+        return hold
+
+    def release(self, hold: Hold) -> None:
+        """Answer the held requests (with the state of the moment) and hold no more."""
+        if hold in self._holds:
+            self._holds.remove(hold)
+        hold.released.set()
 
     def pending_faults(self) -> int:
         return sum(f.times for f in self._faults)
@@ -358,6 +389,10 @@ class Emulator(kmock.KubernetesEmulator):
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         if request.resource is None or request.resource.version is None:
             return await super()._handle(request)
+        hold = next((h for h in self._holds if h.matches(request)), None)
+        if hold is not None:
+            hold.held += 1
+            await hold.released.wait()
         fault = self._take_fault(request)
         if fault is not None:
             return self._status(fault.status, "InjectedFault", f"injected {fault.status}")

@@ -10,7 +10,7 @@ import kubernetes
 import pytest
 from kube.deployment_controller import DeploymentController
 from kube.emulator import Emulator
-from kube.runner import KubeThread
+from kube.runner import WAIT_TIMEOUT, KubeThread
 from kubernetes.client.exceptions import ApiException
 
 pytestmark = pytest.mark.xdist_group("operator-integration")
@@ -173,10 +173,10 @@ def test_watch_streams_existing_then_new_objects_with_label_selector(
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
-    kube.wait_for(lambda _: seen, timeout=10, what="the initial event")
+    kube.wait_for(lambda _: seen, what="the initial event")
     core.create_namespaced_config_map("default", {"metadata": {"name": "c"}})
     core.create_namespaced_config_map("default", {"metadata": {"name": "d", "labels": {"k": "v"}}})
-    assert done.wait(10)
+    assert done.wait(WAIT_TIMEOUT)
     assert seen == [("ADDED", "a"), ("ADDED", "d")]
 
 
@@ -254,7 +254,6 @@ def test_deployment_controller_rolls_out_fails_and_rolls_back(
             _deployment_status(em, "web").get("readyReplicas") == 2
             and _progressing(_deployment_status(em, "web")) == "NewReplicaSetAvailable"
         ),
-        timeout=10,
         what="v1 ready",
     )
     # v2 crash-loops: the old pods keep serving, the new ones never become ready.
@@ -266,7 +265,6 @@ def test_deployment_controller_rolls_out_fails_and_rolls_back(
             for p in em.list("v1/pods", "default")
             for s in p.get("status", {}).get("containerStatuses", [])
         ),
-        timeout=10,
         what="crash-looping pods",
     )
     status = kube.call(lambda: _deployment_status(kube.emulator, "web"))
@@ -280,7 +278,6 @@ def test_deployment_controller_rolls_out_fails_and_rolls_back(
             and _deployment_status(em, "web").get("updatedReplicas") == 2
             and _progressing(_deployment_status(em, "web")) == "NewReplicaSetAvailable"
         ),
-        timeout=10,
         what="rolled back",
     )
     assert len(kube.call(lambda: kube.emulator.list("apps/v1/replicasets", "default"))) == 2

@@ -28,6 +28,7 @@ runs that loop in a thread so that synchronous clients (and the operator process
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import datetime
 import json
@@ -135,6 +136,7 @@ class Emulator(kmock.KubernetesEmulator):
     _rv: int = attrs.field(default=1000, init=False)
     _faults: list[Fault] = attrs.field(factory=list, init=False)
     _holds: list[Hold] = attrs.field(factory=list, init=False)
+    _changed: asyncio.Event = attrs.field(factory=asyncio.Event, init=False)
 
     # ---- setup -------------------------------------------------------------------------------
 
@@ -190,6 +192,20 @@ class Emulator(kmock.KubernetesEmulator):
             self._holds.remove(hold)
         hold.released.set()
 
+    def change_token(self) -> asyncio.Event:
+        """A token for :meth:`changed_since`: take it before looking at the state."""
+        return self._changed
+
+    async def changed_since(self, token: asyncio.Event, timeout: float) -> None:
+        """Return once the state changed or a request was served since ``token`` was taken
+        (at once if that happened already), or after ``timeout``."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(token.wait(), timeout)
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
     def pending_faults(self) -> int:
         return sum(f.times for f in self._faults)
 
@@ -231,6 +247,7 @@ class Emulator(kmock.KubernetesEmulator):
 
     async def _emit(self, resource: kmock.resource, type_: str, obj: JSON) -> None:
         await self._buses[resource].put({"type": type_, "object": copy.deepcopy(obj)})
+        self._notify()
 
     async def store_create(
         self,
@@ -387,6 +404,7 @@ class Emulator(kmock.KubernetesEmulator):
         return None
 
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        self._notify()  # a request was recorded (tests wait on requests too)
         if request.resource is None or request.resource.version is None:
             return await super()._handle(request)
         hold = next((h for h in self._holds if h.matches(request)), None)

@@ -22,10 +22,28 @@ from .emulator import Emulator
 T = TypeVar("T")
 
 TEST_USER_AGENT = "kubescribe-tests"
+# Waits are event-driven; their timeout only bounds a hang, generously (a loaded 2-core CI).
+WAIT_TIMEOUT = 120.0
+EVALUATE_EVERY = 0.02
+RECHECK_EVERY = 0.5
 
 
 class WaitTimeout(AssertionError):
     pass
+
+
+def eventually(check: Callable[[], T], *, timeout: float = WAIT_TIMEOUT, what: str) -> T:
+    """Poll ``check()`` in the calling thread until it returns something truthy: for state
+    outside the API (the operator's metrics or probes), which no API event announces. The
+    timeout only bounds a hang."""
+    deadline = time.monotonic() + timeout
+    while True:
+        last = check()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise WaitTimeout(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+        time.sleep(RECHECK_EVERY)
 
 
 class KubeThread:
@@ -101,19 +119,37 @@ class KubeThread:
         self,
         predicate: Callable[[Emulator], T],
         *,
-        timeout: float = 30,
+        timeout: float = WAIT_TIMEOUT,
         what: str = "condition",
-        interval: float = 0.05,
     ) -> T:
-        """Poll ``predicate(emulator)`` on the API's loop until it returns something truthy."""
-        deadline = time.monotonic() + timeout
-        last: T | None = None
-        while time.monotonic() < deadline:
-            last = self.call(lambda: predicate(self.emulator))
-            if last:
-                return last
-            time.sleep(interval)
-        raise WaitTimeout(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+        """Evaluate ``predicate(emulator)`` on the API's loop whenever the API's state changes
+        or it serves a request (at most every ``EVALUATE_EVERY`` s, and at least every
+        ``RECHECK_EVERY`` s for predicates on state outside the API, e.g. the operator's
+        metrics) until it returns something truthy.
+
+        ``timeout`` only bounds a hang: it is no statement about how fast anything should be
+        (CI runs this beside other suites on a loaded machine)."""
+
+        async def run() -> tuple[bool, T | None]:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            last: T | None = None
+            while True:
+                token = self.emulator.change_token()
+                last = predicate(self.emulator)
+                if last:
+                    return True, last
+                left = deadline - loop.time()
+                if left <= 0:
+                    return False, last
+                await asyncio.sleep(EVALUATE_EVERY)
+                await self.emulator.changed_since(token, min(RECHECK_EVERY, left))
+
+        future = asyncio.run_coroutine_threadsafe(run(), self._loop)
+        done, last = future.result(timeout + 60)
+        if not done:
+            raise WaitTimeout(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+        return last  # type: ignore[return-value]
 
     def kubeconfig(self, path: Path) -> Path:
         path.write_text(

@@ -80,7 +80,7 @@ def wait_status(
         return status if status and check(status) else None
 
     try:
-        return kube.wait_for(probe, timeout=45, what=what)
+        return kube.wait_for(probe, what=what)
     except WaitTimeout as exc:
         status = kube.call(lambda: status_of(kube.emulator, name))
         raise WaitTimeout(f"{exc}; status: {status}") from None
@@ -224,9 +224,9 @@ def free_port() -> int:
 
 def http_get(url: str) -> tuple[int, str]:
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
+        with urllib.request.urlopen(url, timeout=10) as response:
             return response.status, response.read().decode()
-    except (urllib.error.URLError, ConnectionError):
+    except OSError:  # refused, reset, timed out (URLError is one): not up yet, or too slow
         return 0, ""
 
 

@@ -11,7 +11,11 @@ when nothing changed, so a resync writes nothing.
 
 Rules (issue 3, point 4):
 - A change of the model's uri, version or sha256 starts a rollout: a history entry
-  `InProgress`, `targetVersion` set, `Reconciling=True`, phase `Progressing`.
+  `InProgress`, `targetVersion` set, `Reconciling=True`, phase `Progressing` (`Pending` until
+  the Deployment runs the model's pods). Pods that are created and not ready yet are progress,
+  not a failure; so is a rollout of the pod template alone (no new model) that the Deployment
+  reports as progressing within its deadline. `Degraded` is for a model that had rolled out
+  and lost capacity since.
 - Success (every replica updated and available, no old replica left): `currentVersion` =
   target, `lastKnownGood` = the model, `Ready=True`, the history entry `Succeeded`.
 - Failure (the Deployment's progress deadline passed, or, faster, a new pod crash-loops, cannot

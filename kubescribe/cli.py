@@ -7,6 +7,7 @@ torch: importing a subcommand's module lazily keeps every image's CLI working.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -27,6 +28,18 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "import": ("kubescribe_modeling.cli", "import_main", "import a Hugging Face CTC checkpoint"),
     "evaluate": ("kubescribe_modeling.cli", "evaluate_main", "measure WER of an artifact"),
 }
+
+
+# Commands whose process runs onnxruntime beside numpy: onnxruntime's intra-op pool already uses
+# the cores, and numpy's BLAS (the mel projection of the features) would start a second pool that
+# contends with it (docs/benchmarks.md, finding 1). Set before numpy is first imported.
+SINGLE_BLAS_THREAD_COMMANDS = frozenset({"serve", "transcribe"})
+
+
+def pin_blas_threads(command: str) -> None:
+    if command in SINGLE_BLAS_THREAD_COMMANDS:
+        for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(variable, "1")
 
 
 def _usage() -> str:
@@ -62,6 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command not in SUBCOMMANDS:
         print(f"kubescribe: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    pin_blas_threads(command)
     try:
         return _resolve(command)(rest)
     except KubescribeError as exc:

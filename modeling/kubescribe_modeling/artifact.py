@@ -29,6 +29,7 @@ from kubescribe_modeling.onnx_export import export_onnx, parity, quantize_int8, 
 from kubescribe_modeling.vocab import tokens_file_text
 
 PARITY_THRESHOLD = 1e-3
+ARTIFACT_FILES = ("model.onnx", "model.int8.onnx", "tokens.txt", "vocab.txt", "config.json")
 #: onnx-asr's name for a NeMo Conformer CTC model (its loader's model_type key).
 ONNX_ASR_MODEL_TYPE = "nemo-conformer-ctc"
 #: NeMo's class name, which sherpa-onnx reads from the ONNX metadata.
@@ -93,10 +94,9 @@ def write_manifest(
     evaluation: list[Evaluation],
     description: str,
 ) -> ArtifactManifest:
+    # Only the artifact's own files: a model card or notes next to them are not part of it.
     files = {
-        p.name: sha256_file(p)
-        for p in sorted(out_dir.iterdir())
-        if p.is_file() and p.name != MANIFEST_NAME
+        name: sha256_file(out_dir / name) for name in ARTIFACT_FILES if (out_dir / name).is_file()
     }
     manifest = ArtifactManifest.model_validate(
         {

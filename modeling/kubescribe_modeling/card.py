@@ -27,6 +27,8 @@ kubescribe train --config $D --out-dir runs/student --threads 2 --max-minutes 10
 kubescribe train --config $D --out-dir runs/student --threads 2 --resume --max-minutes 75
 kubescribe train --config $D --out-dir runs/student --threads 1 --resume --max-minutes 75
 kubescribe train --config $D --out-dir runs/student --threads 1 --resume --max-minutes 86
+# (stopped after its minute-80 dev check to export 1.0.0, then resumed to a 90-minute budget)
+kubescribe train --config $D --out-dir runs/student --threads 1 --resume --max-minutes 90
 kubescribe export runs/student/best.pt examples/models/demo --int8 --testset examples/testset \\
     --name kubescribe-demo-en --version 1.0.0
 # the table: small student from scratch, the same student distilled, the teacher pruned

@@ -13,6 +13,10 @@ from kubescribe_runtime.artifact import WORD_BOUNDARY
 # A pause at least this long between two words starts a new segment; so does a long segment.
 SEGMENT_PAUSE_S = 0.8
 SEGMENT_MAX_S = 12.0
+# Silence at least this long between two emitted tokens ends a word even without a ``▁``: models
+# trained on single utterances never learnt to emit a boundary across the pause between two
+# sentences, which long audio (several sentences in one window) is full of.
+WORD_PAUSE_S = 0.3
 
 
 @dataclass(frozen=True)
@@ -69,8 +73,9 @@ def greedy_words(
     logprobs: npt.NDArray[np.float32],
     tokens: Sequence[str],
     frame_seconds: float,
+    pause_s: float = WORD_PAUSE_S,
 ) -> list[Word]:
-    """Best path → collapse repeats → drop blanks → words at ``▁`` boundaries.
+    """Best path → collapse repeats → drop blanks → words at ``▁`` boundaries and at pauses.
 
     ``logprobs`` is ``[T, V+1]`` for the valid frames, the blank last. A word starts at the first
     frame of its first token and ends after the last frame of its last token.
@@ -90,6 +95,10 @@ def greedy_words(
         symbol = tokens[emission.token]
         if _is_special(symbol):
             continue
+        if pieces and (emission.first - end - 1) * frame_seconds >= pause_s:
+            flush()
+            pieces = []
+            score = 0.0
         if symbol.startswith(WORD_BOUNDARY) or not pieces:
             if symbol.startswith(WORD_BOUNDARY):
                 flush()

@@ -44,3 +44,17 @@ def test_segments_split_at_pauses_and_length() -> None:
     assert [(s.text, s.start, s.end) for s in segments] == [("a b", 0.0, 0.6), ("c d", 2.0, 2.5)]
     long = [Word(str(i), i * 0.5, i * 0.5 + 0.4) for i in range(10)]
     assert [s.text for s in segments_of(long, max_s=2.0)] == ["0 1 2 3", "4 5 6 7", "8 9"]
+
+
+def test_a_pause_ends_a_word_without_a_boundary_token() -> None:
+    # "a", 8 blank frames (0.32 s at 40 ms), "a": two words; with 2 blank frames, one word.
+    b = BLANK
+    paused = greedy_words(_logprobs([4, 5, *[b] * 8, 5]), TOKENS, 0.04)
+    assert [(w.word, round(w.start, 2), round(w.end, 2)) for w in paused] == [
+        ("a", 0.04, 0.08),
+        ("a", 0.4, 0.44),
+    ]
+    assert [w.word for w in greedy_words(_logprobs([4, 5, b, b, 5]), TOKENS, 0.04)] == ["aa"]
+    assert [w.word for w in greedy_words(_logprobs([4, 5, *[b] * 8, 5]), TOKENS, 0.04, 1.0)] == [
+        "aa"
+    ]

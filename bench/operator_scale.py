@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from resource import RUSAGE_SELF, getrusage
@@ -150,29 +150,6 @@ class IndexedController(DeploymentController):
 
 
 # ---- the emulator, with watches that resume -----------------------------------------------
-
-
-class ResumingWatchEmulator(Emulator):
-    """The tests' emulator, but a watch with ``resourceVersion`` sends only what is newer.
-
-    The emulator answers every watch with a snapshot of every object as ``ADDED`` events, and
-    sends no bookmarks. kopf reconnects a watch after 70 s without events
-    (``settings.watching.inactivity_timeout``) from the last resourceVersion it saw; a real API
-    server then sends only newer events, the emulator replays everything, and the operator
-    reconciles once per replayed child: with 200 SpeechModels, a storm of reconciles every
-    70 s that never settles. This subclass skips snapshot objects that are not newer than the
-    requested ``resourceVersion``, as an API server does.
-    """
-
-    async def _serve_watch(self, request: Any) -> AsyncIterator[Any]:
-        since = request.params.get("resourceVersion")
-        floor = int(since) if since and since.isdigit() else None
-        async for event in super()._serve_watch(request):
-            if floor is not None and isinstance(event, dict) and event.get("type") == "ADDED":
-                version = event.get("object", {}).get("metadata", {}).get("resourceVersion")
-                if version is not None and int(version) <= floor:
-                    continue
-            yield event
 
 
 # ---- helpers ------------------------------------------------------------------------------
@@ -397,7 +374,6 @@ def harness_cpu() -> float:
 def benchmark(settings: Settings, tmp: Path) -> Report:
     names = [f"model-{i:04d}" for i in range(settings.total)]
     thread = KubeThread(_declare_resources())
-    thread.emulator = ResumingWatchEmulator()
     with thread as kube:
         controller = IndexedController(kube.emulator)
         kube.spawn(controller.run)

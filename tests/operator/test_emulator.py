@@ -180,6 +180,35 @@ def test_watch_streams_existing_then_new_objects_with_label_selector(
     assert seen == [("ADDED", "a"), ("ADDED", "d")]
 
 
+def test_a_watch_resumed_from_a_resource_version_sends_only_newer_objects(
+    kube: KubeThread, api: kubernetes.client.ApiClient
+) -> None:
+    core = kubernetes.client.CoreV1Api(api)
+    old = core.create_namespaced_config_map("default", {"metadata": {"name": "old"}})
+    core.create_namespaced_config_map("default", {"metadata": {"name": "newer"}})
+    seen: list[tuple[str, str]] = []
+
+    def watch() -> None:
+        method, url, headers, _, _ = api.param_serialize(
+            "GET",
+            "/api/v1/namespaces/default/configmaps",
+            query_params=[("watch", "true"), ("resourceVersion", old.metadata.resource_version)],
+        )
+        response = api.call_api(method, url, header_params=headers).response
+        for line in response:
+            event = json.loads(line)
+            seen.append((event["type"], event["object"]["metadata"]["name"]))
+            if event["object"]["metadata"]["name"] == "last":
+                return
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    kube.wait_for(lambda _: seen, what="the first event")
+    core.create_namespaced_config_map("default", {"metadata": {"name": "last"}})
+    thread.join(WAIT_TIMEOUT)
+    assert seen == [("ADDED", "newer"), ("ADDED", "last")]
+
+
 def test_delete_collects_dependents_and_honours_finalizers(
     kube: KubeThread, api: kubernetes.client.ApiClient
 ) -> None:

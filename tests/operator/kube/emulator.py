@@ -562,9 +562,19 @@ class Emulator(kmock.KubernetesEmulator):
         assert request.resource is not None
         bus = self._buses[kmock.resource(request.resource)]
         checks = _parse_selector(request.params.get("labelSelector", ""))
+        # A watch resumed from a resourceVersion gets only what is newer, as from an API server
+        # (kopf resumes after 70 s of silence; replaying everything made it reconcile every child
+        # again). Unset or "0": the full snapshot. Deletions in between are not replayed: the
+        # emulator keeps no event history.
+        since = request.params.get("resourceVersion") or ""
+        floor = int(since) if since.isdigit() and since != "0" else None
         async with self._lock:  # the mark and the snapshot are consistent: nothing lost in between
             marker = await bus.mark()
-            snapshot = [{"type": "ADDED", "object": o} for o in self._select(request)]
+            snapshot = [
+                {"type": "ADDED", "object": o}
+                for o in self._select(request)
+                if floor is None or int(o["metadata"]["resourceVersion"]) > floor
+            ]
         try:
             for event in snapshot:
                 yield event

@@ -6,6 +6,7 @@ onnx-asr, and ``kubescribe.yaml`` listing every file's sha256 and the released t
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,19 +154,20 @@ def export_checkpoint(
         model_files.append("model.int8.onnx")
     evaluation: list[Evaluation] = []
     wer: dict[str, float] = {}
+    write = functools.partial(
+        write_manifest,
+        out_dir,
+        name=name,
+        version=version,
+        vocab_size=len(tokens),
+        subsampling_factor=SUBSAMPLING_FACTOR,
+        frontend=frontend,
+        model_type=NEMO_MODEL_TYPE,
+        description=description,
+    )
     if testset is not None:
         # A provisional manifest lets the evaluator read the front end; rewritten below.
-        write_manifest(
-            out_dir,
-            name=name,
-            version=version,
-            vocab_size=len(tokens),
-            subsampling_factor=SUBSAMPLING_FACTOR,
-            frontend=frontend,
-            model_type=NEMO_MODEL_TYPE,
-            evaluation=[],
-            description=description,
-        )
+        write(evaluation=[])
         for model_file in model_files:
             report = evaluate_artifact(out_dir, testset, model_file)
             wer[model_file] = report.wer
@@ -177,16 +179,6 @@ def export_checkpoint(
                     model_file=model_file,
                 )
             )
-    write_manifest(
-        out_dir,
-        name=name,
-        version=version,
-        vocab_size=len(tokens),
-        subsampling_factor=SUBSAMPLING_FACTOR,
-        frontend=frontend,
-        model_type=NEMO_MODEL_TYPE,
-        evaluation=evaluation,
-        description=description,
-    )
+    write(evaluation=evaluation)
     files = {p.name: sha256_file(p) for p in sorted(out_dir.iterdir()) if p.is_file()}
     return ExportReport(out_dir=out_dir, parity_max_abs_diff=diff, files=files, wer=wer)

@@ -70,7 +70,16 @@ def test_serves_as_nobody_and_writes_nothing(public_model: Path, tmp_path: Path)
     if os.geteuid() != 0:
         user_args: tuple[str, ...] = ()  # already unprivileged
     else:
-        user_args = ("setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups")
+        # nobody may read and search (never write) wherever the checkout lies: CI's clone can sit
+        # under a 0700 directory (mktemp -d) that nobody could not otherwise traverse.
+        user_args = (
+            "setpriv",
+            f"--reuid={NOBODY}",
+            f"--regid={NOBODY}",
+            "--clear-groups",
+            "--inh-caps=+dac_read_search",
+            "--ambient-caps=+dac_read_search",
+        )
     trace = tmp_path / "trace.log"
     server = start_server(
         public_model,

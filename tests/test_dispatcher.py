@@ -53,3 +53,21 @@ def test_other_commands_leave_blas_alone(command: str, seen_env: dict[str, str |
 def test_unknown_command_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["nonsense"]) == 2
     assert "unknown command 'nonsense'" in capsys.readouterr().err
+
+
+def test_python_dash_m_kubescribe_is_the_same_command() -> None:
+    # `python -m kubescribe` runs where the console script is not installed (e.g. a GPU host
+    # that only has the source tree on PYTHONPATH).
+    import subprocess
+    import sys
+
+    from kubescribe import __version__
+
+    done = subprocess.run(
+        [sys.executable, "-m", "kubescribe", "--version"], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and done.stdout.strip() == __version__
+    unknown = subprocess.run(
+        [sys.executable, "-m", "kubescribe", "no-such-command"], capture_output=True, text=True
+    )
+    assert unknown.returncode == 2 and "unknown command" in unknown.stderr

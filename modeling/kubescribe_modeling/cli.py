@@ -45,6 +45,14 @@ def train_main(argv: Sequence[str]) -> int:
     parser.add_argument("--threads", type=int, help="override torch CPU threads")
     parser.add_argument("--teacher", type=Path, help="distil from this teacher checkpoint")
     parser.add_argument("--init", type=Path, help="start from this checkpoint (e.g. pruned)")
+    parser.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any configuration key (dotted, e.g. model.d_model=176); repeatable",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
         "--prepare", action="store_true", help="only compute the feature cache, then exit"
@@ -66,7 +74,7 @@ def train_main(argv: Sequence[str]) -> int:
         overrides["device"] = args.device
     if args.threads:
         overrides["threads"] = args.threads
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(args.config, overrides, args.settings)
     if args.teacher:
         cfg = cfg.model_copy(
             update={"distill": cfg.distill.model_copy(update={"teacher": args.teacher})}
@@ -106,6 +114,14 @@ def prune_main(argv: Sequence[str]) -> int:
     parser.add_argument("--config", type=Path, help="training configuration for the fine-tune")
     parser.add_argument("--finetune-minutes", type=_positive_float, help="fine-tune budget")
     parser.add_argument("--threads", type=int, help="override torch CPU threads of the fine-tune")
+    parser.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a key of the fine-tune configuration; repeatable",
+    )
     args = parser.parse_args(argv)
 
     from kubescribe_modeling.checkpoint import load_checkpoint, save_checkpoint
@@ -132,6 +148,7 @@ def prune_main(argv: Sequence[str]) -> int:
                 "warmup_steps": 0,
                 **({"threads": args.threads} if args.threads else {}),
             },
+            args.settings,
         )
         result = train(cfg, init=pruned)
         save_checkpoint(args.output, load_checkpoint(result.best))

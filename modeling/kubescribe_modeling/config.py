@@ -87,10 +87,38 @@ class TrainConfig(_Strict):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(None, gt=0)
+    feature_workers: int = Field(1, gt=0, description="processes that fill the feature cache")
 
 
-def load_config(path: Path, overrides: dict[str, object] | None = None) -> TrainConfig:
-    """Read a YAML training configuration; ``overrides`` are top-level keys set on top."""
+def parse_setting(text: str) -> tuple[list[str], object]:
+    """``KEY=VALUE`` (``KEY`` may be dotted, ``VALUE`` is YAML) from ``--set``."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects KEY=VALUE, got {text!r}")
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: value is not valid YAML: {exc}") from exc
+    return key.strip().split("."), parsed
+
+
+def _apply_setting(data: dict[str, object], path: list[str], value: object) -> None:
+    node = data
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {'.'.join(path)}: {part} is not a mapping")
+        node = child
+    node[path[-1]] = value
+
+
+def load_config(
+    path: Path,
+    overrides: dict[str, object] | None = None,
+    settings: list[str] | None = None,
+) -> TrainConfig:
+    """Read a YAML training configuration; ``overrides`` are top-level keys set on top,
+    ``settings`` are ``KEY=VALUE`` strings (dotted keys reach into sections)."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError as exc:
@@ -100,6 +128,8 @@ def load_config(path: Path, overrides: dict[str, object] | None = None) -> Train
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     data.update(overrides or {})
+    for setting in settings or []:
+        _apply_setting(data, *parse_setting(setting))
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:

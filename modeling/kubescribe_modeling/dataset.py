@@ -99,14 +99,20 @@ def featurize(utterance: Utterance, frontend: NemoLogMelFrontend) -> npt.NDArray
     return feats[:, : max(len(wave) // frontend.hop_length, 1)]
 
 
+def _featurize_half(utterance: Utterance, frontend: NemoLogMelFrontend) -> npt.NDArray[np.float16]:
+    return featurize(utterance, frontend).astype(np.float16)
+
+
 def load_features(
     manifest: Path,
     cache_dir: Path,
     frontend: NemoLogMelFrontend,
     normalize: bool = True,
     progress: bool = True,
+    workers: int = 1,
 ) -> FeatureSet:
-    """Features of every utterance of ``manifest``, computed once and cached."""
+    """Features of every utterance of ``manifest``, computed once (in ``workers`` processes)
+    and cached."""
     from tqdm import tqdm
 
     from kubescribe_modeling.text import normalize_text
@@ -119,12 +125,24 @@ def load_features(
     if cache.exists():
         with np.load(cache) as data:
             flat, offsets = data["features"], data["offsets"]
-        feats = [flat[:, offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
-        return FeatureSet(feats, texts, sources)
-    feats = [
-        featurize(u, frontend).astype(np.float16)
-        for u in tqdm(utterances, desc=f"features {manifest.name}", disable=not progress)
-    ]
+        cached = [flat[:, offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
+        return FeatureSet(cached, texts, sources)
+    bar = tqdm(total=len(utterances), desc=f"features {manifest.name}", disable=not progress)
+    feats: list[npt.NDArray[np.float16]] = []
+    if workers <= 1:
+        for u in utterances:
+            feats.append(_featurize_half(u, frontend))
+            bar.update()
+    else:
+        from concurrent.futures import ProcessPoolExecutor
+        from functools import partial
+
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            work = partial(_featurize_half, frontend=frontend)
+            for f in pool.map(work, utterances, chunksize=32):
+                feats.append(f)
+                bar.update()
+    bar.close()
     offsets = np.concatenate([[0], np.cumsum([f.shape[1] for f in feats])]).astype(np.int64)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp.npz")

@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 from kubescribe_modeling.data.augment import augment, draw_augmentation
-from kubescribe_modeling.data.build import READY, build_corpus
+from kubescribe_modeling.data.build import (
+    READY,
+    PlanError,
+    build_corpus,
+    read_plan,
+    write_plan,
+)
 from kubescribe_modeling.data.cli import data_main
 from kubescribe_modeling.data.open_vocab import (
     everyday_sentences,
@@ -31,6 +37,7 @@ from kubescribe_modeling.data.templates import template_sentence
 from kubescribe_modeling.data.voices import HELD_OUT_VARIANTS, HELD_OUT_VOICES, train_voices
 from kubescribe_modeling.text import ALPHABET, cardinal, normalize_text, ordinal, year
 
+from kubescribe.cli import main as kubescribe_main
 from kubescribe.errors import KubescribeError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -292,6 +299,60 @@ def test_tiny_corpus_through_espeak(tmp_path: Path) -> None:
     wavs = sorted(p.relative_to(out) for p in out.rglob("*.wav"))
     assert len(wavs) == 9
     assert all((again / w).read_bytes() == (out / w).read_bytes() for w in wavs)
+
+
+def test_a_plan_written_on_one_machine_renders_the_same_corpus_on_another(tmp_path: Path) -> None:
+    config = CorpusConfig(
+        utterances=3, dev_fraction=0.25, test_templates=1, test_independent=1, seed=5
+    )
+    direct = tmp_path / "direct"
+    build_corpus(config, direct, workers=1, progress=False)
+
+    plan_file = tmp_path / "plan.jsonl"
+    write_plan(plan_file, config, plan_corpus(config))
+    assert read_plan(plan_file) == (config, plan_corpus(config))
+    # Rendering from the plan needs no text resources: planning must not run again.
+    rendered = tmp_path / "rendered"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("kubescribe_modeling.data.build.plan_corpus", _planning_forbidden)
+        assert data_main(["--out", str(rendered), "--from-plan", str(plan_file), "--workers", "1",
+                          "--no-progress"]) == 0  # fmt: skip
+    for split in ("train", "dev", "test"):
+        name = f"{split}.jsonl"
+        assert (rendered / name).read_bytes() == (direct / name).read_bytes()
+    wavs = sorted(p.relative_to(direct) for p in direct.rglob("*.wav"))
+    assert wavs and all((rendered / w).read_bytes() == (direct / w).read_bytes() for w in wavs)
+    assert (rendered / READY).is_file()
+
+
+def _planning_forbidden(config: CorpusConfig) -> list:
+    raise AssertionError("--from-plan must not plan")
+
+
+def test_plan_out_writes_the_plan_of_the_options_and_renders_nothing(tmp_path: Path) -> None:
+    plan_file = tmp_path / "plan.jsonl"
+    argv = ["--out", str(tmp_path / "never"), "--utterances", "5", "--seed", "2"]
+    assert data_main([*argv, "--plan-out", str(plan_file)]) == 0
+    config, plan = read_plan(plan_file)
+    assert config.utterances == 5 and config.seed == 2
+    assert plan == plan_corpus(config)
+    assert sum(u.split == "train" for u in plan) == 5
+    assert not (tmp_path / "never").exists()
+
+
+def test_a_file_that_is_not_a_plan_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(PlanError, match="plan not found"):
+        read_plan(tmp_path / "missing.jsonl")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"audio": "x.wav", "text": "hello"}\n')
+    with pytest.raises(PlanError, match="not a corpus plan"):
+        read_plan(bad)
+    code = kubescribe_main(["data", "--out", str(tmp_path / "c"), "--from-plan", str(bad)])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and err.startswith("kubescribe data: error:") and "not a corpus plan" in err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "c").exists()
 
 
 # --- the committed test set ----------------------------------------------------------------

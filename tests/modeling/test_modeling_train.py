@@ -2,14 +2,15 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
 import torch
 from kubescribe_modeling.checkpoint import load_checkpoint
-from kubescribe_modeling.config import ModelConfig
+from kubescribe_modeling.config import ModelConfig, load_config
 from kubescribe_modeling.dataset import collate, load_features, make_batches
-from kubescribe_modeling.errors import ModelingError
+from kubescribe_modeling.errors import ConfigError, ModelingError
 from kubescribe_modeling.model import ConformerCTC
 from kubescribe_modeling.train import ctc_loss, learning_rate, train
 from kubescribe_modeling.vocab import CharVocabulary
@@ -110,3 +111,50 @@ def test_model_config_is_part_of_the_checkpoint(tiny_checkpoint) -> None:  # typ
     )
     model = tiny_checkpoint.build_model()
     assert model.vocab_size == len(tiny_checkpoint.vocab.tokens)
+
+
+def test_feature_cache_filled_by_several_processes_equals_one_process(
+    tiny_corpus: Path, tmp_path: Path
+) -> None:
+    frontend = NemoLogMelFrontend()
+    manifest = tiny_corpus / "train.jsonl"
+    one = load_features(manifest, tmp_path / "one", frontend, progress=False, workers=1)
+    two = load_features(manifest, tmp_path / "two", frontend, progress=False, workers=2)
+    assert len(one) == len(two) > 1
+    pairs = zip(one.features, two.features, strict=True)
+    assert all(a.dtype == b.dtype and (a == b).all() for a, b in pairs)
+    assert one.texts == two.texts
+    # The cache written by the pool reads back the same as well.
+    again = load_features(manifest, tmp_path / "two", frontend, progress=False)
+    assert all((a == b).all() for a, b in zip(one.features, again.features, strict=True))
+
+
+def test_set_overrides_reach_nested_keys_with_yaml_values(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("model: {d_model: 64, n_heads: 4}\nlr: 0.002\n")
+    cfg = load_config(
+        config,
+        {"epochs": 3},
+        ["model.d_model=96", "vocab.kind=bpe", "max_minutes=2.5", "specaugment.time_masks=0"],
+    )
+    assert cfg.model.d_model == 96 and cfg.model.n_heads == 4  # siblings kept
+    assert cfg.vocab.kind == "bpe" and cfg.max_minutes == 2.5 and cfg.epochs == 3
+    assert cfg.specaugment.time_masks == 0 and cfg.lr == 0.002
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("d_model", "KEY=VALUE"),
+        ("=3", "KEY=VALUE"),
+        ("lr.fast=1", "lr is not a mapping"),
+        ("model.d_model=[1", "not valid YAML"),
+        ("model.d_model=wide", "model.d_model"),
+        ("no_such_key=1", "no_such_key"),
+    ],
+)
+def test_bad_set_overrides_are_clear_errors(tmp_path: Path, setting: str, message: str) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("lr: 0.002\n")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(config, None, [setting])

@@ -26,10 +26,15 @@ from kubescribe_modeling.data.plan import CorpusConfig, Utterance, plan_corpus
 from kubescribe_modeling.data.resources import digests
 from kubescribe_modeling.data.synth import SAMPLE_RATE, espeak_version, require_espeak, synthesize
 from kubescribe_modeling.data.voices import HELD_OUT_VOICES
+from kubescribe_modeling.errors import ModelingError
 
-__all__ = ["READY", "build_corpus", "render", "write_utterances"]
+__all__ = ["READY", "build_corpus", "read_plan", "render", "write_plan", "write_utterances"]
 
 READY = "READY"
+
+
+class PlanError(ModelingError):
+    """A --from-plan file is missing or malformed."""
 
 
 def render(utt: Utterance) -> np.ndarray:
@@ -102,13 +107,43 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def write_plan(path: Path, config: CorpusConfig, plan: Sequence[Utterance]) -> None:
+    """The plan as JSON lines: the config first, then one utterance per line.
+
+    Planning needs the text resources (and wordfreq); rendering needs only espeak-ng. A plan
+    written here can be rendered on another machine (e.g. a GPU host) with ``--from-plan``.
+    """
+    with path.open("w", encoding="utf-8") as f:
+        f.write(json.dumps({"config": config.model_dump(mode="json")}) + "\n")
+        for utt in plan:
+            f.write(json.dumps(asdict(utt), ensure_ascii=False) + "\n")
+
+
+def read_plan(path: Path) -> tuple[CorpusConfig, list[Utterance]]:
+    """Inverse of :func:`write_plan`; a clear error for a file that is not a plan."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        config = CorpusConfig.model_validate(json.loads(lines[0])["config"])
+        plan = [Utterance(**json.loads(line)) for line in lines[1:] if line.strip()]
+    except FileNotFoundError as exc:
+        raise PlanError(f"{path}: plan not found") from exc
+    except (IndexError, KeyError, TypeError, ValueError) as exc:
+        raise PlanError(f"{path}: not a corpus plan written by --plan-out ({exc})") from exc
+    return config, plan
+
+
 def build_corpus(
-    config: CorpusConfig, out: Path, workers: int = 2, progress: bool = True
+    config: CorpusConfig,
+    out: Path,
+    workers: int = 2,
+    progress: bool = True,
+    plan: Sequence[Utterance] | None = None,
 ) -> dict[str, Any]:
-    """Plan, synthesise and write the corpus to ``out`` atomically; returns its summary."""
+    """Plan (unless ``plan`` is given), synthesise and write the corpus to ``out`` atomically."""
     started = time.monotonic()
     require_espeak()
-    plan = plan_corpus(config)
+    if plan is None:
+        plan = plan_corpus(config)
     out = out.resolve()
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

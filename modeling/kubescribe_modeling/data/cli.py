@@ -11,8 +11,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from kubescribe.errors import KubescribeError
-from kubescribe_modeling.data.build import build_corpus
-from kubescribe_modeling.data.plan import CorpusConfig
+from kubescribe_modeling.data.build import build_corpus, read_plan, write_plan
+from kubescribe_modeling.data.plan import CorpusConfig, plan_corpus
 from kubescribe_modeling.data.testset import build_testset, write_sample
 
 __all__ = ["data_main"]
@@ -52,6 +52,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--test-augment", type=float, default=0.0)
     p.add_argument("--workers", type=int, default=2, help="synthesis processes")
     p.add_argument("--no-progress", action="store_true")
+    plan = p.add_mutually_exclusive_group()
+    plan.add_argument("--plan-out", type=Path, help="only write the plan (JSON lines) to this file")
+    plan.add_argument(
+        "--from-plan", type=Path, help="render this plan (from --plan-out) instead of planning"
+    )
     p.add_argument(
         "--testset",
         action="store_true",
@@ -75,6 +80,14 @@ def data_main(argv: Sequence[str] | None = None) -> int:
         if args.sample is not None:
             print(f"sample: {write_sample(args.sample)}")
         return 0
+    if args.from_plan is not None:
+        config, plan = read_plan(args.from_plan)
+        summary = build_corpus(
+            config, args.out, workers=args.workers, progress=not args.no_progress, plan=plan
+        )
+        print(json.dumps(summary["splits"], indent=2), file=sys.stderr)
+        print(f"corpus written to {args.out} in {summary['generation_seconds']} s", file=sys.stderr)
+        return 0
     try:
         config = CorpusConfig(
             hours=18.0 if args.hours is None else args.hours,
@@ -91,6 +104,11 @@ def data_main(argv: Sequence[str] | None = None) -> int:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "config"
         raise DataConfigError(f"invalid data option {where}: {first['msg']}") from exc
+    if args.plan_out is not None:
+        plan = plan_corpus(config)
+        write_plan(args.plan_out, config, plan)
+        print(json.dumps({"plan": str(args.plan_out), "utterances": len(plan)}))
+        return 0
     summary = build_corpus(config, args.out, workers=args.workers, progress=not args.no_progress)
     print(json.dumps(summary["splits"], indent=2), file=sys.stderr)
     print(f"corpus written to {args.out} in {summary['generation_seconds']} s", file=sys.stderr)

@@ -125,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--full-testset", type=Path, help="larger test manifest for --interop")
     parser.add_argument("--corpus-info", type=Path, help="the corpus's corpus.json")
     parser.add_argument("--note", action="append", default=[], help="a line for the card's notes")
+    parser.add_argument("--train-machine", help="where the models were trained, for the card")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
 
@@ -162,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["corpus"] = {k: info.get(k) for k in ("held_out_voices", "splits", "espeak_ng")}
     if args.note:
         results["notes"] = list(args.note)
+    if args.train_machine:
+        results["train_machine"] = args.train_machine
     if args.demo_run is not None:
         results["demo_training"] = training_summary(args.demo_run)
     args.out.parent.mkdir(parents=True, exist_ok=True)

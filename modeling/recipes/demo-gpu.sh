@@ -11,6 +11,10 @@
 # by half and fine-tuned. The phases share BUDGET_SECONDS (default 540) in proportion.
 # OUT receives checkpoints.tar in 15 MiB parts: the best checkpoints (optimizer state dropped;
 # the BPE twin only where its dev WER beats the char teacher's), histories and logs.
+#
+# Environment: WORK (scratch, default /tmp/kubescribe-gpu), PYTHON (default python3), DEVICE
+# (default cuda; cpu runs the same steps, as tests/modeling/test_recipe.py does),
+# MIN_PHASE_SECONDS (default 30), BPE_SIZE (default 256).
 set -euo pipefail
 
 plan=$1
@@ -24,9 +28,10 @@ started=$SECONDS
 mkdir -p "$out" "$work"
 
 left() { echo $((budget - (SECONDS - started))); }
-minutes() { awk -v s="$1" 'BEGIN { if (s < 30) s = 30; printf "%.2f", s / 60 }'; }
+# Seconds -> minutes for --max-minutes, never below MIN_PHASE_SECONDS (default 30).
+minutes() { awk -v s="$1" -v m="${MIN_PHASE_SECONDS:-30}" 'BEGIN { if (s < m) s = m; printf "%.2f", s / 60 }'; }
 ks() { "$py" -m kubescribe "$@"; }
-# A job in the background, its output and exit status in OUT/NAME.log.
+# A job in the background, its output and exit status in WORK/NAME.log (packed into OUT).
 job() {
   local name=$1
   shift
@@ -54,7 +59,7 @@ job teacher ks train --config "$configs/large.yaml" "${common[@]}" \
   --out-dir "$work/teacher" --max-minutes "$phase1" --set lr=0.002 --set warmup_steps=300
 job teacher-bpe ks train --config "$configs/large.yaml" "${common[@]}" \
   --out-dir "$work/teacher-bpe" --max-minutes "$phase1" --set lr=0.002 --set warmup_steps=300 \
-  --set vocab.kind=bpe --set vocab.bpe_size=256
+  --set vocab.kind=bpe --set "vocab.bpe_size=${BPE_SIZE:-256}"
 wait
 tail -n 3 "$work"/teacher*.log
 

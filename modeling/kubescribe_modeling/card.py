@@ -16,6 +16,8 @@ from typing import Any
 
 from kubescribe_runtime.manifest import ArtifactManifest
 
+DEFAULT_TRAIN_MACHINE = "CPU only (the shared 2-core CI machine)"
+
 #: How the demo model and the table's rows were made (kept next to the code that renders them).
 COMMANDS = """\
 # 1. plan the corpus here (planning needs the text resources and wordfreq; rendering does not)
@@ -39,12 +41,9 @@ kubescribe export runs/gpu/teacher2.pt examples/models/demo --int8 --testset exa
 for m in teacher student distilled pruned; do
   kubescribe export runs/gpu/$m.pt runs/gpu/art/$m --int8 --testset examples/testset
 done
-# 5. the tables of this card
-python -m kubescribe_modeling.report --testset examples/testset --row LABEL=ARTIFACT@RUN ... \\
-    --interop examples/models/demo --full-testset data/corpus/test.jsonl \\
-    --out examples/models/demo/results.json
-python -m kubescribe_modeling.card examples/models/demo/results.json \\
-    --manifest examples/models/demo/kubescribe.yaml --out examples/models/demo/MODEL_CARD.md
+# 5. the tables of this card: report (every row measured here), then card; the whole command,
+#    rows and notes included, is examples/models/demo/training/report.sh
+bash examples/models/demo/training/report.sh
 """
 
 
@@ -122,7 +121,7 @@ def render(results: dict[str, Any], manifest: ArtifactManifest) -> str:
         out += [
             "## Training",
             "",
-            f"{results.get('train_machine', 'CPU only (the shared 2-core CI machine)')}: "
+            f"Trained on {results.get('train_machine', DEFAULT_TRAIN_MACHINE)}: "
             f"{training.get('train_minutes')} training minutes, {training.get('steps')} steps, "
             f"{training.get('epochs_completed')} complete epoch(s) of the training split; "
             f"best dev WER {_pct(training.get('best_dev_wer'))}. Commands:",
@@ -186,7 +185,7 @@ def render(results: dict[str, Any], manifest: ArtifactManifest) -> str:
             f"Committed test set; real-time factor = compute time / audio time on "
             f"{results.get('machine', 'CPU')} (features + ONNX + greedy CTC, one utterance at a "
             "time; lower is faster). Training minutes are each run's own wall-clock training "
-            f"time ({results.get('train_machine', 'CPU only (the shared 2-core CI machine)')}).",
+            f"time, on {results.get('train_machine', DEFAULT_TRAIN_MACHINE)}.",
             "",
             _table(
                 [

@@ -13,9 +13,10 @@ from kubescribe_runtime.artifact import load_artifact
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "models" / "demo"
 TESTSET = ROOT / "examples" / "testset"
-# Bounds with head-room over the model card's measured figures: a broken export, a wrong
+# Bounds with head-room over the model card's measured figures (demo 2.0.0: template 4.1-4.7 %,
+# all 8.7-10.6 % across the three engines and both files): a broken export, a wrong
 # subsampling factor or a missing normalisation pushes WER far above them.
-MAX_WER = {"template": 0.35, "all": 0.50}
+MAX_WER = {"template": 0.10, "all": 0.16}
 
 pytestmark = pytest.mark.xdist_group("demo-model")
 

@@ -68,7 +68,10 @@ class Settings:
 FULL = Settings((1, 4, 16, 64), (5.0, 20.0), 10.0, 32, 6, 16, 10.0)
 SMOKE = Settings((1, 2), (2.0,), 5.0, 2, 1, 2, 10.0)
 
-MODES = ("batching on", "batching off")
+MODES = ("batching on", "batching on, full delay", "batching off")
+# The runtime closes a batch at once when no other request is preparing audio; the full-delay
+# mode (`--batch-wait-full-delay`) always waits `--max-delay-ms`, as the batcher used to.
+FULL_DELAY = "batching on, full delay"
 
 
 @dataclass
@@ -97,7 +100,15 @@ def free_port() -> int:
 class ServerProcess:
     """`kubescribe serve` on a free loopback port; a context manager that always stops it."""
 
-    def __init__(self, artifact: Path, threads: int, batch: int, delay_ms: float, log: Path):
+    def __init__(
+        self,
+        artifact: Path,
+        threads: int,
+        batch: int,
+        delay_ms: float,
+        log: Path,
+        extra: Sequence[str] = (),
+    ):
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}"
         self.log_path = log
@@ -106,7 +117,7 @@ class ServerProcess:
             "--model-dir", str(artifact), "--host", HOST, "--port", str(self.port),
             "--threads", str(threads), "--max-batch-size", str(batch),
             "--max-delay-ms", str(delay_ms), "--http-threads", "80", "--max-queue", "512",
-            "--log-level", "warning",
+            "--log-level", "warning", *extra,
         ]  # fmt: skip
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -236,10 +247,14 @@ def run(argv: Sequence[str] | None) -> int:
     results: dict[str, list[Cell]] = {}
     with tempfile.TemporaryDirectory(prefix="kubescribe-bench-") as tmp:
         for mode in MODES:
-            batch = settings.batch_size if mode == "batching on" else 1
-            progress(f"{mode}: starting `kubescribe serve --max-batch-size {batch}`")
-            log = Path(tmp) / f"server-{batch}.log"
-            with ServerProcess(artifact, args.threads, batch, settings.max_delay_ms, log) as srv:
+            batch = 1 if mode == "batching off" else settings.batch_size
+            extra = ["--batch-wait-full-delay"] if mode == FULL_DELAY else []
+            flags = " ".join([f"--max-batch-size {batch}", *extra])
+            progress(f"{mode}: starting `kubescribe serve {flags}`")
+            log = Path(tmp) / f"server-{len(results)}.log"
+            with ServerProcess(
+                artifact, args.threads, batch, settings.max_delay_ms, log, extra
+            ) as srv:
                 warm_up(srv.url, wavs[settings.clip_seconds[0]], min(8, max(settings.clients)))
                 cells = []
                 for clip_s in settings.clip_seconds:
@@ -310,8 +325,11 @@ def render(
         "p50 s", "p95 s", "p99 s", "p99 / p50",
     ]  # fmt: skip
     rows = []
-    for on, off in zip(results["batching on"], results["batching off"], strict=True):
-        for mode, cell in (("on", on), ("off", off)):
+    triples = list(
+        zip(results["batching on"], results[FULL_DELAY], results["batching off"], strict=True)
+    )
+    for on, full, off in triples:
+        for mode, cell in (("on", on), ("on, full delay", full), ("off", off)):
             errors = ", ".join(f"{k}: {v}" for k, v in cell.errors.items()) or "0"
             p50 = percentile(cell.latencies, 50) if cell.latencies else 0.0
             rows.append(
@@ -334,12 +352,15 @@ def render(
             f"{on.clip_s:g} s",
             on.clients,
             fmt(on.throughput),
+            fmt(full.throughput),
             fmt(off.throughput),
             ratio(on.throughput, off.throughput),
+            ratio(on.throughput, full.throughput),
+            _lat(on, 50) + " / " + _lat(full, 50),
             fmt(limits[on.clip_s, settings.batch_size]),
             ratio(limits[on.clip_s, settings.batch_size], off.throughput),
         ]
-        for on, off in zip(results["batching on"], results["batching off"], strict=True)
+        for on, full, off in triples
     ]
     mode = "smoke (tiny sizes: not a measurement)" if args.smoke else "full"
     targets = target_lines(results)
@@ -348,10 +369,12 @@ def render(
             f"Run: {mode}; artifact {artifact_label(args.artifact)}; server flags "
             f"`--threads {args.threads} --http-threads 80 --max-queue 512`; batching on = "
             f"`--max-batch-size {settings.batch_size} --max-delay-ms "
-            f"{settings.max_delay_ms:g}`, off = `--max-batch-size 1`. Each cell: closed-loop "
-            f"clients, at most max({settings.min_requests}, {settings.per_client} × clients) "
-            f"requests or {settings.cell_seconds:g} s of starting new ones; latency as the "
-            "client sees it.",
+            f"{settings.max_delay_ms:g}` (a batch closes at once when no other request is "
+            "preparing audio), on, full delay = the same plus `--batch-wait-full-delay` (always "
+            f"waits the {settings.max_delay_ms:g} ms), off = `--max-batch-size 1`. Each cell: "
+            f"closed-loop clients, at most max({settings.min_requests}, "
+            f"{settings.per_client} × clients) requests or {settings.cell_seconds:g} s of "
+            "starting new ones; latency as the client sees it.",
             "\n".join(machine_facts(args.threads, ("onnxruntime", "waitress", "requests"))),
             markdown_table(header, rows),
             "Dynamic batching, throughput on vs off. *Model only* is onnxruntime alone on "
@@ -370,8 +393,11 @@ def render(
                     "clip",
                     "clients",
                     "on (audio s/s)",
+                    "on, full delay (audio s/s)",
                     "off (audio s/s)",
                     "on / off",
+                    "on / full delay",
+                    "p50 s on / full delay",
                     f"model only, batch {settings.batch_size} (audio s/s)",
                     "ceiling of on / off",
                 ],

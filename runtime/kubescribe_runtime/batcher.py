@@ -1,17 +1,21 @@
 """Dynamic batching: one worker thread groups queued jobs into batches for the model.
 
-A batch closes when it holds ``max_batch_size`` jobs or ``max_delay_s`` after its oldest job
-arrived. When more jobs wait than fit, the batch is the run of ``max_batch_size`` jobs of
-similar length (sorted by length) that contains the oldest job: little padding, no starvation.
+A batch closes when it holds ``max_batch_size`` jobs, ``max_delay_s`` after its oldest job
+arrived, or — with ``close_when_idle`` — as soon as no caller is still preparing a job
+(:meth:`DynamicBatcher.producing`): then no batch-mate can come, and waiting would only add
+latency to a lone request. When more jobs wait than fit, the batch is the run of
+``max_batch_size`` jobs of similar length (sorted by length) that contains the oldest job:
+little padding, no starvation.
 The queue is bounded: :class:`QueueFull` tells the caller to answer 429 with Retry-After.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -71,6 +75,7 @@ class DynamicBatcher(Generic[In, Out]):
         on_batch: Callable[[int], None] | None = None,
         on_queue_depth: Callable[[int], None] | None = None,
         retry_after_s: int = 1,
+        close_when_idle: bool = False,
     ) -> None:
         self._run_batch = run_batch
         self.max_batch_size = max_batch_size
@@ -79,6 +84,8 @@ class DynamicBatcher(Generic[In, Out]):
         self._on_batch = on_batch or (lambda size: None)
         self._on_queue_depth = on_queue_depth or (lambda depth: None)
         self._retry_after_s = retry_after_s
+        self.close_when_idle = close_when_idle
+        self._producers = 0
         self._queue: list[_Job[In, Out]] = []
         self._cond = threading.Condition()
         self._closed = False
@@ -105,6 +112,22 @@ class DynamicBatcher(Generic[In, Out]):
             self._cond.notify()
             return job.future
 
+    @contextlib.contextmanager
+    def producing(self) -> Iterator[None]:
+        """Mark a caller that is preparing a job (decoding audio, computing features).
+
+        While any caller is, a batch that is neither full nor due waits for it; once none is
+        (and ``close_when_idle``), the batch closes at once.
+        """
+        with self._cond:
+            self._producers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._producers -= 1
+                self._cond.notify()
+
     def close(self, timeout: float | None = None) -> None:
         """Run what is queued, then stop the worker."""
         with self._cond:
@@ -121,7 +144,8 @@ class DynamicBatcher(Generic[In, Out]):
                     deadline = self._queue[0].enqueued + self.max_delay_s
                     full = len(self._queue) >= self.max_batch_size
                     remaining = deadline - time.monotonic()
-                    if full or remaining <= 0 or self._closed:
+                    nobody_coming = self.close_when_idle and self._producers == 0
+                    if full or remaining <= 0 or self._closed or nobody_coming:
                         break
                     self._cond.wait(remaining)
                 elif self._closed:

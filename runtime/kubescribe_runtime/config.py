@@ -69,6 +69,12 @@ class ServeConfig(_Settings):
     max_delay_ms: float = _setting(
         10, "--max-delay-ms", "KUBESCRIBE_MAX_DELAY_MS", "longest wait for batch-mates", ge=0
     )
+    batch_wait_full_delay: bool = _setting(
+        False,
+        "--batch-wait-full-delay",
+        "KUBESCRIBE_BATCH_WAIT_FULL_DELAY",
+        "wait the whole max delay for batch-mates even when no other request is preparing audio",
+    )
     max_queue: int = _setting(
         64, "--max-queue", "KUBESCRIBE_MAX_QUEUE", "queued windows before 429", ge=1
     )

@@ -48,6 +48,7 @@ def build_transcriber(config: ServeConfig, metrics: Metrics | None = None) -> Tr
         max_queue=config.max_queue,
         on_batch=metrics.batch_size.observe if metrics else None,
         on_queue_depth=metrics.queue_depth.set if metrics else None,
+        close_when_idle=not config.batch_wait_full_delay,
     )
     settings = PipelineSettings(
         window_seconds=config.window_seconds,

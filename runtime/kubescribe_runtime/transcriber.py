@@ -89,10 +89,17 @@ class Transcriber:
             parts.append(WindowWords(start_s, end_s, words))
 
         try:
-            for win in windows(blocks, window, overlap):
-                total_samples = max(total_samples, win.end)
-                item = prepare(win.samples, self.manifest)
-                future = self.batcher.submit(item, item.length)
+            upcoming = windows(blocks, window, overlap)
+            while True:
+                # Counted as producing only while decoding and preparing a window, not while
+                # waiting for results: the batcher waits for producers, never for waiters.
+                with self.batcher.producing():
+                    win = next(upcoming, None)
+                    if win is None:
+                        break
+                    total_samples = max(total_samples, win.end)
+                    item = prepare(win.samples, self.manifest)
+                    future = self.batcher.submit(item, item.length)
                 self._on_window()
                 pending.append((win.start / rate, win.end / rate, future))
                 while len(pending) >= self.max_pending:

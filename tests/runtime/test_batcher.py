@@ -94,3 +94,58 @@ def test_cancelled_jobs_are_skipped_and_failures_reach_every_caller() -> None:
     failing._run_batch = lambda items: items
     assert failing.submit(7, 7).result(10) == 7
     failing.close()
+
+
+# An hour of max delay: a batch that closes here closed because nobody could join it.
+HOUR = 3600.0
+
+
+def test_a_lone_job_runs_at_once_when_nobody_is_preparing_another() -> None:
+    recorder = _Recorder()
+    batcher = DynamicBatcher(
+        recorder, max_batch_size=8, max_delay_s=HOUR, max_queue=10, close_when_idle=True
+    )
+    with batcher.producing():
+        future = batcher.submit(1, 1)
+    assert future.result(60) == 10
+    batcher.close()
+
+    # Without close_when_idle the same job waits out its delay for batch-mates.
+    waiting = DynamicBatcher(_Recorder(), max_batch_size=8, max_delay_s=HOUR, max_queue=10)
+    with waiting.producing():
+        held = waiting.submit(1, 1)
+    with pytest.raises(TimeoutError):
+        held.result(0.3)
+    waiting.close()  # closing runs what is queued
+    assert held.result(60) == 10
+
+
+def test_a_batch_waits_for_a_caller_still_preparing_its_job() -> None:
+    recorder = _Recorder()
+    batcher = DynamicBatcher(
+        recorder, max_batch_size=8, max_delay_s=HOUR, max_queue=10, close_when_idle=True
+    )
+    with batcher.producing():  # B is decoding its audio
+        with batcher.producing():
+            a = batcher.submit(1, 1)
+        with pytest.raises(TimeoutError):
+            a.result(0.3)  # A waits for B, who may still join
+        b = batcher.submit(2, 2)
+    assert (a.result(60), b.result(60)) == (10, 20)
+    assert recorder.batches == [[1, 2]]  # one batch for both
+    batcher.close()
+
+
+def test_a_caller_that_fails_before_submitting_releases_the_batch() -> None:
+    recorder = _Recorder()
+    batcher = DynamicBatcher(
+        recorder, max_batch_size=8, max_delay_s=HOUR, max_queue=10, close_when_idle=True
+    )
+    with pytest.raises(ValueError, match="unreadable"), batcher.producing():  # B
+        with batcher.producing():
+            a = batcher.submit(1, 1)
+        assert not a.done()
+        raise ValueError("unreadable audio")  # B never submits
+    assert a.result(60) == 10
+    assert recorder.batches == [[1]]
+    batcher.close()

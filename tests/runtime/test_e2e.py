@@ -278,3 +278,22 @@ def test_sigterm_under_load_completes_every_accepted_request(
     finally:
         if process.process.poll() is None:
             process.process.kill()
+
+
+def test_a_lone_request_does_not_wait_for_batch_mates(utterance_ok: Callable[[str], bool]) -> None:
+    # An hour of --max-delay-ms and a 60 s request timeout: the request completes only because
+    # the batch closes as soon as no other request is preparing audio.
+    config = ServeConfig(
+        model_dir=DEMO_MODEL_DIR,
+        max_delay_ms=3_600_000,
+        request_timeout_s=60,
+        window_seconds=3,
+        window_overlap_seconds=0.5,
+    )
+    transcriber = build_transcriber(config)
+    try:
+        # A long-ish clip in short windows: each window is its own lone batch in turn.
+        transcript = transcriber.transcribe(SAMPLE.read_bytes())
+    finally:
+        transcriber.batcher.close()
+    assert utterance_ok(transcript.text), transcript.text

@@ -117,7 +117,16 @@ def test_gpu_requested_without_cuda_stays_unready(tone_dir: Path, tmp_path: Path
 
 
 def test_sigterm_drains_accepted_requests(tone_dir: Path, tmp_path: Path) -> None:
-    process = start_server(tone_dir, tmp_path, "--max-delay-ms", "3000", "--max-batch-size", "64")
+    # Requests held in the batcher for 3 s (the whole delay, even with nobody else coming).
+    process = start_server(
+        tone_dir,
+        tmp_path,
+        "--max-delay-ms",
+        "3000",
+        "--batch-wait-full-delay",
+        "--max-batch-size",
+        "64",
+    )
     patterns = ["lo hi", "hi lo", "lo lo hi", "hi lo hi", "lo hi lo", "hi hi lo", "lo hi hi"]
     with ThreadPoolExecutor(len(patterns)) as pool:
         futures = [pool.submit(transcribe, process, encode(tone_sentence(p))) for p in patterns]

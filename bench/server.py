@@ -68,10 +68,10 @@ class Settings:
 FULL = Settings((1, 4, 16, 64), (5.0, 20.0), 10.0, 32, 6, 16, 10.0)
 SMOKE = Settings((1, 2), (2.0,), 5.0, 2, 1, 2, 10.0)
 
-MODES = ("batching on", "batching on, full delay", "batching off")
 # The runtime closes a batch at once when no other request is preparing audio; the full-delay
 # mode (`--batch-wait-full-delay`) always waits `--max-delay-ms`, as the batcher used to.
 FULL_DELAY = "batching on, full delay"
+MODES = ("batching on", FULL_DELAY, "batching off")
 
 
 @dataclass

@@ -26,6 +26,18 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _add_set_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--set KEY=VALUE`` (repeatable), read by ``load_config`` as ``args.settings``."""
+    parser.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override {what}; repeatable",
+    )
+
+
 def data_main(argv: Sequence[str]) -> int:
     """Synthesise the corpus (the data package's command, re-exported for the dispatcher)."""
     from kubescribe_modeling.data.cli import data_main as run
@@ -45,14 +57,7 @@ def train_main(argv: Sequence[str]) -> int:
     parser.add_argument("--threads", type=int, help="override torch CPU threads")
     parser.add_argument("--teacher", type=Path, help="distil from this teacher checkpoint")
     parser.add_argument("--init", type=Path, help="start from this checkpoint (e.g. pruned)")
-    parser.add_argument(
-        "--set",
-        dest="settings",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override any configuration key (dotted, e.g. model.d_model=176); repeatable",
-    )
+    _add_set_option(parser, "any configuration key (dotted, e.g. model.d_model=176)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
         "--prepare", action="store_true", help="only compute the feature cache, then exit"
@@ -114,14 +119,7 @@ def prune_main(argv: Sequence[str]) -> int:
     parser.add_argument("--config", type=Path, help="training configuration for the fine-tune")
     parser.add_argument("--finetune-minutes", type=_positive_float, help="fine-tune budget")
     parser.add_argument("--threads", type=int, help="override torch CPU threads of the fine-tune")
-    parser.add_argument(
-        "--set",
-        dest="settings",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a key of the fine-tune configuration; repeatable",
-    )
+    _add_set_option(parser, "a key of the fine-tune configuration")
     args = parser.parse_args(argv)
 
     from kubescribe_modeling.checkpoint import load_checkpoint, save_checkpoint

@@ -8,11 +8,14 @@ reverb) happens when the corpus is synthesised; SpecAugment happens here, per ba
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import random
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -127,22 +130,11 @@ def load_features(
             flat, offsets = data["features"], data["offsets"]
         cached = [flat[:, offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
         return FeatureSet(cached, texts, sources)
-    bar = tqdm(total=len(utterances), desc=f"features {manifest.name}", disable=not progress)
-    feats: list[npt.NDArray[np.float16]] = []
-    if workers <= 1:
-        for u in utterances:
-            feats.append(_featurize_half(u, frontend))
-            bar.update()
-    else:
-        from concurrent.futures import ProcessPoolExecutor
-        from functools import partial
-
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            work = partial(_featurize_half, frontend=frontend)
-            for f in pool.map(work, utterances, chunksize=32):
-                feats.append(f)
-                bar.update()
-    bar.close()
+    work = partial(_featurize_half, frontend=frontend)
+    with ProcessPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:
+        results = pool.map(work, utterances, chunksize=32) if pool else map(work, utterances)
+        desc = f"features {manifest.name}"
+        feats = list(tqdm(results, total=len(utterances), desc=desc, disable=not progress))
     offsets = np.concatenate([[0], np.cumsum([f.shape[1] for f in feats])]).astype(np.int64)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp.npz")

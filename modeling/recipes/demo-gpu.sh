@@ -43,12 +43,13 @@ OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 ks data --out "$work/corpus" --from-pla
 cp "$work/corpus/corpus.json" "$work/"
 
 # GPU-sized batches, dev WER every minute (best.pt follows it), features from the shared cache.
-common=(
-  --device "${DEVICE:-cuda}" --no-progress
+settings=(
+  --set "device=${DEVICE:-cuda}"
   --set "corpus=$work/corpus" --set "cache_dir=$work/features"
   --set "feature_workers=$cores" --set threads=3
   --set batch_frames=60000 --set eval_every_minutes=1 --set dev_utterances=600
 )
+common=(--no-progress "${settings[@]}")
 echo "== features"
 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 ks train --config "$configs/large.yaml" "${common[@]}" --prepare
 
@@ -70,10 +71,7 @@ job student ks train --config "$configs/student.yaml" "${common[@]}" \
 job distilled ks train --config "$configs/distill.yaml" "${common[@]}" \
   --out-dir "$work/distilled" --teacher "$work/teacher/best.pt" --max-minutes "$phase2"
 job pruned ks prune "$work/teacher/best.pt" "$work/pruned.pt" --amount 0.5 \
-  --config "$configs/large.yaml" --finetune-minutes "$phase2" \
-  --set "device=${DEVICE:-cuda}" --set lr=0.0005 \
-  --set "corpus=$work/corpus" --set "cache_dir=$work/features" --set threads=3 \
-  --set batch_frames=60000 --set eval_every_minutes=1 --set dev_utterances=600
+  --config "$configs/large.yaml" --finetune-minutes "$phase2" "${settings[@]}" --set lr=0.0005
 wait
 tail -n 3 "$work"/student.log "$work"/distilled.log "$work"/pruned.log
 

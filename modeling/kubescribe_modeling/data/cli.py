@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from kubescribe.errors import KubescribeError
 from kubescribe_modeling.data.build import build_corpus, read_plan, write_plan
-from kubescribe_modeling.data.plan import CorpusConfig, plan_corpus
+from kubescribe_modeling.data.plan import CorpusConfig, Utterance, plan_corpus
 from kubescribe_modeling.data.testset import build_testset, write_sample
 
 __all__ = ["data_main"]
@@ -68,28 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     return p  # fmt: skip
 
 
-def data_main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.workers < 1:
-        raise DataConfigError("--workers must be at least 1")
-    if args.testset:
-        rows = build_testset(
-            args.out, args.templates, args.independent, seed=args.seed, workers=args.workers
-        )
-        print(json.dumps({"utterances": len(rows), "out": str(args.out)}))
-        if args.sample is not None:
-            print(f"sample: {write_sample(args.sample)}")
-        return 0
-    if args.from_plan is not None:
-        config, plan = read_plan(args.from_plan)
-        summary = build_corpus(
-            config, args.out, workers=args.workers, progress=not args.no_progress, plan=plan
-        )
-        print(json.dumps(summary["splits"], indent=2), file=sys.stderr)
-        print(f"corpus written to {args.out} in {summary['generation_seconds']} s", file=sys.stderr)
-        return 0
+def _corpus_config(args: argparse.Namespace) -> CorpusConfig:
     try:
-        config = CorpusConfig(
+        return CorpusConfig(
             hours=18.0 if args.hours is None else args.hours,
             utterances=args.utterances,
             seed=args.seed,
@@ -104,12 +85,33 @@ def data_main(argv: Sequence[str] | None = None) -> int:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "config"
         raise DataConfigError(f"invalid data option {where}: {first['msg']}") from exc
-    if args.plan_out is not None:
-        plan = plan_corpus(config)
-        write_plan(args.plan_out, config, plan)
-        print(json.dumps({"plan": str(args.plan_out), "utterances": len(plan)}))
+
+
+def data_main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.workers < 1:
+        raise DataConfigError("--workers must be at least 1")
+    if args.testset:
+        rows = build_testset(
+            args.out, args.templates, args.independent, seed=args.seed, workers=args.workers
+        )
+        print(json.dumps({"utterances": len(rows), "out": str(args.out)}))
+        if args.sample is not None:
+            print(f"sample: {write_sample(args.sample)}")
         return 0
-    summary = build_corpus(config, args.out, workers=args.workers, progress=not args.no_progress)
+    plan: list[Utterance] | None = None
+    if args.from_plan is not None:
+        config, plan = read_plan(args.from_plan)
+    else:
+        config = _corpus_config(args)
+        if args.plan_out is not None:
+            plan = plan_corpus(config)
+            write_plan(args.plan_out, config, plan)
+            print(json.dumps({"plan": str(args.plan_out), "utterances": len(plan)}))
+            return 0
+    summary = build_corpus(
+        config, args.out, workers=args.workers, progress=not args.no_progress, plan=plan
+    )
     print(json.dumps(summary["splits"], indent=2), file=sys.stderr)
     print(f"corpus written to {args.out} in {summary['generation_seconds']} s", file=sys.stderr)
     return 0

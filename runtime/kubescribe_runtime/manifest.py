@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from kubescribe.errors import KubescribeError
+from kubescribe.errors import KubescribeError, validation_problems
 
 MANIFEST_NAME = "kubescribe.yaml"
 MANIFEST_SCHEMA: Literal["kubescribe.io/artifact/v1"] = "kubescribe.io/artifact/v1"
@@ -97,10 +97,7 @@ class ArtifactManifest(_Strict):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-            )
-            raise ManifestError(f"{source}: {problems}") from exc
+            raise ManifestError(f"{source}: {validation_problems(exc)}") from exc
 
     @classmethod
     def load(cls, directory: Path) -> ArtifactManifest:

@@ -139,6 +139,12 @@ def _terminated_failure(state: Mapping[str, Any] | None) -> str | None:
 def _pod_problems(pod: Mapping[str, Any]) -> list[PodProblem]:
     name = str(_get(pod, "metadata", "name") or "?")
     problems: list[PodProblem] = []
+
+    def problem(container: str, reason: str, message: str) -> None:
+        problems.append(
+            PodProblem(pod=name, container=container, reason=reason, message=_short(message))
+        )
+
     for status in _get(pod, "status", "initContainerStatuses") or []:
         container = str(status.get("name", "?"))
         failure = _terminated_failure(status.get("state")) or _terminated_failure(
@@ -146,25 +152,17 @@ def _pod_problems(pod: Mapping[str, Any]) -> list[PodProblem]:
         )
         waiting = _get(status, "state", "waiting", "reason")
         if failure is not None:
-            message = f"pod {name}: init container {container} failed ({failure})"
-            problems.append(
-                PodProblem(
-                    pod=name,
-                    container=container,
-                    reason="InitContainerFailed",
-                    message=_short(message),
-                )
+            problem(
+                container,
+                "InitContainerFailed",
+                f"pod {name}: init container {container} failed ({failure})",
             )
         elif waiting in BAD_WAITING_REASONS:
             detail = _get(status, "state", "waiting", "message") or waiting
-            message = f"pod {name}: init container {container}: {waiting}: {detail}"
-            problems.append(
-                PodProblem(
-                    pod=name,
-                    container=container,
-                    reason=BAD_WAITING_REASONS[waiting],
-                    message=_short(message),
-                )
+            problem(
+                container,
+                BAD_WAITING_REASONS[waiting],
+                f"pod {name}: init container {container}: {waiting}: {detail}",
             )
     for status in _get(pod, "status", "containerStatuses") or []:
         container = str(status.get("name", "?"))
@@ -172,26 +170,16 @@ def _pod_problems(pod: Mapping[str, Any]) -> list[PodProblem]:
         last = _terminated_failure(status.get("lastState"))
         if waiting in BAD_WAITING_REASONS:
             detail = last or _get(status, "state", "waiting", "message") or waiting
-            message = f"pod {name}: container {container}: {waiting}: {detail}"
-            problems.append(
-                PodProblem(
-                    pod=name,
-                    container=container,
-                    reason=BAD_WAITING_REASONS[waiting],
-                    message=_short(message),
-                )
+            problem(
+                container,
+                BAD_WAITING_REASONS[waiting],
+                f"pod {name}: container {container}: {waiting}: {detail}",
             )
         elif last is not None and int(status.get("restartCount", 0)) >= CRASH_RESTARTS:
-            message = (
-                f"pod {name}: container {container} restarted {CRASH_RESTARTS}+ times ({last})"
-            )
-            problems.append(
-                PodProblem(
-                    pod=name,
-                    container=container,
-                    reason="CrashLoopBackOff",
-                    message=_short(message),
-                )
+            problem(
+                container,
+                "CrashLoopBackOff",
+                f"pod {name}: container {container} restarted {CRASH_RESTARTS}+ times ({last})",
             )
     return problems
 

@@ -12,6 +12,7 @@ import numpy as np
 import requests
 import soundfile as sf
 import soxr
+from rt_server import post
 
 Sample = Callable[[], tuple[np.ndarray, int]]
 Send = Callable[[str], requests.Response]
@@ -30,15 +31,6 @@ def encode(samples: np.ndarray, rate: int, fmt: str = "WAV", subtype: str | None
     buffer = io.BytesIO()
     sf.write(buffer, samples, rate, format=fmt, subtype=subtype)
     return buffer.getvalue()
-
-
-def post(url: str, data: bytes, name: str = "audio.wav", **form: str) -> requests.Response:
-    return requests.post(
-        url + "/v1/audio/transcriptions",
-        files={"file": (name, data, "application/octet-stream")},
-        data={"model": "demo", **form},
-        timeout=300,
-    )
 
 
 def cases(sample: Sample, max_audio_seconds: int, max_upload_mb: float) -> list[Case]:

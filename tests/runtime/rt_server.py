@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -78,3 +79,30 @@ def start_server(
         time.sleep(0.1)
     server.stop()
     raise RuntimeError(f"server did not become ready:\n{server.log()}")
+
+
+def post(
+    url: str,
+    data: bytes,
+    name: str = "audio.wav",
+    *,
+    model: str = "demo",
+    mime: str = "application/octet-stream",
+    timeout: float = 300,
+    **form: str,
+) -> requests.Response:
+    """A transcription request, as a client uploads a file."""
+    return requests.post(
+        url + "/v1/audio/transcriptions",
+        files={"file": (name, data, mime)},
+        data={"model": model, **form},
+        timeout=timeout,
+    )
+
+
+def metric(server: ServerProcess, name: str) -> float:
+    """An unlabelled sample of the server's /metrics."""
+    text = requests.get(server.url + "/metrics", timeout=10).text
+    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    assert match, name
+    return float(match.group(1))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +23,7 @@ import soundfile as sf
 from kubescribe_runtime.config import DEMO_MODEL_DIR, ServeConfig
 from kubescribe_runtime.manifest import ArtifactManifest
 from kubescribe_runtime.service import build_transcriber
-from rt_server import ROOT, ServerProcess, start_server
+from rt_server import ROOT, ServerProcess, metric, post, start_server
 
 pytestmark = pytest.mark.xdist_group("runtime-server")
 
@@ -99,24 +98,6 @@ def client(server: ServerProcess) -> openai.OpenAI:
     return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
 
 
-def post(
-    server: ServerProcess, data: bytes, name: str = "audio.wav", **form: str
-) -> requests.Response:
-    return requests.post(
-        server.url + "/v1/audio/transcriptions",
-        files={"file": (name, data, "application/octet-stream")},
-        data={"model": "demo", **form},
-        timeout=300,
-    )
-
-
-def metric(server: ServerProcess, name: str) -> float:
-    text = requests.get(server.url + "/metrics", timeout=10).text
-    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
-    assert match, name
-    return float(match.group(1))
-
-
 def wer(reference: str | list[str], hypothesis: str | list[str]) -> float:
     return float(jiwer.wer(reference, hypothesis))
 
@@ -130,7 +111,9 @@ def test_testset_concurrently_shares_batches_and_matches_released_wer(
     batches_before = metric(server, "kubescribe_batch_size_count")
     windows_before = metric(server, "kubescribe_batch_size_sum")
     with ThreadPoolExecutor(16) as pool:
-        answers = list(pool.map(lambda c: post(server, c.path.read_bytes(), c.path.name), clips))
+        answers = list(
+            pool.map(lambda c: post(server.url, c.path.read_bytes(), c.path.name), clips)
+        )
     assert all(a.status_code == 200 for a in answers), [
         a.text for a in answers if a.status_code != 200
     ]
@@ -207,7 +190,7 @@ def test_ten_minutes_of_audio(
             total += len(samples) + len(gap)
     buffer = io.BytesIO()
     sf.write(buffer, np.concatenate(parts), SR, format="FLAC", subtype="PCM_16")
-    answer = post(server, buffer.getvalue(), "long.flac", response_format="verbose_json")
+    answer = post(server.url, buffer.getvalue(), "long.flac", response_format="verbose_json")
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert body["duration"] >= 600
@@ -237,7 +220,7 @@ def test_bad_input_table_then_correct_transcripts(
     failures = rt_bad_inputs.run(server.url, table, utterance_ok)
     assert failures == []
     # the server is unharmed: a correct transcript, still ready
-    answer = post(server, SAMPLE.read_bytes())
+    answer = post(server.url, SAMPLE.read_bytes())
     assert answer.status_code == 200
     assert utterance_ok(answer.json()["text"])
     assert requests.get(server.url + "/readyz", timeout=5).status_code == 200
@@ -259,13 +242,22 @@ def test_int8_model_file_reproduces_its_released_wer(clips: list[Clip]) -> None:
 def test_sigterm_under_load_completes_every_accepted_request(
     tmp_path: Path, clips: list[Clip], sequential: dict[Path, str]
 ) -> None:
+    # Requests held in the batcher for 3 s (the whole delay, even with nobody else coming).
     process = start_server(
-        DEMO_MODEL_DIR, tmp_path, "--max-delay-ms", "3000", "--max-batch-size", "32"
+        DEMO_MODEL_DIR,
+        tmp_path,
+        "--max-delay-ms",
+        "3000",
+        "--batch-wait-full-delay",
+        "--max-batch-size",
+        "32",
     )
     load = clips[:12]
     try:
         with ThreadPoolExecutor(len(load)) as pool:
-            futures = [pool.submit(post, process, c.path.read_bytes(), c.path.name) for c in load]
+            futures = [
+                pool.submit(post, process.url, c.path.read_bytes(), c.path.name) for c in load
+            ]
             deadline = time.monotonic() + 30
             while metric(process, "kubescribe_requests_in_flight") < len(load):
                 assert time.monotonic() < deadline, "the load never got in flight"

@@ -19,7 +19,7 @@ from kubescribe_runtime.config import ServeConfig
 from kubescribe_runtime.service import Service
 from kubescribe_runtime.transcriber import Transcriber
 from rt_fixtures import TONE_TOKENS, encode, tone_sentence, write_artifact
-from rt_server import ServerProcess, start_server
+from rt_server import ServerProcess, metric, post, start_server
 
 pytestmark = pytest.mark.xdist_group("runtime-server")
 
@@ -43,19 +43,7 @@ def server(tone_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 
 def transcribe(server: ServerProcess, data: bytes, **form: str) -> requests.Response:
-    return requests.post(
-        server.url + "/v1/audio/transcriptions",
-        files={"file": ("audio.wav", data, "audio/wav")},
-        data={"model": "tone-demo", **form},
-        timeout=60,
-    )
-
-
-def metric(server: ServerProcess, name: str) -> float:
-    text = requests.get(server.url + "/metrics", timeout=10).text
-    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
-    assert match, name
-    return float(match.group(1))
+    return post(server.url, data, model="tone-demo", mime="audio/wav", timeout=60, **form)
 
 
 def test_probes_and_models(server: ServerProcess) -> None:

@@ -1,0 +1,108 @@
+"""G.711 μ-law and A-law, against the values of ITU-T G.711's tables.
+
+G.711 gives the decoder's output in 14-bit (μ-law) and 13-bit (A-law) units; the runtime's
+16-bit samples are those values times 4 and 8. The codes are the line characters after the
+standard inversions (all bits for μ-law, the even bits — XOR 0x55 — for A-law).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from kubescribe_runtime import g711
+
+ALL_CODES = bytes(range(256))
+
+
+@pytest.mark.parametrize(
+    ("code", "itu_value"),
+    [
+        (0xFF, 0),  # positive zero
+        (0x7F, 0),  # negative zero
+        (0xFE, 2),  # first step of segment 0
+        (0xF0, 30),  # top of segment 0
+        (0xEF, 33),  # bottom of segment 1
+        (0x80, 8031),  # largest positive
+        (0x00, -8031),  # largest negative
+        (0x70, -30),
+    ],
+)
+def test_mu_law_decodes_to_the_itu_table_values(code: int, itu_value: int) -> None:
+    assert int(g711.decode(bytes([code]), "pcmu")[0]) == 4 * itu_value
+
+
+@pytest.mark.parametrize(
+    ("code", "itu_value"),
+    [
+        (0xD5, 1),  # smallest positive
+        (0x55, -1),  # smallest negative
+        (0xDA, 31),  # top of segment 0 (0xDA ^ 0x55 = 0x8F)
+        (0xC5, 33),  # bottom of segment 2 (0xC5 ^ 0x55 = 0x90)
+        (0xAA, 4032),  # largest positive (0xAA ^ 0x55 = 0xFF)
+        (0x2A, -4032),  # largest negative
+    ],
+)
+def test_a_law_decodes_to_the_itu_table_values(code: int, itu_value: int) -> None:
+    assert int(g711.decode(bytes([code]), "pcma")[0]) == 8 * itu_value
+
+
+@pytest.mark.parametrize(
+    ("law", "largest"),
+    [("pcmu", 32124), ("pcma", 32256)],
+)
+def test_decoding_is_odd_symmetric_and_spans_the_law_range(law: g711.Law, largest: int) -> None:
+    values = g711.decode(ALL_CODES, law).astype(np.int32)
+    assert values.max() == largest
+    assert values.min() == -largest
+    assert sorted(values[values > 0]) == sorted(-values[values < 0])
+
+
+@pytest.mark.parametrize("law", ["pcmu", "pcma"])
+def test_every_code_survives_a_decode_encode_round_trip(law: g711.Law) -> None:
+    again = g711.encode(g711.decode(ALL_CODES, law), law)
+    expected = bytearray(ALL_CODES)
+    if law == "pcmu":
+        expected[0x7F] = 0xFF  # negative zero decodes to 0, which encodes as positive zero
+    assert again == bytes(expected)
+
+
+@pytest.mark.parametrize("law", ["pcmu", "pcma"])
+def test_encoding_picks_the_nearest_step_below_the_clip(law: g711.Law) -> None:
+    levels = np.unique(g711.decode(ALL_CODES, law).astype(np.int32))
+    linear = np.arange(-32000, 32000, 7, dtype=np.int16)
+    decoded = g711.decode(g711.encode(linear, law), law).astype(np.int32)
+    step = np.diff(levels).max()
+    assert np.all(np.abs(decoded - linear) <= step)
+    # quantisation is monotonic: a louder input never gives a quieter output
+    assert np.all(np.diff(decoded) >= 0)
+
+
+@pytest.mark.parametrize("law", ["pcmu", "pcma"])
+def test_a_tone_keeps_toll_quality_through_a_round_trip(law: g711.Law) -> None:
+    t = np.arange(g711.SAMPLE_RATE) / g711.SAMPLE_RATE
+    tone = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    back = g711.to_float(g711.from_float(tone, law), law)
+    snr_db = 10 * np.log10(np.sum(tone**2) / np.sum((tone - back) ** 2))
+    assert snr_db > 33  # G.711's companding keeps ~38 dB SNR over its range
+
+
+def test_decode_resampled_gives_the_model_rate() -> None:
+    t = np.arange(g711.SAMPLE_RATE) / g711.SAMPLE_RATE
+    tone = (0.5 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
+    wide = g711.decode_resampled(g711.from_float(tone, "pcmu"), "pcmu", 16000)
+    assert wide.dtype == np.float32
+    assert len(wide) == 16000
+    spectrum = np.abs(np.fft.rfft(wide))
+    assert np.argmax(spectrum) == 300  # 1 s of audio: bin index == frequency in Hz
+
+
+def test_decode_resampled_at_8_khz_is_plain_decoding() -> None:
+    payload = bytes(range(0, 256, 3))
+    assert np.array_equal(
+        g711.decode_resampled(payload, "pcma", 8000), g711.to_float(payload, "pcma")
+    )
+
+
+def test_an_unknown_law_is_refused() -> None:
+    with pytest.raises(ValueError, match="pcmu"):
+        g711.decode(b"\x00", "g722")  # type: ignore[arg-type]

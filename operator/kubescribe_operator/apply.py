@@ -60,7 +60,7 @@ from kubernetes.utils.quantity import parse_quantity
 
 from kubescribe.errors import KubescribeError
 from kubescribe_operator import builders
-from kubescribe_operator.models import GROUP, PLURAL, VERSION
+from kubescribe_operator.api import GROUP, PLURAL, VERSION
 
 FIELD_MANAGER = builders.FIELD_MANAGER
 LAST_APPLIED = "kubescribe.io/last-applied"

@@ -19,12 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubescribe_operator.models import (
-    API_VERSION,
-    KIND,
-    ModelRef,
-    SpeechModelSpec,
-)
+from kubescribe_operator.api import API_VERSION, KIND, ModelRef
+from kubescribe_operator.spec import SpeechModelSpec
 
 Obj = dict[str, Any]
 

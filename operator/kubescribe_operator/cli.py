@@ -21,7 +21,7 @@ import yaml
 from pydantic import ValidationError
 
 from kubescribe.errors import KubescribeError
-from kubescribe_operator import builders, crd, models
+from kubescribe_operator import api, builders, crd, spec
 
 PLACEHOLDER_UID = "00000000-0000-0000-0000-000000000000"
 
@@ -41,7 +41,7 @@ def _read(path: str) -> str:
         raise ManifestError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
-def load_manifests(text: str, source: str = "<input>") -> list[models.SpeechModel]:
+def load_manifests(text: str, source: str = "<input>") -> list[spec.SpeechModel]:
     """Parse and validate every SpeechModel document of a YAML stream."""
     try:
         documents = [d for d in yaml.safe_load_all(text) if d is not None]
@@ -56,24 +56,24 @@ def load_manifests(text: str, source: str = "<input>") -> list[models.SpeechMode
     return result
 
 
-def validate_manifest(document: Any, where: str = "<input>") -> models.SpeechModel:
+def validate_manifest(document: Any, where: str = "<input>") -> spec.SpeechModel:
     if not isinstance(document, dict):
         raise ManifestError(f"{where}: expected a mapping, got {type(document).__name__}")
-    if document.get("apiVersion") != models.API_VERSION or document.get("kind") != models.KIND:
+    if document.get("apiVersion") != api.API_VERSION or document.get("kind") != api.KIND:
         raise ManifestError(
-            f"{where}: expected apiVersion {models.API_VERSION} and kind {models.KIND}, got "
+            f"{where}: expected apiVersion {api.API_VERSION} and kind {api.KIND}, got "
             f"{document.get('apiVersion')!r} and {document.get('kind')!r}"
         )
     errors = crd.manifest_errors(document)
     if errors:
         raise ManifestError(f"{where}: refused by the CRD schema: {'; '.join(errors)}")
     try:
-        return models.SpeechModel.model_validate(document)
+        return spec.SpeechModel.model_validate(document)
     except ValidationError as exc:
-        raise ManifestError(f"{where}: {models.format_validation_error(exc)}") from exc
+        raise ManifestError(f"{where}: {spec.format_validation_error(exc)}") from exc
 
 
-def render(manifest: models.SpeechModel, uid: str = PLACEHOLDER_UID) -> list[dict[str, Any]]:
+def render(manifest: spec.SpeechModel, uid: str = PLACEHOLDER_UID) -> list[dict[str, Any]]:
     """The children of one SpeechModel, as the operator would first create them."""
     uid = str(manifest.metadata.get("uid") or uid)
     return builders.build_children(

@@ -38,16 +38,9 @@ from kubernetes.client.exceptions import ApiException
 
 from kubescribe.errors import KubescribeError
 from kubescribe_operator import apply, builders, metrics, rollout
-from kubescribe_operator.models import (
-    GROUP,
-    PLURAL,
-    VERSION,
-    Condition,
-    ConditionType,
-    SpecError,
-    SpeechModelStatus,
-    parse_spec,
-)
+from kubescribe_operator.api import GROUP, PLURAL, VERSION
+from kubescribe_operator.spec import SpecError, parse_spec
+from kubescribe_operator.status import Condition, ConditionType, SpeechModelStatus
 
 log = logging.getLogger(__name__)
 

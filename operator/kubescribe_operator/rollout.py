@@ -39,15 +39,15 @@ from typing import Any, Literal, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field
 
 from kubescribe_operator import builders
-from kubescribe_operator.models import (
+from kubescribe_operator.api import ModelRef
+from kubescribe_operator.spec import SpeechModelSpec
+from kubescribe_operator.status import (
     MAX_HISTORY,
     Condition,
     ConditionType,
     HistoryEntry,
-    ModelRef,
     Phase,
     RolloutResult,
-    SpeechModelSpec,
     SpeechModelStatus,
 )
 

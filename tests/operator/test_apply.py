@@ -7,9 +7,10 @@ import json
 from typing import Any
 
 import pytest
+from kubescribe_operator.api import ModelRef
 from kubescribe_operator.apply import LAST_APPLIED, merge_patch, plan, same, stale_children
 from kubescribe_operator.builders import build_children
-from kubescribe_operator.models import ModelRef, SpeechModelSpec
+from kubescribe_operator.spec import SpeechModelSpec
 
 UID = "0000-1111"
 

@@ -10,7 +10,8 @@ import kubernetes_validate
 import pytest
 import yaml
 from kubescribe_operator import builders
-from kubescribe_operator.models import ModelRef, SpeechModel, SpeechModelSpec
+from kubescribe_operator.api import ModelRef
+from kubescribe_operator.spec import SpeechModel, SpeechModelSpec
 from kubescribe_runtime.config import FetchConfig, ServeConfig, parse, settings_table
 
 ROOT = Path(__file__).resolve().parents[2]

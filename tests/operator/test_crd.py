@@ -21,8 +21,9 @@ import cel
 import kubernetes_validate
 import pytest
 import yaml
-from kubescribe_operator import crd, models
-from pydantic import ValidationError
+from kubescribe_operator import crd
+from kubescribe_operator.spec import SpeechModel, SpeechModelSpec
+from pydantic import BaseModel, ValidationError
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = ROOT / "crds" / "speechmodel.yaml"
@@ -202,7 +203,7 @@ def test_enough_bad_manifests() -> None:
 
 def test_base_manifest_is_accepted() -> None:
     assert api_server_refusal(base()) == []
-    models.SpeechModel.model_validate(base())
+    SpeechModel.model_validate(base())
 
 
 @pytest.mark.parametrize(
@@ -222,7 +223,7 @@ def test_bad_manifest_is_refused_by_the_crd_and_the_model(
         failures = cel_failures(manifest)
         assert any(fragment in f for f in failures), failures
     with pytest.raises(ValidationError):
-        models.SpeechModel.model_validate(manifest)
+        SpeechModel.model_validate(manifest)
 
 
 @pytest.mark.parametrize(
@@ -245,14 +246,14 @@ def test_bad_manifest_is_refused_by_the_crd_and_the_model(
 def test_edge_manifests_are_accepted_by_both(change: Callable[[dict[str, Any]], Any]) -> None:
     manifest = mutate(change)
     assert api_server_refusal(manifest) == []
-    models.SpeechModel.model_validate(manifest)
+    SpeechModel.model_validate(manifest)
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_examples_are_accepted(path: Path) -> None:
     manifest = yaml.safe_load(path.read_text())
     assert api_server_refusal(manifest) == []
-    models.SpeechModel.model_validate(manifest)
+    SpeechModel.model_validate(manifest)
 
 
 def test_there_are_examples() -> None:
@@ -281,20 +282,20 @@ def _without_empty(value: Any) -> Any:
 def test_crd_defaults_equal_the_model_defaults(manifest: dict[str, Any]) -> None:
     """What the API server stores after defaulting is what the operator's model reads."""
     by_api_server = crd.apply_defaults(schema(), manifest)["spec"]
-    by_model = models.SpeechModelSpec.model_validate(manifest["spec"]).dump()
+    by_model = SpeechModelSpec.model_validate(manifest["spec"]).dump()
     assert _without_empty(by_api_server) == _without_empty(by_model)
 
 
 def test_every_model_field_is_in_the_schema() -> None:
     spec = schema()["properties"]["spec"]
 
-    def models_in(annotation: Any) -> Iterator[type[models.BaseModel]]:
-        if isinstance(annotation, type) and issubclass(annotation, models.BaseModel):
+    def models_in(annotation: Any) -> Iterator[type[BaseModel]]:
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             yield annotation
         for arg in getattr(annotation, "__args__", ()):
             yield from models_in(arg)
 
-    def walk(model: type[models.BaseModel], node: dict[str, Any], path: str) -> None:
+    def walk(model: type[BaseModel], node: dict[str, Any], path: str) -> None:
         for name, field in model.model_fields.items():
             key = field.alias or name
             assert key in node["properties"], f"{path}.{key} missing from the CRD"
@@ -302,7 +303,7 @@ def test_every_model_field_is_in_the_schema() -> None:
             for inner in models_in(field.annotation):
                 walk(inner, sub["items"] if sub["type"] == "array" else sub, f"{path}.{key}")
 
-    walk(models.SpeechModelSpec, spec, "spec")
+    walk(SpeechModelSpec, spec, "spec")
     assert set(spec["required"]) == {"model"}
     assert set(spec["properties"]["model"]["required"]) == {"uri", "version"}
 

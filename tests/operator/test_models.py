@@ -5,15 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from kubescribe_operator.models import (
+from kubescribe_operator.api import ModelRef
+from kubescribe_operator.spec import (
     RESERVED_ENV,
     TUNABLE_ENV,
-    ModelRef,
     SpecError,
     SpeechModelSpec,
-    SpeechModelStatus,
     parse_spec,
 )
+from kubescribe_operator.status import SpeechModelStatus
 from kubescribe_runtime.config import ServeConfig, settings_table
 from pydantic import ValidationError
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 from kubescribe_operator import builders, cli
-from kubescribe_operator.models import SpeechModel
+from kubescribe_operator.spec import SpeechModel
 
 from kubescribe import cli as dispatcher
 

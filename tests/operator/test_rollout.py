@@ -17,7 +17,7 @@ from typing import Any
 import jsonschema
 import pytest
 from kubescribe_operator import builders, crd
-from kubescribe_operator.models import MAX_HISTORY, ModelRef, SpeechModelSpec, SpeechModelStatus
+from kubescribe_operator.api import ModelRef
 from kubescribe_operator.rollout import (
     Decision,
     Observed,
@@ -26,6 +26,8 @@ from kubescribe_operator.rollout import (
     observe,
     status_patch,
 )
+from kubescribe_operator.spec import SpeechModelSpec
+from kubescribe_operator.status import MAX_HISTORY, SpeechModelStatus
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 V1 = ModelRef(uri="s3://bucket/stt/1", version="1.0.0")

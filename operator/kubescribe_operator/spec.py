@@ -1,0 +1,421 @@
+"""Contract 1, the spec: what users write in a SpeechModel (`kubescribe.io/v1alpha1`).
+
+These models are the single source of the spec's schema: `kubescribe_operator.crd` generates the
+CRD (defaults, validation, CEL rules) from them, and a test checks that the committed
+`crds/speechmodel.yaml` equals the generated one. Every validation rule is written twice on
+purpose, once for pydantic (python validators) and once for the API server
+(`x-kubernetes-validations` CEL rules, carried in `json_schema_extra`); the tests evaluate the
+CEL rules and check both sides refuse the same bad manifests.
+
+Interface used by the operator process: `parse_spec(body["spec"])` (or
+`SpeechModelSpec.model_validate`), and `spec.model.ref()`, the wanted `ModelRef`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import (
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from kubescribe.errors import KubescribeError
+from kubescribe_operator.api import (
+    DNS1035_LABEL,
+    DNS1123_SUBDOMAIN,
+    ENV_NAME_PATTERN,
+    QUANTITY_PATTERN,
+    SHA256_PATTERN,
+    URI_PATTERN,
+    VERSION_PATTERN,
+    ApiModel,
+    IntOrPercent,
+    ModelRef,
+    Quantity,
+    cel_field,
+    cel_rule,
+    check_int_or_percent,
+    is_zero,
+)
+
+DEFAULT_IMAGE = "ghcr.io/kubescribe/runtime:0.1.0"
+# Variables the operator renders itself: a user's runtime.env may not override them.
+RESERVED_ENV = (
+    "KUBESCRIBE_MODEL_DIR",
+    "KUBESCRIBE_MODEL_URI",
+    "KUBESCRIBE_MODEL_SHA256",
+    "KUBESCRIBE_CACHE_DIR",
+    "KUBESCRIBE_PVC_ROOT",
+    "KUBESCRIBE_HOST",
+    "KUBESCRIBE_PORT",
+    "KUBESCRIBE_DEVICE",
+)
+# The runtime's other settings (docs/runtime-config.md): a user may set these in runtime.env;
+# any other KUBESCRIBE_* name is a typo the runtime would silently ignore.
+TUNABLE_ENV = (
+    "KUBESCRIBE_MODEL_FILE",
+    "KUBESCRIBE_GPU_ID",
+    "KUBESCRIBE_ALLOW_CPU_FALLBACK",
+    "KUBESCRIBE_THREADS",
+    "KUBESCRIBE_HTTP_THREADS",
+    "KUBESCRIBE_MAX_BATCH_SIZE",
+    "KUBESCRIBE_MAX_DELAY_MS",
+    "KUBESCRIBE_BATCH_WAIT_FULL_DELAY",
+    "KUBESCRIBE_MAX_QUEUE",
+    "KUBESCRIBE_REQUEST_TIMEOUT_S",
+    "KUBESCRIBE_MAX_UPLOAD_MB",
+    "KUBESCRIBE_MAX_AUDIO_SECONDS",
+    "KUBESCRIBE_WINDOW_SECONDS",
+    "KUBESCRIBE_WINDOW_OVERLAP_SECONDS",
+    "KUBESCRIBE_DRAIN_TIMEOUT_S",
+    "KUBESCRIBE_LOG_LEVEL",
+    "KUBESCRIBE_LOG_FORMAT",
+)
+
+
+def _cel_list(names: tuple[str, ...]) -> str:
+    return "[" + ",".join(f"'{n}'" for n in names) + "]"
+
+
+class SpecError(KubescribeError):
+    """A SpeechModel manifest does not follow the schema."""
+
+    exit_code = 2
+
+
+class CacheSpec(ApiModel):
+    """A digest-keyed artifact cache shared across pods, so a scale-up need not fetch again."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_field(
+            cel_rule(
+                "has(self.claimName) != has(self.hostPath)",
+                "set exactly one of claimName and hostPath",
+            )
+        )
+    )
+
+    claim_name: str | None = Field(
+        default=None, pattern=DNS1123_SUBDOMAIN, max_length=253, description="a ReadWriteMany PVC"
+    )
+    host_path: str | None = Field(
+        default=None,
+        pattern=r"^/",
+        max_length=4096,
+        description="a node-local directory (not allowed under the restricted Pod Security level)",
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> CacheSpec:
+        if (self.claim_name is None) == (self.host_path is None):
+            raise ValueError("set exactly one of claimName and hostPath")
+        return self
+
+
+class ModelSpec(ApiModel):
+    uri: str = Field(
+        pattern=URI_PATTERN,
+        max_length=2048,
+        description="file:///path, /path, https://..., s3://bucket/prefix or pvc://claim/path",
+    )
+    version: str = Field(
+        pattern=VERSION_PATTERN,
+        max_length=63,
+        description="the model's version label; changing it (or uri, sha256) starts a rollout",
+    )
+    sha256: str | None = Field(
+        default=None,
+        pattern=SHA256_PATTERN,
+        description="expected sha256 of the artifact's manifest",
+    )
+    credentials_secret: str | None = Field(
+        default=None,
+        pattern=DNS1123_SUBDOMAIN,
+        max_length=253,
+        description="Secret whose keys (AWS_*, KUBESCRIBE_HTTP_BEARER_TOKEN) the fetch gets as env",
+    )
+    cache: CacheSpec | None = None
+
+    def ref(self) -> ModelRef:
+        return ModelRef(uri=self.uri, version=self.version, sha256=self.sha256)
+
+
+class BatchingSpec(ApiModel):
+    max_batch_size: int = Field(default=16, ge=1, le=1024)
+    max_delay_ms: int = Field(default=10, ge=0, le=10_000)
+
+
+class ResourceRequirements(ApiModel):
+    requests: dict[str, Quantity] | None = Field(
+        default=None, json_schema_extra={"maxProperties": 16}
+    )
+    limits: dict[str, Quantity] | None = Field(
+        default=None, json_schema_extra={"maxProperties": 16}
+    )
+
+    @field_validator("requests", "limits")
+    @classmethod
+    def _quantities(cls, value: dict[str, int | str] | None) -> dict[str, int | str] | None:
+
+        for key, quantity in (value or {}).items():
+            if isinstance(quantity, str) and not re.fullmatch(QUANTITY_PATTERN, quantity):
+                raise ValueError(f"{key}: {quantity!r} is not a Kubernetes quantity")
+        return value
+
+
+class EnvVar(ApiModel):
+    name: str = Field(pattern=ENV_NAME_PATTERN, max_length=256)
+    value: str | None = None
+    value_from: dict[str, Any] | None = Field(
+        default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+    )
+
+
+class RuntimeSpec(ApiModel):
+    image: str = Field(default=DEFAULT_IMAGE, min_length=1, max_length=1024)
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    device: Literal["cpu", "gpu"] = "cpu"
+    gpus: int = Field(default=1, ge=1, le=16, description="GPUs per pod when device is gpu")
+    model_file: str = Field(
+        default="model.onnx", pattern=r"^[A-Za-z0-9._-]+\.onnx$", description="e.g. model.int8.onnx"
+    )
+    threads: int = Field(
+        default=0, ge=0, le=256, description="ONNX intra-op threads (0: automatic)"
+    )
+    drain_timeout_seconds: int = Field(
+        default=30, ge=0, le=3600, description="on shutdown, longest wait for accepted requests"
+    )
+    resources: ResourceRequirements | None = None
+    batching: BatchingSpec = Field(default=BatchingSpec(), json_schema_extra={"default": {}})
+    env: list[EnvVar] = Field(
+        default_factory=list,
+        max_length=64,
+        json_schema_extra=cel_field(
+            cel_rule(
+                f"self.all(e, !(e.name in {_cel_list(RESERVED_ENV)}))",
+                "runtime.env may not set variables the operator renders: "
+                + ", ".join(RESERVED_ENV),
+            ),
+            cel_rule(
+                "self.all(e, !e.name.startsWith('KUBESCRIBE_') || "
+                f"e.name in {_cel_list(RESERVED_ENV + TUNABLE_ENV)})",
+                "runtime.env has a KUBESCRIBE_ variable the runtime does not know "
+                "(see docs/runtime-config.md)",
+            ),
+        ),
+    )
+
+    @field_validator("env")
+    @classmethod
+    def _no_reserved(cls, env: list[EnvVar]) -> list[EnvVar]:
+        reserved = sorted({e.name for e in env} & set(RESERVED_ENV))
+        if reserved:
+            raise ValueError(
+                "runtime.env may not set variables the operator renders: " + ", ".join(reserved)
+            )
+        unknown = sorted(
+            e.name for e in env if e.name.startswith("KUBESCRIBE_") and e.name not in TUNABLE_ENV
+        )
+        if unknown:
+            raise ValueError(
+                f"runtime.env: the runtime does not know {', '.join(unknown)} "
+                "(see docs/runtime-config.md)"
+            )
+        return env
+
+
+class AutoscalingSpec(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra=cel_field(
+            cel_rule("self.minReplicas <= self.maxReplicas", "minReplicas must be <= maxReplicas"),
+            cel_rule(
+                "has(self.targetCPUUtilization) || has(self.targetRequestsInFlight)",
+                "set targetCPUUtilization and/or targetRequestsInFlight",
+            ),
+        )
+    )
+
+    min_replicas: int = Field(default=1, ge=1, le=1000)
+    max_replicas: int = Field(ge=1, le=1000)
+    target_cpu_utilization: int | None = Field(
+        default=None, ge=1, le=100, alias="targetCPUUtilization", description="average CPU, percent"
+    )
+    target_requests_in_flight: int | None = Field(
+        default=None, ge=1, le=10_000, description="average in-flight requests per pod"
+    )
+    requests_in_flight_metric: str = Field(
+        default="kubescribe_requests_in_flight",
+        pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$",
+        max_length=253,
+        description="per-pod metric served by the Prometheus adapter",
+    )
+    scale_down_stabilization_seconds: int = Field(default=300, ge=0, le=3600)
+
+    @model_validator(mode="after")
+    def _check(self) -> AutoscalingSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("minReplicas must be <= maxReplicas")
+        if self.target_cpu_utilization is None and self.target_requests_in_flight is None:
+            raise ValueError("set targetCPUUtilization and/or targetRequestsInFlight")
+        return self
+
+
+class RolloutSpec(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra=cel_field(
+            cel_rule(
+                "!((self.maxSurge == 0 || self.maxSurge == '0%') && "
+                "(self.maxUnavailable == 0 || self.maxUnavailable == '0%'))",
+                "maxSurge and maxUnavailable cannot both be 0",
+            )
+        )
+    )
+
+    max_surge: IntOrPercent = 1
+    max_unavailable: IntOrPercent = 0
+    progress_deadline_seconds: int = Field(default=600, ge=10, le=86_400)
+    auto_rollback: bool = True
+
+    @field_validator("max_surge", "max_unavailable")
+    @classmethod
+    def _int_or_percent(cls, value: int | str) -> int | str:
+        return check_int_or_percent(value)
+
+    @model_validator(mode="after")
+    def _not_both_zero(self) -> RolloutSpec:
+        if is_zero(self.max_surge) and is_zero(self.max_unavailable):
+            raise ValueError("maxSurge and maxUnavailable cannot both be 0")
+        return self
+
+
+class ServiceSpec(ApiModel):
+    type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
+    port: int = Field(default=80, ge=1, le=65535)
+    annotations: dict[str, str] | None = None
+
+
+class Toleration(ApiModel):
+    key: str | None = Field(default=None, max_length=316)
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = Field(default=None, max_length=63)
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class SchedulingSpec(ApiModel):
+    node_selector: dict[str, str] | None = None
+    tolerations: list[Toleration] | None = None
+    affinity: dict[str, Any] | None = Field(
+        default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+    )
+    priority_class_name: str | None = Field(default=None, pattern=DNS1123_SUBDOMAIN, max_length=253)
+    runtime_class_name: str | None = Field(
+        default=None,
+        pattern=r"^$|" + DNS1123_SUBDOMAIN,
+        max_length=253,
+        description='for device gpu the default is "nvidia"; "" sets none',
+    )
+
+
+class ServiceMonitorSpec(ApiModel):
+    enabled: bool = False
+    interval: str = Field(default="30s", pattern=r"^([0-9]+(ms|s|m|h))+$")
+    labels: dict[str, str] | None = None
+
+
+class MonitoringSpec(ApiModel):
+    service_monitor: ServiceMonitorSpec = Field(
+        default=ServiceMonitorSpec(), json_schema_extra={"default": {}}
+    )
+
+
+CPU_TARGET_MESSAGE = (
+    "autoscaling.targetCPUUtilization needs runtime.resources.requests.cpu "
+    "(leave runtime.resources out to get the default request of 1 CPU)"
+)
+
+
+class SpeechModelSpec(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra=cel_field(
+            cel_rule(
+                "!has(self.autoscaling) || !has(self.autoscaling.targetCPUUtilization) || "
+                "!has(self.runtime.resources) || (has(self.runtime.resources.requests) && "
+                "'cpu' in self.runtime.resources.requests)",
+                CPU_TARGET_MESSAGE,
+            )
+        )
+    )
+
+    model: ModelSpec
+    runtime: RuntimeSpec = Field(default=RuntimeSpec(), json_schema_extra={"default": {}})
+    replicas: int = Field(default=1, ge=0, le=1000, description="used when autoscaling is not set")
+    autoscaling: AutoscalingSpec | None = None
+    rollout: RolloutSpec = Field(default=RolloutSpec(), json_schema_extra={"default": {}})
+    service: ServiceSpec = Field(default=ServiceSpec(), json_schema_extra={"default": {}})
+    scheduling: SchedulingSpec | None = None
+    monitoring: MonitoringSpec = Field(default=MonitoringSpec(), json_schema_extra={"default": {}})
+
+    @model_validator(mode="after")
+    def _cpu_target_needs_a_cpu_request(self) -> SpeechModelSpec:
+        scaling, resources = self.autoscaling, self.runtime.resources
+        if scaling is None or scaling.target_cpu_utilization is None or resources is None:
+            return self
+        if "cpu" not in (resources.requests or {}):
+            raise ValueError(CPU_TARGET_MESSAGE)
+        return self
+
+
+NAME_RULE = cel_rule(
+    f"size(self.metadata.name) <= 63 && self.metadata.name.matches(r'{DNS1035_LABEL}')",
+    "metadata.name must be a DNS-1035 label of at most 63 characters (it names the Service)",
+)
+
+
+class SpeechModel(ApiModel):
+    """A whole manifest, as `kubescribe render` reads it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    api_version: Literal["kubescribe.io/v1alpha1"]
+    kind: Literal["SpeechModel"]
+    metadata: dict[str, Any]
+    spec: SpeechModelSpec
+
+    @field_validator("metadata")
+    @classmethod
+    def _name(cls, metadata: dict[str, Any]) -> dict[str, Any]:
+
+        name = metadata.get("name")
+        if not isinstance(name, str) or len(name) > 63 or not re.fullmatch(DNS1035_LABEL, name):
+            raise ValueError(NAME_RULE["message"])
+        return metadata
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata["name"])
+
+    @property
+    def namespace(self) -> str:
+        return str(self.metadata.get("namespace") or "default")
+
+
+def parse_spec(spec: Any) -> SpeechModelSpec:
+    """Validate a manifest's spec, mapping pydantic's error to one readable line."""
+    try:
+        return SpeechModelSpec.model_validate(spec)
+    except ValidationError as exc:
+        raise SpecError(f"invalid SpeechModel spec: {format_validation_error(exc)}") from exc
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "(root)"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)

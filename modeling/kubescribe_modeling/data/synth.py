@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import struct
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import soxr
@@ -14,8 +15,10 @@ from kubescribe.errors import KubescribeError
 __all__ = [
     "SAMPLE_RATE",
     "SynthesisError",
+    "espeak_data_dir",
     "espeak_version",
     "parse_wav",
+    "read_variant",
     "require_espeak",
     "synthesize",
 ]
@@ -43,6 +46,23 @@ def espeak_version() -> str:
         [require_espeak(), "--version"], capture_output=True, timeout=30, check=False
     )
     return proc.stdout.decode(errors="replace").strip()
+
+
+def espeak_data_dir() -> Path:
+    """espeak-ng's data folder, as its ``--version`` line names it (``Data at: PATH``)."""
+    _, sep, path = espeak_version().partition("Data at:")
+    if not sep or not path.strip():
+        raise SynthesisError("espeak-ng --version does not name its data folder")
+    return Path(path.strip())
+
+
+def read_variant(name: str) -> str:
+    """The text of espeak-ng's voice variant file ``voices/!v/NAME``."""
+    path = espeak_data_dir() / "voices" / "!v" / name
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise SynthesisError(f"espeak-ng has no voice variant {name!r} ({path})") from exc
 
 
 def parse_wav(data: bytes) -> tuple[np.ndarray, int]:

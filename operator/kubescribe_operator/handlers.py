@@ -37,7 +37,7 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from kubescribe.errors import KubescribeError
-from kubescribe_operator import apply, builders, metrics, rollout
+from kubescribe_operator import apply, builders, metrics, observe, rollout
 from kubescribe_operator.api import GROUP, PLURAL, VERSION
 from kubescribe_operator.spec import SpecError, parse_spec
 from kubescribe_operator.status import Condition, ConditionType, SpeechModelStatus
@@ -112,7 +112,7 @@ def reconcile(
         status = SpeechModelStatus.model_validate(raw_status) if raw_status else None
 
         deployment, replicasets, pods = gather(kube, namespace, name, uid)
-        observed = rollout.observe(deployment, replicasets, pods)
+        observed = observe.observe(deployment, replicasets, pods)
         decision = rollout.decide(
             spec,
             generation,

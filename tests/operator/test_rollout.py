@@ -18,14 +18,8 @@ import jsonschema
 import pytest
 from kubescribe_operator import builders, crd
 from kubescribe_operator.api import ModelRef
-from kubescribe_operator.rollout import (
-    Decision,
-    Observed,
-    PodProblem,
-    decide,
-    observe,
-    status_patch,
-)
+from kubescribe_operator.observe import Observed, PodProblem, observe
+from kubescribe_operator.rollout import Decision, decide, status_patch
 from kubescribe_operator.spec import SpeechModelSpec
 from kubescribe_operator.status import MAX_HISTORY, SpeechModelStatus
 

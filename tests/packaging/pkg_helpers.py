@@ -108,8 +108,11 @@ def rollout_scenarios() -> list[tuple[str, dict[str, Any], str]]:
     with every status computed by the operator's own rollout decision (`rollout.decide`)."""
     from datetime import UTC, datetime, timedelta
 
-    from kubescribe_operator.models import ModelRef, SpeechModelSpec, SpeechModelStatus
-    from kubescribe_operator.rollout import Observed, PodProblem, decide
+    from kubescribe_operator.api import ModelRef
+    from kubescribe_operator.observe import Observed, PodProblem
+    from kubescribe_operator.rollout import decide
+    from kubescribe_operator.spec import SpeechModelSpec
+    from kubescribe_operator.status import SpeechModelStatus
 
     start = datetime(2026, 1, 1, tzinfo=UTC)
     scenarios: list[tuple[str, dict[str, Any], str]] = []

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import re
 
-from kubescribe_operator import rollout
+from kubescribe_operator import observe
 from pkg_helpers import ROOT, rollout_scenarios
 
 OPERATIONS = ROOT / "docs" / "operations.md"
-ROLLOUT_SOURCE = ROOT / "operator" / "kubescribe_operator" / "rollout.py"
-HANDLERS_SOURCE = ROOT / "operator" / "kubescribe_operator" / "handlers.py"
+OPERATOR = ROOT / "operator" / "kubescribe_operator"
+# The modules that observe, decide and block (the condition reasons are written there).
+ROLLOUT_SOURCE = OPERATOR / "rollout.py"
+OBSERVE_SOURCE = OPERATOR / "observe.py"
+HANDLERS_SOURCE = OPERATOR / "handlers.py"
 
 
 def documented_reasons() -> set[str]:
@@ -28,8 +31,8 @@ def written_reasons() -> set[str]:
         for _, obj, _ in rollout_scenarios()
         for condition in obj["status"]["conditions"]
     }
-    source = ROLLOUT_SOURCE.read_text()
-    reasons |= set(rollout.BAD_WAITING_REASONS.values())
+    source = ROLLOUT_SOURCE.read_text() + OBSERVE_SOURCE.read_text()
+    reasons |= set(observe.BAD_WAITING_REASONS.values())
     reasons |= set(re.findall(r'reason="(\w+)"', source))
     reasons |= set(re.findall(r'Progress\.FAILING, "(\w+)"', source))
     # Reconciles the handlers stop before any decision (a bad spec, a name conflict).
@@ -43,7 +46,7 @@ def test_every_reason_the_operator_writes_is_documented() -> None:
 
 
 def test_documented_reasons_exist_in_the_operator() -> None:
-    source = ROLLOUT_SOURCE.read_text() + HANDLERS_SOURCE.read_text()
+    source = ROLLOUT_SOURCE.read_text() + OBSERVE_SOURCE.read_text() + HANDLERS_SOURCE.read_text()
     invented = {reason for reason in documented_reasons() if f'"{reason}"' not in source}
     assert not invented, f"docs/operations.md documents unknown reasons {sorted(invented)}"
 

@@ -86,14 +86,18 @@ def test_rendered_objects_validate_against_kubernetes_schemas(
         assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
 
 
-def test_chart_crds_validate_and_speechmodel_crd_is_the_same_file(tmp_path: Any) -> None:
+def test_chart_crds_validate_and_speechmodel_crd_is_a_copy_of_the_source(tmp_path: Any) -> None:
     for path in (CHART / "crds").glob("*.yaml"):
         for crd in yaml.safe_load_all(path.read_text()):
             kubernetes_validate.validate(crd, KUBERNETES_VERSION, strict=True)
-    # One file: charts/kubescribe/crds/speechmodel.yaml links to crds/speechmodel.yaml, and
-    # Helm (which follows the link) installs and packages the very bytes the operator was
-    # built and tested against.
+    # A real file (a symlink is lost by tools that copy or pack the chart: git on Windows,
+    # Argo CD's repo server, `helm package` from a tarball), identical to the generated one
+    # (`python -m kubescribe_operator.crd --write` writes both): Helm installs and packages the
+    # very bytes the operator was built and tested against.
+    copy = CHART / "crds" / "speechmodel.yaml"
+    assert not copy.is_symlink() and copy.is_file()
     source = (ROOT / "crds" / "speechmodel.yaml").read_bytes()
+    assert copy.read_bytes() == source, "run `python -m kubescribe_operator.crd --write`"
     with helm_python.Chart.load(str(CHART)) as chart:
         crds = {crd["name"]: crd for crd in chart.crds}
         archive = chart.save(str(tmp_path))
@@ -102,6 +106,29 @@ def test_chart_crds_validate_and_speechmodel_crd_is_the_same_file(tmp_path: Any)
     with tarfile.open(archive) as packaged:
         member = packaged.extractfile("kubescribe/crds/speechmodel.yaml")
         assert member is not None and member.read() == source
+
+
+def test_crd_writer_writes_the_chart_copy_too(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kubescribe_operator import crd
+
+    monkeypatch.setattr(crd, "DEFAULT_PATH", tmp_path / "crds" / "speechmodel.yaml")
+    monkeypatch.setattr(crd, "CHART_PATH", tmp_path / "chart" / "crds" / "speechmodel.yaml")
+    crd.main(["--write"])
+    assert crd.DEFAULT_PATH.read_text() == crd.CHART_PATH.read_text() == crd.render_crd()
+
+
+def test_argocd_never_deletes_or_prunes_the_crds() -> None:
+    # Deleting a CRD deletes every SpeechModel (and, through owner references, every model
+    # Deployment); pruning it when the operator's Application is deleted or changed is never
+    # what a platform team means.
+    paths = [*sorted((CHART / "crds").glob("*.yaml")), ROOT / "crds" / "speechmodel.yaml"]
+    for path in paths:
+        for crd in yaml.safe_load_all(path.read_text()):
+            options = crd["metadata"].get("annotations", {}).get("argocd.argoproj.io/sync-options")
+            assert options is not None, f"{path.name}: {crd['metadata']['name']}"
+            assert set(options.split(",")) == {"Delete=false", "Prune=false"}
 
 
 def restricted_violations(pod: dict[str, Any]) -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +20,7 @@ from kubescribe_runtime import audio
 from kubescribe_runtime.batcher import DynamicBatcher
 from kubescribe_runtime.ctc import Segment, Word, greedy_words, segments_of, text_of
 from kubescribe_runtime.model import AcousticModel, ModelInput, prepare
-from kubescribe_runtime.windowing import WindowWords, stitch, windows
+from kubescribe_runtime.windowing import Stitcher, WindowWords, seam, windows
 
 
 class RequestTimeout(KubescribeError):
@@ -34,6 +34,22 @@ class Transcript:
     segments: list[Segment]
     duration_s: float
     language: str
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Words that became final (absolute times, audio order) and the audio they cover."""
+
+    words: list[Word]
+    audio_s: float
+
+
+@dataclass(frozen=True)
+class _Pending:
+    start_s: float
+    end_s: float
+    seam_s: float
+    future: concurrent.futures.Future[npt.NDArray[np.float32]]
 
 
 @dataclass(frozen=True)
@@ -66,27 +82,47 @@ class Transcriber:
         self.model.infer([prepare(samples, self.manifest)])
 
     def transcribe(self, data: bytes, timeout_s: float | None = None) -> Transcript:
+        words: list[Word] = []
+        duration_s = 0.0
+        for progress in self.stream(data, timeout_s):
+            words += progress.words
+            duration_s = progress.audio_s
+        return Transcript(
+            text=text_of(words),
+            words=words,
+            segments=segments_of(words),
+            duration_s=duration_s,
+            language=self.manifest.languages[0],
+        )
+
+    def stream(self, data: bytes, timeout_s: float | None = None) -> Iterator[Progress]:
+        """The transcript as it becomes final, window by window, in audio order.
+
+        Results are collected as soon as the oldest pending window is decoded, so the first
+        words come after the first window, not at the end. Closing the generator early (a
+        client that hung up) cancels the windows still queued.
+        """
         rate = self.manifest.sample_rate
         limit = self.settings.request_timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + limit
         blocks = audio.iter_mono(data, rate, self.settings.max_audio_seconds)
         window = int(self.settings.window_seconds * rate)
         overlap = int(self.settings.window_overlap_seconds * rate)
-        pending: deque[tuple[float, float, concurrent.futures.Future[npt.NDArray[np.float32]]]]
-        pending = deque()
-        parts: list[WindowWords] = []
+        pending: deque[_Pending] = deque()
+        stitcher = Stitcher()
         total_samples = 0
 
-        def collect_oldest() -> None:
-            start_s, end_s, future = pending.popleft()
+        def collect_oldest() -> Progress:
+            oldest = pending.popleft()
             remaining = deadline - time.monotonic()
             try:
-                logprobs = future.result(timeout=max(remaining, 0.0))
+                logprobs = oldest.future.result(timeout=max(remaining, 0.0))
             except concurrent.futures.TimeoutError as exc:
-                future.cancel()
+                oldest.future.cancel()
                 raise RequestTimeout(f"the request took longer than {limit:g} s") from exc
             words = greedy_words(logprobs, self.model.artifact.tokens, self.model.frame_seconds)
-            parts.append(WindowWords(start_s, end_s, words))
+            part = WindowWords(oldest.start_s, oldest.end_s, words)
+            return Progress(stitcher.add(part, oldest.seam_s), oldest.end_s)
 
         try:
             upcoming = windows(blocks, window, overlap)
@@ -101,19 +137,18 @@ class Transcriber:
                     item = prepare(win.samples, self.manifest)
                     future = self.batcher.submit(item, item.length)
                 self._on_window()
-                pending.append((win.start / rate, win.end / rate, future))
-                while len(pending) >= self.max_pending:
-                    collect_oldest()
+                next_start_s = (win.start + window - overlap) / rate
+                pending.append(
+                    _Pending(
+                        win.start / rate, win.end / rate, seam(win.end / rate, next_start_s), future
+                    )
+                )
+                while pending and (len(pending) >= self.max_pending or pending[0].future.done()):
+                    yield collect_oldest()
             while pending:
-                collect_oldest()
+                yield collect_oldest()
+            # The last window's tail: no next window covers it.
+            yield Progress(stitcher.finish(), total_samples / rate)
         finally:
-            for _, _, future in pending:
-                future.cancel()
-        words = stitch(parts)
-        return Transcript(
-            text=text_of(words),
-            words=words,
-            segments=segments_of(words),
-            duration_s=total_samples / rate,
-            language=self.manifest.languages[0],
-        )
+            for waiting in pending:
+                waiting.future.cancel()

@@ -59,14 +59,48 @@ class WindowWords:
     words: Sequence[Word]  # times relative to the window's start
 
 
-def stitch(parts: Sequence[WindowWords]) -> list[Word]:
-    """Absolute-time words of consecutive overlapping windows, each word exactly once."""
-    result: list[Word] = []
-    for i, part in enumerate(parts):
-        low = -np.inf if i == 0 else (part.start_s + parts[i - 1].end_s) / 2
-        high = np.inf if i + 1 == len(parts) else (parts[i + 1].start_s + part.end_s) / 2
+class Stitcher:
+    """Stitch windows as their words arrive, in order, each word exactly once.
+
+    A window's words up to its seam (the middle of its overlap with the next window) are final
+    as soon as the window is decoded; those beyond it are held until the next window arrives
+    (which covers them from the seam on) or the stream ends (no next window: they are kept).
+    Fed every window, it gives exactly :func:`stitch`'s words.
+    """
+
+    def __init__(self) -> None:
+        self._low = -np.inf
+        self._held: list[Word] = []
+
+    def add(self, part: WindowWords, seam_s: float) -> list[Word]:
+        """The newly final words (absolute times) of ``part``, whose seam is ``seam_s``."""
+        final: list[Word] = []
+        self._held = []
         for word in part.words:
             absolute = word.shifted(part.start_s)
-            if low <= absolute.center < high:
-                result.append(absolute)
-    return result
+            if absolute.center < self._low:
+                continue
+            (final if absolute.center < seam_s else self._held).append(absolute)
+        self._low = seam_s
+        return final
+
+    def finish(self) -> list[Word]:
+        """The last window's words beyond its seam."""
+        held, self._held = self._held, []
+        return held
+
+
+def seam(end_s: float, next_start_s: float) -> float:
+    """Where a window hands over to the next: the middle of their overlap."""
+    return (next_start_s + end_s) / 2
+
+
+def stitch(parts: Sequence[WindowWords]) -> list[Word]:
+    """Absolute-time words of consecutive overlapping windows, each word exactly once."""
+    stitcher = Stitcher()
+    result: list[Word] = []
+    for i, part in enumerate(parts):
+        last = i + 1 == len(parts)
+        cut = np.inf if last else seam(part.end_s, parts[i + 1].start_s)
+        result += stitcher.add(part, cut)
+    return result + stitcher.finish()

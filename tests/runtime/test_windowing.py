@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 from kubescribe_runtime.ctc import Word
-from kubescribe_runtime.windowing import WindowWords, stitch, windows
+from kubescribe_runtime.windowing import Stitcher, WindowWords, seam, stitch, windows
 
 
 def _blocks(total: int, block: int) -> list[np.ndarray]:
@@ -66,3 +66,25 @@ def test_stitch_keeps_each_word_exactly_once_whatever_the_seams() -> None:
         stitched = stitch(parts)
         assert [w.word for w in stitched] == [w.word for w in truth]
         assert all(abs(a.start - b.start) < 1e-9 for a, b in zip(stitched, truth, strict=True))
+
+
+def test_the_stitcher_releases_each_window_up_to_its_seam_and_never_takes_a_word_back() -> None:
+    rng = np.random.default_rng(2)
+    for _ in range(30):
+        truth, t = [], 0.0
+        while t < 75:
+            t += rng.uniform(0.05, 0.5)
+            length = rng.uniform(0.15, 0.9)
+            truth.append(Word(f"w{len(truth)}", t, t + length))
+            t += length
+        starts = np.arange(0.0, t, 18.0)
+        parts = [_window_words(truth, s, min(s + 20.0, t + 0.5)) for s in starts]
+        stitcher, released = Stitcher(), []
+        for part, next_start in zip(parts, [*starts[1:], starts[-1] + 18.0], strict=True):
+            cut = seam(part.end_s, float(next_start))
+            released += stitcher.add(part, cut)
+            assert [w.word for w in released] == [w.word for w in truth[: len(released)]]
+            assert all(w.center >= cut for w in truth[len(released) :])
+        released += stitcher.finish()
+        assert released == stitch(parts)
+        assert [w.word for w in released] == [w.word for w in truth]

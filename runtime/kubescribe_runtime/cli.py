@@ -12,7 +12,6 @@ from pathlib import Path
 from kubescribe.errors import KubescribeError
 from kubescribe_runtime.config import FetchConfig, ServeConfig, build_parser, resolve
 from kubescribe_runtime.fetch import fetch
-from kubescribe_runtime.service import build_transcriber
 
 
 class _JsonFormatter(logging.Formatter):
@@ -37,7 +36,6 @@ def setup_logging(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
 
 def serve_main(argv: Sequence[str]) -> int:
@@ -62,6 +60,8 @@ def transcribe_main(argv: Sequence[str]) -> int:
     namespace = parser.parse_args(list(argv))
     config = resolve(ServeConfig, vars(namespace))
     setup_logging("warning" if config.log_level == "info" else config.log_level, config.log_format)
+    from kubescribe_runtime.service import build_transcriber
+
     transcriber = build_transcriber(config)
     try:
         for path in namespace.files:

@@ -1,112 +1,209 @@
-"""waitress (threads) around the app, with a clean drain on SIGTERM / SIGINT:
+"""The HTTP and WebSocket server: gunicorn, one worker process with a pool of threads (gthread),
+embedded through :class:`gunicorn.app.base.BaseApplication`.
+
+One worker process holds the one loaded model; its threads serve the Flask app — plain HTTP
+routes and WebSocket routes (flask-sock / simple-websocket take over the connection of an
+``Upgrade: websocket`` request) on the same port. The gunicorn master only supervises: it binds
+the socket, forks the worker (which loads the model after the fork), forwards signals and
+restarts a worker that died. A WebSocket session holds one thread for its lifetime, so
+``--http-threads`` bounds HTTP requests and sessions together.
+
+Drain on SIGTERM / SIGINT (the master forwards SIGTERM to the worker):
 
 1. ``/readyz`` turns 503, and new transcription requests are answered 503 with Retry-After
-   (the client retries on another pod while the endpoint is being removed);
-2. every transcription request already accepted runs to completion (bounded by the drain
-   timeout), and every response is written out;
-3. the listening socket and connections close, the batcher stops, the process exits 0
-   (1 when the drain timed out).
+   (the client retries on another pod while the endpoint is being removed); the worker keeps
+   listening meanwhile, so nobody meets a refused connection;
+2. every request already admitted runs to completion (bounded by ``--drain-timeout``), and
+   every response is written out;
+3. the worker stops listening, closes its connections and the batcher, and exits; the master
+   exits 0 (1 when the drain timed out). The master waits ``--drain-timeout`` plus a margin
+   before it kills a worker that is still draining.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import os
 import signal
+import sys
 import threading
 import time
 from types import FrameType
+from typing import TYPE_CHECKING, Any
 
-from waitress import wasyncore
-from waitress.server import BaseWSGIServer, create_server
+from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
+from gunicorn.glogging import Logger
+from gunicorn.workers.gthread import ThreadWorker
 
-from kubescribe_runtime.app import create_app
 from kubescribe_runtime.config import ServeConfig
-from kubescribe_runtime.service import Service
+
+if TYPE_CHECKING:  # the master process never imports onnxruntime (see Application.load)
+    from flask import Flask
+
+    from kubescribe_runtime.service import Service
 
 log = logging.getLogger(__name__)
 
-_LOOP_TIMEOUT_S = 0.2
+# What the master adds to --drain-timeout before it kills a draining worker: the worker's own
+# linger for kept-alive connections (2 s in gunicorn) and the flush of the last responses.
+STOP_MARGIN_S = 10.0
+# The drain ends once nothing was in flight at this many consecutive checks, 50 ms apart.
+_QUIET_CHECKS = 3
+
+
+def _heartbeat_dir() -> str | None:
+    """Where gunicorn's worker heartbeat file lives: a tmpfs (the root file system is read-only
+    in the pod, and a heartbeat on disk can stall on I/O), else the temporary directory."""
+    shm = "/dev/shm"
+    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK) else None
+
+
+class _RootLogger(Logger):
+    """gunicorn's messages go through the root logger (our text or JSON format), not its own."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for name in ("gunicorn.error", "gunicorn.access"):
+            logger = logging.getLogger(name)
+            logger.handlers[:] = []
+            logger.propagate = True
+        self.error_log.setLevel(logging.getLogger().level)
+
+
+class DrainingWorker(ThreadWorker):
+    """gunicorn's threaded worker, with kubescribe's drain in front of its own graceful stop."""
+
+    app: Application
+
+    def init_signals(self) -> None:
+        super().init_signals()
+        signal.signal(signal.SIGINT, self.handle_exit)  # Ctrl-C drains too
+        signal.siginterrupt(signal.SIGINT, False)
+        self._drain_started = False
+        self.drain_timed_out = False
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._drain_started:
+            return
+        self._drain_started = True
+        threading.Thread(target=self._drain, name="kubescribe-drain", daemon=True).start()
+
+    def _drain(self) -> None:
+        service = self.app.service
+        assert service is not None
+        log.info("received SIGTERM: draining")
+        service.begin_drain()
+        deadline = time.monotonic() + service.config.drain_timeout_s
+        quiet = 0
+        while quiet < _QUIET_CHECKS and time.monotonic() < deadline:
+            quiet = 0 if service.in_flight else quiet + 1
+            service.wait_idle(max(0.0, min(0.05, deadline - time.monotonic())))
+            time.sleep(0.05)
+        if service.in_flight:
+            log.warning("drain timeout: %d request(s) still running", service.in_flight)
+            self.drain_timed_out = True
+        else:
+            log.info("drained: every accepted request completed")
+        super().handle_exit(signal.SIGTERM, None)  # gunicorn's graceful stop from here
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            if self.app.service is not None:
+                self.app.service.close()
+        if self.drain_timed_out:
+            sys.exit(1)
+
+
+class _Arbiter(Arbiter):
+    """The master: SIGINT drains like SIGTERM; it exits with the draining worker's status."""
+
+    _stopping = False
+    _worker_status = 0
+
+    def handle_term(self) -> None:
+        self._stopping = True
+        raise StopIteration
+
+    handle_int = handle_term
+
+    def reap_workers(self) -> None:
+        if self._stopping:
+            for pid in list(self.WORKERS):
+                try:
+                    info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+                except ChildProcessError:
+                    continue
+                if info is not None and info.si_code == os.CLD_EXITED and info.si_status:
+                    self._worker_status = int(info.si_status)
+        super().reap_workers()
+
+    def halt(self, reason: str | None = None, exit_status: int = 0) -> None:
+        try:
+            super().halt(reason, exit_status)
+        except SystemExit as done:
+            raise SystemExit(done.code or self._worker_status) from None
+
+
+class Application(BaseApplication):
+    """The embedded gunicorn application: settings from :class:`ServeConfig` only."""
+
+    def __init__(self, config: ServeConfig, service: Service | None = None) -> None:
+        self.config = config
+        self.service: Service | None = service
+        super().__init__()
+
+    def load_config(self) -> None:
+        c = self.config
+        settings: dict[str, Any] = {
+            "bind": [f"{c.host}:{c.port}"],
+            "workers": 1,
+            "worker_class": DrainingWorker,
+            "threads": c.http_threads,
+            "graceful_timeout": math.ceil(c.drain_timeout_s + STOP_MARGIN_S),
+            "timeout": 60,  # the worker's main loop (not a request) silent this long: restarted
+            "keepalive": 5,
+            "logger_class": _RootLogger,
+            "loglevel": c.log_level,
+            "errorlog": "-",
+            "accesslog": None,
+            "control_socket_disable": True,
+            "worker_tmp_dir": _heartbeat_dir(),
+            "proc_name": "kubescribe",
+        }
+        for key, value in settings.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Flask:
+        """Runs in the worker, after the fork: the model is loaded there, in the background.
+
+        Nothing that imports onnxruntime is imported before the fork: its runtime state does not
+        survive a fork (the worker aborts at exit, "std::system_error: Invalid argument").
+        """
+        from kubescribe_runtime.app import create_app
+        from kubescribe_runtime.service import Service
+
+        if self.service is None:
+            self.service = Service(self.config)
+        self.service.load_in_background()
+        return create_app(self.service)
+
+    def run(self) -> None:
+        _Arbiter(self).run()
 
 
 class Server:
     def __init__(self, config: ServeConfig, service: Service | None = None) -> None:
         self.config = config
-        self.service = service or Service(config)
-        self.app = create_app(self.service)
-        server = create_server(
-            self.app,
-            host=config.host,
-            port=config.port,
-            threads=config.http_threads,
-            ident="kubescribe",
-            # Uploads are bounded by the app (413); keep waitress' own limit just above it.
-            max_request_body_size=config.max_upload_bytes + 1024 * 1024,
-            # ... and buffer bodies in memory: nothing is written to disk.
-            inbuf_overflow=config.max_upload_bytes + 1024 * 1024,
-            channel_timeout=max(120, int(config.request_timeout_s) + 30),
-        )
-        assert isinstance(server, BaseWSGIServer)
-        self.wsgi = server
-        self.port = int(server.effective_port)
-        self._stop = threading.Event()
-        self._draining = threading.Event()
-        self.exit_code = 0
+        self.application = Application(config, service)
 
-    # -- drain -------------------------------------------------------------------------------
-
-    def _busy(self) -> bool:
-        dispatcher = self.wsgi.task_dispatcher
-        if self.service.in_flight or dispatcher.queue:
-            return True
-        return any(
-            channel.requests or channel.request is not None
-            for channel in list(self.wsgi.active_channels.values())
-        )
-
-    def _drain(self) -> None:
-        deadline = time.monotonic() + self.config.drain_timeout_s
-        quiet_checks = 0
-        while time.monotonic() < deadline and quiet_checks < 3:
-            quiet_checks = 0 if self._busy() else quiet_checks + 1
-            self.service.wait_idle(max(0.0, min(0.05, deadline - time.monotonic())))
-            time.sleep(0.05)
-        if self._busy():
-            log.warning("drain timeout: %d request(s) still running", self.service.in_flight)
-            self.exit_code = 1
-        else:
-            log.info("drained: every accepted request completed")
-        self._stop.set()
-
-    def request_shutdown(
-        self, signum: int = signal.SIGTERM, frame: FrameType | None = None
-    ) -> None:
-        """Signal handler (runs on the main thread, between two loop iterations)."""
-        if self._draining.is_set():
-            return
-        self._draining.set()
-        log.info("received %s: draining", signal.Signals(signum).name)
-        self.service.begin_drain()
-        threading.Thread(target=self._drain, name="kubescribe-drain", daemon=True).start()
-
-    # -- run ---------------------------------------------------------------------------------
-
-    def serve_forever(self, install_signals: bool = True) -> int:
-        if install_signals:
-            signal.signal(signal.SIGTERM, self.request_shutdown)
-            signal.signal(signal.SIGINT, self.request_shutdown)
-        self.service.load_in_background()
-        log.info("listening on http://%s:%d", self.config.host, self.port)
-        socket_map = self.wsgi._map
-        while not self._stop.is_set():
-            wasyncore.loop(timeout=_LOOP_TIMEOUT_S, map=socket_map, use_poll=True, count=1)
-        # Flush responses still being written, then close everything.
-        for _ in range(20):
-            if not any(
-                channel.total_outbufs_len for channel in list(self.wsgi.active_channels.values())
-            ):
-                break
-            wasyncore.loop(timeout=0.05, map=socket_map, use_poll=True, count=1)
-        self.wsgi.task_dispatcher.shutdown(timeout=5)
-        wasyncore.close_all(socket_map)
-        self.service.close()
-        return self.exit_code
+    def serve_forever(self) -> int:
+        log.info("listening on http://%s:%d", self.config.host, self.config.port)
+        try:
+            self.application.run()
+        except SystemExit as done:
+            return int(done.code or 0)
+        return 0

@@ -50,12 +50,13 @@ def start_server(
     env: dict[str, str] | None = None,
     ready: bool = True,
     wrapper: tuple[str, ...] = (),
+    entry: tuple[str, ...] = ("-m", "kubescribe.cli", "serve"),
 ) -> ServerProcess:
     port = free_port()
     log_path = log_dir / f"server-{port}.log"
     command = [
         *wrapper,
-        sys.executable, "-m", "kubescribe.cli", "serve",
+        sys.executable, *entry,
         "--model-dir", str(model_dir), "--port", str(port), "--threads", "1", *args,
     ]  # fmt: skip
     environment = {k: v for k, v in os.environ.items() if not k.startswith("KUBESCRIBE_")} | (

@@ -29,3 +29,19 @@ def test_runtime_imports_no_torch() -> None:
         ).stdout
     )
     assert [m for m in loaded if m.split(".")[0] in FORBIDDEN] == []
+
+
+def test_server_master_imports_no_onnxruntime() -> None:
+    # The gunicorn master forks the worker that loads the model; onnxruntime's state does not
+    # survive a fork, so the serve command's modules must leave it to the worker.
+    code = (
+        "import json, sys\n"
+        "import kubescribe.cli, kubescribe_runtime.cli, kubescribe_runtime.server\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    loaded = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", code], check=True, capture_output=True, text=True
+        ).stdout
+    )
+    assert [m for m in loaded if m.split(".")[0] == "onnxruntime"] == []

@@ -6,7 +6,9 @@ Pure and deterministic: :func:`plan_corpus` maps a :class:`CorpusConfig` to a li
 * the test split is spoken only by :data:`HELD_OUT_VOICES`, whose variants never appear in
   train or dev;
 * test sentences (held-out templates from a fixed seed, and the independent hand-written set)
-  never appear in train or dev, and dev sentences never appear in train.
+  never appear in train or dev, and dev sentences never appear in train;
+* nor do the independent dev sentences (``resources/independent_dev.txt``), on which the
+  sampling weights of the open-vocabulary text are tuned (:mod:`.tuning`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from kubescribe_modeling.data.open_vocab import (
 )
 from kubescribe_modeling.data.resources import load_lines
 from kubescribe_modeling.data.templates import template_sentence
+from kubescribe_modeling.data.tuning import dev_sentences
 from kubescribe_modeling.data.voices import HELD_OUT_VOICES, train_voices
 from kubescribe_modeling.text import normalize_text
 
@@ -197,7 +200,10 @@ def plan_corpus(config: CorpusConfig) -> list[Utterance]:
             add("test", "independent", text, held_out[(i + k) % len(held_out)], config.test_augment)
 
     reserved = held_out_template_sentences(max(TEST_TEMPLATE_POOL, config.test_templates))
-    texts = _Texts(random.Random(rng.randrange(2**31)), exclude={*reserved, *independent})
+    texts = _Texts(
+        random.Random(rng.randrange(2**31)),
+        exclude={*reserved, *independent, *dev_sentences()},
+    )
     sources = _sources(config, rng)
     # Size of train: by count, or by estimated duration.
     if config.utterances is not None:

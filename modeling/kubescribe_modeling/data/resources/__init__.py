@@ -19,10 +19,15 @@ def digests() -> dict[str, str]:
     }
 
 
+def _read_text(name: str) -> str:
+    """The one place a resource's text is read (tests watch it: tuning never reads test text)."""
+    return resources.files(__name__).joinpath(name).read_text(encoding="utf-8")
+
+
 @cache
 def load_lines(name: str) -> tuple[str, ...]:
     """Non-empty, non-comment lines of a resource file, stripped, in file order."""
-    text = resources.files(__name__).joinpath(name).read_text(encoding="utf-8")
+    text = _read_text(name)
     return tuple(
         line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")
     )

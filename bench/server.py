@@ -2,6 +2,8 @@
 
     .venv/bin/python -m bench.server            # full run (about 6 minutes), updates the doc
     .venv/bin/python -m bench.server --smoke    # seconds: checks that it runs
+    .venv/bin/python -m bench.server --baseline-ref REF   # also the server of commit REF
+
 
 For each mode (dynamic batching on: ``--max-batch-size 16 --max-delay-ms 10``; off:
 ``--max-batch-size 1``), one server process is started on 127.0.0.1 and warmed up; then
@@ -10,6 +12,11 @@ For each mode (dynamic batching on: ``--max-batch-size 16 --max-delay-ms 10``; o
 has sent its bounded number of requests or its time is up. Throughput is audio seconds
 transcribed per wall-clock second; latency is per request, as the client sees it.
 Everything stays on loopback; the server is stopped (SIGTERM) at the end, whatever happens.
+
+``--baseline-ref`` adds one more "batching on" server: the runtime of an earlier commit,
+extracted with ``git archive`` into a temporary directory and run from there (its packages must
+be installed in this environment, e.g. waitress for the commits before the gunicorn switch), so
+that one run compares two servers on the same machine, load and clips.
 """
 
 from __future__ import annotations
@@ -108,6 +115,7 @@ class ServerProcess:
         delay_ms: float,
         log: Path,
         extra: Sequence[str] = (),
+        tree: Path = REPO,
     ):
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}"
@@ -119,20 +127,28 @@ class ServerProcess:
             "--max-delay-ms", str(delay_ms), "--http-threads", "80", "--max-queue", "512",
             "--log-level", "warning", *extra,
         ]  # fmt: skip
+        self.tree = tree
         self.process: subprocess.Popen[bytes] | None = None
+        self.software = ""  # the Server header of its answers
 
     def __enter__(self) -> ServerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("KUBESCRIBE_")}
+        if self.tree != REPO:  # the other tree's packages win over the installed ones
+            env["PYTHONPATH"] = os.pathsep.join(
+                str(self.tree / part) for part in ("runtime", "operator", "modeling", ".")
+            )
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                self.command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+                self.command, cwd=self.tree, env=env, stdout=log, stderr=subprocess.STDOUT
             )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise BenchError(f"the server exited ({self.process.returncode}): {self.tail()}")
             try:
-                if requests.get(self.url + "/readyz", timeout=2).status_code == 200:
+                answer = requests.get(self.url + "/readyz", timeout=2)
+                if answer.status_code == 200:
+                    self.software = answer.headers.get("Server", "?")
                     return self
             except requests.ConnectionError:
                 pass
@@ -229,9 +245,13 @@ def warm_up(url: str, wav: bytes, clients: int) -> None:
 def run(argv: Sequence[str] | None) -> int:
     parser = base_parser(__doc__.splitlines()[0] if __doc__ else "server benchmark")
     add_artifact_options(parser)
+    parser.add_argument(
+        "--baseline-ref",
+        help="also run the server of this git commit (batching on), for a comparison",
+    )
     args = parser.parse_args(argv)
     settings = SMOKE if args.smoke else FULL
-    artifact = require_artifact(args.artifact)
+    artifact = require_artifact(args.artifact).resolve()
     utterances = read_testset()
     wavs = {}
     limits: dict[tuple[float, int], float] = {}
@@ -245,16 +265,23 @@ def run(argv: Sequence[str] | None) -> int:
                 f"{limits[seconds, batch]:.1f} audio s/s"
             )
     results: dict[str, list[Cell]] = {}
+    software: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="kubescribe-bench-") as tmp:
-        for mode in MODES:
+        trees = {mode: REPO for mode in MODES}
+        if args.baseline_ref:
+            trees[baseline_mode(args.baseline_ref)] = extract_tree(
+                args.baseline_ref, Path(tmp) / "baseline"
+            )
+        for mode, tree in trees.items():
             batch = 1 if mode == "batching off" else settings.batch_size
             extra = ["--batch-wait-full-delay"] if mode == FULL_DELAY else []
             flags = " ".join([f"--max-batch-size {batch}", *extra])
-            progress(f"{mode}: starting `kubescribe serve {flags}`")
+            progress(f"{mode}: starting `kubescribe serve {flags}` from {tree}")
             log = Path(tmp) / f"server-{len(results)}.log"
             with ServerProcess(
-                artifact, args.threads, batch, settings.max_delay_ms, log, extra
+                artifact, args.threads, batch, settings.max_delay_ms, log, extra, tree
             ) as srv:
+                software[mode] = srv.software
                 warm_up(srv.url, wavs[settings.clip_seconds[0]], min(8, max(settings.clients)))
                 cells = []
                 for clip_s in settings.clip_seconds:
@@ -271,9 +298,25 @@ def run(argv: Sequence[str] | None) -> int:
         args,
         SECTION,
         "Server over HTTP (`python -m bench.server`)",
-        render(args, settings, results, limits),
+        render(args, settings, results, limits, software),
     )
     return 0
+
+
+def baseline_mode(ref: str) -> str:
+    return f"batching on, server of {ref}"
+
+
+def extract_tree(ref: str, dest: Path) -> Path:
+    """The files of commit ``ref`` in ``dest`` (``git archive``: no worktree, no checkout)."""
+    dest.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", ref], cwd=REPO, capture_output=True, check=False
+    )
+    if archive.returncode:
+        raise BenchError(f"git archive {ref}: {archive.stderr.decode(errors='replace').strip()}")
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    return dest
 
 
 def _lat(cell: Cell, q: float) -> str:
@@ -303,6 +346,46 @@ def target_lines(results: dict[str, list[Cell]]) -> list[str]:
     return lines or ["- 16 clients not run (smoke): no target checked"]
 
 
+def compare_servers(
+    args: argparse.Namespace, results: dict[str, list[Cell]], software: dict[str, str]
+) -> list[str]:
+    """This server against the baseline commit's, both with batching on, cell by cell."""
+    if not args.baseline_ref:
+        return []
+    base = baseline_mode(args.baseline_ref)
+    rows = [
+        [
+            f"{new.clip_s:g} s",
+            new.clients,
+            fmt(new.throughput),
+            fmt(old.throughput),
+            ratio(new.throughput, old.throughput) if old.throughput else "—",
+            _lat(new, 50) + " / " + _lat(old, 50),
+            _lat(new, 95) + " / " + _lat(old, 95),
+            f"{sum(new.errors.values())} / {sum(old.errors.values())}",
+        ]
+        for new, old in zip(results["batching on"], results[base], strict=True)
+    ]
+    return [
+        f"Servers compared in this run, batching on: this tree (`Server: "
+        f"{software['batching on']}`) against commit `{args.baseline_ref}` (`Server: "
+        f"{software[base]}`), same flags, clips and clients.",
+        markdown_table(
+            [
+                "clip",
+                "clients",
+                "this (audio s/s)",
+                "baseline (audio s/s)",
+                "this / baseline",
+                "p50 s this / baseline",
+                "p95 s this / baseline",
+                "failed this / baseline",
+            ],
+            rows,
+        ),
+    ]
+
+
 def model_limit(artifact: Path, threads: int, clip: Clip, batch: int) -> float:
     """Audio s/s of onnxruntime alone on precomputed features of ``batch`` copies of ``clip``
     (best of 3): what no server can beat at that batch size."""
@@ -319,6 +402,7 @@ def render(
     settings: Settings,
     results: dict[str, list[Cell]],
     limits: dict[tuple[float, int], float],
+    software: dict[str, str],
 ) -> str:
     header = [
         "clip", "clients", "mode", "requests ok", "failed", "audio s/s", "req/s",
@@ -375,7 +459,13 @@ def render(
             f"closed-loop clients, at most max({settings.min_requests}, "
             f"{settings.per_client} × clients) requests or {settings.cell_seconds:g} s of "
             "starting new ones; latency as the client sees it.",
-            "\n".join(machine_facts(args.threads, ("onnxruntime", "waitress", "requests"))),
+            "\n".join(
+                machine_facts(
+                    args.threads,
+                    ("onnxruntime", "gunicorn", "requests")
+                    + (("waitress",) if args.baseline_ref else ()),
+                )
+            ),
             markdown_table(header, rows),
             "Dynamic batching, throughput on vs off. *Model only* is onnxruntime alone on "
             f"precomputed features of {settings.batch_size} such clips (same threads), measured "
@@ -405,6 +495,7 @@ def render(
             ),
             "Targets:",
             "\n".join(targets),
+            *compare_servers(args, results, software),
             "sherpa-onnx's offline websocket server was not run: it is a C++ program that the "
             "sherpa-onnx Python wheel (2.0.1) does not ship (its only command is "
             "`sherpa-onnx-cli text2token`), and nothing here may build or download it.",

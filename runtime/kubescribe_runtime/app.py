@@ -4,21 +4,27 @@ every error is mapped to OpenAI-style JSON once, in :func:`_error_response`.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import itertools
 import logging
 import time
+from collections.abc import Generator
 from typing import IO, Any
 
 from flask import Flask, Request, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from kubescribe_runtime import sse
 from kubescribe_runtime.audio import AudioError
 from kubescribe_runtime.batcher import BatcherClosed, QueueFull
 from kubescribe_runtime.formats import GRANULARITIES, RESPONSE_FORMATS, render
 from kubescribe_runtime.service import NotReady, Service
-from kubescribe_runtime.transcriber import RequestTimeout
+from kubescribe_runtime.transcriber import Progress, RequestTimeout
 
 log = logging.getLogger(__name__)
+
+STREAM_FORMATS = ("json", "text")
 
 
 class ApiError(Exception):
@@ -78,11 +84,11 @@ def _as_api_error(exc: Exception) -> ApiError:
     return ApiError(500, f"internal error: {type(exc).__name__}", "internal_error", "server_error")
 
 
-def _error_response(exc: Exception) -> Response:
+def _error_body(exc: Exception) -> dict[str, Any]:
     error = _as_api_error(exc)
     if error.status == 500:
         log.error("unexpected error", exc_info=exc)
-    payload: dict[str, Any] = {
+    return {
         "error": {
             "message": error.message,
             "type": error.type,
@@ -90,7 +96,11 @@ def _error_response(exc: Exception) -> Response:
             "code": error.code,
         }
     }
-    response = jsonify(payload)
+
+
+def _error_response(exc: Exception) -> Response:
+    error = _as_api_error(exc)
+    response = jsonify(_error_body(exc))
     response.status_code = error.status
     for key, value in error.headers.items():
         response.headers[key] = value
@@ -109,6 +119,15 @@ def _form_choice(name: str, allowed: tuple[str, ...], default: str) -> str:
     return value
 
 
+def _form_flag(name: str) -> bool:
+    value = (request.form.get(name) or "false").strip().lower()
+    if value not in ("true", "false", "1", "0"):
+        raise ApiError(
+            400, f"{name} must be true or false, got {value!r}", f"invalid_{name}", param=name
+        )
+    return value in ("true", "1")
+
+
 def create_app(service: Service) -> Flask:
     app = Flask("kubescribe_runtime")
     app.request_class = _InMemoryRequest
@@ -120,20 +139,33 @@ def create_app(service: Service) -> Flask:
     @app.post("/v1/audio/transcriptions")
     def transcriptions() -> Response:
         started = time.monotonic()
-        status = 500
-        try:
-            with service.request():
-                response = _transcribe()
-            status = response.status_code
-            return response
-        except Exception as exc:
-            status = _as_api_error(exc).status
-            raise
-        finally:
-            metrics.requests.labels(str(status)).inc()
+        outcome = {"status": 500}
+
+        def record() -> None:
+            metrics.requests.labels(str(outcome["status"])).inc()
             metrics.latency.observe(time.monotonic() - started)
 
-    def _transcribe() -> Response:
+        scope = contextlib.ExitStack()
+        try:
+            scope.enter_context(service.request())
+            response = _transcribe(outcome)
+            outcome["status"] = response.status_code
+        except Exception as exc:
+            outcome["status"] = _as_api_error(exc).status
+            scope.close()
+            record()
+            raise
+        if response.is_streamed:
+            # In flight until the last event is written (or the client hangs up): the WSGI
+            # server closes the response then.
+            response.call_on_close(scope.close)
+            response.call_on_close(record)
+        else:
+            scope.close()
+            record()
+        return response
+
+    def _transcribe(outcome: dict[str, int]) -> Response:
         started = time.monotonic()
         mimetype = request.mimetype
         if mimetype != "multipart/form-data":
@@ -146,6 +178,14 @@ def create_app(service: Service) -> Flask:
         if upload is None:
             raise ApiError(400, "missing the 'file' field (the audio)", "missing_file", "file")
         response_format = _form_choice("response_format", RESPONSE_FORMATS, "json")
+        stream = _form_flag("stream")
+        if stream and response_format not in STREAM_FORMATS:
+            raise ApiError(
+                400,
+                "stream=true answers server-sent events; response_format must be json or text",
+                "invalid_response_format",
+                param="response_format",
+            )
         granularities = request.form.getlist("timestamp_granularities[]")
         granularities += request.form.getlist("timestamp_granularities")
         unknown = sorted(set(granularities) - set(GRANULARITIES))
@@ -175,6 +215,8 @@ def create_app(service: Service) -> Flask:
                 param="language",
             )
         data = upload.read()
+        if stream:
+            return _stream(service.stream(data), started, outcome)
         transcript = service.transcribe(data)
         elapsed = time.monotonic() - started
         metrics.audio_duration.observe(transcript.duration_s)
@@ -182,6 +224,28 @@ def create_app(service: Service) -> Flask:
             metrics.real_time_factor.observe(elapsed / transcript.duration_s)
         body, content_type = render(transcript, response_format, granularities)
         return Response(body, status=200, content_type=content_type)
+
+    def _stream(
+        progress: Generator[Progress, None, None], started: float, outcome: dict[str, int]
+    ) -> Response:
+        # The first window is decoded before the response starts, so that audio the server
+        # cannot read is still a plain HTTP error; anything later is an ``error`` event.
+        first = next(progress)
+
+        def observe(audio_s: float) -> None:
+            metrics.audio_duration.observe(audio_s)
+            if audio_s > 0:
+                metrics.real_time_factor.observe((time.monotonic() - started) / audio_s)
+
+        def error_body(exc: Exception) -> dict[str, Any]:
+            outcome["status"] = _as_api_error(exc).status
+            return _error_body(exc)
+
+        events = sse.transcript_events(itertools.chain([first], progress), error_body, observe)
+        response = Response(events, status=200, content_type=sse.CONTENT_TYPE, headers=sse.HEADERS)
+        # A client that hung up: cancel the windows still queued.
+        response.call_on_close(progress.close)
+        return response
 
     @app.get("/v1/models")
     def models() -> Response:

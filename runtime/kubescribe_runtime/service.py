@@ -6,7 +6,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from enum import StrEnum
 
 from kubescribe.errors import KubescribeError
@@ -15,7 +15,7 @@ from kubescribe_runtime.batcher import DynamicBatcher
 from kubescribe_runtime.config import ServeConfig
 from kubescribe_runtime.metrics import Metrics
 from kubescribe_runtime.model import AcousticModel
-from kubescribe_runtime.transcriber import PipelineSettings, Transcriber, Transcript
+from kubescribe_runtime.transcriber import PipelineSettings, Progress, Transcriber, Transcript
 
 log = logging.getLogger(__name__)
 
@@ -170,3 +170,10 @@ class Service:
         if transcriber is None:
             raise NotReady(f"the model is not ready: {self.reason}")
         return transcriber.transcribe(data)
+
+    def stream(self, data: bytes) -> Generator[Progress, None, None]:
+        """The transcript window by window (``stream=true``); lazy: nothing runs until read."""
+        transcriber = self.transcriber
+        if transcriber is None:
+            raise NotReady(f"the model is not ready: {self.reason}")
+        return transcriber.stream(data)

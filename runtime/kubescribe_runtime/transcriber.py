@@ -9,7 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,7 +95,9 @@ class Transcriber:
             language=self.manifest.languages[0],
         )
 
-    def stream(self, data: bytes, timeout_s: float | None = None) -> Iterator[Progress]:
+    def stream(
+        self, data: bytes, timeout_s: float | None = None
+    ) -> Generator[Progress, None, None]:
         """The transcript as it becomes final, window by window, in audio order.
 
         Results are collected as soon as the oldest pending window is decoded, so the first

@@ -7,9 +7,12 @@ standard inversions (all bits for μ-law, the even bits — XOR 0x55 — for A-l
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
-from kubescribe_runtime import g711
+import soundfile as sf
+from kubescribe_runtime import audio, g711
 
 ALL_CODES = bytes(range(256))
 
@@ -106,3 +109,26 @@ def test_decode_resampled_at_8_khz_is_plain_decoding() -> None:
 def test_an_unknown_law_is_refused() -> None:
     with pytest.raises(ValueError, match="pcmu"):
         g711.decode(b"\x00", "g722")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("law", "subtype"), [("pcmu", "ULAW"), ("pcma", "ALAW")])
+def test_libsndfile_reads_g711_wav_files_to_the_same_samples(law: g711.Law, subtype: str) -> None:
+    """An independent decoder (libsndfile, which reads uploaded telephone WAVs) agrees."""
+    buffer = io.BytesIO()
+    sf.write(buffer, g711.to_float(ALL_CODES, law), g711.SAMPLE_RATE, format="WAV", subtype=subtype)
+    samples, _ = sf.read(io.BytesIO(buffer.getvalue()), dtype="int16")
+    assert np.array_equal(samples, g711.decode(ALL_CODES, law))
+
+
+@pytest.mark.parametrize(("law", "subtype"), [("pcmu", "ULAW"), ("pcma", "ALAW")])
+def test_an_uploaded_telephone_wav_and_a_raw_payload_give_the_same_16_khz_audio(
+    law: g711.Law, subtype: str
+) -> None:
+    t = np.arange(2 * g711.SAMPLE_RATE) / g711.SAMPLE_RATE
+    payload = g711.from_float(0.4 * np.sin(2 * np.pi * 440 * t), law)
+    buffer = io.BytesIO()
+    sf.write(buffer, g711.to_float(payload, law), g711.SAMPLE_RATE, format="WAV", subtype=subtype)
+    uploaded = audio.decode(buffer.getvalue(), 16000, max_seconds=60)
+    raw = g711.decode_resampled(payload, law, 16000)
+    assert len(uploaded) == len(raw) == 32000
+    assert np.max(np.abs(uploaded - raw)) < 1e-3

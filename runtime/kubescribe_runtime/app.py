@@ -142,8 +142,9 @@ def create_app(service: Service) -> Flask:
         outcome = {"status": 500}
 
         def record() -> None:
-            metrics.requests.labels(str(outcome["status"])).inc()
-            metrics.latency.observe(time.monotonic() - started)
+            code = str(outcome["status"])
+            metrics.requests.labels(code).inc()
+            metrics.latency.labels(code).observe(time.monotonic() - started)
 
         scope = contextlib.ExitStack()
         try:

@@ -1,13 +1,42 @@
-"""Prometheus metrics of contract 3, all prefixed ``kubescribe_``, in a registry per server."""
+"""Prometheus metrics of contract 3, all prefixed ``kubescribe_``, in a registry per server,
+next to the standard process collector (``process_resident_memory_bytes``,
+``process_cpu_seconds_total``, ``process_open_fds``, ...).
+
+Names follow Prometheus' conventions: base units in the name (``_seconds``, ``_bytes``), ``_total``
+on counters (added by the client), ``_ratio`` on unitless ratios, and the thing a count counts
+(``windows``, ``requests``). docs/api.md and docs/operations.md list every name.
+
+Who reports what: the HTTP routes (``requests``, ``latency`` by status code, ``audio_duration``,
+``real_time_factor``), the service (``in_flight``, ``ready``, ``refused`` by reason), the batcher
+(``batch_size``, ``queue_depth``, ``queue_wait``, ``batch_inference``), the pipeline
+(``audio_processed``, ``windows_skipped``, ``windows_cancelled`` by reason).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 AUDIO_BUCKETS = (1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600, 7200)
 RTF_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5)
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+# Status codes exported at 0 from the start: the alerts' rate() sees a pod's first error only if
+# its series existed before it (a series born at 1 has no step to measure).
+INITIAL_CODES = ("200", "400", "429", "500", "503", "504")
+WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+INFERENCE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+# Why a request was refused before any work (429/503), and why queued windows were dropped; each
+# exported at 0 from the start, like the status codes.
+REFUSAL_REASONS = ("backlog", "draining", "not_ready")
+CANCEL_REASONS = ("disconnected", "timeout", "error")
 
 
 class Metrics:
@@ -20,12 +49,57 @@ class Metrics:
             ["code"],
             registry=r,
         )
+        for code in INITIAL_CODES:
+            self.requests.labels(code)
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
         self.latency = Histogram(
             "kubescribe_request_duration_seconds",
-            "Time to answer a transcription request",
+            "Time to answer a transcription request, by HTTP status code",
+            ["code"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        for code in INITIAL_CODES:
+            self.latency.labels(code)
+        self.refused = Counter(
+            "kubescribe_requests_refused",
+            "Requests refused before any work, by reason (backlog: 429, draining/not_ready: 503)",
+            ["reason"],
+            registry=r,
+        )
+        for reason in REFUSAL_REASONS:
+            self.refused.labels(reason)
+        self.queue_wait = Histogram(
+            "kubescribe_queue_wait_seconds",
+            "Time a window waited in the batcher's queue before its batch started",
+            buckets=WAIT_BUCKETS,
+            registry=r,
+        )
+        self.batch_inference = Histogram(
+            "kubescribe_batch_inference_seconds",
+            "Time the model took to run one batch (features excluded)",
+            buckets=INFERENCE_BUCKETS,
+            registry=r,
+        )
+        self.audio_processed = Counter(
+            "kubescribe_audio_processed_seconds",
+            "Seconds of audio decoded by the model (windows skipped as non-speech excluded)",
+            registry=r,
+        )
+        self.windows_skipped = Counter(
+            "kubescribe_windows_skipped",
+            "Windows not decoded because they hold no speech (voice activity detection)",
+            registry=r,
+        )
+        self.windows_cancelled = Counter(
+            "kubescribe_windows_cancelled",
+            "Queued windows dropped before decoding, by reason",
+            ["reason"],
+            registry=r,
+        )
+        for reason in CANCEL_REASONS:
+            self.windows_cancelled.labels(reason)
         self.audio_duration = Histogram(
             "kubescribe_audio_duration_seconds",
             "Duration of the transcribed audio",

@@ -1,0 +1,78 @@
+"""The runtime's Prometheus metrics: what an SRE needs, named by Prometheus' conventions."""
+
+from __future__ import annotations
+
+import pytest
+from kubescribe_runtime.metrics import CANCEL_REASONS, REFUSAL_REASONS, Metrics
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def families() -> dict[str, object]:
+    text = Metrics().exposition().decode()
+    return {family.name: family for family in text_string_to_metric_families(text)}
+
+
+def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = metrics.exposition().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "process_resident_memory_bytes",
+        "process_cpu_seconds",
+        "process_open_fds",
+        "kubescribe_queue_wait_seconds",
+        "kubescribe_batch_inference_seconds",
+        "kubescribe_audio_processed_seconds",
+        "kubescribe_windows_cancelled",
+        "kubescribe_windows_skipped",
+        "kubescribe_requests_refused",
+    ],
+)
+def test_the_series_an_sre_needs_are_exported(name: str) -> None:
+    assert name in families()
+
+
+def test_names_follow_prometheus_conventions() -> None:
+    for name, family in families().items():
+        kind = getattr(family, "type", "")
+        if not name.startswith("kubescribe_") or name.endswith("_created"):
+            continue
+        if "seconds" in name or "duration" in name:
+            assert name.endswith("_seconds"), name
+        assert not name.endswith("_total"), f"{name}: the client adds _total to counters"
+        assert kind in {"counter", "gauge", "histogram"}, (name, kind)
+
+
+def test_request_latency_carries_the_status_code() -> None:
+    metrics = Metrics()
+    metrics.latency.labels("429").observe(0.01)
+    found = samples(metrics)
+    assert found[("kubescribe_request_duration_seconds_count", (("code", "429"),))] == 1
+    assert found[("kubescribe_request_duration_seconds_count", (("code", "200"),))] == 0
+
+
+@pytest.mark.parametrize(
+    ("series", "reasons"),
+    [
+        ("kubescribe_requests_refused_total", REFUSAL_REASONS),
+        ("kubescribe_windows_cancelled_total", CANCEL_REASONS),
+    ],
+)
+def test_reasons_are_exported_at_zero_from_the_start(series: str, reasons: tuple[str, ...]) -> None:
+    found = samples(Metrics())
+    for reason in reasons:
+        assert found[(series, (("reason", reason),))] == 0
+
+
+def test_each_server_has_its_own_registry() -> None:
+    first, second = Metrics(), Metrics()
+    first.windows_skipped.inc()
+    assert samples(first)[("kubescribe_windows_skipped_total", ())] == 1
+    assert samples(second)[("kubescribe_windows_skipped_total", ())] == 0

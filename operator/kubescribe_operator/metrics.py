@@ -37,3 +37,8 @@ ROLLOUT_RESULTS = {
     "RolloutFailed": "failed",
     "RolledBack": "rolled_back",
 }
+
+# Every result exists at 0 from the process's start: `increase()` in the alerts sees the first
+# failed rollout of a process only if the series existed before it (one born at 1 has no step).
+for _result in ROLLOUT_RESULTS.values():
+    ROLLOUTS.labels(_result)

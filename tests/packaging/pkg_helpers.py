@@ -17,11 +17,14 @@ NAMESPACE = "kubescribe-system"
 Objects = list[dict[str, Any]]
 
 
-def render_chart(values: dict[str, Any] | None = None) -> tuple[Objects, str]:
-    """`helm template` (Helm's Go SDK, offline): the objects, and the rendered NOTES.txt."""
+def render_chart(
+    values: dict[str, Any] | None = None, *, release: str = RELEASE
+) -> tuple[Objects, str]:
+    """`helm template` (Helm's Go SDK, offline): the objects (test hooks included), and the
+    rendered NOTES.txt."""
     with helm_python.Chart.load(str(CHART)) as chart:
         chart.validate_schema(values or {})
-        manifests = chart.render(values or {}, name=RELEASE, namespace=NAMESPACE, is_install=True)
+        manifests = chart.render(values or {}, name=release, namespace=NAMESPACE, is_install=True)
     objects: Objects = []
     notes = ""
     for path, text in sorted(manifests.items()):

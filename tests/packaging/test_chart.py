@@ -7,7 +7,10 @@ followed from one object to the next (probe -> container port, Service -> pod la
 
 from __future__ import annotations
 
+import copy
+import re
 import tarfile
+import textwrap
 from typing import Any
 
 import helm_python
@@ -32,6 +35,9 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "serviceAccount": {"create": False, "name": "platform-operator"},
         "rbac": {"create": False},
     },
+    "highly-available": {"replicaCount": 3, "imagePullSecrets": [{"name": "registry.example"}]},
+    "created-namespaces": {"watchNamespaces": ["speech"], "createNamespaces": True},
+    "as-a-subchart": {"global": {"imageRegistry": "registry.example"}},
 }
 
 
@@ -204,7 +210,8 @@ def test_ports_follow_values() -> None:
     container = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
     assert {p["containerPort"] for p in container["ports"]} == {18080, 19090}
     assert {"--liveness-port=18080", "--metrics-port=19090"} <= set(container["args"])
-    assert one(objects, "Service")["spec"]["ports"][0]["port"] == 19090
+    ports = {port["name"]: port["port"] for port in one(objects, "Service")["spec"]["ports"]}
+    assert ports == {"health": 18080, "metrics": 19090}
 
 
 def test_metrics_off_removes_port_service_and_flag() -> None:
@@ -213,7 +220,8 @@ def test_metrics_off_removes_port_service_and_flag() -> None:
     assert [port["name"] for port in container["ports"]] == ["health"]
     # The operator serves metrics on 9090 unless told 0.
     assert "--metrics-port=0" in container["args"]
-    assert by_kind(objects, "Service") == [] and by_kind(objects, "ServiceMonitor") == []
+    assert [port["name"] for port in one(objects, "Service")["spec"]["ports"]] == ["health"]
+    assert by_kind(objects, "ServiceMonitor") == []
 
 
 def test_metrics_service_selects_the_operator_pods() -> None:
@@ -221,7 +229,8 @@ def test_metrics_service_selects_the_operator_pods() -> None:
     service = one(objects, "Service")
     pod_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
-    assert service["spec"]["ports"][0]["targetPort"] == "metrics"
+    targets = {port["name"]: port["targetPort"] for port in service["spec"]["ports"]}
+    assert targets == {"health": "health", "metrics": "metrics"}
 
 
 def test_service_monitor_is_optional_and_scrapes_the_metrics_service() -> None:
@@ -234,7 +243,7 @@ def test_service_monitor_is_optional_and_scrapes_the_metrics_service() -> None:
     assert (
         monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     )
-    assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+    assert monitor["spec"]["endpoints"][0]["port"] in {p["name"] for p in service["spec"]["ports"]}
     assert monitor["spec"]["namespaceSelector"]["matchNames"] == [NAMESPACE]
 
 
@@ -299,3 +308,218 @@ def test_notes_name_the_real_deployment_and_example() -> None:
     for word in notes.split():
         if word.startswith("examples/"):
             assert (ROOT / word).is_file(), word
+
+
+# ------------------------------------------------------------------ values the schema allows
+
+
+def refusal(values: dict[str, Any]) -> str:
+    """Helm's message when it refuses the values (schema or template check); '' if it renders."""
+    try:
+        render_chart(values)
+    except helm_python.HelmError as exc:
+        return str(exc)
+    return ""
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"global": {"imageRegistry": "registry.example", "storageClass": "fast"}},
+        {"imagePullSecrets": [{"name": "registry.example.com"}, {"name": "ghcr-token"}]},
+        {"peering": {"name": "team-a.kubescribe"}},
+        {"metrics": {"enabled": False}, "health": {"port": 9090}},
+    ],
+    ids=["global-of-a-parent-chart", "dotted-pull-secret", "dotted-peering", "ports-no-metrics"],
+)
+def test_values_a_real_installation_uses_are_accepted(values: dict[str, Any]) -> None:
+    assert refusal(values) == ""
+
+
+def test_health_and_metrics_on_one_port_are_refused() -> None:
+    message = refusal({"health": {"port": 9090}, "metrics": {"port": 9090}})
+    assert "health.port and metrics.port are both 9090" in message
+
+
+def test_peering_name_defaults_to_the_release_so_two_releases_never_share_one() -> None:
+    def peering(release: str, values: dict[str, Any] | None = None) -> tuple[str, list[str]]:
+        objects = render_chart(values, release=release)[0]
+        args = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+        flag = next(arg for arg in args if arg.startswith("--peering="))
+        names = [obj["metadata"]["name"] for obj in objects if obj["kind"].endswith("KopfPeering")]
+        return flag.removeprefix("--peering="), names
+
+    first, second = peering("kubescribe"), peering("team-b")
+    assert first == ("kubescribe", ["kubescribe"])
+    assert second == ("team-b-kubescribe", ["team-b-kubescribe"])
+    assert peering("team-b", {"peering": {"name": "shared"}}) == ("shared", ["shared"])
+
+
+# ------------------------------------------------------------------------ highly available
+
+
+def test_one_replica_has_no_disruption_budget_and_no_spread() -> None:
+    objects = render_chart()[0]
+    assert by_kind(objects, "PodDisruptionBudget") == []
+    assert "topologySpreadConstraints" not in one(objects, "Deployment")["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize("replicas", [2, 3])
+def test_several_replicas_get_a_disruption_budget_and_spread_over_nodes(replicas: int) -> None:
+    objects = render_chart({"replicaCount": replicas})[0]
+    deployment = one(objects, "Deployment")
+    pod = deployment["spec"]["template"]
+    budget = one(objects, "PodDisruptionBudget")
+    assert budget["spec"]["maxUnavailable"] == 1
+    assert budget["spec"]["selector"] == deployment["spec"]["selector"]
+    (spread,) = pod["spec"]["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    assert spread["labelSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+
+
+def test_own_spread_constraints_replace_the_default() -> None:
+    zones = [
+        {
+            "maxSkew": 1,
+            "topologyKey": "topology.kubernetes.io/zone",
+            "whenUnsatisfiable": "DoNotSchedule",
+            "labelSelector": {"matchLabels": {"app.kubernetes.io/component": "operator"}},
+        }
+    ]
+    objects = render_chart({"replicaCount": 2, "topologySpreadConstraints": zones})[0]
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    assert pod["topologySpreadConstraints"] == zones
+
+
+def test_operator_pods_carry_the_chart_and_version_labels() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    labels = one(render_chart()[0], "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert labels["helm.sh/chart"] == f"kubescribe-{chart['version']}"
+    assert labels["app.kubernetes.io/version"] == chart["appVersion"]
+
+
+def test_helm_test_asks_the_operator_health_through_its_service() -> None:
+    objects = render_chart()[0]
+    (test_pod,) = [
+        obj for obj in by_kind(objects, "Pod") if obj["metadata"]["annotations"]["helm.sh/hook"]
+    ]
+    assert test_pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    service = one(objects, "Service")
+    deployment = one(objects, "Deployment")
+    # The test pod is not one of the operator's pods (the Service and the PDB never pick it).
+    assert not service["spec"]["selector"].items() <= test_pod["metadata"]["labels"].items()
+    (container,) = test_pod["spec"]["containers"]
+    assert container["image"] == deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+    port = next(p for p in service["spec"]["ports"] if p["name"] == "health")
+    name, namespace = service["metadata"]["name"], service["metadata"]["namespace"]
+    assert container["args"] == [f"http://{name}.{namespace}.svc:{port['port']}/healthz"]
+    assert port["targetPort"] == "health"
+    assert restricted_violations(test_pod["spec"]) == []
+
+
+@pytest.mark.parametrize(("status", "exit_ok"), [(200, True), (503, False)])
+def test_helm_test_script_fails_unless_health_answers(
+    status: int, exit_ok: bool, tmp_path: Any
+) -> None:
+    # The test pod's own command, run here against a stand-in health endpoint.
+    import http.server
+    import subprocess
+    import sys
+    import threading
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status if self.path == "/healthz" else 404)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    test_pod = next(pod for pod in by_kind(render_chart()[0], "Pod"))
+    command = test_pod["spec"]["containers"][0]["command"]
+    assert command[:2] == ["python", "-c"]
+    server = http.server.HTTPServer(("127.0.0.1", 0), Health)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/healthz"
+        result = subprocess.run(
+            [sys.executable, "-c", command[2], url], capture_output=True, timeout=60, check=False
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (result.returncode == 0) is exit_ok, result.stderr
+
+
+# --------------------------------------------------------- Argo CD's label tracking
+
+
+def tracked_by_argocd(objects: list[dict[str, Any]], application: str) -> list[dict[str, Any]]:
+    """What Argo CD applies with its default label tracking: it sets app.kubernetes.io/instance
+    on every object it applies to the Application's name (not on pod templates)."""
+    tracked = copy.deepcopy(objects)
+    for obj in tracked:
+        obj["metadata"].setdefault("labels", {})["app.kubernetes.io/instance"] = application
+    return tracked
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return selector.items() <= labels.items()
+
+
+@pytest.mark.parametrize("application", ["kubescribe", "kubescribe-operator", "platform-stt"])
+def test_scraping_survives_argocd_label_tracking(application: str) -> None:
+    # An Application named apart from its releaseName rewrites the instance label; the
+    # ServiceMonitor must still find the Service, the Service and the PDB the operator pods.
+    values = {"replicaCount": 2, "metrics": {"serviceMonitor": {"enabled": True}}}
+    objects = tracked_by_argocd(render_chart(values)[0], application)
+    service, monitor = one(objects, "Service"), one(objects, "ServiceMonitor")
+    pods = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert selects(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
+    assert selects(service["spec"]["selector"], pods)
+    assert selects(one(objects, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"], pods)
+
+
+def test_service_monitor_tells_two_releases_apart() -> None:
+    values = {"metrics": {"serviceMonitor": {"enabled": True}}}
+    first = one(render_chart(values, release="kubescribe")[0], "ServiceMonitor")
+    second = one(render_chart(values, release="other")[0], "Service")
+    assert not selects(first["spec"]["selector"]["matchLabels"], second["metadata"]["labels"])
+
+
+# -------------------------------------------------------------------- watched namespaces
+
+
+def test_watched_namespaces_are_created_only_on_request() -> None:
+    watched = {"watchNamespaces": ["speech", "speech-staging", NAMESPACE]}
+    assert by_kind(render_chart(watched)[0], "Namespace") == []
+    objects = render_chart({**watched, "createNamespaces": True})[0]
+    namespaces = by_kind(objects, "Namespace")
+    # Not the release's own namespace: `helm install --create-namespace` owns that one.
+    assert [ns["metadata"]["name"] for ns in namespaces] == ["speech", "speech-staging"]
+    for namespace in namespaces:
+        assert namespace["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+
+@pytest.mark.parametrize(
+    ("values", "namespace"),
+    [({}, "speech"), ({"watchNamespaces": ["asr-prod", "asr-dev"]}, "asr-prod")],
+    ids=["all-namespaces", "watched"],
+)
+def test_notes_deploy_the_demo_where_the_operator_watches(
+    values: dict[str, Any], namespace: str
+) -> None:
+    from kubescribe_operator.spec import SpeechModelSpec
+
+    notes = render_chart(values)[1]
+    manifest = yaml.safe_load(
+        textwrap.dedent(notes.split("<<'YAML'\n", 1)[1].split("  YAML\n", 1)[0])
+    )
+    assert manifest["kind"] == "SpeechModel"
+    SpeechModelSpec.model_validate(manifest["spec"])
+    assert manifest["metadata"]["namespace"] == namespace
+    used = set(re.findall(r"kubectl -n (\S+) (?:get|describe) speechmodel", notes))
+    assert used == {namespace}
+    if values:
+        assert "kubectl create namespace" not in notes  # a watched namespace exists already

@@ -116,27 +116,98 @@ def applications() -> dict[str, dict[str, Any]]:
     return apps
 
 
-def test_argocd_applications_point_at_real_paths() -> None:
+def test_argocd_applications_point_at_real_paths_of_a_release_tag() -> None:
     apps = applications()
-    assert {"kubescribe-operator", "speechmodels"} <= apps.keys()
+    assert {"kubescribe", "speechmodels"} <= apps.keys()
+    chart_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["version"]
     for app in apps.values():
         assert (ROOT / app["spec"]["source"]["path"]).is_dir()
         assert app["spec"]["destination"]["namespace"]
+        # A branch moves under a running cluster: an upgrade would happen on the next push.
+        assert app["spec"]["source"]["targetRevision"] == f"v{chart_version}"
+
+
+def test_argocd_operator_application_is_named_as_its_release() -> None:
+    # Argo CD's label tracking sets app.kubernetes.io/instance to the Application's name: the
+    # same as the release name, it changes nothing the chart rendered.
+    app = applications()["kubescribe"]
+    assert app["metadata"]["name"] == app["spec"]["source"]["helm"]["releaseName"]
 
 
 def test_argocd_operator_application_values_pass_the_chart_schema() -> None:
-    source = applications()["kubescribe-operator"]["spec"]["source"]
+    source = applications()["kubescribe"]["spec"]["source"]
     assert (ROOT / source["path"]).resolve() == CHART.resolve()
     with helm_python.Chart.load(str(CHART)) as chart:
         chart.validate_schema(source["helm"]["valuesObject"])
 
 
-def test_argocd_models_application_syncs_only_speechmodels() -> None:
+def argocd_directory(source: dict[str, Any]) -> list[Path]:
+    """The files Argo CD's directory source reads (`directory.recurse`; no include/exclude)."""
+    directory = source.get("directory", {})
+    assert not {"include", "exclude", "jsonnet"} & directory.keys(), "not modelled here"
+    root = ROOT / source["path"]
+    found = root.rglob("*") if directory.get("recurse") else root.glob("*")
+    return sorted(p for p in found if p.is_file() and p.suffix in (".yaml", ".yml", ".json"))
+
+
+def models_application_objects() -> list[dict[str, Any]]:
+    return load_all(argocd_directory(applications()["speechmodels"]["spec"]["source"]))
+
+
+def test_argocd_models_application_syncs_every_manifest_of_its_path() -> None:
+    # Nothing in the directory is silently skipped (prerequisites in a subfolder need recurse).
     source = applications()["speechmodels"]["spec"]["source"]
-    # Not recursive: the prerequisites (a Secret with placeholder keys) are not synced.
-    assert source["directory"]["recurse"] is False
-    kinds = {doc["kind"] for doc in load_all(sorted((ROOT / source["path"]).glob("*.yaml")))}
-    assert kinds == {"SpeechModel"}
+    root = ROOT / source["path"]
+    every = sorted(p for p in root.rglob("*") if p.is_file())
+    assert argocd_directory(source) == every
+    assert any(path.parent != root for path in every), "prerequisites live in a subfolder"
+
+
+def bundled_models() -> dict[str, Path]:
+    """Model URIs that resolve inside the runtime image (runtime/Dockerfile copies
+    examples/models to /opt/kubescribe/models) -> the artifact in this repository."""
+    return {
+        f"/opt/kubescribe/models/{path.parent.name}": path.parent
+        for path in (ROOT / "examples" / "models").glob("*/kubescribe.yaml")
+    }
+
+
+def test_argocd_models_application_syncs_only_what_can_become_healthy() -> None:
+    from kubescribe_operator.spec import SpeechModelSpec
+
+    objects = models_application_objects()
+    models = [obj for obj in objects if obj["kind"] == "SpeechModel"]
+    others = [obj for obj in objects if obj["kind"] != "SpeechModel"]
+    assert models and others
+    synced = {(obj["kind"], obj["metadata"]["name"]) for obj in others}
+    for obj in others:
+        kubernetes_validate.validate(obj, "1.33", strict=True)
+        assert "REPLACE" not in yaml.safe_dump(obj), obj["metadata"]["name"]
+    for model in models:
+        name = model["metadata"]["name"]
+        spec = SpeechModelSpec.model_validate(model["spec"])
+        # An artifact every cluster has (in the runtime image), no GPU, no credentials.
+        assert spec.model.uri.removeprefix("file://") in bundled_models(), name
+        assert spec.runtime.device == "cpu", name
+        assert spec.model.credentials_secret is None and spec.model.cache is None, name
+        # What it names exists once synced, or the API server refuses its pods.
+        scheduling = spec.scheduling
+        if scheduling.priority_class_name:
+            assert ("PriorityClass", scheduling.priority_class_name) in synced, name
+        assert not scheduling.runtime_class_name, name
+
+
+def test_placeholder_examples_stay_out_of_the_synced_directory() -> None:
+    # The catalogue (examples/speechmodels) has artifact URLs, credentials and GPU node labels to
+    # replace: the test above would refuse it, so it means something.
+    placeholders = [
+        model
+        for model in speechmodels()
+        if model["spec"]["model"]["uri"].removeprefix("file://") not in bundled_models()
+    ]
+    assert placeholders
+    synced = {obj["metadata"]["name"] for obj in models_application_objects()}
+    assert not synced & {model["metadata"]["name"] for model in placeholders}
 
 
 def test_health_check_is_registered_for_the_crd() -> None:

@@ -16,13 +16,18 @@ from typing import Any
 
 import pytest
 import yaml
-from pkg_helpers import ROOT, exported_names, promql_metric_names
+from pkg_helpers import ROOT, by_kind, exported_names, one, promql_metric_names, render_chart
+from prometheus_client.parser import text_string_to_metric_families
 
 PROMETHEUS = ROOT / "examples" / "prometheus"
 ALERTS = PROMETHEUS / "alerts.yaml"
 ADAPTER = PROMETHEUS / "adapter-rules.yaml"
 DASHBOARD = ROOT / "examples" / "grafana" / "kubescribe-dashboard.json"
 ALERT_TESTS = Path(__file__).with_name("alerts_test.yaml")
+OPERATOR_ALERT_TESTS = Path(__file__).with_name("operator_alerts_test.yaml")
+SERVICE_MONITOR = {"metrics": {"serviceMonitor": {"enabled": True}}}
+# Labels Prometheus adds to every scraped series (the Prometheus Operator's ServiceMonitors).
+TARGET_LABELS = {"namespace", "service", "pod", "job", "instance", "endpoint", "container"}
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -52,8 +57,17 @@ def exported() -> set[str]:
     return runtime_metrics() | operator_metrics()
 
 
+def chart_alert_groups(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The groups of the chart's PrometheusRule (the operator's alerts)."""
+    groups: list[dict[str, Any]] = one(
+        render_chart(values or SERVICE_MONITOR)[0], "PrometheusRule"
+    )["spec"]["groups"]
+    return groups
+
+
 def alert_rules() -> list[dict[str, Any]]:
-    groups = yaml.safe_load(ALERTS.read_text())["groups"]
+    """The runtime's (examples/) and the operator's (the chart's) alert rules."""
+    groups = yaml.safe_load(ALERTS.read_text())["groups"] + chart_alert_groups()
     return [rule for group in groups for rule in group["rules"]]
 
 
@@ -130,6 +144,141 @@ def test_promtool_checks_the_alert_rules() -> None:
 def test_promtool_unit_tests_of_the_alerts_pass() -> None:
     result = promtool("test", "rules", str(ALERT_TESTS))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def write_chart_rules(directory: Path) -> Path:
+    """The chart's rules and their unit tests side by side, as the tests file expects."""
+    (directory / "operator-rules.yaml").write_text(yaml.safe_dump({"groups": chart_alert_groups()}))
+    tests = directory / OPERATOR_ALERT_TESTS.name
+    tests.write_text(OPERATOR_ALERT_TESTS.read_text())
+    return tests
+
+
+def test_promtool_checks_and_unit_tests_the_chart_alert_rules(tmp_path: Path) -> None:
+    tests = write_chart_rules(tmp_path)
+    result = promtool("check", "rules", str(tmp_path / "operator-rules.yaml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    result = promtool("test", "rules", str(tests))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("values", "alerts"),
+    [
+        ({}, False),
+        (SERVICE_MONITOR, True),
+        ({"metrics": {"serviceMonitor": {"enabled": True, "alerts": False}}}, False),
+        ({"metrics": {"enabled": False, "serviceMonitor": {"enabled": True}}}, False),
+    ],
+    ids=["defaults", "service-monitor", "alerts-off", "metrics-off"],
+)
+def test_operator_alerts_come_with_the_service_monitor(
+    values: dict[str, Any], alerts: bool
+) -> None:
+    # "Operator absent" where nothing scrapes the operator would fire for ever.
+    objects = render_chart(values)[0]
+    assert bool(by_kind(objects, "PrometheusRule")) == alerts
+    if alerts:
+        assert by_kind(objects, "ServiceMonitor")
+    examples = {rule["alert"] for group in yaml.safe_load(ALERTS.read_text())["groups"]
+                for rule in group["rules"]}  # fmt: skip
+    assert not {name for name in examples if name.startswith("KubescribeOperator")}
+
+
+def test_operator_alerts_select_the_series_of_their_own_release() -> None:
+    # What the Prometheus Operator labels the scraped series with: the Service's namespace and
+    # name. Two releases alert apart; the PrometheusRule carries the ServiceMonitor's labels.
+    values = {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}}}}
+    objects = render_chart(values)[0]
+    service = one(objects, "Service")
+    monitor = one(objects, "ServiceMonitor")
+    rule = one(objects, "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "kps"
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    selector = (
+        f'namespace="{service["metadata"]["namespace"]}",service="{service["metadata"]["name"]}"'
+    )
+    for group in rule["spec"]["groups"]:
+        for alert in group["rules"]:
+            assert selector in alert["expr"], alert["alert"]
+
+
+# ------------------------------------------------- counters the alerts read start at zero
+
+Selector = tuple[str, list[tuple[str, str, str]]]  # (metric, [(label, operator, value)])
+
+
+def counter_selectors(expr: str) -> list[Selector]:
+    """The counter selectors of an expression that match on labels the process exports."""
+    found = []
+    for name, matchers in re.findall(r"(\w+_total)\{([^}]*)\}", expr):
+        parsed = re.findall(r'(\w+)\s*(=~|!~|!=|=)\s*"([^"]*)"', matchers)
+        own = [m for m in parsed if m[0] not in TARGET_LABELS]
+        if own:
+            found.append((name, own))
+    return found
+
+
+def matches(labels: dict[str, str], matchers: list[tuple[str, str, str]]) -> bool:
+    for label, operator, value in matchers:
+        have = labels.get(label, "")
+        hit = re.fullmatch(value, have) is not None if "~" in operator else have == value
+        if hit == operator.startswith("!"):
+            return False
+    return True
+
+
+def fresh_samples(module: str) -> list[tuple[str, dict[str, str], float]]:
+    """The series a process exports right after start, before it served or reconciled."""
+    code = {
+        "operator": "import kubescribe_operator.metrics\n"
+        "from prometheus_client import generate_latest\n"
+        "print(generate_latest().decode())",
+        "runtime": "from kubescribe_runtime.metrics import Metrics\n"
+        "print(Metrics().exposition().decode())",
+    }[module]
+    import sys
+
+    text = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    ).stdout
+    return [
+        (sample.name, sample.labels, sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    ]
+
+
+def test_counter_selectors_are_read_from_the_expressions() -> None:
+    expr = (
+        'sum(rate(a_total{namespace="x",code=~"5..",code!="503"}[5m])) / rate(b_total{pod="p"}[1m])'
+    )
+    assert counter_selectors(expr) == [("a_total", [("code", "=~", "5.."), ("code", "!=", "503")])]
+    assert matches({"code": "504"}, [("code", "=~", "5.."), ("code", "!=", "503")])
+    assert not matches({"code": "503"}, [("code", "=~", "5.."), ("code", "!=", "503")])
+    assert not matches({"code": "200"}, [("code", "=~", "5..")])
+
+
+def test_every_counter_an_alert_selects_exists_at_zero_from_the_start() -> None:
+    # rate() and increase() measure steps between samples: a series that appears at 1 (the
+    # first failed rollout of an operator process, the first 5xx of a pod) has no step, and the
+    # alert misses it. So the processes export at 0, from the start, every series the alerts
+    # select by label value.
+    samples = fresh_samples("operator") + fresh_samples("runtime")
+    checked = 0
+    for rule in alert_rules():
+        for name, matchers in counter_selectors(rule["expr"]):
+            found = [
+                (labels, value)
+                for sample, labels, value in samples
+                if sample == name and matches(labels, matchers)
+            ]
+            assert found, f"{rule['alert']}: no {name}{{{matchers}}} series at start"
+            assert all(value == 0 for _, value in found)
+            checked += 1
+    assert checked >= 3  # 5xx, 429, failed/rolled-back rollouts
 
 
 def test_promtool_catches_a_broken_rule(tmp_path: Path) -> None:

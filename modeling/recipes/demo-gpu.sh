@@ -4,7 +4,16 @@
 #   modeling/recipes/demo-gpu.sh PLAN OUT [BUDGET_SECONDS]
 #
 # PLAN comes from `kubescribe data --plan-out` (planning needs wordfreq, rendering only
-# espeak-ng), so the GPU host needs no text resources. Steps, each an ordinary kubescribe
+# espeak-ng), so the GPU host needs no text resources:
+#
+#   kubescribe data --out data/corpus --hours 40 --seed 0 --template-fraction 0.35 \
+#       --telephone 0.25 --plan-out plan.jsonl
+#
+# The recipe refuses a plan without the narrowband telephone augmentation (--telephone), and
+# rendering refuses one that breaks the split rules (a held-out voice or its formant twin, such
+# as aunty, in train or dev; a test or dev sentence in training), e.g. a plan made before they
+# were fixed; the open-vocabulary text of a current plan is tuned on the dev split, not on test.
+# Steps, each an ordinary kubescribe
 # command: render the corpus on every core; fill the feature cache; phase 1 trains the char
 # teacher (configs/large.yaml) and a BPE twin side by side; phase 2 trains, side by side, the
 # student from scratch, the same student distilled from the teacher, and the teacher pruned
@@ -37,6 +46,16 @@ job() {
   shift
   ( "$@" >"$work/$name.log" 2>&1; echo "exit status $?" >>"$work/$name.log" ) &
 }
+
+echo "== check $plan"
+"$py" - "$plan" <<'PY'
+import json, sys
+
+config = json.loads(open(sys.argv[1], encoding="utf-8").readline())["config"]
+if not config.get("telephone"):
+    sys.exit(f"{sys.argv[1]}: no narrowband telephone augmentation: plan it with --telephone 0.25")
+print(f"telephone share {config['telephone']}")
+PY
 
 echo "== render $plan on $cores cores"
 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 ks data --out "$work/corpus" --from-plan "$plan" --workers "$cores" --no-progress

@@ -20,28 +20,43 @@ RECIPE = ROOT / "modeling" / "recipes" / "demo-gpu.sh"
 pytestmark = pytest.mark.xdist_group("recipe")
 
 
-def test_the_gpu_recipe_runs_on_cpu_and_packs_every_model(tmp_path: Path) -> None:
+def _run_recipe(tmp_path: Path, telephone: float) -> subprocess.CompletedProcess[str]:
     config = CorpusConfig(
-        utterances=6, dev_fraction=0.34, test_templates=1, test_independent=1, seed=4
+        utterances=6,
+        dev_fraction=0.34,
+        test_templates=1,
+        test_independent=1,
+        seed=4,
+        telephone=telephone,
     )
     plan = tmp_path / "plan.jsonl"
     write_plan(plan, config, plan_corpus(config))
-    out, work = tmp_path / "out", tmp_path / "work"
     env = {
         **os.environ,
         "DEVICE": "cpu",
-        "WORK": str(work),
+        "WORK": str(tmp_path / "work"),
         "PYTHON": sys.executable,
         "MIN_PHASE_SECONDS": "3",
         "BPE_SIZE": "30",  # the tiny corpus has too little text for 256 pieces
     }
-    done = subprocess.run(
-        ["bash", str(RECIPE), str(plan), str(out), "10"],
+    return subprocess.run(
+        ["bash", str(RECIPE), str(plan), str(tmp_path / "out"), "10"],
         env=env,
         capture_output=True,
         text=True,
         timeout=600,
     )
+
+
+def test_the_recipe_refuses_a_plan_without_the_telephone_channel(tmp_path: Path) -> None:
+    done = _run_recipe(tmp_path, telephone=0.0)
+    assert done.returncode != 0 and "--telephone" in done.stderr
+    assert "== render" not in done.stdout
+
+
+def test_the_gpu_recipe_runs_on_cpu_and_packs_every_model(tmp_path: Path) -> None:
+    done = _run_recipe(tmp_path, telephone=0.5)
+    out = tmp_path / "out"
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "== done in" in done.stdout
 

@@ -1,7 +1,12 @@
-"""Waveform augmentation: gain, additive noise at a random SNR, a small synthetic reverb.
+"""Waveform augmentation: gain, additive noise at a random SNR, a small synthetic reverb, and
+the narrowband telephone channel.
 
 Pure numpy: :func:`draw_augmentation` turns a seed into parameters, :func:`augment` applies
-them, so a corpus entry is reproducible from its seed alone.
+them, so a corpus entry is reproducible from its seed alone (and its planned telephone law).
+The telephone channel (:func:`narrowband`) is what a call does to speech: sampled at 8 kHz
+(nothing above 4 kHz survives) and coded with G.711 μ-law or A-law — the runtime's own codec
+(``kubescribe_runtime.g711``), so training sees the very samples a call delivers — then
+resampled back to the model's rate, as the runtime does.
 """
 
 from __future__ import annotations
@@ -9,8 +14,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import soxr
+from kubescribe_runtime import g711
 
-__all__ = ["Augmentation", "augment", "draw_augmentation", "reverb_impulse"]
+__all__ = [
+    "TELEPHONE_RATE",
+    "Augmentation",
+    "augment",
+    "draw_augmentation",
+    "g711_round_trip",
+    "narrowband",
+    "reverb_impulse",
+]
+
+#: A telephone line's sample rate: G.711 carries 8,000 samples a second (a 4 kHz band).
+TELEPHONE_RATE = g711.SAMPLE_RATE
 
 
 @dataclass(frozen=True)
@@ -23,10 +41,16 @@ class Augmentation:
     pad_start_s: float
     pad_end_s: float
     seed: int
+    telephone: g711.Law | None = None  # the call's codec, after the room and the noise
 
 
-def draw_augmentation(seed: int, strength: float = 1.0) -> Augmentation:
-    """Random augmentation parameters; ``strength=0`` gives a clean, unpadded copy."""
+def draw_augmentation(
+    seed: int, strength: float = 1.0, telephone: g711.Law | None = None
+) -> Augmentation:
+    """Random augmentation parameters; ``strength=0`` gives a clean, unpadded copy.
+
+    ``telephone`` (chosen by the plan) adds the narrowband channel whatever the strength.
+    """
     rng = np.random.default_rng(seed)
     noisy = strength > 0 and rng.random() < 0.75
     reverb = strength > 0 and rng.random() < 0.35
@@ -39,6 +63,7 @@ def draw_augmentation(seed: int, strength: float = 1.0) -> Augmentation:
         pad_start_s=float(rng.uniform(0.0, 0.3)) * strength,
         pad_end_s=float(rng.uniform(0.0, 0.3)) * strength,
         seed=seed,
+        telephone=telephone,
     )
 
 
@@ -83,8 +108,29 @@ def augment(audio: np.ndarray, sample_rate: int, aug: Augmentation) -> np.ndarra
         noise = _colored_noise(x.size, aug.noise_color, rng)
         noise *= np.sqrt(signal_power / (10 ** (aug.snr_db / 10)) / (np.mean(noise**2) + 1e-12))
         x = x + noise.astype(np.float32)
-    x = x * np.float32(10 ** (aug.gain_db / 20))
-    peak = float(np.max(np.abs(x))) if x.size else 0.0
-    if peak > 0.99:
-        x = x * np.float32(0.99 / peak)
+    x = _limit(x * np.float32(10 ** (aug.gain_db / 20)))
+    if aug.telephone is not None:
+        x = _limit(narrowband(x, sample_rate, aug.telephone))
     return x.astype(np.float32)
+
+
+def _limit(x: np.ndarray, ceiling: float = 0.99) -> np.ndarray:
+    peak = float(np.max(np.abs(x))) if x.size else 0.0
+    return x * np.float32(ceiling / peak) if peak > ceiling else x
+
+
+def g711_round_trip(audio_8k: np.ndarray, law: g711.Law) -> np.ndarray:
+    """8 kHz float audio coded and decoded with G.711 (``pcmu`` μ-law or ``pcma`` A-law)."""
+    return g711.to_float(g711.from_float(audio_8k, law), law)
+
+
+def narrowband(audio: np.ndarray, sample_rate: int, law: g711.Law) -> np.ndarray:
+    """``audio`` as a phone call carries it: 8 kHz, G.711, back at ``sample_rate``, same length."""
+    x = np.asarray(audio, dtype=np.float32)
+    if x.size == 0:
+        return x
+    phone = soxr.resample(x, sample_rate, TELEPHONE_RATE, quality="HQ")
+    back = soxr.resample(g711_round_trip(phone, law), TELEPHONE_RATE, sample_rate, quality="HQ")
+    out = np.zeros(x.size, np.float32)
+    out[: min(x.size, back.size)] = back[: x.size]
+    return out

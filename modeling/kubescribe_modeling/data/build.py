@@ -22,7 +22,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from kubescribe_modeling.data.augment import augment, draw_augmentation
-from kubescribe_modeling.data.plan import CorpusConfig, Utterance, plan_corpus
+from kubescribe_modeling.data.plan import CorpusConfig, Utterance, audit_plan, plan_corpus
 from kubescribe_modeling.data.resources import digests
 from kubescribe_modeling.data.synth import SAMPLE_RATE, espeak_version, require_espeak, synthesize
 from kubescribe_modeling.data.voices import HELD_OUT_VOICES
@@ -40,7 +40,7 @@ class PlanError(ModelingError):
 def render(utt: Utterance) -> np.ndarray:
     """The final 16 kHz waveform of one utterance (synthesis, then augmentation)."""
     audio = synthesize(utt.text, utt.voice, utt.speed, utt.pitch)
-    return augment(audio, SAMPLE_RATE, draw_augmentation(utt.seed, utt.augment))
+    return augment(audio, SAMPLE_RATE, draw_augmentation(utt.seed, utt.augment, utt.telephone))
 
 
 def _render_and_write(job: tuple[Utterance, str, str]) -> dict[str, Any]:
@@ -120,7 +120,9 @@ def write_plan(path: Path, config: CorpusConfig, plan: Sequence[Utterance]) -> N
 
 
 def read_plan(path: Path) -> tuple[CorpusConfig, list[Utterance]]:
-    """Inverse of :func:`write_plan`; a clear error for a file that is not a plan."""
+    """Inverse of :func:`write_plan`; a clear error for a file that is not a plan, or for a
+    plan that breaks the split rules (:func:`audit_plan`: e.g. one made before ``aunty``, the
+    formant twin of a held-out voice, left the train voices)."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
         config = CorpusConfig.model_validate(json.loads(lines[0])["config"])
@@ -129,6 +131,11 @@ def read_plan(path: Path) -> tuple[CorpusConfig, list[Utterance]]:
         raise PlanError(f"{path}: plan not found") from exc
     except (IndexError, KeyError, TypeError, ValueError) as exc:
         raise PlanError(f"{path}: not a corpus plan written by --plan-out ({exc})") from exc
+    problems = audit_plan(plan)
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        listed = "; ".join(problems[:3])
+        raise PlanError(f"{path}: the plan breaks the split rules, plan it again: {listed}{more}")
     return config, plan
 
 

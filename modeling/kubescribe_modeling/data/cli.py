@@ -50,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--test-templates", type=int, default=300)
     p.add_argument("--augment", type=float, default=1.0, help="augmentation strength (0 = clean)")
     p.add_argument("--test-augment", type=float, default=0.0)
+    p.add_argument(
+        "--telephone",
+        type=float,
+        default=0.0,
+        help="share of train/dev clips through the telephone channel (8 kHz, G.711)",
+    )
     p.add_argument("--workers", type=int, default=2, help="synthesis processes")
     p.add_argument("--no-progress", action="store_true")
     plan = p.add_mutually_exclusive_group()
@@ -80,6 +86,7 @@ def _corpus_config(args: argparse.Namespace) -> CorpusConfig:
             test_templates=args.test_templates,
             augment=args.augment,
             test_augment=args.test_augment,
+            telephone=args.telephone,
         )
     except ValidationError as exc:
         first = exc.errors()[0]

@@ -8,16 +8,22 @@ Pure and deterministic: :func:`plan_corpus` maps a :class:`CorpusConfig` to a li
 * test sentences (held-out templates from a fixed seed, and the independent hand-written set)
   never appear in train or dev, and dev sentences never appear in train;
 * nor do the independent dev sentences (``resources/independent_dev.txt``), on which the
-  sampling weights of the open-vocabulary text are tuned (:mod:`.tuning`).
+  sampling weights of the open-vocabulary text are tuned (:mod:`.tuning`);
+* a ``telephone`` share of the train and dev clips goes through the narrowband telephone
+  channel (8 kHz, G.711 μ-law or A-law, chosen from the clip's own seed); test clips never do.
+
+:func:`audit_plan` checks a plan (one read from a file, perhaps made by an older version)
+against these rules.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from kubescribe_runtime.g711 import Law
 from pydantic import BaseModel, Field, model_validator
 
 from kubescribe_modeling.data.open_vocab import (
@@ -29,7 +35,12 @@ from kubescribe_modeling.data.open_vocab import (
 from kubescribe_modeling.data.resources import load_lines
 from kubescribe_modeling.data.templates import template_sentence
 from kubescribe_modeling.data.tuning import dev_sentences
-from kubescribe_modeling.data.voices import HELD_OUT_VOICES, train_voices
+from kubescribe_modeling.data.voices import (
+    EXCLUDED_TWINS,
+    HELD_OUT_VARIANTS,
+    HELD_OUT_VOICES,
+    train_voices,
+)
 from kubescribe_modeling.text import normalize_text
 
 __all__ = [
@@ -37,6 +48,7 @@ __all__ = [
     "TEST_TEXT_SEED",
     "CorpusConfig",
     "Utterance",
+    "audit_plan",
     "estimate_seconds",
     "held_out_template_sentences",
     "independent_sentences",
@@ -72,6 +84,8 @@ class CorpusConfig(BaseModel):
     pitch: tuple[int, int] = (25, 75)
     augment: float = Field(default=1.0, ge=0, le=2)
     test_augment: float = Field(default=0.0, ge=0, le=2)
+    #: Share of train and dev clips passed through the narrowband telephone channel.
+    telephone: float = Field(default=0.0, ge=0, le=1)
 
     @model_validator(mode="after")
     def _one_size(self) -> CorpusConfig:
@@ -97,6 +111,7 @@ class Utterance:
     pitch: int
     seed: int  # augmentation seed
     augment: float  # augmentation strength, 0 = clean
+    telephone: Law | None = None  # the narrowband channel's G.711 law, None = wideband
 
     @property
     def path(self) -> str:
@@ -158,6 +173,36 @@ def _open_maker(config: CorpusConfig) -> Callable[[random.Random], str]:
     return make
 
 
+def _telephone(seed: int, share: float) -> Law | None:
+    """The clip's telephone law, drawn from its own seed (the plan's stream stays as it was)."""
+    if share <= 0:
+        return None
+    r = random.Random(seed)
+    return r.choice(("pcmu", "pcma")) if r.random() < share else None
+
+
+def audit_plan(plan: Sequence[Utterance]) -> list[str]:
+    """How ``plan`` breaks the split rules (empty when it keeps them)."""
+    unseen = {
+        *held_out_template_sentences(TEST_TEMPLATE_POOL),
+        *independent_sentences(),
+        *dev_sentences(),
+    }
+    problems = []
+    for u in plan:
+        variant = u.voice.partition("+")[2]
+        if u.split == "test":
+            if u.voice not in HELD_OUT_VOICES:
+                problems.append(f"{u.id}: test clip in voice {u.voice}, not a held-out voice")
+            if u.telephone is not None:
+                problems.append(f"{u.id}: test clip through the telephone channel")
+        elif variant in HELD_OUT_VARIANTS | EXCLUDED_TWINS:
+            problems.append(f"{u.id}: {u.split} clip in held-out voice (or its twin) {u.voice}")
+        elif u.text in unseen:
+            problems.append(f"{u.id}: {u.split} clip speaks a held-out sentence: {u.text!r}")
+    return problems
+
+
 def _sources(
     config: CorpusConfig, rng: random.Random
 ) -> Iterator[tuple[Source, Callable[[random.Random], str]]]:
@@ -177,6 +222,11 @@ def plan_corpus(config: CorpusConfig) -> list[Utterance]:
     plan: list[Utterance] = []
 
     def add(split: Split, source: Source, text: str, voice: str, strength: float) -> None:
+        speed, pitch, seed = (
+            rng.randint(*config.speed),
+            rng.randint(*config.pitch),
+            rng.randrange(2**31),
+        )
         plan.append(
             Utterance(
                 id=f"{split}-{len(plan):06d}",
@@ -184,10 +234,11 @@ def plan_corpus(config: CorpusConfig) -> list[Utterance]:
                 source=source,
                 text=text,
                 voice=voice,
-                speed=rng.randint(*config.speed),
-                pitch=rng.randint(*config.pitch),
-                seed=rng.randrange(2**31),
+                speed=speed,
+                pitch=pitch,
+                seed=seed,
                 augment=strength,
+                telephone=None if split == "test" else _telephone(seed, config.telephone),
             )
         )
 

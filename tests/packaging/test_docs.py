@@ -30,14 +30,18 @@ from kubescribe.cli import main as kubescribe_main
 
 DOCS = [
     ROOT / "docs" / name for name in ("user-guide.md", "operations.md", "artifacts.md", "images.md")
-]
+] + [ROOT / "charts" / "kubescribe" / "README.md"]
 SHELL = {"sh", "bash", "shell", "console"}
 PATH_PREFIXES = ("examples/", "charts/", "crds/", "docs/", "runtime/", "operator/", "tests/")
 
 
 def code_blocks(path: Path) -> Iterator[tuple[str, str, int]]:
     """(language, text, first line number) of each fenced block."""
-    lines = path.read_text().splitlines()
+    return code_blocks_in(path.read_text())
+
+
+def code_blocks_in(text: str) -> Iterator[tuple[str, str, int]]:
+    lines = text.splitlines()
     index = 0
     while index < len(lines):
         match = re.match(r"^(\s*)```(\w*)\s*$", lines[index])
@@ -218,6 +222,90 @@ def test_every_chart_value_is_documented() -> None:
     assert not missing, f"docs/user-guide.md does not describe the chart values {missing}"
 
 
+def leaf_values(values: dict[str, Any], prefix: str = "") -> list[str]:
+    leaves = []
+    for key, value in values.items():
+        if isinstance(value, dict) and value and key not in ("resources",):
+            leaves += leaf_values(value, f"{prefix}{key}.")
+        else:
+            leaves.append(f"{prefix}{key}")
+    return leaves
+
+
+def test_chart_readme_describes_every_value() -> None:
+    readme = (CHART / "README.md").read_text()
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    leaves = leaf_values(values)
+    assert "metrics.serviceMonitor.alerts" in leaves
+    # `a.b.c` in full, or `.c` on the row of a documented `a.b...`
+    missing = [
+        leaf
+        for leaf in leaves
+        if f"`{leaf}`" not in readme
+        and not re.search(
+            rf"`{re.escape(leaf.rsplit('.', 1)[0])}\.[^`]*`.*`\.{leaf.rsplit('.', 1)[-1]}`", readme
+        )
+    ]
+    assert not missing, f"charts/kubescribe/README.md does not describe {missing}"
+    assert "`global`" in readme
+
+
+def crd_upgrade_commands() -> list[tuple[str, str]]:
+    return [
+        (where, command)
+        for where, command in doc_commands("kubectl")
+        if command.split()[1] == "apply" and "crds/" in command
+    ]
+
+
+def test_crd_upgrades_take_the_fields_over_from_helm_for_every_crd() -> None:
+    # Helm created the CRDs: a server-side apply without --force-conflicts is refused with a
+    # conflict (tests/packaging/test_chart_live.py shows both on the local control plane).
+    commands = crd_upgrade_commands()
+    assert {where.split(":")[0] for where, _ in commands} >= {"user-guide.md", "README.md"}
+    chart_crds = {path.name for path in (CHART / "crds").glob("*.yaml")}
+    for where, command in commands:
+        argv = shlex.split(command)
+        assert "--server-side" in argv and "--force-conflicts" in argv, where
+        applied = {argv[i + 1] for i, arg in enumerate(argv) if arg == "-f"}
+        covered = {path.name for name in applied for path in (ROOT / name).glob("*.yaml")} | {
+            Path(name).name for name in applied if name.endswith(".yaml")
+        }
+        assert chart_crds <= covered, f"{where}: {sorted(chart_crds - covered)} not applied"
+
+
+def uninstall_steps(doc: Path) -> list[str]:
+    """The shell commands of a doc's "Uninstall" section, in order."""
+    text = doc.read_text()
+    section = text[text.index("## Uninstall") :]
+    section = section[: section.index("\n## ", 1)] if "\n## " in section[1:] else section
+    return [
+        command
+        for language, body, _ in code_blocks_in(section)
+        if language in SHELL
+        for command in shell_commands(body)
+    ]
+
+
+@pytest.mark.parametrize(
+    "doc", [ROOT / "docs" / "user-guide.md", CHART / "README.md"], ids=["user-guide", "chart"]
+)
+def test_uninstall_deletes_every_speechmodel_before_the_operator(doc: Path) -> None:
+    # The operator removes its finalizer from each SpeechModel it lets go: once uninstalled,
+    # nothing does, and the models, their namespaces and the CRD stay Terminating.
+    # (test_chart_live.py runs these steps, and the wrong order, on the local control plane.)
+    steps = uninstall_steps(doc)
+    kinds = [
+        "speechmodels" if cmd.startswith("kubectl delete speechmodels") else
+        "operator" if cmd.startswith("helm uninstall") else
+        "crds" if cmd.startswith("kubectl delete") and "crds/" in cmd else "other"
+        for cmd in steps
+    ]  # fmt: skip
+    assert kinds == ["speechmodels", "operator", "crds"], steps
+    delete_models = shlex.split(steps[0])
+    assert {"--all", "--all-namespaces", "--wait"} <= {a.split("=")[0] for a in delete_models}
+
+
 def test_docs_install_the_chart() -> None:
     charts = {helm_values(shlex.split(command))[0] for _, command in HELM_COMMANDS}
     assert "charts/kubescribe" in charts
@@ -236,17 +324,25 @@ def test_helm_values_pass_the_chart_schema(where: str, command: str) -> None:
 def known_names() -> dict[str, set[str]]:
     """Names a doc may name in kubectl commands: the example and snippet SpeechModels (their
     Services and HPAs share the name), and the chart's operator Deployment."""
-    models = set()
+    models, autoscaled = set(), set()
     sources = [path.read_text() for path in (ROOT / "examples" / "speechmodels").glob("*.yaml")]
     sources += [text for doc in DOCS for lang, text, _ in code_blocks(doc) if lang == "yaml"]
     for text in sources:
         for manifest in yaml.safe_load_all(text):
             if isinstance(manifest, dict) and manifest.get("kind") == "SpeechModel":
                 models.add(manifest["metadata"]["name"])
-    deployments = {
-        obj["metadata"]["name"] for obj in render_chart()[0] if obj["kind"] == "Deployment"
+                if manifest["spec"].get("autoscaling"):  # only these have an HPA
+                    autoscaled.add(manifest["metadata"]["name"])
+    objects = render_chart()[0]
+    deployments = {obj["metadata"]["name"] for obj in objects if obj["kind"] == "Deployment"}
+    peerings = {obj["metadata"]["name"] for obj in objects if obj["kind"] == "ClusterKopfPeering"}
+    return {
+        "speechmodel": models,
+        "service": models,
+        "hpa": autoscaled,
+        "deployment": deployments,
+        "clusterkopfpeering": peerings,
     }
-    return {"speechmodel": models, "service": models, "hpa": models, "deployment": deployments}
 
 
 KUBECTL_COMMANDS = doc_commands("kubectl")
@@ -262,10 +358,11 @@ def test_kubectl_names_real_objects(where: str, command: str) -> None:
         kind = aliases.get(kind, kind)
         if slash and kind in names:
             assert name in names[kind], f"{where}: no {kind} named {name}"
-        elif kind == "speechmodel" and index + 1 < len(tokens):
+        elif kind in names and index + 1 < len(tokens) and index > 0:
             following = tokens[index + 1]
-            if not following.startswith("-"):
-                assert following in names[kind], f"{where}: no SpeechModel named {following}"
+            verbs = ("get", "describe", "delete", "patch", "edit", "label", "annotate")
+            if tokens[index - 1] in verbs and not following.startswith("-"):
+                assert following in names[kind], f"{where}: no {kind} named {following}"
 
 
 # ------------------------------------------------------------------------------ snippets

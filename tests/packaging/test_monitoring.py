@@ -396,3 +396,120 @@ def test_runtime_panels_follow_the_namespace_and_service_variables() -> None:
             for selector in selectors:
                 assert 'namespace=~"$namespace"' in selector, query
                 assert 'service=~"$service"' in selector, query
+
+
+# ------------------------------------------ autoscaling on requests in flight, end to end
+
+
+def kube_prometheus_stack() -> tuple[str, str]:
+    """(release, namespace) of the kube-prometheus-stack the user guide installs."""
+    guide = (ROOT / "docs" / "user-guide.md").read_text()
+    found = re.search(
+        r"helm upgrade --install (\S+) prometheus-community/kube-prometheus-stack[^\n]*\n?"
+        r"\s*--namespace (\S+)",
+        guide.replace("\\\n", " "),
+    )
+    assert found, "docs/user-guide.md does not install kube-prometheus-stack"
+    return found.group(1), found.group(2)
+
+
+def example_speechmodels() -> list[dict[str, Any]]:
+    paths = sorted((ROOT / "examples" / "speechmodels").glob("*.yaml"))
+    paths += sorted((ROOT / "examples" / "gitops").rglob("*.yaml"))
+    docs = [doc for path in paths for doc in yaml.safe_load_all(path.read_text()) if doc]
+    return [doc for doc in docs if doc["kind"] == "SpeechModel"]
+
+
+def test_adapter_asks_the_prometheus_the_docs_install() -> None:
+    release, namespace = kube_prometheus_stack()
+    prometheus = yaml.safe_load(ADAPTER.read_text())["prometheus"]
+    # kube-prometheus-stack's Service for its Prometheus: "<release>-prometheus" when the release
+    # is named after the chart (a longer name is shortened by the chart's fullname template).
+    assert release == "kube-prometheus-stack"
+    assert prometheus["url"] == f"http://{release}-prometheus.{namespace}.svc"
+    assert prometheus["port"] == 9090
+
+
+def test_example_service_monitors_carry_the_label_kube_prometheus_stack_selects() -> None:
+    # Its Prometheus selects ServiceMonitors by `release: <its release>` unless told otherwise.
+    from kubescribe_operator import builders
+    from kubescribe_operator.spec import SpeechModelSpec
+
+    release, _ = kube_prometheus_stack()
+    monitored = 0
+    for model in example_speechmodels():
+        spec = SpeechModelSpec.model_validate(model["spec"])
+        monitor = builders.build_service_monitor(model["metadata"]["name"], "speech", "uid", spec)
+        if monitor is not None:
+            assert monitor["metadata"]["labels"].get("release") == release, model["metadata"]
+            monitored += 1
+    assert monitored
+
+
+def test_the_hpa_gets_a_value_from_the_adapter_rule(tmp_path: Path) -> None:
+    # The example that scales on requests in flight: the HPA the operator builds asks the
+    # custom-metrics API for a Pods metric; the adapter answers it with its rule's query over
+    # the series Prometheus scraped from the pods (labels from the ServiceMonitor: namespace,
+    # service, pod). promtool evaluates that very query, as the adapter would send it for the
+    # HPA's pods, and the HPA gets one value per pod.
+    from kubescribe_operator import builders
+    from kubescribe_operator.spec import SpeechModelSpec
+
+    model = next(
+        m for m in example_speechmodels() if m["metadata"]["name"] == "conformer-en-inflight"
+    )
+    name, namespace = model["metadata"]["name"], model["metadata"]["namespace"]
+    hpa = builders.build_hpa(name, namespace, "uid", SpeechModelSpec.model_validate(model["spec"]))
+    assert hpa is not None
+    pods_metric = next(m["pods"] for m in hpa["spec"]["metrics"] if m["type"] == "Pods")
+    metric = pods_metric["metric"]["name"]
+    rule = next(r for r in adapter_rules() if r["name"]["as"] == metric)
+    series = next(iter(promql_metric_names(rule["seriesQuery"])))
+    pods = [f"{name}-7d9c-a", f"{name}-7d9c-b"]
+    expr = (
+        rule["metricsQuery"]
+        .replace("<<.Series>>", series)
+        .replace("<<.LabelMatchers>>", f'namespace="{namespace}",pod=~"{"|".join(pods)}"')
+        .replace("<<.GroupBy>>", "pod")
+    )
+    (tmp_path / "adapter.yaml").write_text(
+        yaml.safe_dump(
+            {"groups": [{"name": "adapter", "rules": [{"record": "hpa:value", "expr": expr}]}]}
+        )
+    )
+
+    def scraped(pod: str, ns: str, values: str) -> dict[str, str]:
+        return {
+            "series": f'{series}{{namespace="{ns}",service="{name}",pod="{pod}"}}',
+            "values": values,
+        }
+
+    tests = {
+        "rule_files": ["adapter.yaml"],
+        "evaluation_interval": "15s",
+        "tests": [
+            {
+                "interval": "15s",
+                "input_series": [
+                    scraped(pods[0], namespace, "3x8"),
+                    scraped(pods[1], namespace, "10x8"),
+                    scraped(f"{name}-7d9c-a", "other", "50x8"),  # another namespace's pod
+                ],
+                "promql_expr_test": [
+                    {
+                        "expr": "hpa:value",
+                        "eval_time": "2m",
+                        "exp_samples": [
+                            {"labels": f'hpa:value{{pod="{pods[0]}"}}', "value": 3},
+                            {"labels": f'hpa:value{{pod="{pods[1]}"}}', "value": 10},
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+    (tmp_path / "adapter_test.yaml").write_text(yaml.safe_dump(tests))
+    result = promtool("test", "rules", str(tmp_path / "adapter_test.yaml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The HPA compares the pods' average with its target: 6.5 in flight per pod against 8.
+    assert pods_metric["target"] == {"type": "AverageValue", "averageValue": "8"}

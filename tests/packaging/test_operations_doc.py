@@ -69,3 +69,28 @@ def test_every_exported_metric_is_documented() -> None:
         for family in collector.collect():
             name = family.name + ("_total" if family.type == "counter" else "")
             assert f"`{name}`" in text, f"docs/operations.md does not list {name}"
+
+
+def paragraphs() -> list[str]:
+    return [" ".join(block.split()) for block in OPERATIONS.read_text().split("\n\n")]
+
+
+def test_models_outside_the_watched_namespaces_are_ignored_not_forbidden() -> None:
+    # The operator never even lists them: nothing is refused, nothing is logged.
+    about = [text for text in paragraphs() if "watchNamespaces" in text]
+    assert about
+    for text in about:
+        sentences = [s for s in re.split(r"(?<=[.:?])\s", text) if "watchNamespaces" in s]
+        for sentence in sentences:
+            assert "forbidden" not in sentence, sentence
+    assert any("ignored" in text for text in about)
+
+
+def test_operator_logs_are_read_from_the_active_replica() -> None:
+    # With replicas > 1, `logs deployment/...` shows whichever pod kubectl picks: usually a
+    # paused one. The guide finds the acting replica in the peering object instead.
+    text = OPERATIONS.read_text()
+    targets = re.findall(r"kubectl -n kubescribe-system logs ([^\s`]+)", text)
+    assert targets and set(targets) == {"POD"}, targets
+    commands = re.findall(r"^kubectl [^\n]*$", text, re.MULTILINE)
+    assert any("get clusterkopfpeering" in command for command in commands)

@@ -54,6 +54,7 @@ RESERVED_ENV = (
     "KUBESCRIBE_HOST",
     "KUBESCRIBE_PORT",
     "KUBESCRIBE_DEVICE",
+    "KUBESCRIBE_API_KEYS_FILE",
 )
 # The runtime's other settings (docs/runtime-config.md): a user may set these in runtime.env;
 # any other KUBESCRIBE_* name is a typo the runtime would silently ignore.
@@ -75,6 +76,7 @@ TUNABLE_ENV = (
     "KUBESCRIBE_DRAIN_TIMEOUT_S",
     "KUBESCRIBE_LOG_LEVEL",
     "KUBESCRIBE_LOG_FORMAT",
+    "KUBESCRIBE_API_KEYS",
 )
 
 

@@ -15,7 +15,7 @@ from typing import IO, Any
 from flask import Flask, Request, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from kubescribe_runtime import sse
+from kubescribe_runtime import auth, sse
 from kubescribe_runtime.audio import AudioError
 from kubescribe_runtime.batcher import BatcherClosed, QueueFull
 from kubescribe_runtime.formats import GRANULARITIES, RESPONSE_FORMATS, render
@@ -62,6 +62,13 @@ class _InMemoryRequest(Request):
 def _as_api_error(exc: Exception) -> ApiError:
     if isinstance(exc, ApiError):
         return exc
+    if isinstance(exc, auth.Unauthorized):
+        return ApiError(
+            401,
+            str(exc),
+            exc.code,
+            headers={"WWW-Authenticate": 'Bearer realm="kubescribe"'},
+        )
     if isinstance(exc, AudioError):
         return ApiError(exc.status, str(exc), exc.code, param="file")
     if isinstance(exc, QueueFull):
@@ -135,6 +142,7 @@ def create_app(service: Service) -> Flask:
     metrics = service.metrics
 
     app.register_error_handler(Exception, _error_response)
+    auth.install(app, auth.ApiKeys.from_config(service.config))
 
     @app.post("/v1/audio/transcriptions")
     def transcriptions() -> Response:

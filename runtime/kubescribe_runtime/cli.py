@@ -47,7 +47,10 @@ def serve_main(argv: Sequence[str]) -> int:
     )
     config = resolve(ServeConfig, vars(parser.parse_args(list(argv))))
     setup_logging(config.log_level, config.log_format)
+    from kubescribe_runtime.auth import ApiKeys
     from kubescribe_runtime.server import Server
+
+    ApiKeys.from_config(config)  # an unreadable or empty keys file fails here, not per request
 
     return Server(config).serve_forever()
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from kubescribe.errors import KubescribeError
 
@@ -105,6 +105,19 @@ class ServeConfig(_Settings):
     )
     log_format: Literal["text", "json"] = _setting(
         "text", "--log-format", "KUBESCRIBE_LOG_FORMAT", "text or json"
+    )
+    api_keys_file: Path | None = _setting(
+        None,
+        "--api-keys-file",
+        "KUBESCRIBE_API_KEYS_FILE",
+        "API keys, one a line, in a file or in every file of a directory (a mounted Secret); "
+        "callers must send 'Authorization: Bearer <key>'",
+    )
+    api_keys: SecretStr | None = _setting(
+        None,
+        "--api-keys",
+        "KUBESCRIBE_API_KEYS",
+        "API keys, comma-separated (prefer the variable: a flag shows in the process list)",
     )
 
     def model_post_init(self, __context: Any) -> None:

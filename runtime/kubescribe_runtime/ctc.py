@@ -41,6 +41,8 @@ class Segment:
     end: float
     text: str
     avg_logprob: float
+    # The CTC probability that nothing was said over the segment (see vad.no_speech_prob).
+    no_speech_prob: float = 0.0
 
 
 @dataclass(frozen=True)

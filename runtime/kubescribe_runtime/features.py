@@ -11,7 +11,9 @@ CTC checkpoints are trained with it, and as onnx-asr's ``nemo80`` preprocessor i
 4. a Slaney-style mel filterbank (librosa ``mel(norm="slaney", htk=False)``, fmin 0, fmax sr/2);
 5. ``log(mel + 2^-24)``;
 6. per-feature normalisation over the valid frames: mean, unbiased std,
-   ``(x - mean) / (std + 1e-5)``;
+   ``(x - mean) / (std + 1e-5)`` (with ``stats_frames``, the statistics come from those frames
+   only — the speech frames of a window with long non-speech, which would otherwise dominate
+   the mean and shrink the std; every valid frame is still normalised with them);
 7. frames at and beyond the valid length set to zero.
 
 A waveform of ``n`` samples yields ``n // hop + 1`` frames of which the first ``n // hop`` are
@@ -120,9 +122,17 @@ def _power_spectrum(
 
 
 def log_mel(
-    waveform: npt.NDArray[np.floating], frontend: NemoLogMelFrontend, sample_rate: int = 16000
+    waveform: npt.NDArray[np.floating],
+    frontend: NemoLogMelFrontend,
+    sample_rate: int = 16000,
+    stats_frames: npt.NDArray[np.bool_] | None = None,
 ) -> FloatArray:
-    """Normalised log-mel features ``[n_mels, num_samples // hop + 1]`` of a mono waveform."""
+    """Normalised log-mel features ``[n_mels, num_samples // hop + 1]`` of a mono waveform.
+
+    ``stats_frames`` (a boolean per frame) selects the frames the normalisation statistics are
+    taken from; ``None`` (NeMo's behaviour) or fewer than two selected valid frames: all valid
+    frames.
+    """
     samples = np.asarray(waveform, dtype=np.float32)
     if samples.ndim != 1:
         raise ValueError(f"expected a mono waveform (1-D), got shape {samples.shape}")
@@ -138,9 +148,15 @@ def log_mel(
     features = np.zeros_like(logmel)
     if valid > 0:
         used = logmel[:valid]
-        mean = used.mean(axis=0, dtype=np.float64)
-        if valid > 1:
-            var = ((used - mean) ** 2).sum(axis=0, dtype=np.float64) / (valid - 1)
+        chosen = used
+        if stats_frames is not None:
+            selected = np.asarray(stats_frames, dtype=bool)[:valid]
+            if int(selected.sum()) > 1:
+                chosen = used[np.flatnonzero(selected)]
+        count = chosen.shape[0]
+        mean = chosen.mean(axis=0, dtype=np.float64)
+        if count > 1:
+            var = ((chosen - mean) ** 2).sum(axis=0, dtype=np.float64) / (count - 1)
             std = np.sqrt(var)
         else:
             std = np.zeros_like(mean)  # NeMo: NaN std of one frame is filled with 0

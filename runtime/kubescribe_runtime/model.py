@@ -66,17 +66,43 @@ def frame_seconds(manifest: ArtifactManifest) -> float:
     return manifest.subsampling_factor / manifest.sample_rate
 
 
-def prepare(samples: npt.NDArray[np.float32], manifest: ArtifactManifest) -> ModelInput:
-    """One window of 16 kHz (the model's rate) mono samples → the model's input."""
+def _within(
+    times: npt.NDArray[np.float64], regions: Sequence[tuple[float, float]]
+) -> npt.NDArray[np.bool_]:
+    inside = np.zeros(len(times), dtype=bool)
+    for start, end in regions:
+        inside |= (times >= start) & (times < end)
+    return inside
+
+
+def prepare(
+    samples: npt.NDArray[np.float32],
+    manifest: ArtifactManifest,
+    stats_regions: Sequence[tuple[float, float]] | None = None,
+) -> ModelInput:
+    """One window of 16 kHz (the model's rate) mono samples → the model's input.
+
+    ``stats_regions`` (seconds): take the normalisation statistics from these stretches only
+    (the speech of a window with long non-speech); ``None``: from the whole window.
+    """
     frontend = manifest.frontend
+    rate = manifest.sample_rate
     if isinstance(frontend, NemoLogMelFrontend):
+        mask = None
+        if stats_regions is not None:
+            frames = num_frames(len(samples), frontend) + 1
+            mask = _within(np.arange(frames) * frontend.hop_length / rate, stats_regions)
         return ModelInput(
-            log_mel(samples, frontend, manifest.sample_rate), num_frames(len(samples), frontend)
+            log_mel(samples, frontend, rate, stats_frames=mask), num_frames(len(samples), frontend)
         )
     assert isinstance(frontend, WaveformFrontend)
     wave = samples.astype(np.float32)
     if frontend.normalize:
-        wave = ((wave - wave.mean()) / np.sqrt(wave.var() + 1e-7)).astype(np.float32)
+        basis = wave
+        if stats_regions is not None:
+            chosen = wave[_within(np.arange(len(wave)) / rate, stats_regions)]
+            basis = chosen if len(chosen) > 1 else wave
+        wave = ((wave - basis.mean()) / np.sqrt(basis.var() + 1e-7)).astype(np.float32)
     return ModelInput(wave, len(wave))
 
 

@@ -13,7 +13,10 @@ Energy stage (before decoding, cheap):
   of non-speech. It can be fed chunk by chunk (a live session) and reports
   :class:`SpeechEvent` s in absolute stream time; ``flush()`` closes an open region;
 - :func:`speech_regions` — the offline form: every region of a waveform, widened by ``pad_s``
-  on both sides (so that word onsets and trailing consonants stay in) and merged when close.
+  on both sides (so that word onsets and trailing consonants stay in) and merged when close;
+- :func:`crop_to_speech` — what the pipeline decodes of a window: nothing when it holds no
+  speech, else the window without long leading/trailing non-speech, and whether long gaps
+  inside call for normalisation statistics over the speech frames only.
 
 Model stage (after decoding, free: the log-probabilities are already there):
 
@@ -26,6 +29,7 @@ Model stage (after decoding, free: the log-probabilities are already there):
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -219,6 +223,51 @@ def speech_regions(
     events = detector.feed(samples)
     events += detector.flush()
     return widen(regions_of(events), settings.pad_s, len(samples) / sample_rate)
+
+
+@dataclass(frozen=True)
+class SpeechCrop:
+    """What of a window to decode: samples ``start:end``, and the speech in them."""
+
+    start: int
+    end: int
+    regions: tuple[Region, ...]  # padded speech regions, seconds from ``start``
+    gaps: bool  # non-speech of at least ``min_gap_s`` between regions
+
+    def stats_frames(self, frames: int, hop_s: float) -> npt.NDArray[np.bool_] | None:
+        """Per feature frame, whether normalisation statistics should include it: the speech
+        frames when long gaps would dominate them, else ``None`` (all frames)."""
+        if not self.gaps:
+            return None
+        centres = np.arange(frames) * hop_s
+        mask = np.zeros(frames, dtype=bool)
+        for start, end in self.regions:
+            mask |= (centres >= start) & (centres < end)
+        return mask
+
+
+def crop_to_speech(
+    samples: npt.NDArray[np.floating],
+    sample_rate: int,
+    settings: VadSettings | None = None,
+    min_gap_s: float = 1.0,
+) -> SpeechCrop | None:
+    """The part of a window worth decoding; ``None`` when it holds no speech at all.
+
+    Leading and trailing non-speech of at least ``min_gap_s`` (beyond the regions' padding) is
+    cut; shorter edges stay, so that audio with little silence is decoded exactly as it came.
+    """
+    regions = speech_regions(samples, sample_rate, settings)
+    if not regions:
+        return None
+    duration = len(samples) / sample_rate
+    first, last = regions[0][0], regions[-1][1]
+    start = round(first * sample_rate) if first >= min_gap_s else 0
+    end = round(last * sample_rate) if duration - last >= min_gap_s else len(samples)
+    offset = start / sample_rate
+    shifted = tuple((a - offset, b - offset) for a, b in regions)
+    gaps = any(b[0] - a[1] >= min_gap_s for a, b in itertools.pairwise(regions))
+    return SpeechCrop(start, end, shifted, gaps)
 
 
 def _frames_of(region: Region, frame_seconds: float, total: int) -> slice:

@@ -1,4 +1,4 @@
-"""Apply a SpeechModel's children and status: idempotent, one field manager, no needless writes.
+"""Apply a SpeechModel's children: server-side apply under one field manager, no needless writes.
 
 Kubernetes API usage (the chart's least-privilege RBAC is derived from this table, and a test
 compares them; keep both in step). ``(group, resource): verbs``:
@@ -6,6 +6,8 @@ compares them; keep both in step). ``(group, resource): verbs``:
     kubescribe.io       speechmodels                 get list watch patch   (patch: kopf's
                                                      finalizer in metadata, never the spec)
     kubescribe.io       speechmodels/status          patch
+    kubescribe.io       speechmodels/finalizers      update (blockOwnerDeletion on the children,
+                                                     where OwnerReferencesPermissionEnforcement)
     apps                deployments                  get list watch create patch delete
     apps                replicasets                  list watch
     ""                  pods                         list watch
@@ -19,23 +21,30 @@ compares them; keep both in step). ``(group, resource): verbs``:
     apiextensions.k8s.io customresourcedefinitions   list watch             (kopf's scanning)
     ""                  namespaces                   list watch             (kopf's scanning)
 
-``API_USAGE`` below is the same table as data.
+``API_USAGE`` below is the same table as data. (Server-side apply creates through ``patch``; the
+API server also asks for ``create`` when the object does not exist yet.)
 
-How a child is applied (compare-and-patch under one field manager, like ``kubectl apply``):
+How a child is applied:
 
-- absent: ``POST`` it with ``?fieldManager=kubescribe-operator``;
-- present: compute a JSON merge patch from three inputs: the configuration last applied (kept
-  in the ``kubescribe.io/last-applied`` annotation), the desired object and the live one.
-  Desired fields that differ from live are set, fields the operator applied before and no longer
-  wants are removed, and everything else (server defaults, fields other controllers own, status)
-  is left alone. Lists are compared item by item and replaced whole when they differ
-  (merge-patch semantics). An empty patch means **no request at all**, so a resync with nothing
-  changed writes nothing. A non-empty patch carries the live ``resourceVersion``: a concurrent
-  change answers 409 and the reconcile is retried on fresh state;
-- with autoscaling on (the desired Deployment has no ``spec.replicas``) the Deployment's
-  ``spec.replicas`` is never written, neither set nor removed: the HPA owns it;
-- children of a kind the SpeechModel no longer needs (an HPA after autoscaling is turned off, a
+- Server-side apply (``PATCH`` with ``application/apply-patch+yaml``, field manager
+  ``kubescribe-operator``, ``force=true``): the built object is the operator's whole intent, so
+  a field dropped from the SpeechModel (an env var, a limit, a toleration) leaves the child, and
+  fields other managers own (server defaults, the HPA's ``spec.replicas``) are left alone. Force
+  only takes fields the operator declares, i.e. its own.
+- No request when nothing changed: the operator remembers, per child, the digest of what it
+  applied and the field set the server recorded for it (``managedFields``). A child whose
+  desired digest is unchanged and whose field set in the watch cache is the one recorded is
+  intact, whatever the server did to the values (a quantity normalised, an unknown key pruned).
+  After a restart the memory is empty: each child is applied once (a no-op for the server).
+- With autoscaling on the Deployment is applied without ``spec.replicas``. If the operator
+  owned it before (autoscaling just turned on), it first hands the field over to a separate
+  manager (``kubescribe-operator-handover``) at its current value, so dropping it does not reset
+  the Deployment to one replica; the HPA takes it from there.
+- Children of a kind the SpeechModel no longer needs (an HPA after autoscaling is turned off, a
   PDB at one replica) are deleted; objects not owned by the SpeechModel are never touched.
+- A child the API server refuses (422/400: invalid, or refused by admission) raises
+  :class:`ChildRefused` with the server's message; the same desired child is not sent again
+  before a back-off (doubling from ``Memory.base_backoff`` up to ``max_backoff``) has passed.
 
 The SpeechModel itself is only ever patched on ``/status`` (GitOps owns the spec); kopf adds and
 removes its finalizer in ``metadata.finalizers``.
@@ -43,28 +52,24 @@ removes its finalizer in ``metadata.finalizers``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import os
-import socket
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
 from typing import Any
-from urllib.parse import quote
 
-from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
-from kubernetes.utils.quantity import parse_quantity
 
 from kubescribe.errors import KubescribeError
 from kubescribe_operator import builders
-from kubescribe_operator.api import GROUP, PLURAL, VERSION
+from kubescribe_operator.api import GROUP, PLURAL
+from kubescribe_operator.cache import Overlay, Snapshot, object_key, owned_by
+from kubescribe_operator.kube import CHILD_KINDS, FIELD_MANAGER, Kube, kind_of, server_message
 
-FIELD_MANAGER = builders.FIELD_MANAGER
-LAST_APPLIED = "kubescribe.io/last-applied"
-USER_AGENT = "kubescribe-operator"
+HANDOVER_MANAGER = f"{FIELD_MANAGER}-handover"
 
 Obj = dict[str, Any]
 Identity = tuple[str, str, str]  # (apiVersion, kind, name)
@@ -72,6 +77,7 @@ Identity = tuple[str, str, str]  # (apiVersion, kind, name)
 API_USAGE: dict[tuple[str, str], frozenset[str]] = {
     (GROUP, PLURAL): frozenset({"get", "list", "watch", "patch"}),
     (GROUP, f"{PLURAL}/status"): frozenset({"patch"}),
+    (GROUP, f"{PLURAL}/finalizers"): frozenset({"update"}),
     ("apps", "deployments"): frozenset({"get", "list", "watch", "create", "patch", "delete"}),
     ("apps", "replicasets"): frozenset({"list", "watch"}),
     ("", "pods"): frozenset({"list", "watch"}),
@@ -107,259 +113,130 @@ class ResourceNotInstalled(ApplyError):
     """The cluster does not serve a child's kind (e.g. no ServiceMonitor CRD)."""
 
 
-@dataclass(frozen=True)
-class ChildKind:
-    api_version: str
-    kind: str
-    plural: str
+class ChildRefused(ApplyError):
+    """The API server refused a child (invalid, or refused by an admission plugin)."""
 
-    def collection(self, namespace: str) -> str:
-        prefix = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
-        return f"{prefix}/namespaces/{quote(namespace)}/{self.plural}"
-
-    def path(self, namespace: str, name: str) -> str:
-        return f"{self.collection(namespace)}/{quote(name)}"
-
-
-# Every kind the builders may produce; the ones a SpeechModel no longer needs are pruned.
-CHILD_KINDS: dict[tuple[str, str], ChildKind] = {
-    (k.api_version, k.kind): k
-    for k in (
-        ChildKind("v1", "Service", "services"),
-        ChildKind("apps/v1", "Deployment", "deployments"),
-        ChildKind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
-        ChildKind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
-        ChildKind("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors"),
-    )
-}
-DEPLOYMENT = CHILD_KINDS["apps/v1", "Deployment"]
-
-
-def speechmodel_path(namespace: str, name: str, subresource: str = "") -> str:
-    path = f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{PLURAL}/{quote(name)}"
-    return f"{path}/{subresource}" if subresource else path
+    def __init__(self, message: str, retry_in: float) -> None:
+        super().__init__(message)
+        self.retry_in = retry_in
 
 
 # ---------------------------------------------------------------------------- pure planning
 
 
-def _is_quantity_key(key: str) -> bool:
-    return key in ("limits", "requests")
+def digest(obj: Mapping[str, Any]) -> str:
+    """A stable hash of a desired object."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _same_quantity(want: Any, have: Any) -> bool:
-    if isinstance(want, bool) or isinstance(have, bool):
-        return False
-    try:
-        return bool(parse_quantity(want) == parse_quantity(have))
-    except (ValueError, TypeError, InvalidOperation):
-        return False
+def managed_fields(obj: Mapping[str, Any] | None, manager: str = FIELD_MANAGER) -> str | None:
+    """The field set ``manager`` owns by server-side apply (canonical JSON), None if none."""
+    for entry in (obj or {}).get("metadata", {}).get("managedFields") or []:
+        if (
+            entry.get("manager") == manager
+            and entry.get("operation") == "Apply"
+            and not entry.get("subresource")
+        ):
+            return json.dumps(entry.get("fieldsV1") or {}, sort_keys=True)
+    return None
 
 
-def _is_zero(value: Any) -> bool:
-    """The API server leaves zero values out of what it returns (``omitempty``)."""
-    if isinstance(value, bool):
-        return value is False
-    return value is None or value in (0, "") or value == [] or value == {}
+@dataclass(frozen=True)
+class Applied:
+    """What the operator last applied to a child and the field set the server recorded."""
+
+    digest: str
+    fields: str | None
 
 
-def same(want: Any, have: Any, *, quantities: bool = False) -> bool:
-    """Whether live ``have`` already says what ``want`` says: fields the server added are
-    ignored, and a zero value (``[]``, ``{}``, ``0``, ``false``, ``""``) equals an absent field."""
-    if isinstance(want, Mapping):
-        return isinstance(have, Mapping) and all(
-            same(value, have[key], quantities=quantities or _is_quantity_key(key))
-            if key in have
-            else _is_zero(value)
-            for key, value in want.items()
-        )
-    if isinstance(want, list):
-        return (
-            isinstance(have, list)
-            and len(want) == len(have)
-            and all(same(w, h, quantities=quantities) for w, h in zip(want, have, strict=True))
-        )
-    if want == have and type(want) is type(have):
-        return True
-    if quantities and isinstance(want, str | int | Decimal):
-        return _same_quantity(want, have)
-    return False
-
-
-def merge_patch(last: Mapping[str, Any] | None, want: Mapping[str, Any], have: Any) -> Obj:
-    """A three-way JSON merge patch taking live ``have`` to ``want``; empty when it already is.
-
-    ``last`` is what was applied before: keys in it and not in ``want`` are removed.
-    """
-    have_map: Mapping[str, Any] = have if isinstance(have, Mapping) else {}
-    patch: Obj = {}
-    for key, value in want.items():
-        current = have_map.get(key)
-        previous = (last or {}).get(key)
-        if isinstance(value, Mapping) and isinstance(current, Mapping):
-            sub = merge_patch(previous if isinstance(previous, Mapping) else None, value, current)
-            if sub:
-                patch[key] = sub
-        elif key not in have_map:
-            if not _is_zero(value):
-                patch[key] = value
-        elif not same(value, current, quantities=_is_quantity_key(key)):
-            patch[key] = value
-    for key in last or {}:
-        if key not in want and key in have_map:
-            patch[key] = None
-    return patch
-
-
-def _strip_hpa_owned(obj: Mapping[str, Any] | None) -> Obj | None:
-    if obj is None:
-        return None
-    spec = {k: v for k, v in (obj.get("spec") or {}).items() if k != "replicas"}
-    return {**obj, "spec": spec}
-
-
-def plan(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> Obj | None:
-    """The request that takes ``live`` to ``desired``: a body to create (live is None), a merge
-    patch, or None when there is nothing to do. Pure."""
-    autoscaled = desired.get("kind") == "Deployment" and "replicas" not in (
-        desired.get("spec") or {}
+def is_intact(
+    desired: Mapping[str, Any], live: Mapping[str, Any] | None, last: Applied | None
+) -> bool:
+    """Whether ``live`` still is what applying ``desired`` made of it (nothing to send)."""
+    return (
+        live is not None
+        and last is not None
+        and last.digest == digest(desired)
+        and last.fields is not None
+        and managed_fields(live) == last.fields
     )
-    meta = desired.get("metadata") or {}
-    applied = {
-        **desired,
-        "metadata": {
-            **meta,
-            "annotations": {**(meta.get("annotations") or {}), LAST_APPLIED: _encode(desired)},
-        },
+
+
+def handover(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> Obj | None:
+    """The apply that hands the Deployment's ``spec.replicas`` to another manager, when the
+    operator must stop owning it (autoscaling on) and still does. Pure."""
+    if desired.get("kind") != "Deployment" or "replicas" in (desired.get("spec") or {}):
+        return None
+    fields = managed_fields(live)
+    if live is None or fields is None or '"f:replicas"' not in fields:
+        return None
+    replicas = (live.get("spec") or {}).get("replicas")
+    if replicas is None:
+        return None
+    meta = desired["metadata"]
+    return {
+        "apiVersion": desired["apiVersion"],
+        "kind": desired["kind"],
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+        "spec": {"replicas": replicas},
     }
-    if live is None:
-        return applied
-    last = _decode(((live.get("metadata") or {}).get("annotations") or {}).get(LAST_APPLIED))
-    rv = (live.get("metadata") or {}).get("resourceVersion")
-    if autoscaled:
-        # The HPA owns spec.replicas: never set it, never remove it.
-        last = _strip_hpa_owned(last)
-        live = _strip_hpa_owned(live)
-    patch = merge_patch(last, applied, live)
-    if not patch:
-        return None
-    if rv:
-        patch.setdefault("metadata", {})["resourceVersion"] = rv
-    return patch
 
 
-def _encode(obj: Mapping[str, Any]) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
-
-
-def _decode(text: str | None) -> Obj | None:
-    if not text:
-        return None
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
-    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
-    return any(ref.get("uid") == uid for ref in refs)
-
-
-def stale_children(
-    existing: Iterable[Mapping[str, Any]], desired: Sequence[Mapping[str, Any]], uid: str
-) -> list[Mapping[str, Any]]:
-    """Existing children owned by ``uid`` that the desired set no longer has."""
+def stale_children(snap: Snapshot, desired: Sequence[Mapping[str, Any]], uid: str) -> list[Obj]:
+    """Children owned by ``uid`` of the kinds the operator writes that are no longer desired."""
     wanted = {builders.child_identity(dict(d)) for d in desired}
     return [
         obj
-        for obj in existing
-        if owned_by(obj, uid) and builders.child_identity(dict(obj)) not in wanted
+        for kind in CHILD_KINDS.values()
+        for obj in snap.owned(kind.kind, uid)
+        if builders.child_identity(obj) not in wanted
     ]
 
 
-# ---------------------------------------------------------------------------------- client
-
-
-class Kube:
-    """The few raw API calls the operator makes (JSON in, JSON out), over the official client."""
-
-    def __init__(self, api: ApiClient, *, timeout: tuple[float, float] = (5.0, 30.0)) -> None:
-        self.api = api
-        self.timeout = timeout  # (connect, read) seconds: a hung call must not hang a handler
-        # Which replica made a request shows in the API server's audit log.
-        self.api.user_agent = f"{USER_AGENT} ({socket.gethostname()}/{os.getpid()})"
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: Any = None,
-        query: Sequence[tuple[str, str]] = (),
-        content_type: str | None = None,
-    ) -> Obj:
-        headers = {"Accept": "application/json"}
-        if content_type is not None:
-            headers["Content-Type"] = content_type
-        m, url, hdrs, data, _ = self.api.param_serialize(
-            method,
-            path,
-            query_params=list(query),
-            header_params=headers,
-            body=body,
-            auth_settings=["BearerToken"],
-        )
-        response = self.api.call_api(
-            m, url, header_params=hdrs, body=data, _request_timeout=self.timeout
-        )
-        response.read()
-        text = response.data.decode("utf-8") if response.data else ""
-        if not 200 <= response.status <= 299:
-            raise ApiException(status=response.status, reason=response.reason, body=text)
-        value = json.loads(text) if text else {}
-        return value if isinstance(value, dict) else {}
-
-    def get(self, path: str) -> Obj | None:
-        try:
-            return self.request("GET", path)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-    def list(self, path: str, selector: Mapping[str, str]) -> list[Obj]:
-        query = [("labelSelector", ",".join(f"{k}={v}" for k, v in sorted(selector.items())))]
-        items = self.request("GET", path, query=query).get("items") or []
-        return [item for item in items if isinstance(item, dict)]
-
-    def create(self, path: str, body: Obj) -> Obj:
-        return self.request(
-            "POST", path, body=body, query=[("fieldManager", FIELD_MANAGER)],
-            content_type="application/json",
-        )  # fmt: skip
-
-    def merge_patch(self, path: str, patch: Obj) -> Obj:
-        return self.request(
-            "PATCH", path, body=patch, query=[("fieldManager", FIELD_MANAGER)],
-            content_type="application/merge-patch+json",
-        )  # fmt: skip
-
-    def delete(self, path: str) -> None:
-        try:
-            options = {
-                "apiVersion": "v1",
-                "kind": "DeleteOptions",
-                "propagationPolicy": "Background",
-            }
-            self.request("DELETE", path, body=options, content_type="application/json")
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-
-
 # ------------------------------------------------------------------------------- applying
+
+
+@dataclass
+class Memory:
+    """What this process applied, and the refusals it backs off from (thread-safe)."""
+
+    base_backoff: float = 10.0
+    max_backoff: float = 300.0
+    overlay: Overlay = field(default_factory=Overlay)
+    _applied: dict[tuple[str, Identity], Applied] = field(default_factory=dict)
+    _refused: dict[tuple[str, Identity], tuple[str, int, float, str]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def applied(self, namespace: str, identity: Identity) -> Applied | None:
+        with self._lock:
+            return self._applied.get((namespace, identity))
+
+    def remember(self, namespace: str, identity: Identity, applied: Applied | None) -> None:
+        with self._lock:
+            if applied is None:
+                self._applied.pop((namespace, identity), None)
+            else:
+                self._applied[namespace, identity] = applied
+            self._refused.pop((namespace, identity), None)
+
+    def refusal(self, namespace: str, identity: Identity, want: str) -> tuple[str, float] | None:
+        """(message, seconds left) while a refusal of this very object is backed off from."""
+        with self._lock:
+            entry = self._refused.get((namespace, identity))
+        if entry is None or entry[0] != want:
+            return None
+        left = entry[2] - time.monotonic()
+        return (entry[3], left) if left > 0 else None
+
+    def refused(self, namespace: str, identity: Identity, want: str, message: str) -> float:
+        """Record a refusal; returns the back-off before the same object is sent again."""
+        with self._lock:
+            before = self._refused.get((namespace, identity))
+            count = before[1] + 1 if before is not None and before[0] == want else 1
+            delay = min(self.max_backoff, self.base_backoff * 2 ** (count - 1))
+            self._refused[namespace, identity] = (want, count, time.monotonic() + delay, message)
+        return delay
 
 
 @dataclass
@@ -367,102 +244,75 @@ class ApplyResult:
     created: list[Identity] = field(default_factory=list)
     patched: list[Identity] = field(default_factory=list)
     deleted: list[Identity] = field(default_factory=list)
-    live: dict[Identity, Obj] = field(default_factory=dict)
+    requests: int = 0
 
     @property
     def writes(self) -> int:
         return len(self.created) + len(self.patched) + len(self.deleted)
 
 
-def _kind_of(obj: Mapping[str, Any]) -> ChildKind:
-    key = (str(obj.get("apiVersion")), str(obj.get("kind")))
-    if key not in CHILD_KINDS:
-        raise ValueError(f"the operator does not manage {key[1]} ({key[0]}) children")
-    return CHILD_KINDS[key]
-
-
 def apply_children(
-    kube: Kube, namespace: str, owner_name: str, owner_uid: str, desired: Sequence[Obj]
+    kube: Kube,
+    memory: Memory,
+    snap: Snapshot,
+    owner_uid: str,
+    desired: Sequence[Obj],
 ) -> ApplyResult:
-    """Create or patch every desired child, then delete owned children no longer desired."""
-    result = ApplyResult()
+    """Apply every desired child that is not intact, then delete owned children not desired."""
+    namespace, result = snap.namespace, ApplyResult()
     for child in desired:
-        kind = _kind_of(child)
+        kind = kind_of(child)
         identity = builders.child_identity(child)
         name = child["metadata"]["name"]
-        live = kube.get(kind.path(namespace, name))
+        live = next((o for o in snap.of_kind(kind.kind) if o["metadata"]["name"] == name), None)
         if live is not None and not owned_by(live, owner_uid):
             raise ChildConflict(
                 f"{kind.kind} {namespace}/{name} exists and is not owned by SpeechModel "
-                f"{owner_name}; delete or rename it"
+                f"{snap.name}; delete or rename it"
             )
-        request = plan(child, live)
-        if request is None:
-            result.live[identity] = live or {}
-        elif live is None:
-            log.info("creating %s %s/%s", kind.kind, namespace, name)
-            try:
-                result.live[identity] = kube.create(kind.collection(namespace), request)
-            except ApiException as exc:
-                if exc.status == 404:  # the resource itself is unknown to the cluster
-                    raise ResourceNotInstalled(
-                        f"cannot create {kind.kind} {namespace}/{name}: the cluster does not "
-                        f"serve {kind.api_version} {kind.plural} (is its CRD installed?)"
-                    ) from exc
-                raise
-            result.created.append(identity)
-        else:
-            log.info("patching %s %s/%s: %s", kind.kind, namespace, name, sorted(request))
-            result.live[identity] = kube.merge_patch(kind.path(namespace, name), request)
-            result.patched.append(identity)
-    selector = {builders.LABEL_INSTANCE: owner_name, builders.LABEL_MANAGED_BY: FIELD_MANAGER}
-    wanted_kinds = {(c["apiVersion"], c["kind"]) for c in desired}
-    for key, kind in CHILD_KINDS.items():
+        if is_intact(child, live, memory.applied(namespace, identity)):
+            continue
+        want = digest(child)
+        backing_off = memory.refusal(namespace, identity, want)
+        if backing_off is not None:
+            raise ChildRefused(*backing_off)
+        path = kind.path(namespace, name)
+        given = handover(child, live)
         try:
-            existing = kube.list(kind.collection(namespace), selector)
+            if given is not None:
+                log.info("handing %s %s/%s spec.replicas over", kind.kind, namespace, name)
+                live = kube.apply(path, given, manager=HANDOVER_MANAGER)
+                result.requests += 1
+            log.info("applying %s %s/%s", kind.kind, namespace, name)
+            after = kube.apply(path, child)
+            result.requests += 1
         except ApiException as exc:
-            if exc.status == 404 and key not in wanted_kinds:
-                continue  # e.g. the ServiceMonitor CRD is not installed
+            result.requests += 1
+            if exc.status == 404:  # the resource itself is unknown to the cluster
+                raise ResourceNotInstalled(
+                    f"cannot apply {kind.kind} {namespace}/{name}: the cluster does not serve "
+                    f"{kind.api_version} {kind.plural} (is its CRD installed?)"
+                ) from exc
+            if exc.status in (400, 403, 422):
+                reason, text = server_message(exc)
+                message = (
+                    f"the API server refused {kind.kind} {namespace}/{name} "
+                    f"({exc.status} {reason}): {text}"
+                )
+                raise ChildRefused(
+                    message, memory.refused(namespace, identity, want, message)
+                ) from exc
             raise
-        for obj in stale_children(existing, desired, owner_uid):
-            name = builders.child_identity(dict(obj))[2]
-            log.info("deleting %s %s/%s", kind.kind, namespace, name)
-            kube.delete(kind.path(namespace, name))
-            result.deleted.append(builders.child_identity(dict(obj)))
+        memory.overlay.wrote(object_key(after), live, after)
+        memory.remember(namespace, identity, Applied(want, managed_fields(after)))
+        (result.patched if live is not None else result.created).append(identity)
+    for obj in stale_children(snap, desired, owner_uid):
+        identity = builders.child_identity(obj)
+        kind = kind_of(obj)
+        log.info("deleting %s %s/%s", kind.kind, namespace, identity[2])
+        kube.delete(kind.path(namespace, identity[2]), uid=obj["metadata"].get("uid"))
+        result.requests += 1
+        memory.overlay.wrote(object_key(obj), obj, None)
+        memory.remember(namespace, identity, None)
+        result.deleted.append(identity)
     return result
-
-
-def patch_status(kube: Kube, namespace: str, name: str, patch: Obj) -> Obj | None:
-    """Merge-patch the SpeechModel's ``/status``; no request when the patch is empty."""
-    if not patch:
-        return None
-    return kube.merge_patch(speechmodel_path(namespace, name, "status"), {"status": patch})
-
-
-def post_event(kube: Kube, owner: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
-    """Record a Kubernetes Event (core/v1) on the SpeechModel."""
-    meta = owner.get("metadata") or {}
-    namespace = str(meta.get("namespace") or "default")
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    body: Obj = {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"generateName": f"{meta.get('name', 'speechmodel')}.", "namespace": namespace},
-        "involvedObject": {
-            "apiVersion": owner.get("apiVersion"),
-            "kind": owner.get("kind"),
-            "name": meta.get("name"),
-            "namespace": namespace,
-            "uid": meta.get("uid"),
-            "resourceVersion": meta.get("resourceVersion"),
-        },
-        "type": type_,
-        "reason": reason,
-        "message": message[:1024],
-        "source": {"component": FIELD_MANAGER},
-        "reportingComponent": FIELD_MANAGER,
-        "firstTimestamp": now,
-        "lastTimestamp": now,
-        "count": 1,
-    }
-    kube.create(f"/api/v1/namespaces/{quote(namespace)}/events", body)

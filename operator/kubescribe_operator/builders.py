@@ -45,6 +45,8 @@ CHILD_KINDS: tuple[tuple[str, str], ...] = (
 
 CONTAINER_NAME = "runtime"
 INIT_CONTAINER_NAME = "fetch"
+CACHE_INIT_CONTAINER_NAME = "cache-permissions"
+EPHEMERAL_STORAGE = "ephemeral-storage"
 HTTP_PORT = 8080
 PORT_NAME = "http"
 RUN_AS = 10001  # the runtime image's user (runtime/Dockerfile)
@@ -58,6 +60,10 @@ GPU_RUNTIME_CLASS = "nvidia"
 DEFAULT_RESOURCES: Obj = {
     "requests": {"cpu": "1", "memory": "1Gi"},
     "limits": {"memory": "4Gi"},
+}
+CACHE_INIT_RESOURCES: Obj = {
+    "requests": {"cpu": "10m", "memory": "16Mi"},
+    "limits": {"memory": "64Mi"},
 }
 FETCH_RESOURCES: Obj = {
     "requests": {"cpu": "100m", "memory": "128Mi"},
@@ -187,6 +193,8 @@ def _resources(spec: SpeechModelSpec) -> Obj:
     rt = spec.runtime
     resources: Obj = DEFAULT_RESOURCES if rt.resources is None else rt.resources.dump()
     resources = {k: dict(v) for k, v in resources.items()}
+    # The artifact volume counts against the pod's ephemeral storage: the scheduler must see it.
+    resources.setdefault("requests", {}).setdefault(EPHEMERAL_STORAGE, spec.model.storage)
     if rt.device == "gpu":
         resources.setdefault("limits", {})[GPU_RESOURCE] = rt.gpus
         if GPU_RESOURCE in resources.get("requests", {}):
@@ -213,7 +221,7 @@ def _volumes_and_mounts(
 ) -> tuple[list[Obj], list[Obj], list[Obj]]:
     """(volumes, init container mounts, runtime container mounts)."""
     volumes: list[Obj] = [
-        {"name": "artifact", "emptyDir": {}},
+        {"name": "artifact", "emptyDir": {"sizeLimit": spec.model.storage}},
         {"name": "tmp", "emptyDir": {}},
     ]
     init_mounts: list[Obj] = [
@@ -281,13 +289,43 @@ def _scheduling(spec: SpeechModelSpec) -> Obj:
     return out
 
 
+def _cache_permissions(spec: SpeechModelSpec, image: str) -> list[Obj]:
+    """The init step that makes a hostPath cache writable by the runtime user: the kubelet
+    applies fsGroup to a claim (where its driver supports it) but never to a hostPath, which it
+    creates root-owned. Only with a hostPath cache, which needs a privileged namespace anyway."""
+    cache = spec.model.cache
+    if cache is None or cache.host_path is None:
+        return []
+    return [
+        {
+            "name": CACHE_INIT_CONTAINER_NAME,
+            "image": image,
+            "command": ["sh", "-c"],
+            "args": [f"chown {RUN_AS}:{RUN_AS} {CACHE_DIR} && chmod 0775 {CACHE_DIR}"],
+            "resources": {
+                "requests": {"cpu": "10m", "memory": "16Mi"},
+                "limits": {"memory": "64Mi"},
+            },
+            "securityContext": {
+                "runAsUser": 0,
+                "runAsNonRoot": False,
+                "allowPrivilegeEscalation": False,
+                "readOnlyRootFilesystem": True,
+                "capabilities": {"drop": ["ALL"], "add": ["CHOWN", "FOWNER"]},
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "volumeMounts": [{"name": "cache", "mountPath": CACHE_DIR}],
+        }
+    ]
+
+
 def pod_template(name: str, spec: SpeechModelSpec, model_ref: ModelRef) -> Obj:
     rt = spec.runtime
     volumes, init_mounts, runtime_mounts = _volumes_and_mounts(spec, model_ref)
     pull = {"imagePullPolicy": rt.image_pull_policy} if rt.image_pull_policy else {}
     fetch: Obj = {
         "name": INIT_CONTAINER_NAME,
-        "image": rt.image,
+        "image": rt.fetch_image(),
         **pull,
         "command": ["kubescribe"],
         "args": ["fetch"],
@@ -301,7 +339,7 @@ def pod_template(name: str, spec: SpeechModelSpec, model_ref: ModelRef) -> Obj:
         fetch["envFrom"] = [{"secretRef": {"name": spec.model.credentials_secret}}]
     runtime: Obj = {
         "name": CONTAINER_NAME,
-        "image": rt.image,
+        "image": rt.runtime_image(),
         **pull,
         "command": ["kubescribe"],
         "args": ["serve"],
@@ -310,8 +348,10 @@ def pod_template(name: str, spec: SpeechModelSpec, model_ref: ModelRef) -> Obj:
         "resources": _resources(spec),
         "securityContext": _container_security(),
         "volumeMounts": runtime_mounts,
-        # The model loads and warms up before /readyz answers: up to 5 minutes.
-        "startupProbe": _http_probe("/healthz", period=5, failures=60),
+        # Startup: the model is loaded and warmed up (/readyz), within 5 minutes; only then does
+        # liveness start. Liveness: /healthz, which fails when the inference loop is wedged
+        # (30 s of failures restart the container). Readiness: /readyz (loaded, not draining).
+        "startupProbe": _http_probe("/readyz", period=5, failures=60),
         "readinessProbe": _http_probe("/readyz", period=5, failures=2),
         "livenessProbe": _http_probe("/healthz", period=10, failures=3, timeout=5),
         "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRE_STOP_SECONDS)]}}},
@@ -336,10 +376,12 @@ def pod_template(name: str, spec: SpeechModelSpec, model_ref: ModelRef) -> Obj:
                 "runAsUser": RUN_AS,
                 "runAsGroup": RUN_AS,
                 "fsGroup": RUN_AS,
+                # A cache claim is made group-writable once, not walked at every pod start.
+                "fsGroupChangePolicy": "OnRootMismatch",
                 "seccompProfile": {"type": "RuntimeDefault"},
             },
             "terminationGracePeriodSeconds": termination_grace_seconds(spec),
-            "initContainers": [fetch],
+            "initContainers": [*_cache_permissions(spec, rt.fetch_image()), fetch],
             "containers": [runtime],
             "volumes": volumes,
             **_scheduling(spec),
@@ -414,16 +456,14 @@ def build_hpa(name: str, namespace: str, uid: str, spec: SpeechModelSpec) -> Obj
     if scaling is None:
         return None
     metrics: list[Obj] = []
-    if scaling.target_cpu_utilization is not None:
+    cpu_target = scaling.cpu_target()
+    if cpu_target is not None:
         metrics.append(
             {
                 "type": "Resource",
                 "resource": {
                     "name": "cpu",
-                    "target": {
-                        "type": "Utilization",
-                        "averageUtilization": scaling.target_cpu_utilization,
-                    },
+                    "target": {"type": "Utilization", "averageUtilization": cpu_target},
                 },
             }
         )

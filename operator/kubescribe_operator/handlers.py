@@ -1,34 +1,37 @@
 """kopf handlers: gather inputs, call the pure core, apply its outputs. Nothing else.
 
-Reconciliation is level-based: every trigger runs the same :func:`reconcile` for one SpeechModel,
-which reads the SpeechModel and its Deployment, ReplicaSets and pods fresh from the API, asks
+Reconciliation is level-based: every trigger runs the same :func:`reconcile` for one SpeechModel
+on a :class:`~kubescribe_operator.cache.Snapshot` of it and its children taken from kopf's
+in-memory indexes (watch caches: no GET or LIST per reconcile). It asks ``observe`` and
 ``rollout.decide`` what to run and what the status is, renders the children with
-``builders.build_children`` and applies them and the status with ``apply`` (which writes nothing
-when nothing changed). Triggers:
+``builders.build_children`` and applies them (server-side apply, ``apply.py``) and the status,
+writing nothing when nothing changed. Triggers:
 
 - ``on.create`` / ``on.update`` / ``on.resume`` of a SpeechModel (kopf keeps its bookkeeping under
   ``status.kopf``, never in the spec or annotations);
-- events of the Deployments, ReplicaSets and pods labelled as a SpeechModel's, so a rollout's
-  progress (pods ready, crash-looping, an init container failing) is seen at once;
-- a timer per SpeechModel (``--resync-seconds``) that re-observes and catches up on anything a
-  failed child-event reconcile missed (kopf gives each SpeechModel a finalizer for it, the only
-  write outside ``.status``, and removes it on deletion, once a resync under way has ended);
+- events of the children labelled as a SpeechModel's (Deployments, ReplicaSets, pods, Services,
+  HPAs, PDBs, ServiceMonitors), so a rollout's progress is seen at once and a child changed or
+  deleted by someone else is put back;
+- a timer per SpeechModel (``--resync-seconds``) that re-observes (from the caches: an idle
+  resync makes no request) and catches up on anything a failed child-event reconcile missed
+  (kopf gives each SpeechModel a finalizer for it, the only write outside ``.status``, and
+  removes it on deletion, once a resync under way has ended);
 - ``on.delete`` only counts; the children go with the SpeechModel by garbage collection through
   their ownerReferences.
 
 Errors from the API (409 conflicts, 5xx) are raised as ``kopf.TemporaryError`` so kopf retries
-the handler after ``--retry-backoff-seconds``; child events that fail are caught by the next
-trigger or the timer.
+the handler after ``--retry-backoff-seconds``; a child the API server refuses is recorded in the
+status (``ChildRefused``, with the server's message) and retried with a doubling back-off; child
+events that fail are caught by the next trigger or the timer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import threading
 import time
-from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -37,21 +40,13 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from kubescribe.errors import KubescribeError
-from kubescribe_operator import apply, builders, metrics, observe, rollout
-from kubescribe_operator.api import GROUP, PLURAL, VERSION
+from kubescribe_operator import apply, builders, cache, metrics, observe, rollout
+from kubescribe_operator.api import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from kubescribe_operator.kube import Kube, patch_status, post_event
 from kubescribe_operator.spec import SpecError, parse_spec
 from kubescribe_operator.status import Condition, ConditionType, SpeechModelStatus
 
 log = logging.getLogger(__name__)
-
-
-# The children whose events show a rollout's progress: (group, version, plural).
-CHILD_RESOURCES = (
-    ("apps", "v1", "deployments"),
-    ("apps", "v1", "replicasets"),
-    ("", "v1", "pods"),
-)
-
 
 # How often kopf checks whether a stopped (deleted model's) resync timer has exited.
 TIMER_EXIT_POLLING_SECONDS = 1.0
@@ -66,39 +61,47 @@ class Options:
 @dataclass(frozen=True)
 class Outcome:
     writes: int
+    requests: int
     phase: str | None
 
 
-_locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
-_locks_guard = threading.Lock()
+@dataclass
+class Context:
+    """What the handlers share: the API client, the apply memory, one lock per SpeechModel."""
+
+    kube: Kube
+    options: Options = field(default_factory=Options)
+    memory: apply.Memory = field(default_factory=apply.Memory)
+    _locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+
+    def lock(self, namespace: str, name: str) -> asyncio.Lock:
+        return self._locks.setdefault((namespace, name), asyncio.Lock())
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._locks.pop((namespace, name), None)
 
 
-def _lock(namespace: str, name: str) -> threading.Lock:
-    with _locks_guard:
-        return _locks[namespace, name]
-
-
-def gather(
-    kube: apply.Kube, namespace: str, name: str, uid: str
+def _split_children(
+    snap: cache.Snapshot, uid: str
 ) -> tuple[dict[str, Any] | None, list[dict[str, Any]], list[dict[str, Any]]]:
     """The SpeechModel's Deployment (if it owns it), its ReplicaSets and its pods."""
-    deployment = kube.get(apply.DEPLOYMENT.path(namespace, name))
-    if deployment is None or not apply.owned_by(deployment, uid):
+    deployment = next(
+        (d for d in snap.owned("Deployment", uid) if d["metadata"]["name"] == snap.name), None
+    )
+    if deployment is None:
         return None, [], []
-    selector = builders.selector_labels(name)
-    replicasets = kube.list(f"/apis/apps/v1/namespaces/{namespace}/replicasets", selector)
-    replicasets = [rs for rs in replicasets if apply.owned_by(rs, deployment["metadata"]["uid"])]
-    pods = kube.list(f"/api/v1/namespaces/{namespace}/pods", selector)
-    return deployment, replicasets, pods
+    replicasets = snap.owned("ReplicaSet", deployment["metadata"]["uid"])
+    return deployment, replicasets, snap.of_kind("Pod")
 
 
 def reconcile(
-    kube: apply.Kube, namespace: str, name: str, *, trigger: str, now: datetime | None = None
+    ctx: Context, snap: cache.Snapshot, *, trigger: str, now: datetime | None = None
 ) -> Outcome | None:
     """Bring one SpeechModel's children and status in line. Returns None if it is gone."""
-    with _lock(namespace, name), metrics.DURATION.time():
+    with metrics.DURATION.time():
         metrics.RECONCILES.labels(trigger).inc()
-        body = kube.get(apply.speechmodel_path(namespace, name))
+        snap = ctx.memory.overlay.apply_to(snap)
+        body = snap.speechmodel
         if body is None or body.get("metadata", {}).get("deletionTimestamp"):
             return None
         meta = body["metadata"]
@@ -107,52 +110,63 @@ def reconcile(
         try:
             spec = parse_spec(body.get("spec") or {})
         except SpecError as exc:
-            _block(kube, body, raw_status, "InvalidSpec", str(exc))
+            _block(ctx, body, raw_status, "InvalidSpec", str(exc))
             raise
         status = SpeechModelStatus.model_validate(raw_status) if raw_status else None
 
-        deployment, replicasets, pods = gather(kube, namespace, name, uid)
-        observed = observe.observe(deployment, replicasets, pods)
+        observed = observe.observe(*_split_children(snap, uid))
         decision = rollout.decide(
             spec,
             generation,
             status,
             observed,
             now or datetime.now(UTC),
-            name=name,
-            namespace=namespace,
+            name=snap.name,
+            namespace=snap.namespace,
         )
-        children = builders.build_children(name, namespace, uid, spec, decision.model_ref)
+        children = builders.build_children(snap.name, snap.namespace, uid, spec, decision.model_ref)
         try:
-            result = apply.apply_children(kube, namespace, name, uid, children)
+            result = apply.apply_children(ctx.kube, ctx.memory, snap, uid, children)
         except apply.ChildConflict as exc:
-            _block(kube, body, raw_status, "ChildConflict", str(exc))
+            _block(ctx, body, raw_status, "ChildConflict", str(exc))
+            raise
+        except apply.ChildRefused as exc:
+            _block(ctx, body, raw_status, "ChildRefused", str(exc))
             raise
         except apply.ResourceNotInstalled as exc:
-            _block(kube, body, raw_status, "ResourceNotInstalled", str(exc))
+            _block(ctx, body, raw_status, "ResourceNotInstalled", str(exc))
             raise
         for verb, identities in (
-            ("create", result.created),
-            ("patch", result.patched),
+            ("apply", result.created + result.patched),
             ("delete", result.deleted),
         ):
             for identity in identities:
                 metrics.WRITES.labels(identity[1], verb).inc()
 
         patch = rollout.status_patch(raw_status, decision.status)
-        writes = result.writes
+        writes, requests = result.writes, result.requests
         if patch:
-            apply.patch_status(kube, namespace, name, patch)
+            _patch_status(ctx, body, patch)
             metrics.WRITES.labels("SpeechModel", "patch_status").inc()
-            writes += 1
+            writes, requests = writes + 1, requests + 1
         # Events only once the status that records the transition is stored: never twice for
         # one transition; a crash right here loses them (Events are best effort anyway).
         for event in decision.events:
-            apply.post_event(kube, body, event.type, event.reason, event.message)
+            post_event(ctx.kube, body, event.type, event.reason, event.message)
             metrics.WRITES.labels("Event", "create").inc()
             if event.reason in metrics.ROLLOUT_RESULTS:
                 metrics.ROLLOUTS.labels(metrics.ROLLOUT_RESULTS[event.reason]).inc()
-        return Outcome(writes=writes + len(decision.events), phase=decision.status.get("phase"))
+        n = len(decision.events)
+        return Outcome(writes=writes + n, requests=requests + n, phase=decision.status.get("phase"))
+
+
+def _patch_status(ctx: Context, body: Mapping[str, Any], patch: dict[str, Any]) -> None:
+    meta = body["metadata"]
+    after = patch_status(ctx.kube, meta["namespace"], meta["name"], patch)
+    if after is not None:
+        after.setdefault("apiVersion", API_VERSION)
+        after.setdefault("kind", KIND)
+        ctx.memory.overlay.wrote(cache.object_key(after), dict(body), after)
 
 
 def blocked_status(
@@ -190,20 +204,19 @@ def blocked_status(
 
 
 def _block(
-    kube: apply.Kube,
+    ctx: Context,
     body: Mapping[str, Any],
     raw_status: Mapping[str, Any],
     reason: str,
     message: str,
 ) -> None:
     """Record why the SpeechModel is stuck (once: nothing is written if it already says so)."""
-    meta = body["metadata"]
-    generation = int(meta.get("generation") or 1)
+    generation = int(body["metadata"].get("generation") or 1)
     new = blocked_status(raw_status, generation, reason, message, datetime.now(UTC))
     patch = rollout.status_patch(raw_status, new)
     if patch:
-        apply.patch_status(kube, meta["namespace"], meta["name"], patch)
-        apply.post_event(kube, body, "Warning", reason, message)
+        _patch_status(ctx, body, patch)
+        post_event(ctx.kube, body, "Warning", reason, message)
 
 
 def _error_kind(exc: Exception) -> str:
@@ -214,6 +227,8 @@ def _error_kind(exc: Exception) -> str:
         return "api_unreachable"
     if isinstance(exc, apply.ChildConflict):
         return "child_conflict"
+    if isinstance(exc, apply.ChildRefused):
+        return "child_refused"
     if isinstance(exc, apply.ResourceNotInstalled):
         return "resource_not_installed"
     if isinstance(exc, SpecError):
@@ -221,66 +236,92 @@ def _error_kind(exc: Exception) -> str:
     return type(exc).__name__
 
 
-def _run(
-    kube: apply.Kube, options: Options, namespace: str, name: str, trigger: str
+async def _reconcile(
+    ctx: Context, indexes: Mapping[str, Any], namespace: str, name: str, trigger: str
+) -> Outcome | None:
+    """One reconcile at a time per SpeechModel: snapshot the caches (in the event loop, where
+    they change), then do the work in a thread."""
+    async with ctx.lock(namespace, name):
+        snap = cache.snapshot(indexes, namespace, name)
+        return await asyncio.to_thread(reconcile, ctx, snap, trigger=trigger)
+
+
+async def _run(
+    ctx: Context, indexes: Mapping[str, Any], namespace: str, name: str, trigger: str
 ) -> Outcome | None:
     """Reconcile, mapping errors once: API errors and conflicts are retried, bad input is not."""
+    backoff = ctx.options.retry_backoff_seconds
     try:
-        outcome = reconcile(kube, namespace, name, trigger=trigger)
+        outcome = await _reconcile(ctx, indexes, namespace, name, trigger)
     except ApiException as exc:
         metrics.ERRORS.labels(_error_kind(exc)).inc()
         raise kopf.TemporaryError(
-            f"Kubernetes API answered {exc.status} {exc.reason}; retrying",
-            delay=options.retry_backoff_seconds,
+            f"Kubernetes API answered {exc.status} {exc.reason}; retrying", delay=backoff
         ) from exc
     except urllib3.exceptions.HTTPError as exc:  # connection refused, timed out
         metrics.ERRORS.labels(_error_kind(exc)).inc()
         raise kopf.TemporaryError(
-            f"Kubernetes API unreachable: {exc}; retrying", delay=options.retry_backoff_seconds
+            f"Kubernetes API unreachable: {exc}; retrying", delay=backoff
         ) from exc
+    except apply.ChildRefused as exc:
+        metrics.ERRORS.labels(_error_kind(exc)).inc()
+        raise kopf.TemporaryError(str(exc), delay=max(backoff, exc.retry_in)) from exc
     except apply.ApplyError as exc:
         metrics.ERRORS.labels(_error_kind(exc)).inc()
-        raise kopf.TemporaryError(str(exc), delay=options.retry_backoff_seconds) from exc
+        raise kopf.TemporaryError(str(exc), delay=backoff) from exc
     except KubescribeError as exc:
         metrics.ERRORS.labels(_error_kind(exc)).inc()
         raise kopf.PermanentError(str(exc)) from exc
     if outcome is not None:
         log.debug(
-            "reconciled %s/%s (%s): %d write(s), phase %s",
-            namespace, name, trigger, outcome.writes, outcome.phase,
+            "reconciled %s/%s (%s): %d request(s), %d write(s), phase %s",
+            namespace, name, trigger, outcome.requests, outcome.writes, outcome.phase,
         )  # fmt: skip
     return outcome
 
 
-def _owner_name(body: Mapping[str, Any]) -> str | None:
-    labels = body.get("metadata", {}).get("labels") or {}
-    if labels.get(builders.LABEL_NAME) != "kubescribe":
-        return None
-    instance = labels.get(builders.LABEL_INSTANCE)
-    return str(instance) if instance else None
+def _indexes(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: kwargs.get(name) for name in cache.INDEX_NAMES}
 
 
-def register(registry: kopf.OperatorRegistry, kube: apply.Kube, options: Options) -> None:
-    """Register the handlers on ``registry`` (no global state: the process builds one)."""
+def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
+    """Register the handlers and indexes on ``registry`` (no global state)."""
     resource = (GROUP, VERSION, PLURAL)
-    backoff = options.retry_backoff_seconds
+    backoff = ctx.options.retry_backoff_seconds
+    child_labels: dict[str, Any] = {
+        builders.LABEL_NAME: "kubescribe",
+        builders.LABEL_INSTANCE: kopf.PRESENT,
+    }
+
+    def index_speechmodel(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
+        return cache.index_speechmodel(namespace, name, body)
+
+    def index_child(namespace: str | None, body: kopf.Body, **_: Any) -> Any:
+        return cache.index_child(namespace, body)
+
+    kopf.index(*resource, registry=registry, id=cache.SPEECHMODELS)(index_speechmodel)
+    for kind in cache.WATCHED_CHILDREN:
+        kopf.index(
+            kind.group, kind.version, kind.plural,
+            registry=registry, labels=child_labels, id=cache.index_name(kind),
+        )(index_child)  # fmt: skip
 
     @kopf.on.resume(*resource, registry=registry, backoff=backoff)
     @kopf.on.create(*resource, registry=registry, backoff=backoff)
     @kopf.on.update(*resource, registry=registry, backoff=backoff)
-    def model_changed(namespace: str | None, name: str, reason: str, **_: Any) -> None:
-        _run(kube, options, namespace or "default", name, trigger=str(reason))
+    async def model_changed(namespace: str | None, name: str, reason: str, **kw: Any) -> None:
+        await _run(ctx, _indexes(kw), namespace or "default", name, trigger=str(reason))
 
     @kopf.timer(
         *resource,
         registry=registry,
-        interval=options.resync_seconds,
-        initial_delay=options.resync_seconds,
+        interval=ctx.options.resync_seconds,
+        initial_delay=ctx.options.resync_seconds,
         backoff=backoff,
     )
-    def resync(namespace: str | None, name: str, logger: Any, **_: Any) -> None:
+    async def resync(namespace: str | None, name: str, logger: Any, **kw: Any) -> None:
         try:
-            _run(kube, options, namespace or "default", name, trigger="resync")
+            await _run(ctx, _indexes(kw), namespace or "default", name, trigger="resync")
         except kopf.PermanentError as exc:
             # Recorded in the status already; keep the timer alive for when the spec is fixed.
             logger.warning("not reconciled: %s", exc)
@@ -290,25 +331,22 @@ def register(registry: kopf.OperatorRegistry, kube: apply.Kube, options: Options
         metrics.RECONCILES.labels("delete").inc()
         log.info("SpeechModel %s/%s deleted; its children are garbage-collected", namespace, name)
 
-    child_labels: dict[str, Any] = {
-        builders.LABEL_NAME: "kubescribe",
-        builders.LABEL_INSTANCE: kopf.PRESENT,
-    }
-
-    def child_changed(body: kopf.Body, namespace: str | None, type: str, **_: Any) -> None:
-        owner = _owner_name(body)
+    async def child_changed(body: kopf.Body, namespace: str | None, type: str, **kw: Any) -> None:
+        owner = cache.owner_name(body)
         if owner is None or namespace is None or not type:  # no type: the initial listing
             return
         started = time.monotonic()
         try:
-            reconcile(kube, namespace, owner, trigger=f"child_{type.lower()}")
+            await _reconcile(ctx, _indexes(kw), namespace, owner, trigger=f"child_{type.lower()}")
         except (ApiException, KubescribeError, urllib3.exceptions.HTTPError) as exc:
             metrics.ERRORS.labels(_error_kind(exc)).inc()
             log.warning("reconcile of %s/%s after a child event failed: %s", namespace, owner, exc)
         log.debug("child event for %s/%s took %.3fs", namespace, owner, time.monotonic() - started)
 
-    for group, version, plural in CHILD_RESOURCES:
-        kopf.on.event(group, version, plural, registry=registry, labels=child_labels)(child_changed)
+    for kind in cache.WATCHED_CHILDREN:
+        kopf.on.event(
+            kind.group, kind.version, kind.plural, registry=registry, labels=child_labels
+        )(child_changed)
 
 
 def settings_for(settings: kopf.OperatorSettings) -> None:
@@ -319,13 +357,15 @@ def settings_for(settings: kopf.OperatorSettings) -> None:
         field="status.kopf.lastHandledConfiguration"
     )
     settings.persistence.finalizer = "kubescribe.io/operator"
-    # A SpeechModel deleted while its resync timer runs (a sync handler: kopf cannot interrupt
-    # it) keeps that finalizer until kopf sees the timer has exited, and kopf checks again only
-    # after this polling interval (60 s by default, during which nothing else wakes it up).
+    # A SpeechModel deleted while its resync timer runs keeps that finalizer until kopf sees the
+    # timer has exited, and kopf checks again only after this polling interval (60 s by default,
+    # during which nothing else wakes it up).
     settings.background.cancellation_polling = TIMER_EXIT_POLLING_SECONDS
     # Routine log lines are not Events (a resync must not write); our Events are explicit.
     settings.posting.level = logging.WARNING
     # Watch only the children of SpeechModels (server-side), not every pod of the cluster.
-    selector = f"{builders.LABEL_NAME}=kubescribe,{builders.LABEL_MANAGED_BY}={apply.FIELD_MANAGER}"
-    for child in CHILD_RESOURCES:
-        settings.watching.label_selectors[child] = selector
+    selector = (
+        f"{builders.LABEL_NAME}=kubescribe,{builders.LABEL_MANAGED_BY}={builders.FIELD_MANAGER}"
+    )
+    for kind in cache.WATCHED_CHILDREN:
+        settings.watching.label_selectors[kind.group, kind.version, kind.plural] = selector

@@ -30,7 +30,8 @@ BAD_WAITING_REASONS = {
     "CreateContainerError": "ContainerConfigError",
     "RunContainerError": "ContainerConfigError",
 }
-CRASH_RESTARTS = 3  # a serving container that died this often is crash-looping
+# A serving container exited (now) after this many restarts is crash-looping.
+CRASH_RESTARTS = 3
 MESSAGE_LIMIT = 300
 
 
@@ -39,9 +40,9 @@ class PodProblem(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    pod: str
+    pod: str  # the pod (or the ReplicaSet that cannot create pods)
     container: str
-    reason: str  # a condition reason: InitContainerFailed, CrashLoopBackOff, ImagePullFailed, ...
+    reason: str  # a condition reason: InitContainerFailed, CrashLoopBackOff, FailedCreate, ...
     message: str
 
 
@@ -105,12 +106,15 @@ def _pod_problems(pod: Mapping[str, Any]) -> list[PodProblem]:
             PodProblem(pod=name, container=container, reason=reason, message=_short(message))
         )
 
+    # Only what fails now counts: a container that is running again (a fetch that succeeded on
+    # a retry, a runtime back after one OOM kill) is healthy, whatever its lastState and
+    # restartCount say about the past.
     for status in _get(pod, "status", "initContainerStatuses") or []:
         container = str(status.get("name", "?"))
-        failure = _terminated_failure(status.get("state")) or _terminated_failure(
-            status.get("lastState")
-        )
         waiting = _get(status, "state", "waiting", "reason")
+        failure = _terminated_failure(status.get("state"))
+        if failure is None and waiting == "CrashLoopBackOff":
+            failure = _terminated_failure(status.get("lastState"))
         if failure is not None:
             problem(
                 container,
@@ -127,21 +131,39 @@ def _pod_problems(pod: Mapping[str, Any]) -> list[PodProblem]:
     for status in _get(pod, "status", "containerStatuses") or []:
         container = str(status.get("name", "?"))
         waiting = _get(status, "state", "waiting", "reason")
-        last = _terminated_failure(status.get("lastState"))
+        exited = _terminated_failure(status.get("state"))
         if waiting in BAD_WAITING_REASONS:
+            last = _terminated_failure(status.get("lastState"))
             detail = last or _get(status, "state", "waiting", "message") or waiting
             problem(
                 container,
                 BAD_WAITING_REASONS[waiting],
                 f"pod {name}: container {container}: {waiting}: {detail}",
             )
-        elif last is not None and int(status.get("restartCount", 0)) >= CRASH_RESTARTS:
+        elif exited is not None and int(status.get("restartCount", 0)) >= CRASH_RESTARTS:
             problem(
                 container,
                 "CrashLoopBackOff",
-                f"pod {name}: container {container} restarted {CRASH_RESTARTS}+ times ({last})",
+                f"pod {name}: container {container} exited again after {CRASH_RESTARTS}+ "
+                f"restarts ({exited})",
             )
     return problems
+
+
+def _replicaset_problem(rs: Mapping[str, Any]) -> PodProblem | None:
+    """A ReplicaSet whose pods the API server refuses (a missing RuntimeClass or PriorityClass,
+    a ResourceQuota, Pod Security): its ReplicaFailure condition carries the API's message."""
+    for condition in _get(rs, "status", "conditions") or []:
+        if (condition.get("type"), condition.get("status")) == ("ReplicaFailure", "True"):
+            name = str(_get(rs, "metadata", "name") or "?")
+            detail = condition.get("message") or condition.get("reason") or "pods not created"
+            return PodProblem(
+                pod=name,
+                container="",
+                reason="FailedCreate",
+                message=_short(f"ReplicaSet {name} cannot create pods: {detail}"),
+            )
+    return None
 
 
 def _pod_note(pod: Mapping[str, Any]) -> str | None:
@@ -184,12 +206,15 @@ def observe(
         for c in status.get("conditions") or []
     )
     ready_by_ref: dict[str, int] = {}
-    for rs in replicasets:
+    problems: dict[str, list[PodProblem]] = {}
+    for rs in sorted(replicasets, key=lambda r: str(_get(r, "metadata", "name"))):
         ref = _ref_of_template(rs)
         if ref is not None:
             ready = int(_get(rs, "status", "readyReplicas") or 0)
             ready_by_ref[ref] = ready_by_ref.get(ref, 0) + ready
-    problems: dict[str, list[PodProblem]] = {}
+            refused = _replicaset_problem(rs)
+            if refused is not None:
+                problems.setdefault(ref, []).append(refused)
     notes: dict[str, list[str]] = {}
     for pod in sorted(pods, key=lambda p: str(_get(p, "metadata", "name"))):
         if _get(pod, "metadata", "deletionTimestamp"):

@@ -21,6 +21,7 @@ random priority per process). After a crash, a replica may wait up to ``--peerin
 the dead one's entry to expire. The CRD must keep ``status.kopf`` (kopf's bookkeeping:
 ``x-kubernetes-preserve-unknown-fields``); kopf also puts a finalizer on each SpeechModel (its
 per-object resync timer needs one) and removes it on deletion. RBAC: see ``apply.py``'s table.
+Reads come from kopf's in-memory indexes (``cache.py``), filled by one watch per kind.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from typing import Any
 
 from kubescribe.errors import KubescribeError
 from kubescribe_operator import apply, handlers
+from kubescribe_operator.kube import Kube
 
 DEFAULT_PEERING = "kubescribe"
 
@@ -173,12 +175,16 @@ def main(argv: Sequence[str]) -> int:
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
         log_refkey="k8s" if args.log_format == "json" else None,
     )
-    kube = apply.Kube(_api_client())
     options = handlers.Options(
         resync_seconds=args.resync_seconds, retry_backoff_seconds=args.retry_backoff_seconds
     )
+    ctx = handlers.Context(
+        kube=Kube(_api_client()),
+        options=options,
+        memory=apply.Memory(base_backoff=args.retry_backoff_seconds),
+    )
     registry = kopf.OperatorRegistry()
-    handlers.register(registry, kube, options)
+    handlers.register(registry, ctx)
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:

@@ -43,7 +43,13 @@ from kubescribe_operator.api import (
     is_zero,
 )
 
+# The runtime images (docs/images.md) the operator picks when runtime.image is not set: the CUDA
+# one (runtime/Dockerfile) for device gpu; the CPU one (runtime/Dockerfile.cpu, no CUDA, a
+# fraction of the size) for device cpu and for every model's fetch init container.
 DEFAULT_IMAGE = "ghcr.io/kubescribe/runtime:0.1.0"
+DEFAULT_CPU_IMAGE = "ghcr.io/kubescribe/runtime-cpu:0.1.0"
+# Room for an artifact of up to ~1 B parameters in fp16 (model.storage).
+DEFAULT_ARTIFACT_STORAGE = "2Gi"
 # Variables the operator renders itself: a user's runtime.env may not override them.
 RESERVED_ENV = (
     "KUBESCRIBE_MODEL_DIR",
@@ -142,6 +148,18 @@ class ModelSpec(ApiModel):
         description="Secret whose keys (AWS_*, KUBESCRIBE_HTTP_BEARER_TOKEN) the fetch gets as env",
     )
     cache: CacheSpec | None = None
+    storage: Quantity = Field(
+        default=DEFAULT_ARTIFACT_STORAGE,
+        description="room for the artifact on the node: the artifact volume's sizeLimit and "
+        "the pods' ephemeral-storage request (a pod whose artifact outgrows it is evicted)",
+    )
+
+    @field_validator("storage")
+    @classmethod
+    def _storage_is_a_quantity(cls, value: int | str) -> int | str:
+        if isinstance(value, str) and not re.fullmatch(QUANTITY_PATTERN, value):
+            raise ValueError(f"{value!r} is not a Kubernetes quantity")
+        return value
 
     def ref(self) -> ModelRef:
         return ModelRef(uri=self.uri, version=self.version, sha256=self.sha256)
@@ -179,7 +197,13 @@ class EnvVar(ApiModel):
 
 
 class RuntimeSpec(ApiModel):
-    image: str = Field(default=DEFAULT_IMAGE, min_length=1, max_length=1024)
+    image: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1024,
+        description="the runtime image of both containers; default: by device, the CUDA image "
+        "for gpu, the CPU image for cpu (and the CPU image for the fetch init container)",
+    )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
     device: Literal["cpu", "gpu"] = "cpu"
     gpus: int = Field(default=1, ge=1, le=16, description="GPUs per pod when device is gpu")
@@ -230,22 +254,34 @@ class RuntimeSpec(ApiModel):
             )
         return env
 
+    def runtime_image(self) -> str:
+        """The image of the runtime container: runtime.image, else the default for the device."""
+        return self.image or (DEFAULT_IMAGE if self.device == "gpu" else DEFAULT_CPU_IMAGE)
+
+    def fetch_image(self) -> str:
+        """The image of the fetch init container: a download needs no CUDA."""
+        return self.image or DEFAULT_CPU_IMAGE
+
+
+# The HorizontalPodAutoscaler's default target, which `kubectl autoscale` also uses.
+DEFAULT_CPU_TARGET = 80
+
 
 class AutoscalingSpec(ApiModel):
     model_config = ConfigDict(
         json_schema_extra=cel_field(
             cel_rule("self.minReplicas <= self.maxReplicas", "minReplicas must be <= maxReplicas"),
-            cel_rule(
-                "has(self.targetCPUUtilization) || has(self.targetRequestsInFlight)",
-                "set targetCPUUtilization and/or targetRequestsInFlight",
-            ),
         )
     )
 
     min_replicas: int = Field(default=1, ge=1, le=1000)
     max_replicas: int = Field(ge=1, le=1000)
     target_cpu_utilization: int | None = Field(
-        default=None, ge=1, le=100, alias="targetCPUUtilization", description="average CPU, percent"
+        default=None,
+        ge=1,
+        le=100,
+        alias="targetCPUUtilization",
+        description=f"average CPU, percent ({DEFAULT_CPU_TARGET} when no target is set)",
     )
     target_requests_in_flight: int | None = Field(
         default=None, ge=1, le=10_000, description="average in-flight requests per pod"
@@ -262,9 +298,14 @@ class AutoscalingSpec(ApiModel):
     def _check(self) -> AutoscalingSpec:
         if self.min_replicas > self.max_replicas:
             raise ValueError("minReplicas must be <= maxReplicas")
-        if self.target_cpu_utilization is None and self.target_requests_in_flight is None:
-            raise ValueError("set targetCPUUtilization and/or targetRequestsInFlight")
         return self
+
+    def cpu_target(self) -> int | None:
+        """The CPU target the HPA gets: the one set, else the HPA's own default (as
+        `kubectl autoscale` gives it) when no target is set at all."""
+        if self.target_cpu_utilization is None and self.target_requests_in_flight is None:
+            return DEFAULT_CPU_TARGET
+        return self.target_cpu_utilization
 
 
 class RolloutSpec(ApiModel):
@@ -337,8 +378,9 @@ class MonitoringSpec(ApiModel):
 
 
 CPU_TARGET_MESSAGE = (
-    "autoscaling.targetCPUUtilization needs runtime.resources.requests.cpu "
-    "(leave runtime.resources out to get the default request of 1 CPU)"
+    "autoscaling.targetCPUUtilization (80 when no target is set) needs "
+    "runtime.resources.requests.cpu (leave runtime.resources out to get the default request "
+    "of 1 CPU)"
 )
 
 
@@ -346,7 +388,8 @@ class SpeechModelSpec(ApiModel):
     model_config = ConfigDict(
         json_schema_extra=cel_field(
             cel_rule(
-                "!has(self.autoscaling) || !has(self.autoscaling.targetCPUUtilization) || "
+                "!has(self.autoscaling) || (!has(self.autoscaling.targetCPUUtilization) && "
+                "has(self.autoscaling.targetRequestsInFlight)) || "
                 "!has(self.runtime.resources) || (has(self.runtime.resources.requests) && "
                 "'cpu' in self.runtime.resources.requests)",
                 CPU_TARGET_MESSAGE,
@@ -366,7 +409,7 @@ class SpeechModelSpec(ApiModel):
     @model_validator(mode="after")
     def _cpu_target_needs_a_cpu_request(self) -> SpeechModelSpec:
         scaling, resources = self.autoscaling, self.runtime.resources
-        if scaling is None or scaling.target_cpu_utilization is None or resources is None:
+        if scaling is None or scaling.cpu_target() is None or resources is None:
             return self
         if "cpu" not in (resources.requests or {}):
             raise ValueError(CPU_TARGET_MESSAGE)

@@ -1,4 +1,8 @@
-"""apply.py's pure planning: what request (if any) takes a live child to the desired one."""
+"""apply.py: server-side apply of the children, and no request when a child is intact.
+
+A fake API stands in for the server: it records every request and answers an apply the way the
+API server does (the object, with the manager's field set under ``managedFields``).
+"""
 
 from __future__ import annotations
 
@@ -7,133 +11,243 @@ import json
 from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
+from kubescribe_operator import apply
 from kubescribe_operator.api import ModelRef
-from kubescribe_operator.apply import LAST_APPLIED, merge_patch, plan, same, stale_children
 from kubescribe_operator.builders import build_children
+from kubescribe_operator.cache import Snapshot
 from kubescribe_operator.spec import SpeechModelSpec
 
 UID = "0000-1111"
+NS = "speech"
+Obj = dict[str, Any]
 
 
-def children(**spec: Any) -> dict[str, dict[str, Any]]:
+def children(**spec: Any) -> list[Obj]:
     model = {"uri": "s3://models/demo/1.0", "version": "1.0"}
     parsed = SpeechModelSpec.model_validate({"model": model, **spec})
-    built = build_children(
-        "demo", "default", UID, parsed, ModelRef(uri=model["uri"], version="1.0")
-    )
-    return {obj["kind"]: obj for obj in built}
+    return build_children("demo", NS, UID, parsed, ModelRef(uri=model["uri"], version="1.0"))
 
 
-def served(body: dict[str, Any], **server_fields: Any) -> dict[str, Any]:
-    """What the API server returns after a create: the body plus its own fields."""
-    live = copy.deepcopy(body)
-    live["metadata"].update(uid="u", resourceVersion="7", generation=1, **server_fields)
-    live["status"] = {"observedGeneration": 1}
+def field_set(obj: Obj) -> Obj:
+    """A stand-in for the server's fieldsV1: the applied object's keys, recursively."""
+    if isinstance(obj, dict):
+        return {f"f:{k}": field_set(v) for k, v in obj.items()}
+    return {}
+
+
+def with_fields(obj: Obj, manager: str = apply.FIELD_MANAGER, *, rv: str = "1") -> Obj:
+    live = copy.deepcopy(obj)
+    fields = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
+    live["metadata"] = {
+        **live["metadata"],
+        "uid": f"uid-{obj['metadata']['name']}",
+        "resourceVersion": rv,
+        "managedFields": [
+            {"manager": manager, "operation": "Apply", "fieldsV1": field_set(fields)}
+        ],
+    }
     return live
 
 
+class FakeKube:
+    """Records requests; answers applies as the API server would."""
+
+    def __init__(self, refuse: dict[str, ApiException] | None = None) -> None:
+        self.requests: list[tuple[str, str, str]] = []  # (verb, kind, manager)
+        self.refuse = refuse or {}
+        self.rv = 100
+
+    def apply(self, path: str, body: Obj, *, manager: str = apply.FIELD_MANAGER) -> Obj:
+        self.requests.append(("apply", body["kind"], manager))
+        if body["kind"] in self.refuse:
+            raise self.refuse[body["kind"]]
+        self.rv += 1
+        return with_fields(body, manager, rv=str(self.rv))
+
+    def delete(self, path: str, uid: str | None = None) -> None:
+        self.requests.append(("delete", path.rsplit("/", 2)[-2], ""))
+
+
+def snap(*objs: Obj) -> Snapshot:
+    by_kind: dict[str, list[Obj]] = {}
+    for obj in objs:
+        by_kind.setdefault(obj["kind"], []).append(obj)
+    return Snapshot(NS, "demo", None, by_kind)
+
+
+def run(kube: FakeKube, memory: apply.Memory, live: list[Obj], desired: list[Obj]) -> Any:
+    return apply.apply_children(kube, memory, snap(*live), UID, desired)  # type: ignore[arg-type]
+
+
+def converge(desired: list[Obj]) -> tuple[FakeKube, apply.Memory, list[Obj]]:
+    """Apply once from nothing; returns the objects as the watch cache then shows them."""
+    kube, memory = FakeKube(), apply.Memory()
+    run(kube, memory, [], desired)
+    live = [with_fields(d, rv=str(101 + i)) for i, d in enumerate(desired)]
+    return kube, memory, live
+
+
+def test_first_reconcile_applies_every_child_under_the_operators_field_manager() -> None:
+    desired = children(replicas=2)
+    kube, _, _ = converge(desired)
+    assert kube.requests == [
+        ("apply", "Service", apply.FIELD_MANAGER),
+        ("apply", "Deployment", apply.FIELD_MANAGER),
+        ("apply", "PodDisruptionBudget", apply.FIELD_MANAGER),
+    ]
+
+
+def test_an_intact_child_gets_no_request() -> None:
+    desired = children(replicas=2)
+    kube, memory, live = converge(desired)
+    kube.requests.clear()
+    result = run(kube, memory, live, desired)
+    assert kube.requests == [] and result.requests == 0
+
+
+def test_values_the_server_normalises_or_prunes_cause_no_request() -> None:
+    """Defect 2.4: the field set is compared, not the values ("1000m" stored as "1")."""
+    desired = children(replicas=2, scheduling={"affinity": {"nodeAffinity": {"x-unknown": 1}}})
+    kube, memory, live = converge(desired)
+    deployment = next(o for o in live if o["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    pod["containers"][0]["resources"]["requests"]["cpu"] = "1000m"
+    pod["affinity"] = {"nodeAffinity": {}}
+    deployment["status"] = {"replicas": 2}
+    kube.requests.clear()
+    run(kube, memory, live, desired)
+    assert kube.requests == []
+
+
 @pytest.mark.parametrize(
-    ("want", "have", "expected"),
+    ("what", "change"),
     [
-        ({"a": 1}, {"a": 1, "b": 2}, True),  # fields the server adds are not a difference
-        ({"a": 1}, {"a": 2}, False),
-        ({"a": 1}, {}, False),
-        ([{"name": "x"}], [{"name": "x", "protocol": "TCP"}], True),  # defaulted inside lists
-        ([{"name": "x"}], [{"name": "x"}, {"name": "y"}], False),
-        ({"limits": {"cpu": "1000m"}}, {"limits": {"cpu": "1"}}, True),  # normalised quantity
-        ({"image": "1000m"}, {"image": "1"}, False),  # only resources are quantities
-        ({"port": 80}, {"port": "80"}, False),
-        ({"flag": True}, {"flag": 1}, False),
-        # The server omits zero values (omitempty): absent equals empty, but not non-empty.
-        ({"env": [], "meta": {}, "n": 0, "f": False, "s": ""}, {}, True),
-        ({"env": [{"name": "A"}]}, {}, False),
-        ({"f": True}, {}, False),
+        ("the spec changed", lambda desired, live: desired[1]["spec"].update(replicas=3)),
+        (
+            "another manager took a field",
+            lambda desired, live: live[1]["metadata"]["managedFields"][0]["fieldsV1"].pop("f:spec"),
+        ),
+        ("the child was deleted", lambda desired, live: live.pop(1)),
     ],
 )
-def test_same(want: Any, have: Any, expected: bool) -> None:
-    assert same(want, have) is expected
+def test_a_changed_child_is_applied_again(what: str, change: Any) -> None:
+    desired = children(replicas=2)
+    kube, memory, live = converge(desired)
+    change(desired, live)
+    kube.requests.clear()
+    run(kube, memory, live, desired)
+    assert kube.requests == [("apply", "Deployment", apply.FIELD_MANAGER)], what
 
 
-def test_merge_patch_does_not_fight_omitted_zero_values() -> None:
-    want = {"spec": {"volumes": [], "replicas": 0, "paused": False, "image": "x"}}
-    assert merge_patch(None, want, {"spec": {"image": "x"}}) == {}
-    assert merge_patch(None, want, {"spec": {"image": "y"}}) == {"spec": {"image": "x"}}
+def test_after_a_restart_each_child_is_applied_once() -> None:
+    desired = children(replicas=2)
+    _, _, live = converge(desired)
+    kube, memory = FakeKube(), apply.Memory()  # a new process: nothing remembered
+    run(kube, memory, live, desired)
+    assert len(kube.requests) == len(desired)
+    kube.requests.clear()
+    run(kube, memory, [with_fields(d) for d in desired], desired)
+    assert kube.requests == []
 
 
-def test_merge_patch_sets_differences_and_removes_what_was_applied_before() -> None:
-    last = {"metadata": {"labels": {"keep": "1", "gone": "1"}}, "spec": {"a": 1}}
-    want = {"metadata": {"labels": {"keep": "1"}}, "spec": {"a": 2}}
-    have = {"metadata": {"labels": {"keep": "1", "gone": "1", "other": "x"}}, "spec": {"a": 1}}
-    assert merge_patch(last, want, have) == {
-        "metadata": {"labels": {"gone": None}},
-        "spec": {"a": 2},
-    }
-    assert merge_patch(want, want, {**have, "metadata": {"labels": {"keep": "1"}}}) == {
-        "spec": {"a": 2}
-    }
+def test_autoscaling_on_hands_replicas_over_before_dropping_them() -> None:
+    _, memory, live = converge(children(replicas=3))
+    scaled = children(autoscaling={"minReplicas": 2, "maxReplicas": 5})
+    deployment = next(o for o in scaled if o["kind"] == "Deployment")
+    assert "replicas" not in deployment["spec"]  # the operator never owns it with an HPA
+    kube = FakeKube()
+    run(kube, memory, live, scaled)
+    assert kube.requests[:2] == [
+        ("apply", "Deployment", apply.HANDOVER_MANAGER),
+        ("apply", "Deployment", apply.FIELD_MANAGER),
+    ]
+    given = apply.handover(deployment, next(o for o in live if o["kind"] == "Deployment"))
+    assert given is not None and given["spec"] == {"replicas": 3}
 
 
-def test_plan_creates_then_does_nothing_when_nothing_changed() -> None:
-    for child in children(replicas=2).values():
-        body = plan(child, None)
-        assert body is not None
-        assert json.loads(body["metadata"]["annotations"][LAST_APPLIED]) == child
-        assert plan(child, served(body)) is None, child["kind"]
+def test_no_handover_when_the_operator_does_not_own_replicas() -> None:
+    scaled = children(autoscaling={"minReplicas": 2, "maxReplicas": 5})
+    deployment = next(o for o in scaled if o["kind"] == "Deployment")
+    live = with_fields(deployment)
+    live["spec"]["replicas"] = 4  # set by the HPA
+    assert apply.handover(deployment, live) is None
 
 
-def test_plan_patches_drift_with_the_live_resource_version() -> None:
-    deployment = children()["Deployment"]
-    live = served(plan(deployment, None) or {})
-    live["spec"]["template"]["spec"]["containers"][0]["image"] = "hand-edited"
-    patch = plan(deployment, live)
-    assert patch is not None
-    assert patch["metadata"] == {"resourceVersion": "7"}
-    containers = patch["spec"]["template"]["spec"]["containers"]
-    assert containers == deployment["spec"]["template"]["spec"]["containers"]
-    assert set(patch["spec"]) == {"template"}
+def test_children_no_longer_wanted_are_deleted_and_foreign_ones_kept() -> None:
+    _, memory, live = converge(children(replicas=2))
+    foreign = with_fields(children(replicas=2)[2])  # a PDB of someone else
+    foreign["metadata"]["ownerReferences"] = [{"uid": "someone-else"}]
+    kube = FakeKube()
+    result = run(kube, memory, live, children(replicas=1))
+    assert kube.requests == [
+        ("apply", "Deployment", apply.FIELD_MANAGER),  # replicas: 1
+        ("delete", "poddisruptionbudgets", ""),
+    ]
+    assert result.deleted == [("policy/v1", "PodDisruptionBudget", "demo")]
+    kube.requests.clear()
+    run(kube, memory, [foreign], [])
+    assert kube.requests == []
 
 
-def test_plan_never_writes_replicas_when_the_hpa_owns_them() -> None:
-    fixed = children(replicas=2)["Deployment"]
-    scaled = children(autoscaling={"minReplicas": 1, "maxReplicas": 5, "targetCPUUtilization": 60})
-    deployment = scaled["Deployment"]
-    assert "replicas" not in deployment["spec"]
-    # Created with fixed replicas, then autoscaling turned on, and the HPA scaled it to 4.
-    live = served(plan(fixed, None) or {})
-    live["spec"]["replicas"] = 4
-    patch = plan(deployment, live)
-    assert patch is not None and "replicas" not in patch.get("spec", {})
-    live = served(plan(deployment, None) or {})
-    live["spec"]["replicas"] = 4
-    assert plan(deployment, live) is None
-    new_model = SpeechModelSpec.model_validate(
-        {
-            "model": {"uri": "s3://models/demo/2.0", "version": "2.0"},
-            "autoscaling": {"minReplicas": 1, "maxReplicas": 5, "targetCPUUtilization": 60},
+def test_a_child_owned_by_someone_else_is_a_conflict() -> None:
+    desired = children(replicas=1)
+    service = with_fields(desired[0])
+    service["metadata"]["ownerReferences"] = [{"uid": "someone-else"}]
+    with pytest.raises(apply.ChildConflict, match="not owned by SpeechModel demo"):
+        run(FakeKube(), apply.Memory(), [service], desired)
+
+
+def test_a_refused_child_says_why_and_is_retried_after_a_growing_backoff() -> None:
+    """Defect 2.3: the server's reason and message, and no request each reconcile."""
+    status = {"reason": "Invalid", "message": 'Deployment.apps "demo" is invalid: spec.x: bad'}
+    refused = ApiException(status=422, reason="Unprocessable Entity")
+    refused.body = json.dumps(status)
+    kube, memory = FakeKube(refuse={"Deployment": refused}), apply.Memory(base_backoff=10)
+    desired = children(replicas=1)
+    with pytest.raises(apply.ChildRefused) as first:
+        run(kube, memory, [], desired)
+    assert "422 Invalid" in str(first.value) and "spec.x: bad" in str(first.value)
+    assert first.value.retry_in == 10
+    deployment_requests = [r for r in kube.requests if r[1] == "Deployment"]
+    assert len(deployment_requests) == 1
+    with pytest.raises(apply.ChildRefused) as again:
+        run(kube, memory, [], desired)  # within the back-off: not sent again
+    assert [r for r in kube.requests if r[1] == "Deployment"] == deployment_requests
+    assert "spec.x: bad" in str(again.value)
+    # Past the back-off it is sent again, and the next wait is twice as long.
+    assert memory.refused(NS, ("apps/v1", "Deployment", "demo"), apply.digest(desired[1]), "") == 20
+
+
+def test_a_changed_spec_is_sent_at_once_despite_a_backoff() -> None:
+    refused = ApiException(status=422, reason="Unprocessable Entity")
+    refused.body = "{}"
+    kube, memory = FakeKube(refuse={"Deployment": refused}), apply.Memory()
+    with pytest.raises(apply.ChildRefused):
+        run(kube, memory, [], children(replicas=1))
+    kube.refuse.clear()
+    kube.requests.clear()
+    run(kube, memory, [], children(replicas=1, runtime={"threads": 2}))
+    assert ("apply", "Deployment", apply.FIELD_MANAGER) in kube.requests
+
+
+def test_managed_fields_reads_only_the_operators_apply_entry() -> None:
+    obj = {
+        "metadata": {
+            "managedFields": [
+                {"manager": apply.FIELD_MANAGER, "operation": "Update", "fieldsV1": {"f:a": {}}},
+                {"manager": "kubectl", "operation": "Apply", "fieldsV1": {"f:b": {}}},
+                {
+                    "manager": apply.FIELD_MANAGER,
+                    "operation": "Apply",
+                    "subresource": "status",
+                    "fieldsV1": {"f:c": {}},
+                },
+            ]
         }
+    }
+    assert apply.managed_fields(obj) is None
+    obj["metadata"]["managedFields"].append(
+        {"manager": apply.FIELD_MANAGER, "operation": "Apply", "fieldsV1": {"f:d": {}}}
     )
-    rolled = build_children(
-        "demo", "default", UID, new_model, ModelRef(uri="s3://models/demo/2.0", version="2.0")
-    )
-    patch = plan(next(c for c in rolled if c["kind"] == "Deployment"), live)
-    assert patch is not None and "template" in patch["spec"]
-    assert "replicas" not in patch["spec"]
-
-
-def test_stale_children_are_only_owned_ones_no_longer_desired() -> None:
-    built = children(replicas=3)
-    desired = [built["Deployment"], built["Service"]]
-    foreign = copy.deepcopy(built["PodDisruptionBudget"])
-    foreign["metadata"]["ownerReferences"][0]["uid"] = "someone-else"
-    existing = [served(c) for c in built.values()] + [foreign]
-    assert [c["kind"] for c in stale_children(existing, desired, UID)] == ["PodDisruptionBudget"]
-
-
-def test_every_kind_the_builders_make_is_applied_and_pruned() -> None:
-    from kubescribe_operator.apply import CHILD_KINDS
-
-    full = children(
-        autoscaling={"minReplicas": 2, "maxReplicas": 5, "targetCPUUtilization": 60},
-        monitoring={"serviceMonitor": {"enabled": True}},
-    )
-    assert {(c["apiVersion"], c["kind"]) for c in full.values()} == set(CHILD_KINDS)
+    assert apply.managed_fields(obj) == '{"f:d": {}}'

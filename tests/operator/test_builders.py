@@ -197,7 +197,7 @@ def test_credentials_secret_reaches_only_the_fetch() -> None:
 
 def test_artifact_volume_is_shared_between_fetch_and_runtime() -> None:
     p = pod(spec())
-    assert {"name": "artifact", "emptyDir": {}} in p["volumes"]
+    assert {"name": "artifact", "emptyDir": {"sizeLimit": "2Gi"}} in p["volumes"]
     fetch_mounts = {m["name"]: m for m in p["initContainers"][0]["volumeMounts"]}
     runtime_mounts = {m["name"]: m for m in p["containers"][0]["volumeMounts"]}
     assert fetch_mounts["artifact"]["mountPath"] == runtime_mounts["artifact"]["mountPath"]
@@ -220,9 +220,53 @@ def test_cache_volume(cache: dict[str, str], volume: dict[str, Any]) -> None:
     p = pod(s)
     assert {"name": "cache", **volume} in p["volumes"]
     assert env(container(s, "fetch"))["KUBESCRIBE_CACHE_DIR"] == builders.CACHE_DIR
-    assert {"name": "cache", "mountPath": builders.CACHE_DIR} in p["initContainers"][0][
+    assert {"name": "cache", "mountPath": builders.CACHE_DIR} in container(s, "fetch")[
         "volumeMounts"
     ]
+
+
+@pytest.mark.parametrize(
+    ("cache", "init_step"),
+    [
+        ({"claimName": "shared"}, False),  # the kubelet applies fsGroup to a claim
+        ({"hostPath": "/var/cache/ks"}, True),  # but never to a hostPath: chown it first
+    ],
+)
+def test_cache_volume_is_writable_by_the_runtime_user(
+    cache: dict[str, str], init_step: bool
+) -> None:
+    """Defect 2.7."""
+    p = pod(spec(model={"uri": "s3://bucket/m", "version": "1", "cache": cache}))
+    assert p["securityContext"]["fsGroup"] == builders.RUN_AS
+    assert p["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"
+    names = [c["name"] for c in p["initContainers"]]
+    assert names == (["cache-permissions", "fetch"] if init_step else ["fetch"])
+    if init_step:
+        step = p["initContainers"][0]
+        assert f"chown {builders.RUN_AS}:{builders.RUN_AS} {builders.CACHE_DIR}" in step["args"][0]
+        assert step["securityContext"]["capabilities"] == {
+            "drop": ["ALL"],
+            "add": ["CHOWN", "FOWNER"],
+        }
+
+
+@pytest.mark.parametrize(
+    ("model", "resources", "size", "requested"),
+    [
+        ({}, None, "2Gi", "2Gi"),  # the default
+        ({"storage": "20Gi"}, None, "20Gi", "20Gi"),
+        # A request the user sets wins; the volume still gets its limit.
+        ({"storage": "8Gi"}, {"requests": {"cpu": "1", "ephemeral-storage": "9Gi"}}, "8Gi", "9Gi"),
+    ],
+)
+def test_artifact_volume_is_sized_and_requested(
+    model: dict[str, Any], resources: dict[str, Any] | None, size: str, requested: str
+) -> None:
+    """Defect 2.6: a multi-GB model is visible to the scheduler and bounded on the node."""
+    runtime = {"resources": resources} if resources else {}
+    s = spec(model={"uri": "s3://bucket/m", "version": "1", **model}, runtime=runtime)
+    assert {"name": "artifact", "emptyDir": {"sizeLimit": size}} in pod(s)["volumes"]
+    assert container(s)["resources"]["requests"]["ephemeral-storage"] == requested
 
 
 def test_pvc_uri_mounts_the_claim_read_only() -> None:
@@ -243,7 +287,8 @@ def test_pvc_uri_mounts_the_claim_read_only() -> None:
 
 def test_probes_hit_the_runtime_endpoints() -> None:
     c = container(spec())
-    assert c["startupProbe"]["httpGet"]["path"] == "/healthz"
+    # Liveness (a wedged inference loop fails /healthz) only once the model serves (/readyz).
+    assert c["startupProbe"]["httpGet"]["path"] == "/readyz"
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
@@ -307,7 +352,10 @@ def test_cpu_pods_have_no_gpu_settings() -> None:
 
 def test_user_resources_are_used() -> None:
     s = spec(runtime={"resources": {"requests": {"cpu": "3"}, "limits": {"memory": "6Gi"}}})
-    assert container(s)["resources"] == {"requests": {"cpu": "3"}, "limits": {"memory": "6Gi"}}
+    assert container(s)["resources"] == {
+        "requests": {"cpu": "3", "ephemeral-storage": "2Gi"},
+        "limits": {"memory": "6Gi"},
+    }
 
 
 # ------------------------------------------------------------------------- rollouts

@@ -144,10 +144,13 @@ BAD_MANIFESTS: list[tuple[str, Callable[[dict[str, Any]], Any], str, str]] = [
     ("unknown-field", spec_set("replica", 2), "schema", "'replica' was unexpected"),
     ("min-above-max", spec_set("autoscaling.minReplicas", 5), "cel", "minReplicas"),
     (
-        "autoscaling-without-target",
-        spec_del("autoscaling.targetCPUUtilization"),
+        "default-cpu-target-without-cpu-request",
+        lambda m: (
+            spec_del("autoscaling.targetCPUUtilization")(m),
+            spec_set("runtime.resources", {"requests": {"memory": "1Gi"}})(m),
+        ),
         "cel",
-        "targetRequestsInFlight",
+        "'cpu' in self.runtime.resources.requests",
     ),
     (
         "surge-and-unavailable-zero",

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from kubescribe_operator.handlers import _owner_name, blocked_status
+from kubescribe_operator.cache import owner_name
+from kubescribe_operator.handlers import blocked_status
 from kubescribe_operator.rollout import status_patch
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -53,6 +54,6 @@ def test_blocked_keeps_what_is_serving_and_is_idempotent() -> None:
 
 def test_owner_of_a_child_is_its_instance_label() -> None:
     labels = {"app.kubernetes.io/name": "kubescribe", "app.kubernetes.io/instance": "demo"}
-    assert _owner_name({"metadata": {"labels": labels}}) == "demo"
-    assert _owner_name({"metadata": {"labels": {"app.kubernetes.io/instance": "demo"}}}) is None
-    assert _owner_name({"metadata": {}}) is None
+    assert owner_name({"metadata": {"labels": labels}}) == "demo"
+    assert owner_name({"metadata": {"labels": {"app.kubernetes.io/instance": "demo"}}}) is None
+    assert owner_name({"metadata": {}}) is None

@@ -83,7 +83,11 @@ def test_model_ref_digest_is_stable_and_covers_every_field() -> None:
             spec(autoscaling={"minReplicas": 4, "maxReplicas": 2, "targetCPUUtilization": 1}),
             "minReplicas",
         ),
-        (spec(autoscaling={"maxReplicas": 2}), "targetRequestsInFlight"),
+        (
+            spec(autoscaling={"maxReplicas": 2}, runtime={"resources": {"requests": {}}}),
+            "requests.cpu",
+        ),
+        (spec(model={"uri": "s3://b/m", "version": "1", "storage": "lots"}), "quantity"),
         (spec(rollout={"maxSurge": 0, "maxUnavailable": 0}), "cannot both be 0"),
         (spec(rollout={"maxUnavailable": "ten"}), "percentage"),
         (spec(rollout={"maxSurge": -1}), "non-negative"),
@@ -154,3 +158,21 @@ def test_an_unknown_kubescribe_variable_is_a_typo() -> None:
         SpeechModelSpec.model_validate(
             spec(runtime={"env": [{"name": "KUBESCRIBE_MAX_QEUE", "value": "9"}]})
         )
+
+
+@pytest.mark.parametrize(
+    ("autoscaling", "cpu_target"),
+    [
+        ({"maxReplicas": 3}, 80),  # no target at all: the HPA's default, as kubectl autoscale
+        ({"maxReplicas": 3, "targetCPUUtilization": 50}, 50),
+        ({"maxReplicas": 3, "targetRequestsInFlight": 4}, None),
+        ({"maxReplicas": 3, "targetRequestsInFlight": 4, "targetCPUUtilization": 60}, 60),
+    ],
+)
+def test_autoscaling_cpu_target(autoscaling: dict[str, Any], cpu_target: int | None) -> None:
+    scaling = SpeechModelSpec.model_validate(spec(autoscaling=autoscaling)).autoscaling
+    assert scaling is not None and scaling.cpu_target() == cpu_target
+
+
+def test_artifact_storage_has_a_default() -> None:
+    assert SpeechModelSpec.model_validate(spec()).model.storage == "2Gi"

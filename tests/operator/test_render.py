@@ -52,6 +52,28 @@ def test_render_prints_what_the_builders_build(
     assert documents == expected
 
 
+def test_render_shows_the_default_cpu_target_of_min_max_autoscaling(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Defect 2.9: only minReplicas/maxReplicas gives the HPA's default, CPU 80 %."""
+    path = tmp_path / "scaled.yaml"
+    path.write_text(
+        GOOD.replace("  replicas: 2\n", "  autoscaling: {minReplicas: 2, maxReplicas: 4}\n")
+    )
+    code, out, _ = run([str(path)], capsys)
+    (hpa,) = [d for d in yaml.safe_load_all(out) if d["kind"] == "HorizontalPodAutoscaler"]
+    assert code == 0
+    assert hpa["spec"]["metrics"] == [
+        {
+            "type": "Resource",
+            "resource": {
+                "name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": 80},
+            },
+        }
+    ]
+
+
 def test_render_several_documents_and_a_default_namespace(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

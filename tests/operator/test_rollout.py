@@ -960,8 +960,7 @@ def test_observe_a_template_rollout_within_its_deadline(reason: str) -> None:
                     {
                         "name": "runtime",
                         "restartCount": 3,
-                        "state": {"running": {}},
-                        "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}},
+                        "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}},
                     }
                 ]
             },
@@ -1030,6 +1029,29 @@ def test_observe_pod_problems(pod_status: dict[str, Any], reason: str, fragment:
                     "restartCount": 1,
                     "state": {"running": {}},
                     "lastState": {"terminated": {"exitCode": 1}},
+                }
+            ]
+        },
+        # Recovered: Ready now after an OOM kill, at the restart threshold (defect 2.1).
+        {
+            "containerStatuses": [
+                {
+                    "name": "runtime",
+                    "ready": True,
+                    "restartCount": 3,
+                    "state": {"running": {}},
+                    "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}},
+                }
+            ]
+        },
+        # A fetch that failed once and succeeded on its retry.
+        {
+            "initContainerStatuses": [
+                {
+                    "name": "fetch",
+                    "restartCount": 1,
+                    "state": {"terminated": {"exitCode": 0}},
+                    "lastState": {"terminated": {"exitCode": 1, "message": "timeout"}},
                 }
             ]
         },

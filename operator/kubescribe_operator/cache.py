@@ -1,0 +1,184 @@
+"""Reads from watch caches: kopf's in-memory indexes, not a GET or LIST per child per reconcile.
+
+kopf keeps one watch per kind (SpeechModels, and the operator's labelled Services, Deployments,
+HPAs, PDBs, ServiceMonitors, ReplicaSets and pods) and calls the indexing functions below on
+every event; each index maps ``(namespace, SpeechModel name)`` to the objects of that kind.
+A reconcile takes a :class:`Snapshot` of one SpeechModel's objects from them (in kopf's event
+loop, so no watch event changes an index while it is read) and works on that copy.
+
+A watch cache lags behind the operator's own writes by one event. :class:`Overlay` bridges the
+gap (read-your-writes): after a write it answers with the object the write returned until the
+cache shows a newer version, so a reconcile that runs in between does not write again.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubescribe_operator import builders
+from kubescribe_operator.kube import CHILD_KINDS, PODS, REPLICASETS, ChildKind
+
+Obj = dict[str, Any]
+Key = tuple[str, str]  # (namespace, SpeechModel name)
+ObjectKey = tuple[str, str, str, str]  # (apiVersion, kind, namespace, name)
+
+# Index names (kopf passes each index to the handlers as a keyword argument of that name).
+SPEECHMODELS = "speechmodels_index"
+
+
+def index_name(kind: ChildKind) -> str:
+    return f"{kind.plural}_index"
+
+
+WATCHED_CHILDREN: tuple[ChildKind, ...] = (*CHILD_KINDS.values(), REPLICASETS, PODS)
+INDEX_NAMES = (SPEECHMODELS, *(index_name(k) for k in WATCHED_CHILDREN))
+# Pods and ReplicaSets are only read for their status: their managedFields are not kept.
+_LEAN = {REPLICASETS.kind, PODS.kind}
+
+
+def owner_name(body: Mapping[str, Any]) -> str | None:
+    """The SpeechModel a child belongs to, by its labels (None: not one of ours)."""
+    labels = (body.get("metadata") or {}).get("labels") or {}
+    if labels.get(builders.LABEL_NAME) != "kubescribe":
+        return None
+    instance = labels.get(builders.LABEL_INSTANCE)
+    return str(instance) if instance else None
+
+
+def stored(body: Mapping[str, Any]) -> Obj:
+    """A plain, private copy of a watched object, as the index keeps it."""
+    obj = copy.deepcopy(dict(body))
+    if obj.get("kind") in _LEAN:
+        obj.get("metadata", {}).pop("managedFields", None)
+    return obj
+
+
+def index_speechmodel(namespace: str | None, name: str | None, body: Any) -> dict[Key, Obj]:
+    return {(namespace or "default", str(name)): stored(body)}
+
+
+def index_child(namespace: str | None, body: Any) -> dict[Key, Obj]:
+    owner = owner_name(body)
+    if owner is None or namespace is None:
+        return {}
+    return {(namespace, owner): stored(body)}
+
+
+def object_key(obj: Mapping[str, Any]) -> ObjectKey:
+    meta = obj.get("metadata") or {}
+    return (
+        str(obj.get("apiVersion")),
+        str(obj.get("kind")),
+        str(meta.get("namespace") or ""),
+        str(meta.get("name")),
+    )
+
+
+def resource_version(obj: Mapping[str, Any] | None) -> str | None:
+    if obj is None:
+        return None
+    rv = (obj.get("metadata") or {}).get("resourceVersion")
+    return str(rv) if rv is not None else None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One SpeechModel and the objects labelled as its children, as the watch caches hold them."""
+
+    namespace: str
+    name: str
+    speechmodel: Obj | None
+    children: dict[str, list[Obj]] = field(default_factory=dict)  # kind -> objects
+
+    def of_kind(self, kind: str) -> list[Obj]:
+        return self.children.get(kind, [])
+
+    def owned(self, kind: str, uid: str) -> list[Obj]:
+        return [obj for obj in self.of_kind(kind) if owned_by(obj, uid)]
+
+
+def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return any(ref.get("uid") == uid for ref in refs)
+
+
+def _values(index: Any, key: Key) -> Iterable[Obj]:
+    if index is None:
+        return ()
+    try:
+        store = index[key]
+    except KeyError:
+        return ()
+    return store if isinstance(store, Iterable) else ()
+
+
+def snapshot(indexes: Mapping[str, Any], namespace: str, name: str) -> Snapshot:
+    """Copy one SpeechModel's objects out of the indexes (call it in kopf's event loop)."""
+    key = (namespace, name)
+    models = list(_values(indexes.get(SPEECHMODELS), key))
+    children = {
+        kind.kind: [copy.deepcopy(obj) for obj in _values(indexes.get(index_name(kind)), key)]
+        for kind in WATCHED_CHILDREN
+    }
+    return Snapshot(
+        namespace=namespace,
+        name=name,
+        speechmodel=copy.deepcopy(models[0]) if models else None,
+        children=children,
+    )
+
+
+class Overlay:
+    """Read-your-writes over the watch caches (thread-safe).
+
+    ``wrote(before, after)`` records a write: ``before`` is the object as the cache showed it
+    (None for a create), ``after`` what the server answered (None for a delete). ``view`` gives
+    ``after`` while the cache still shows ``before``, and the cache's object once it moved on.
+    """
+
+    def __init__(self) -> None:
+        self._written: dict[ObjectKey, tuple[str | None, Obj | None]] = {}
+        self._lock = threading.Lock()
+
+    def wrote(self, key: ObjectKey, before: Obj | None, after: Obj | None) -> None:
+        with self._lock:
+            previous = self._written.get(key)
+            # Two writes before the cache caught up: the cache still shows the first `before`.
+            before_rv = previous[0] if previous is not None else resource_version(before)
+            self._written[key] = (before_rv, copy.deepcopy(after))
+
+    def view(self, key: ObjectKey, cached: Obj | None) -> Obj | None:
+        with self._lock:
+            entry = self._written.get(key)
+            if entry is None:
+                return cached
+            before_rv, after = entry
+            if resource_version(cached) == before_rv:
+                return copy.deepcopy(after)
+            del self._written[key]
+            return cached
+
+    def apply_to(self, snap: Snapshot, kinds: Callable[[str], bool] = lambda _: True) -> Snapshot:
+        """The snapshot with this process's own recent writes in it."""
+        model = snap.speechmodel
+        if model is not None:
+            model = self.view(object_key(model), model)
+        children: dict[str, list[Obj]] = {}
+        for kind, objs in snap.children.items():
+            if not kinds(kind):
+                children[kind] = objs
+                continue
+            seen = {object_key(o): o for o in objs}
+            with self._lock:
+                pending = [k for k in self._written if k[1] == kind and k[2] == snap.namespace]
+            merged = []
+            for key in dict.fromkeys([*seen, *pending]):
+                obj = self.view(key, seen.get(key))
+                if obj is not None and owner_name(obj) == snap.name:
+                    merged.append(obj)
+            children[kind] = merged
+        return Snapshot(snap.namespace, snap.name, model, children)

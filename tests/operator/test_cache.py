@@ -1,0 +1,83 @@
+"""cache.py: the watch-cache snapshot of one SpeechModel, and read-your-writes over it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubescribe_operator import cache
+
+Obj = dict[str, Any]
+LABELS = {"app.kubernetes.io/name": "kubescribe", "app.kubernetes.io/instance": "demo"}
+
+
+def obj(kind: str, name: str = "demo", rv: str = "1", **meta: Any) -> Obj:
+    api = {"Deployment": "apps/v1", "ReplicaSet": "apps/v1"}.get(kind, "v1")
+    return {
+        "apiVersion": api,
+        "kind": kind,
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "resourceVersion": rv,
+            "labels": LABELS,
+            "managedFields": [{"manager": "x"}],
+            **meta,
+        },
+    }
+
+
+class Store(list[Obj]):
+    """Stands in for a kopf index's store (an iterable of the indexed values)."""
+
+
+def indexes(*objs: Obj) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for o in objs:
+        name = (
+            cache.SPEECHMODELS
+            if o["kind"] == "SpeechModel"
+            else next(cache.index_name(k) for k in cache.WATCHED_CHILDREN if k.kind == o["kind"])
+        )
+        key, value = next(iter(cache.index_child("ns", o).items()))
+        out.setdefault(name, {}).setdefault(key, Store()).append(value)
+    return out
+
+
+def test_children_are_indexed_by_their_speechmodel_and_lean_kinds_drop_managed_fields() -> None:
+    ((key, pod),) = cache.index_child("ns", obj("Pod", "demo-1")).items()
+    assert key == ("ns", "demo") and pod["metadata"]["name"] == "demo-1"
+    assert "managedFields" not in pod["metadata"]  # pods are read for their status only
+    assert "managedFields" in cache.index_child("ns", obj("Deployment"))["ns", "demo"]["metadata"]
+    assert cache.index_child("ns", {"metadata": {"labels": {}}}) == {}
+
+
+def test_snapshot_copies_one_models_objects() -> None:
+    idx = indexes(obj("Deployment"), obj("Pod", "demo-1"), obj("Pod", "demo-2"))
+    snap = cache.snapshot(idx, "ns", "demo")
+    assert [p["metadata"]["name"] for p in snap.of_kind("Pod")] == ["demo-1", "demo-2"]
+    assert snap.of_kind("Service") == [] and snap.speechmodel is None
+    snap.of_kind("Pod")[0]["metadata"]["name"] = "changed"
+    assert cache.snapshot(idx, "ns", "demo").of_kind("Pod")[0]["metadata"]["name"] == "demo-1"
+    assert cache.snapshot(idx, "ns", "other").of_kind("Pod") == []
+
+
+def test_overlay_answers_with_the_write_until_the_cache_moves_on() -> None:
+    overlay = cache.Overlay()
+    before, after = obj("Service", rv="5"), obj("Service", rv="6")
+    after["spec"] = {"new": True}
+    key = cache.object_key(before)
+    overlay.wrote(key, before, after)
+    assert overlay.view(key, before) == after  # the cache still shows the old object
+    newer = obj("Service", rv="9")
+    assert overlay.view(key, newer) == newer  # the cache caught up (or someone wrote since)
+    assert overlay.view(key, before) == before  # and the write is forgotten
+
+
+def test_overlay_shows_creates_and_deletes_in_a_snapshot() -> None:
+    overlay = cache.Overlay()
+    created, deleted = obj("Service", rv="2"), obj("Deployment", rv="3")
+    overlay.wrote(cache.object_key(created), None, created)
+    overlay.wrote(cache.object_key(deleted), deleted, None)
+    snap = overlay.apply_to(cache.snapshot(indexes(deleted), "ns", "demo"))
+    assert snap.of_kind("Service") == [created]
+    assert snap.of_kind("Deployment") == []

@@ -25,9 +25,10 @@ class Word:
     start: float
     end: float
     logprob: float = 0.0  # sum of the emitted tokens' log-probabilities
+    tokens: int = 1  # how many tokens were emitted for it
 
     def shifted(self, offset: float) -> Word:
-        return Word(self.word, self.start + offset, self.end + offset, self.logprob)
+        return Word(self.word, self.start + offset, self.end + offset, self.logprob, self.tokens)
 
     @property
     def center(self) -> float:
@@ -40,7 +41,7 @@ class Segment:
     start: float
     end: float
     text: str
-    avg_logprob: float
+    avg_logprob: float  # mean log-probability of the segment's tokens (Whisper's sense)
     # The CTC probability that nothing was said over the segment (see vad.no_speech_prob).
     no_speech_prob: float = 0.0
 
@@ -87,11 +88,14 @@ def greedy_words(
     pieces: list[str] = []
     start = end = 0
     score = 0.0
+    count = 0
 
     def flush() -> None:
         text = "".join(pieces)
         if text:
-            words.append(Word(text, start * frame_seconds, (end + 1) * frame_seconds, score))
+            words.append(
+                Word(text, start * frame_seconds, (end + 1) * frame_seconds, score, max(count, 1))
+            )
 
     for emission in _emissions(logprobs, blank):
         symbol = tokens[emission.token]
@@ -101,11 +105,13 @@ def greedy_words(
             flush()
             pieces = []
             score = 0.0
+            count = 0
         if symbol.startswith(WORD_BOUNDARY) or not pieces:
             if symbol.startswith(WORD_BOUNDARY):
                 flush()
                 pieces = []
                 score = 0.0
+                count = 0
             symbol = symbol.lstrip(WORD_BOUNDARY)
             if not symbol:
                 continue
@@ -114,6 +120,7 @@ def greedy_words(
         pieces.append(symbol)
         end = emission.last
         score += emission.logprob
+        count += 1
     flush()
     return words
 
@@ -143,7 +150,7 @@ def segments_of(
             start=group[0].start,
             end=group[-1].end,
             text=text_of(group),
-            avg_logprob=sum(w.logprob for w in group) / len(group),
+            avg_logprob=sum(w.logprob for w in group) / sum(w.tokens for w in group),
         )
         for i, group in enumerate(groups)
     ]

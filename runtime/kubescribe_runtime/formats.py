@@ -1,12 +1,21 @@
-"""OpenAI-style response bodies: json, text, verbose_json, srt, vtt. Pure functions."""
+"""OpenAI-style response bodies: json, text, verbose_json, srt, vtt. Pure functions.
+
+Fidelity to OpenAI's API: no timestamp lies beyond ``duration`` (a word's last frame may end a
+little after the audio); ``avg_logprob`` is the mean log-probability of a segment's tokens;
+``no_speech_prob`` comes from the blank posteriors. Captions (srt, vtt) are cut into cues by
+the usual subtitle rules instead of reusing the segments: at most two lines of about
+:data:`CUE_LINE_CHARS` characters and about :data:`CUE_MAX_S` seconds per cue, a new cue at
+every pause of :data:`~kubescribe_runtime.ctc.SEGMENT_PAUSE_S`.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from kubescribe_runtime.ctc import Segment
+from kubescribe_runtime.ctc import SEGMENT_PAUSE_S, Word
 from kubescribe_runtime.transcriber import Transcript
 
 ResponseFormat = Literal["json", "text", "verbose_json", "srt", "vtt"]
@@ -21,6 +30,70 @@ CONTENT_TYPES: dict[str, str] = {
 }
 
 
+CUE_LINE_CHARS = 42
+CUE_LINES = 2
+CUE_MAX_S = 7.0
+
+
+@dataclass(frozen=True)
+class Cue:
+    start: float
+    end: float
+    lines: tuple[str, ...]
+
+
+def _wrap(words: Sequence[str], width: int) -> list[str]:
+    """Greedy line filling; a word longer than ``width`` gets a line of its own."""
+    lines: list[str] = []
+    for word in words:
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines
+
+
+def caption_cues(
+    words: Sequence[Word],
+    width: int = CUE_LINE_CHARS,
+    max_lines: int = CUE_LINES,
+    max_s: float = CUE_MAX_S,
+    pause_s: float = SEGMENT_PAUSE_S,
+) -> list[Cue]:
+    """Subtitle cues: a new cue at a pause, when ``max_s`` would pass, or when the text would
+    need more than ``max_lines`` lines of ``width`` characters."""
+    groups: list[list[Word]] = []
+    for word in words:
+        current = groups[-1] if groups else None
+        if (
+            current is None
+            or word.start - current[-1].end >= pause_s
+            or word.end - current[0].start > max_s
+            or len(_wrap([w.word for w in [*current, word]], width)) > max_lines
+        ):
+            groups.append([word])
+        else:
+            current.append(word)
+    return [
+        Cue(group[0].start, group[-1].end, tuple(_wrap([w.word for w in group], width)))
+        for group in groups
+    ]
+
+
+def within_duration(transcript: Transcript) -> Transcript:
+    """Every timestamp clamped to ``[0, duration]``."""
+    limit = max(transcript.duration_s, 0.0)
+
+    def clamp(t: float) -> float:
+        return min(max(t, 0.0), limit)
+
+    return replace(
+        transcript,
+        words=[replace(w, start=clamp(w.start), end=clamp(w.end)) for w in transcript.words],
+        segments=[replace(s, start=clamp(s.start), end=clamp(s.end)) for s in transcript.segments],
+    )
+
+
 def _clock(seconds: float, separator: str) -> str:
     millis = max(0, round(seconds * 1000))
     hours, rest = divmod(millis, 3_600_000)
@@ -29,16 +102,28 @@ def _clock(seconds: float, separator: str) -> str:
     return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{millis:03d}"
 
 
-def to_srt(segments: list[Segment]) -> str:
+def _cues_of(transcript: Transcript) -> list[Cue]:
+    if transcript.words or not transcript.segments:
+        return caption_cues(transcript.words)
+    return [  # no word timings: the segments, wrapped
+        Cue(s.start, s.end, tuple(_wrap(s.text.split(), CUE_LINE_CHARS)))
+        for s in transcript.segments
+    ]
+
+
+def to_srt(cues: Sequence[Cue]) -> str:
     blocks = [
-        f"{i}\n{_clock(s.start, ',')} --> {_clock(s.end, ',')}\n{s.text}\n"
-        for i, s in enumerate(segments, start=1)
+        f"{i}\n{_clock(c.start, ',')} --> {_clock(c.end, ',')}\n" + "\n".join(c.lines) + "\n"
+        for i, c in enumerate(cues, start=1)
     ]
     return "\n".join(blocks)
 
 
-def to_vtt(segments: list[Segment]) -> str:
-    blocks = [f"{_clock(s.start, '.')} --> {_clock(s.end, '.')}\n{s.text}\n" for s in segments]
+def to_vtt(cues: Sequence[Cue]) -> str:
+    blocks = [
+        f"{_clock(c.start, '.')} --> {_clock(c.end, '.')}\n" + "\n".join(c.lines) + "\n"
+        for c in cues
+    ]
     return "WEBVTT\n\n" + "\n".join(blocks)
 
 
@@ -61,7 +146,7 @@ def verbose(transcript: Transcript, granularities: Collection[str]) -> dict[str,
                 "temperature": 0.0,
                 "avg_logprob": round(s.avg_logprob, 4),
                 "compression_ratio": 1.0,
-                "no_speech_prob": 0.0,
+                "no_speech_prob": round(s.no_speech_prob, 4),
             }
             for s in transcript.segments
         ]
@@ -77,6 +162,7 @@ def render(
     transcript: Transcript, response_format: str, granularities: Collection[str] = ()
 ) -> tuple[str, str]:
     """(body, content type) of ``transcript`` in ``response_format``."""
+    transcript = within_duration(transcript)
     if response_format == "json":
         body = json.dumps({"text": transcript.text}, ensure_ascii=False)
     elif response_format == "verbose_json":
@@ -84,9 +170,9 @@ def render(
     elif response_format == "text":
         body = transcript.text + "\n"
     elif response_format == "srt":
-        body = to_srt(transcript.segments)
+        body = to_srt(_cues_of(transcript))
     elif response_format == "vtt":
-        body = to_vtt(transcript.segments)
+        body = to_vtt(_cues_of(transcript))
     else:
         raise ValueError(f"unknown response_format {response_format!r}")
     return body, CONTENT_TYPES[response_format]

@@ -58,3 +58,16 @@ def test_a_pause_ends_a_word_without_a_boundary_token() -> None:
     assert [w.word for w in greedy_words(_logprobs([4, 5, *[b] * 8, 5]), TOKENS, 0.04, 1.0)] == [
         "aa"
     ]
+
+
+def test_words_count_their_tokens_and_segments_average_over_tokens() -> None:
+    b = BLANK
+    # "hello" is two tokens (▁he, llo), "a" one (after a lone ▁, which is not a token of a word).
+    words = greedy_words(_logprobs([0, b, 1, b, 4, 5]), TOKENS, 0.04)
+    assert [(w.word, w.tokens, round(w.logprob, 4)) for w in words] == [
+        ("hello", 2, -0.02),
+        ("a", 1, -0.01),
+    ]
+    assert [w.shifted(1.0).tokens for w in words] == [2, 1]
+    (segment,) = segments_of(words)
+    assert round(segment.avg_logprob, 4) == -0.01  # -0.03 over 3 tokens, not over 2 words

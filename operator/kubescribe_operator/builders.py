@@ -53,6 +53,7 @@ RUN_AS = 10001  # the runtime image's user (runtime/Dockerfile)
 ARTIFACT_DIR = "/var/lib/kubescribe/model"
 CACHE_DIR = "/var/cache/kubescribe"
 PVC_ROOT = "/mnt/pvc"
+API_KEYS_DIR = "/etc/kubescribe/api-keys"  # runtime.apiKeySecret, mounted
 PRE_STOP_SECONDS = 5  # time for endpoints to drop the pod before SIGTERM starts the drain
 GRACE_MARGIN_SECONDS = 10
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -148,6 +149,8 @@ def runtime_env(spec: SpeechModelSpec) -> list[Obj]:
         _env("KUBESCRIBE_DRAIN_TIMEOUT_S", rt.drain_timeout_seconds),
         _env("KUBESCRIBE_LOG_FORMAT", "json"),
     ]
+    if rt.api_key_secret:
+        rendered.append(_env("KUBESCRIBE_API_KEYS_FILE", API_KEYS_DIR))
     user = [e.dump() for e in rt.env]
     overridden = {e["name"] for e in user}
     return [e for e in rendered if e["name"] not in overridden] + user
@@ -248,6 +251,12 @@ def _volumes_and_mounts(
         init_mounts.append({"name": "cache", "mountPath": CACHE_DIR})
         # A cache hit may be linked into the artifact volume: the target must resolve here too.
         runtime_mounts.append({"name": "cache", "mountPath": CACHE_DIR, "readOnly": True})
+    if spec.runtime.api_key_secret:
+        # Every entry of the Secret is a file of keys; the kubelet updates them in place and
+        # the runtime re-reads them, so keys rotate without a rollout. 0440: root and fsGroup.
+        secret = {"secretName": spec.runtime.api_key_secret, "defaultMode": 0o440}
+        volumes.append({"name": "api-keys", "secret": secret})
+        runtime_mounts.append({"name": "api-keys", "mountPath": API_KEYS_DIR, "readOnly": True})
     claim = _pvc_claim(model_ref.uri)
     if claim is not None:
         volumes.append(

@@ -218,6 +218,13 @@ class RuntimeSpec(ApiModel):
     )
     resources: ResourceRequirements | None = None
     batching: BatchingSpec = Field(default=BatchingSpec(), json_schema_extra={"default": {}})
+    api_key_secret: str | None = Field(
+        default=None,
+        pattern=DNS1123_SUBDOMAIN,
+        max_length=253,
+        description="Secret whose entries are the API keys callers must present "
+        "(Authorization: Bearer <key>); mounted into the runtime, which re-reads it on change",
+    )
     env: list[EnvVar] = Field(
         default_factory=list,
         max_length=64,

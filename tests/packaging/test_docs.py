@@ -424,13 +424,23 @@ def test_relative_links_exist() -> None:
 
 
 def test_documented_images_match_the_code() -> None:
-    from kubescribe_operator.models import DEFAULT_IMAGE
+    from kubescribe_operator.spec import DEFAULT_CPU_IMAGE, DEFAULT_IMAGE
 
     images = (ROOT / "docs" / "images.md").read_text()
-    assert DEFAULT_IMAGE in images
+    assert DEFAULT_IMAGE in images and DEFAULT_CPU_IMAGE in images
     repository = yaml.safe_load((CHART / "values.yaml").read_text())["image"]["repository"]
     assert repository.rsplit("/", 1)[0] == DEFAULT_IMAGE.rsplit("/", 1)[0]
-    for dockerfile in ("runtime/Dockerfile", "operator/Dockerfile"):
+    assert DEFAULT_CPU_IMAGE.rsplit("/", 1)[0] == DEFAULT_IMAGE.rsplit("/", 1)[0]
+    for dockerfile in ("runtime/Dockerfile", "runtime/Dockerfile.cpu", "operator/Dockerfile"):
         text = (ROOT / dockerfile).read_text()
         base = re.search(r"^ARG \w+_IMAGE=(\S+)$", text, re.MULTILINE)
         assert base and base.group(1) in images, dockerfile
+        assert f"-f {dockerfile} " in images, f"docs/images.md does not build {dockerfile}"
+
+
+def test_images_doc_states_what_the_cuda_image_needs_and_that_images_come_first() -> None:
+    text = " ".join((ROOT / "docs" / "images.md").read_text().split())
+    assert "580 or newer" in text  # CUDA 13's minimum driver
+    for dropped in ("Maxwell", "Pascal", "Volta"):  # the architectures CUDA 13 dropped
+        assert dropped in text
+    assert "Build and push them before you install anything" in text

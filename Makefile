@@ -1,21 +1,35 @@
-# Two entry points the README promises: `make serve` and `make test`.
+# Entry points the README promises: `make serve`, `make test`, `make cluster`, `make demo`, `make down`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+CLUSTER_DIR ?= .cluster
 
-.PHONY: install serve test lint typecheck unit tools
+.PHONY: install serve test lint typecheck tools cluster-build cluster demo down
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# torch is pinned: this exact build installs from local disk, anything else downloads GBs.
+
+# The runtime alone (no torch, no operator): what `make serve` needs, installed in about a minute.
+$(BIN)/.runtime-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[runtime]'
+	touch $@
+
+# The operator alone (kopf, kubernetes client): what `make demo` runs locally.
+$(BIN)/.operator-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[operator]'
+	touch $@
+
+# Everything (runtime, operator, modeling toolkit, test tools) for `make test` and `make demo`.
+$(BIN)/.installed: pyproject.toml | $(BIN)/python
+	# torch is pinned: where no local wheel is configured, pip takes the multi-GB CUDA build once.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
-	touch $@
+	touch $(BIN)/.runtime-installed $(BIN)/.operator-installed $@
 
 install: $(BIN)/.installed
 
-serve: $(BIN)/.installed
+serve: $(BIN)/.runtime-installed
 	$(BIN)/kubescribe serve
 
 lint: $(BIN)/.installed
@@ -25,11 +39,25 @@ lint: $(BIN)/.installed
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy
 
-# promtool (Debian's prometheus package) checks the example alert rules in tests/packaging.
+# promtool (Debian's prometheus package) checks the example alert rules in tests/packaging;
+# espeak-ng synthesises the speech of the modeling data tests (tests/modeling/test_data.py).
 tools:
 	command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
-	# espeak-ng synthesises the speech of the modeling data tests (tests/modeling/test_data.py).
 	command -v espeak-ng >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends espeak-ng >/dev/null; }
 
-test: lint typecheck tools
-	$(BIN)/python -m pytest -n 2 --dist loadgroup
+# Kubernetes, etcd, KWOK and Helm from their Go modules, cached by version outside the repo
+# (a cold build takes about 20 minutes on 2 cores; later runs reuse the cache).
+cluster-build:
+	bash cluster/build.sh >/dev/null
+
+cluster: cluster-build
+	$(PYTHON) cluster/local_cluster.py up --state-dir $(CLUSTER_DIR)
+
+demo: cluster-build $(BIN)/.operator-installed
+	VENV=$(VENV) KUBESCRIBE_CLUSTER_DIR=$(CLUSTER_DIR) bash cluster/demo.sh
+
+down:
+	$(PYTHON) cluster/local_cluster.py down --state-dir $(CLUSTER_DIR)
+
+test: lint typecheck tools cluster-build
+	KUBESCRIBE_CLUSTER_BIN=$$(bash cluster/build.sh --print) $(BIN)/python -m pytest -n 2 --dist loadgroup

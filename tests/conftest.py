@@ -1,0 +1,85 @@
+"""Fixtures shared by every test directory: the real local control plane.
+
+`cluster` starts one control plane per test run (session scope), built by cluster/build.sh
+(`make test` builds it first, so no test waits for a compiler); every test that uses it is put
+in one xdist group, so the run holds one cluster. `namespace` gives a test a namespace of its
+own. `operator_kubeconfig` authenticates as the chart's ServiceAccount; `live_operator` runs
+the real operator process with it for one test.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kube_cluster import (
+    OPERATOR_NS,
+    OPERATOR_SA,
+    RELEASE,
+    Cluster,
+    LocalCluster,
+    OperatorProcess,
+    build,
+)
+
+CLUSTER_GROUP = "cluster"
+CLUSTER_FIXTURES = frozenset({"cluster", "namespace", "operator_kubeconfig", "live_operator"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # One worker holds the cluster: its tests share one xdist group (and so run one at a time).
+    for item in items:
+        if CLUSTER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group(CLUSTER_GROUP))
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    bin_dir = os.environ.get("KUBESCRIBE_CLUSTER_BIN")
+    local = LocalCluster(tmp_path_factory.mktemp("cluster"), Path(bin_dir) if bin_dir else build())
+    local.start()
+    handle = Cluster(local)
+    try:
+        # The chart as a platform team installs it, without the operator's pod: the tests run
+        # the operator process locally, as the chart's ServiceAccount.
+        handle.install_chart(RELEASE, OPERATOR_NS, "--set", "replicaCount=0")
+        yield handle
+    finally:
+        local.stop(keep_state=bool(os.environ.get("KUBESCRIBE_KEEP_CLUSTER")))
+
+
+@pytest.fixture()
+def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"{base}-{uuid.uuid4().hex[:5]}"
+    cluster.create_namespace(name)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("operator") / "kubeconfig"
+    return cluster.token_kubeconfig(OPERATOR_NS, OPERATOR_SA, path)
+
+
+@pytest.fixture()
+def live_operator(
+    cluster: Cluster, operator_kubeconfig: Path, namespace: str, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    """The real operator (every namespace, the chart's ServiceAccount) for one test."""
+    proc = OperatorProcess(operator_kubeconfig, tmp_path)
+    proc.start()
+    try:
+        yield proc
+    finally:
+        # Its models go while it still runs (it releases their finalizers), then it stops.
+        cluster.kubectl(
+            "delete", "speechmodels", "--all", "-n", namespace, "--timeout=60s", check=False
+        )
+        proc.kill()
+        print(proc.logs()[-20000:])  # shown by pytest when the test fails

@@ -1,0 +1,170 @@
+"""Steps and probes of the operator's tests on the real control plane (one namespace a test).
+
+`Models` acts as a user of the cluster would (admin credentials, the kubernetes client) and
+reads what the operator and the real controllers made of it.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import kubernetes
+from kube_cluster import GROUP, PLURAL, VERSION, Cluster, eventually
+
+Obj = dict[str, Any]
+VERSION_LABEL = "kubescribe.io/model-version"
+ZERO_SHA256 = "0" * 64  # the fake nodes fail the fetch of this digest (cluster/kwok-stages.yaml)
+
+
+def manifest(name: str = "demo", version: str = "1.0", **spec: Any) -> Obj:
+    body: Obj = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "SpeechModel",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"uri": f"s3://models/demo/{version}", "version": version},
+            "runtime": {"device": "cpu"},
+            "replicas": 2,
+            "rollout": {"progressDeadlineSeconds": 600},
+        },
+    }
+    body["spec"].update(copy.deepcopy(spec))
+    return body
+
+
+def condition(status: Obj, kind: str) -> Obj:
+    return next((c for c in status.get("conditions", []) if c["type"] == kind), {})
+
+
+def is_ready(version: str) -> Callable[[Obj], bool]:
+    def check(status: Obj) -> bool:
+        return (
+            status.get("phase") == "Ready"
+            and status.get("currentVersion") == version
+            and condition(status, "Ready").get("status") == "True"
+        )
+
+    return check
+
+
+def env_marker(name: str) -> Obj:
+    """`runtime.env` that makes the fake nodes act on cue (KWOK_CRASH, KWOK_HOLD, ...)."""
+    return {"env": [{"name": name, "value": "1"}]}
+
+
+class Models:
+    """SpeechModels and their children in one namespace, through the admin's client."""
+
+    def __init__(self, cluster: Cluster, namespace: str) -> None:
+        self.cluster = cluster
+        self.ns = namespace
+        self.client = cluster.api_client()
+        self.custom = kubernetes.client.CustomObjectsApi(self.client)
+        self.apps = kubernetes.client.AppsV1Api(self.client)
+        self.core = kubernetes.client.CoreV1Api(self.client)
+
+    # ----------------------------------------------------------------- writes
+    def create(self, body: Obj) -> Obj:
+        return dict(
+            self.custom.create_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, body)
+        )
+
+    def patch_spec(self, name: str, patch: Obj) -> Obj:
+        """A JSON merge patch of the spec (`kubectl patch --type merge`); None removes a key."""
+        return dict(
+            self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, self.ns, PLURAL, name, {"spec": patch}
+            )
+        )
+
+    def bump(self, name: str, version: str, **model: Any) -> Obj:
+        return self.patch_spec(
+            name, {"model": {"uri": f"s3://models/demo/{version}", "version": version, **model}}
+        )
+
+    def delete(self, name: str = "demo") -> None:
+        self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, name)
+
+    # ------------------------------------------------------------------ reads
+    def get(self, name: str = "demo") -> Obj | None:
+        try:
+            return dict(
+                self.custom.get_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, name)
+            )
+        except kubernetes.client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def status(self, name: str = "demo") -> Obj:
+        return dict((self.get(name) or {}).get("status") or {})
+
+    def wait_status(
+        self, check: Callable[[Obj], bool], what: str, name: str = "demo", timeout: float = 120
+    ) -> Obj:
+        return eventually(
+            lambda: (s := self.status(name)) and check(s) and s, what, timeout=timeout
+        )
+
+    def wait_gone(self, name: str = "demo", timeout: float = 120) -> None:
+        eventually(lambda: self.get(name) is None, f"SpeechModel {name} to go", timeout=timeout)
+
+    def deployment(self, name: str = "demo") -> Obj | None:
+        return self._read(lambda: self.apps.read_namespaced_deployment(name, self.ns))
+
+    def child(self, kind: str, name: str = "demo") -> Obj | None:
+        """A child by kind: Deployment, Service, HorizontalPodAutoscaler, PodDisruptionBudget."""
+        reads: dict[str, Callable[[], Any]] = {
+            "Deployment": lambda: self.apps.read_namespaced_deployment(name, self.ns),
+            "Service": lambda: self.core.read_namespaced_service(name, self.ns),
+            "HorizontalPodAutoscaler": lambda: kubernetes.client.AutoscalingV2Api(
+                self.client
+            ).read_namespaced_horizontal_pod_autoscaler(name, self.ns),
+            "PodDisruptionBudget": lambda: kubernetes.client.PolicyV1Api(
+                self.client
+            ).read_namespaced_pod_disruption_budget(name, self.ns),
+        }
+        return self._read(reads[kind])
+
+    def _read(self, read: Callable[[], Any]) -> Obj | None:
+        try:
+            return dict(self.client.sanitize_for_serialization(read()))
+        except kubernetes.client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def pods(self) -> list[Obj]:
+        items = self.core.list_namespaced_pod(self.ns).items
+        return [self.client.sanitize_for_serialization(p) for p in items]
+
+    def pods_by_version(self, live_only: bool = True) -> dict[str, int]:
+        counts: Counter[str] = Counter()
+        for pod in self.pods():
+            if live_only and pod["metadata"].get("deletionTimestamp"):
+                continue
+            counts[pod["metadata"].get("labels", {}).get(VERSION_LABEL, "?")] += 1
+        return dict(counts)
+
+    def release_held_pods(self) -> None:
+        """Let pods started with KWOK_HOLD become Ready."""
+        self.cluster.kubectl(
+            "annotate", "pods", "--all", "-n", self.ns, "kwok.kubescribe.io/release=true",
+            "--overwrite",
+        )  # fmt: skip
+
+    def replicasets(self) -> list[Obj]:
+        items = self.apps.list_namespaced_replica_set(self.ns).items
+        return [self.client.sanitize_for_serialization(r) for r in items]
+
+    def event_reasons(self, kind: str = "SpeechModel") -> list[str]:
+        events = self.core.list_namespaced_event(self.ns).items
+        return [
+            e.reason for e in events if e.involved_object.kind == kind for _ in range(e.count or 1)
+        ]
+
+    def wait_events(self, check: Callable[[list[str]], bool], what: str) -> list[str]:
+        return eventually(lambda: (r := self.event_reasons()) and check(r) and r, what)

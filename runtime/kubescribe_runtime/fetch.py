@@ -9,6 +9,12 @@ manifest's sha256, and only then renamed into place, ``kubescribe.yaml`` last: a
 never holds a half-written artifact under a valid manifest. With a cache directory, artifacts
 live under ``<cache>/<digest>/`` (the digest is the sha256 of ``kubescribe.yaml``) and a hit is
 hard-linked (or copied) instead of fetched again.
+
+Credentials stay out of logs and errors: a URL is shown without its query string (presigned and
+SAS URLs carry their signature there) and without user information. A base URL's query is kept
+on every file's URL (file names go into the path), so a token scoped to a prefix (an Azure SAS,
+a signed prefix) works. The bearer token is only ever sent over https. A ``pvc://`` path is
+resolved (symbolic links included) and must stay inside its claim.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import tempfile
 import urllib.parse
@@ -36,8 +43,45 @@ _CHUNK = 1 << 20
 _HTTP_TIMEOUT = (10, 120)
 
 
+# A PersistentVolumeClaim's name (RFC 1123 subdomain).
+_CLAIM = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+
+
 class FetchError(KubescribeError):
     """The artifact could not be fetched or did not verify."""
+
+
+def redact(url: str) -> str:
+    """``url`` fit for a log line: no user information, no query string, no fragment."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    query = "?…" if parts.query else ""
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", "")) + query
+
+
+def file_url(base_url: str, name: str) -> str:
+    """The URL of artifact file ``name`` under ``base_url``: into the path, the query kept."""
+    parts = urllib.parse.urlsplit(base_url)
+    path = parts.path.rstrip("/") + "/" + urllib.parse.quote(name)
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
+def _scrub(text: str) -> str:
+    """An exception's text without the query strings of the URLs it quotes."""
+    return re.sub(r"\?[^\s'\"()]*", "?…", text)
+
+
+class _ScrubQueries(logging.Filter):
+    """urllib3 logs every request line (with its query) at debug level: scrub it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = _scrub(record.getMessage()), ()
+        return True
+
+
+logging.getLogger("urllib3.connectionpool").addFilter(_ScrubQueries())
 
 
 class Source(Protocol):
@@ -68,22 +112,33 @@ class HttpSource:
     base_url: str
     token: str | None = None
 
+    def __post_init__(self) -> None:
+        scheme = urllib.parse.urlsplit(self.base_url).scheme.lower()
+        if self.token and scheme != "https":
+            raise FetchError(
+                f"{redact(self.base_url)}: refusing to send the bearer token over plain "
+                f"{scheme}://; use https"
+            )
+
     @property
     def description(self) -> str:
-        return self.base_url
+        return redact(self.base_url)
 
     def get(self, name: str, target: Path) -> None:
-        url = self.base_url.rstrip("/") + "/" + urllib.parse.quote(name)
+        url = file_url(self.base_url, name)
+        shown = redact(url)
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         try:
             with requests.get(url, headers=headers, stream=True, timeout=_HTTP_TIMEOUT) as resp:
                 if resp.status_code != 200:
-                    raise FetchError(f"{url}: HTTP {resp.status_code} {resp.reason}")
+                    raise FetchError(f"{shown}: HTTP {resp.status_code} {resp.reason}")
+                if self.token and not resp.url.lower().startswith("https://"):
+                    raise FetchError(f"{shown}: redirected to plain http; token withheld")
                 with target.open("wb") as handle:
                     for chunk in resp.iter_content(_CHUNK):
                         handle.write(chunk)
         except requests.RequestException as exc:
-            raise FetchError(f"{url}: {exc}") from exc
+            raise FetchError(f"{shown}: {type(exc).__name__}: {_scrub(str(exc))}") from exc
 
 
 @dataclass
@@ -136,9 +191,11 @@ def source_for(uri: str, pvc_root: Path, environ: Mapping[str, str] | None = Non
     if scheme == "file":
         return LocalSource(Path(urllib.parse.unquote(parsed.path)))
     if scheme == "pvc":
-        claim, path = parsed.netloc, parsed.path.lstrip("/")
+        claim, path = parsed.netloc, urllib.parse.unquote(parsed.path).lstrip("/")
         if not claim:
             raise FetchError(f"{uri}: expected pvc://CLAIM/PATH")
+        if not _CLAIM.fullmatch(claim):
+            raise FetchError(f"{uri}: {claim!r} is not a PersistentVolumeClaim name")
         root = (pvc_root / claim / path).resolve()
         if not root.is_relative_to((pvc_root / claim).resolve()):
             raise FetchError(f"{uri}: the path escapes the claim")
@@ -149,7 +206,7 @@ def source_for(uri: str, pvc_root: Path, environ: Mapping[str, str] | None = Non
         if not parsed.netloc:
             raise FetchError(f"{uri}: expected s3://BUCKET/PREFIX")
         return S3Source(parsed.netloc, parsed.path.lstrip("/"), _s3_client(env))
-    raise FetchError(f"{uri}: unsupported scheme {scheme!r} (file, pvc, https, s3)")
+    raise FetchError(f"{redact(uri)}: unsupported scheme {scheme!r} (file, pvc, https, s3)")
 
 
 @dataclass(frozen=True)

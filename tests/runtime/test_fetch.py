@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import logging
 import os
 import shutil
 import ssl
@@ -16,7 +17,7 @@ import boto3
 import pytest
 from kubescribe_runtime.artifact import load_artifact
 from kubescribe_runtime.cli import fetch_main
-from kubescribe_runtime.fetch import FetchError, fetch
+from kubescribe_runtime.fetch import FetchError, fetch, file_url, redact
 from kubescribe_runtime.manifest import MANIFEST_NAME, sha256_file
 from moto.server import ThreadedMotoServer
 from rt_fixtures import TONE_TOKENS, write_artifact
@@ -134,9 +135,99 @@ def test_local_sources(tmp_path: Path, artifact: Path, form: str) -> None:
     _assert_installed(tmp_path / "dest", artifact)
 
 
-def test_pvc_path_cannot_escape_the_claim(tmp_path: Path) -> None:
-    with pytest.raises(FetchError, match="escapes the claim"):
-        fetch("pvc://claim/../../etc", tmp_path / "dest", pvc_root=tmp_path, environ={})
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("pvc://claim/../../etc", "escapes the claim"),
+        ("pvc://claim/../other-claim/model", "escapes the claim"),
+        ("pvc://claim/%2e%2e/other-claim", "escapes the claim"),
+        ("pvc://claim/link-out", "escapes the claim"),  # a symbolic link to another claim
+        ("pvc://../etc", "not a PersistentVolumeClaim name"),
+        ("pvc://Claim_1/model", "not a PersistentVolumeClaim name"),
+    ],
+)
+def test_pvc_path_cannot_escape_the_claim(tmp_path: Path, uri: str, message: str) -> None:
+    (tmp_path / "other-claim" / "model").mkdir(parents=True)
+    (tmp_path / "claim").mkdir()
+    (tmp_path / "claim" / "link-out").symlink_to(tmp_path / "other-claim" / "model")
+    with pytest.raises(FetchError, match=message):
+        fetch(uri, tmp_path / "dest", pvc_root=tmp_path, environ={})
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://host/models/demo", "https://host/models/demo"),
+        ("https://host/models/demo/?sv=2024&sig=SECRET", "https://host/models/demo/?…"),
+        ("https://user:SECRET@host:8443/m#frag", "https://host:8443/m"),
+    ],
+)
+def test_urls_are_redacted_for_logs(url: str, shown: str) -> None:
+    assert redact(url) == shown
+
+
+@pytest.mark.parametrize(
+    ("base", "expected"),
+    [
+        ("https://host/models/demo", "https://host/models/demo/model.onnx"),
+        ("https://host/models/demo/", "https://host/models/demo/model.onnx"),
+        ("https://host/demo?sv=1&sig=a%2Fb", "https://host/demo/model.onnx?sv=1&sig=a%2Fb"),
+    ],
+)
+def test_file_names_go_into_the_path_and_the_query_is_kept(base: str, expected: str) -> None:
+    assert file_url(base, "model.onnx") == expected
+
+
+def test_presigned_https_url_works_and_its_signature_stays_out_of_logs(
+    tmp_path: Path,
+    artifact: Path,
+    https_server: tuple[str, list[str]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url, requested = https_server
+    requested.clear()
+    caplog.set_level(logging.DEBUG)
+    result = fetch(url + "?sv=2024&sig=SECRET", tmp_path / "dest", environ={})
+    assert result.how == "fetched"
+    _assert_installed(tmp_path / "dest", artifact)
+    assert sorted(requested) == sorted(
+        f"/{artifact.name}/{n}?sv=2024&sig=SECRET" for n in os.listdir(artifact)
+    )
+    assert "fetching" in caplog.text and "SECRET" not in caplog.text
+
+
+@pytest.mark.parametrize("suffix", ["-nope", ":1"], ids=["404", "connection refused"])
+def test_fetch_errors_do_not_quote_the_signature(
+    tmp_path: Path, https_server: tuple[str, list[str]], suffix: str
+) -> None:
+    url, _ = https_server
+    if suffix == ":1":  # nothing listens on port 1
+        url = "https://127.0.0.1:1/artifact"
+    else:
+        url += suffix
+    with pytest.raises(FetchError) as caught:
+        fetch(url + "?sig=SECRET", tmp_path / "dest", environ={})
+    assert "SECRET" not in str(caught.value)
+
+
+def test_the_bearer_token_is_never_sent_over_plain_http(tmp_path: Path) -> None:
+    requested: list[str] = []
+
+    class Recording(_Handler):
+        def do_GET(self) -> None:
+            requested.append(self.path)
+            super().do_GET()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recording)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/artifact"
+        with pytest.raises(FetchError, match="refusing to send the bearer token"):
+            fetch(url, tmp_path / "dest", environ={"KUBESCRIBE_HTTP_BEARER_TOKEN": "s3cr3t"})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert requested == []
 
 
 def test_https_fetch_then_reuse(

@@ -19,6 +19,7 @@ from kubescribe_runtime import auth, sse
 from kubescribe_runtime.audio import AudioError
 from kubescribe_runtime.batcher import BatcherClosed, QueueFull
 from kubescribe_runtime.formats import GRANULARITIES, RESPONSE_FORMATS, render
+from kubescribe_runtime.realtime import edge as realtime
 from kubescribe_runtime.service import NotReady, Service
 from kubescribe_runtime.transcriber import Progress, RequestTimeout
 
@@ -295,4 +296,5 @@ def create_app(service: Service) -> Flask:
             metrics.queue_depth.set(service.transcriber.batcher.depth)
         return Response(metrics.exposition(), content_type="text/plain; version=0.0.4")
 
+    realtime.register(app, service)  # /v1/realtime: WebSocket transcription sessions
     return app

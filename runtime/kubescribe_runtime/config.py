@@ -97,6 +97,48 @@ class ServeConfig(_Settings):
         "overlap between windows",
         ge=0,
     )
+    max_sessions: int = _setting(
+        8,
+        "--max-sessions",
+        "KUBESCRIBE_MAX_SESSIONS",
+        "concurrent realtime (WebSocket) sessions; each holds one of the --http-threads",
+        ge=0,
+    )
+    session_idle_timeout_s: float = _setting(
+        60,
+        "--session-idle-timeout",
+        "KUBESCRIBE_SESSION_IDLE_TIMEOUT_S",
+        "a realtime session with no client event for this long is closed",
+        gt=0,
+    )
+    session_max_duration_s: float = _setting(
+        3600,
+        "--session-max-duration",
+        "KUBESCRIBE_SESSION_MAX_DURATION_S",
+        "longest realtime session",
+        gt=0,
+    )
+    max_append_kb: float = _setting(
+        512,
+        "--max-append-kb",
+        "KUBESCRIBE_MAX_APPEND_KB",
+        "largest audio in one input_audio_buffer.append (decoded KiB)",
+        gt=0,
+    )
+    partial_interval_ms: float = _setting(
+        500,
+        "--partial-interval-ms",
+        "KUBESCRIBE_PARTIAL_INTERVAL_MS",
+        "how often (in audio) an open turn is decoded for partial transcripts",
+        ge=100,
+    )
+    max_turn_seconds: float = _setting(
+        30,
+        "--max-turn-seconds",
+        "KUBESCRIBE_MAX_TURN_SECONDS",
+        "a realtime turn longer than this is cut (committed) there",
+        ge=1,
+    )
     drain_timeout_s: float = _setting(
         30, "--drain-timeout", "KUBESCRIBE_DRAIN_TIMEOUT_S", "on SIGTERM, longest drain", ge=0
     )

@@ -1,0 +1,369 @@
+"""The WebSocket edge of realtime sessions: ``GET /v1/realtime?intent=transcription``.
+
+The route refuses what it cannot serve before the upgrade (no ``intent=transcription``, not a
+WebSocket upgrade, model not ready, server draining: JSON errors as on every route; API keys
+are checked before every request by :mod:`kubescribe_runtime.auth`). Past the upgrade, one
+thread runs the session: frames go into the pure :class:`~.session.Session`, its events go out
+as text frames, its decode requests go to the shared batcher on the session's live flow.
+
+Bounds: ``--max-sessions`` (one more: an ``error`` event, then close 1013 with the reason),
+``--session-idle-timeout`` and ``--session-max-duration`` (an ``error`` event, then close
+1000), ``--max-append-kb`` (larger: an ``error`` event; a frame over twice that: close 1009),
+a client that stops reading (a send blocked for :data:`SEND_TIMEOUT_S`: the session ends).
+On SIGTERM the open turn is committed, its ``completed`` event sent, then close 1001: the
+client reconnects (to another replica).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import struct
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+from simple_websocket import ConnectionClosed
+from simple_websocket import Server as WebSocket
+
+from kubescribe.errors import KubescribeError
+from kubescribe_runtime.realtime import events as ev
+from kubescribe_runtime.realtime.decode import PendingDecode, SessionDecoder
+from kubescribe_runtime.realtime.metrics import RealtimeMetrics
+from kubescribe_runtime.realtime.session import (
+    DecodeRequest,
+    DeltaTiming,
+    Output,
+    Session,
+    SessionLimits,
+)
+from kubescribe_runtime.service import NotReady, Service, State
+
+log = logging.getLogger(__name__)
+
+SEND_TIMEOUT_S = 10.0
+PARTIAL_WINDOW_S = 6.0
+_POLL_BUSY_S = 0.01  # while decodes are pending
+_POLL_IDLE_S = 0.05
+
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_TRY_AGAIN_LATER = 1013
+
+
+class SessionEnded(KubescribeError):
+    """The session ends on the server's side: close with ``code`` and ``reason``."""
+
+    def __init__(self, code: int, reason: str, why: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+        self.why = why  # the metrics label
+
+
+class SessionSlots:
+    """Counts open sessions against ``--max-sessions``."""
+
+    def __init__(self, limit: int, on_change: Callable[[int], None]) -> None:
+        self.limit = limit
+        self._open = 0
+        self._lock = threading.Lock()
+        self._on_change = on_change
+
+    def take(self) -> bool:
+        with self._lock:
+            if self._open >= self.limit:
+                return False
+            self._open += 1
+            self._on_change(self._open)
+            return True
+
+    def give_back(self) -> None:
+        with self._lock:
+            self._open -= 1
+            self._on_change(self._open)
+
+
+class _Arrivals:
+    """When (wall clock) the stream reached each point (audio time): for partial latency."""
+
+    def __init__(self) -> None:
+        self._marks: deque[tuple[float, float]] = deque()
+
+    def mark(self, stream_s: float, wall: float) -> None:
+        self._marks.append((stream_s, wall))
+        while len(self._marks) > 2000:
+            self._marks.popleft()
+
+    def wall_at(self, stream_s: float) -> float | None:
+        for reached, wall in self._marks:
+            if reached >= stream_s:
+                return wall
+        return None
+
+
+def _set_send_timeout(ws: WebSocket, seconds: float) -> None:
+    """A send blocked this long (a client that never reads) fails instead of hanging."""
+    sock = getattr(ws, "sock", None)
+    if isinstance(sock, socket.socket):
+        whole = int(seconds)
+        sock.setsockopt(
+            socket.SOL_SOCKET,
+            socket.SO_SNDTIMEO,
+            struct.pack("ll", whole, int((seconds - whole) * 1e6)),
+        )
+
+
+class SessionRunner:
+    """Runs one accepted session until it ends; every exit path closes the socket once."""
+
+    def __init__(
+        self,
+        ws: WebSocket,
+        session: Session,
+        decoder: SessionDecoder,
+        service: Service,
+        metrics: RealtimeMetrics,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ws = ws
+        self.session = session
+        self.decoder = decoder
+        self.service = service
+        self.metrics = metrics
+        self.clock = clock
+        self.pending: list[PendingDecode] = []
+        self.arrivals = _Arrivals()
+        config = service.config
+        self.idle_s = config.session_idle_timeout_s
+        self.max_s = config.session_max_duration_s
+        self.draining = False
+
+    # -- output ----------------------------------------------------------------------------
+
+    def _send(self, event: ev.ServerEvent) -> None:
+        try:
+            self.ws.send(event.render())
+        except OSError as exc:  # the send timed out: the client does not read
+            raise SessionEnded(
+                CLOSE_GOING_AWAY, "the client does not read its events", "slow_client"
+            ) from exc
+        if isinstance(event, ev.Error):
+            self.metrics.errors.inc()
+        elif isinstance(event, ev.SpeechStarted):
+            self.metrics.vad_events.labels("speech_started").inc()
+        elif isinstance(event, ev.SpeechStopped):
+            self.metrics.vad_events.labels("speech_stopped").inc()
+        elif isinstance(event, ev.Committed):
+            self.metrics.turns.inc()
+
+    def _apply(self, outputs: Iterable[Output]) -> None:
+        for output in outputs:
+            if isinstance(output, DecodeRequest):
+                self._submit(output)
+            elif isinstance(output, DeltaTiming):
+                now = self.clock()
+                for end in output.word_ends_s:
+                    arrived = self.arrivals.wall_at(end)
+                    if arrived is not None:
+                        self.metrics.partial_latency.observe(max(0.0, now - arrived))
+            else:
+                self._send(output)
+
+    def _submit(self, request_: DecodeRequest) -> None:
+        try:
+            self.pending.append(self.decoder.submit(request_))
+        except KubescribeError as exc:  # the batcher is closing
+            self._apply(self.session.decode_failed(request_, str(exc)))
+
+    def _collect(self) -> None:
+        done = [p for p in self.pending if p.done()]
+        if not done:
+            return
+        self.pending = [p for p in self.pending if not p.done()]
+        for pending in done:
+            try:
+                words = self.decoder.words(pending)
+            except Exception as exc:
+                log.warning("realtime decode failed: %s", exc)
+                self._apply(self.session.decode_failed(pending.request, "the decode failed"))
+                continue
+            self._apply(self.session.decoded(pending.request, words))
+
+    # -- input -----------------------------------------------------------------------------
+
+    def _receive(self, message: str | bytes) -> None:
+        if self.draining:
+            return  # shutting down: the open turn was committed; later audio is not taken
+        if isinstance(message, bytes):
+            self._apply(self.session.receive_binary())
+            return
+        before = self.session.audio_seconds
+        outputs = self.session.receive_text(message)
+        if self.session.audio_seconds > before:
+            self.metrics.audio_seconds.inc(self.session.audio_seconds - before)
+            self.arrivals.mark(self.session.stream_s, self.clock())
+        self._apply(outputs)
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def run(self) -> str:
+        """Serve until the session ends; returns why (the metrics label)."""
+        started = last_event = self.clock()
+        self._apply(self.session.start())
+        while True:
+            now = self.clock()
+            if self.service.state is State.DRAINING and not self.draining:
+                self.draining = True
+                self._apply(self.session.drain())
+            if self.draining and not self.pending and not self.session.pending_finals:
+                raise SessionEnded(
+                    CLOSE_GOING_AWAY,
+                    "the server is shutting down; reconnect to continue",
+                    "draining",
+                )
+            if now - last_event > self.idle_s:
+                self._end_with_error(
+                    "session_idle_timeout",
+                    f"no client event for {self.idle_s:g} s; closing the session",
+                    CLOSE_NORMAL,
+                    "idle",
+                )
+            if now - started > self.max_s and not self.draining:
+                self._end_with_error(
+                    "session_expired",
+                    f"the session reached its maximum duration of {self.max_s:g} s; reconnect "
+                    "to continue",
+                    CLOSE_NORMAL,
+                    "expired",
+                )
+            message = self.ws.receive(timeout=_POLL_BUSY_S if self.pending else _POLL_IDLE_S)
+            if message is not None:
+                last_event = self.clock()
+                self._receive(message)
+            self._collect()
+
+    def _end_with_error(self, code: str, message: str, close: int, why: str) -> None:
+        self._send(self.session.error_event(code, message))
+        raise SessionEnded(close, message[:120], why)
+
+    def close(self) -> None:
+        for pending in self.pending:
+            pending.cancel()
+        self.decoder.close()
+
+
+class _WebSocketResponse(Response):
+    """What the route returns once the socket was taken over: nothing more goes on the wire
+    (gunicorn: the worker treats the connection as finished)."""
+
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        self._mode = mode
+
+    def __call__(self, environ: Any, start_response: Any) -> Any:
+        if self._mode == "gunicorn":
+            raise StopIteration()
+        if self._mode == "werkzeug":
+            return super().__call__(environ, start_response)
+        return []
+
+
+def _close(ws: WebSocket, code: int, reason: str) -> None:
+    with contextlib.suppress(ConnectionClosed, OSError):
+        ws.close(code, reason[:120])
+
+
+def _refuse(status: int, message: str, code: str) -> Response:
+    response = jsonify(
+        {"error": {"message": message, "type": "invalid_request_error", "code": code}}
+    )
+    response.status_code = status
+    return response
+
+
+def register(app: Flask, service: Service) -> RealtimeMetrics:
+    """Add the ``/v1/realtime`` route (and the sessions' metrics) to ``app``."""
+    metrics = RealtimeMetrics(service.metrics.registry)
+    config = service.config
+    slots = SessionSlots(config.max_sessions, metrics.sessions_active.set)
+    max_append = int(config.max_append_kb * 1024)
+    limits = SessionLimits(
+        max_append_bytes=max_append,
+        partial_interval_s=config.partial_interval_ms / 1000,
+        partial_window_s=min(PARTIAL_WINDOW_S, config.window_seconds),
+        max_turn_s=config.max_turn_seconds,
+    )
+
+    @app.get("/v1/realtime", endpoint="realtime_http")
+    def realtime_http() -> Response:
+        return _refuse(
+            400,
+            "expected a WebSocket upgrade request (ws://…/v1/realtime?intent=transcription)",
+            "websocket_required",
+        )
+
+    @app.get("/v1/realtime", websocket=True)
+    def realtime() -> Response:
+        intent = request.args.get("intent", "")
+        if intent != "transcription":
+            return _refuse(
+                400,
+                f"this server serves realtime transcription sessions only: connect to "
+                f"/v1/realtime?intent=transcription (got intent={intent!r})",
+                "unsupported_intent",
+            )
+        transcriber = service.transcriber
+        if transcriber is None:
+            raise NotReady(f"the model is not ready: {service.reason}")
+        with service.request():  # refused (503) once draining; the drain waits for it
+            ws = WebSocket(request.environ, max_message_size=2 * max_append + 64 * 1024)
+            _set_send_timeout(ws, SEND_TIMEOUT_S)
+            manifest = transcriber.manifest
+            session = Session(
+                uuid.uuid4().hex[:12],
+                manifest.name,
+                list(manifest.languages),
+                manifest.sample_rate,
+                limits,
+            )
+            if not slots.take():
+                reason = (
+                    f"too many sessions: this server holds at most {config.max_sessions}; "
+                    "retry later or on another replica"
+                )
+                with contextlib.suppress(ConnectionClosed, OSError):
+                    ws.send(session.error_event("session_limit_reached", reason).render())
+                _close(ws, CLOSE_TRY_AGAIN_LATER, reason)
+                metrics.sessions.labels("refused").inc()
+                return _WebSocketResponse(ws.mode)
+            decoder = SessionDecoder(
+                transcriber.model,
+                transcriber.batcher,
+                config.window_seconds,
+                config.window_overlap_seconds,
+            )
+            runner = SessionRunner(ws, session, decoder, service, metrics)
+            why = "error"
+            try:
+                runner.run()
+            except SessionEnded as end:
+                why = end.why
+                _close(ws, end.code, end.reason)
+            except ConnectionClosed:
+                why = "client_closed"
+            except Exception:
+                log.exception("realtime session %s failed", session.id)
+                _close(ws, 1011, "internal error")
+            finally:
+                runner.close()
+                slots.give_back()
+                metrics.sessions.labels(why).inc()
+        return _WebSocketResponse(ws.mode)
+
+    return metrics

@@ -1,0 +1,208 @@
+"""Realtime protocol events: client events parse as OpenAI's GA (and beta) shapes, malformed ones
+become specific errors, and every server event validates against the official client's types."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from kubescribe_runtime.realtime import events as ev
+from openai.types.realtime import (
+    ConversationItemInputAudioTranscriptionCompletedEvent,
+    ConversationItemInputAudioTranscriptionDeltaEvent,
+    ConversationItemInputAudioTranscriptionFailedEvent,
+    InputAudioBufferClearedEvent,
+    InputAudioBufferCommittedEvent,
+    InputAudioBufferSpeechStartedEvent,
+    InputAudioBufferSpeechStoppedEvent,
+    RealtimeErrorEvent,
+    SessionCreatedEvent,
+    SessionUpdatedEvent,
+)
+from openai.types.realtime.realtime_transcription_session_create_request import (
+    RealtimeTranscriptionSessionCreateRequest,
+)
+
+GA_UPDATE: dict[str, Any] = {
+    "type": "session.update",
+    "event_id": "evt_1",
+    "session": {
+        "type": "transcription",
+        "audio": {
+            "input": {
+                "format": {"type": "audio/pcmu"},
+                "transcription": {"model": "gpt-4o-transcribe", "language": "en"},
+                "turn_detection": {
+                    "type": "server_vad",
+                    "threshold": 0.6,
+                    "prefix_padding_ms": 200,
+                    "silence_duration_ms": 700,
+                },
+            }
+        },
+    },
+}
+
+
+def test_ga_session_update_sets_every_field() -> None:
+    event = ev.parse_client_event(json.dumps(GA_UPDATE))
+    assert isinstance(event, ev.SessionUpdate)
+    config = ev.SessionConfig(model="demo").updated(event)
+    assert config == ev.SessionConfig(
+        format="pcmu",
+        model="gpt-4o-transcribe",
+        language="en",
+        turn_detection=ev.ServerVad(0.6, 200, 700),
+    )
+
+
+def test_only_fields_present_change_and_null_turn_detection_means_manual_commits() -> None:
+    start = ev.SessionConfig(format="pcma", model="demo", language="en")
+    update = {
+        "type": "session.update",
+        "session": {"type": "transcription", "audio": {"input": {"turn_detection": None}}},
+    }
+    config = start.updated(ev.parse_client_event(json.dumps(update)))  # type: ignore[arg-type]
+    assert config == ev.SessionConfig(
+        format="pcma", model="demo", language="en", turn_detection=None
+    )
+    untouched = {"type": "session.update", "session": {"type": "transcription"}}
+    assert config.updated(ev.parse_client_event(json.dumps(untouched))) == config  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("beta_format", "expected"), [("pcm16", "pcm16"), ("g711_ulaw", "pcmu"), ("g711_alaw", "pcma")]
+)
+def test_beta_transcription_session_update(beta_format: str, expected: str) -> None:
+    raw = {
+        "type": "transcription_session.update",
+        "session": {
+            "input_audio_format": beta_format,
+            "input_audio_transcription": {"model": "whisper-1", "language": "en"},
+            "turn_detection": None,
+        },
+    }
+    event = ev.parse_client_event(json.dumps(raw))
+    assert isinstance(event, ev.TranscriptionSessionUpdate)
+    config = ev.SessionConfig().updated(event)
+    assert (config.format, config.language, config.turn_detection) == (expected, "en", None)
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "param"),
+    [
+        ("not json", "invalid_json", None),
+        ("[1, 2]", "invalid_event", None),
+        ('{"event_id": "e"}', "missing_event_type", "type"),
+        ('{"type": "response.create"}', "unknown_event_type", "type"),
+        ('{"type": "input_audio_buffer.append"}', "invalid_value", "audio"),
+        ('{"type": "input_audio_buffer.append", "audio": 5}', "invalid_value", "audio"),
+        (
+            '{"type": "session.update", "session": {"type": "realtime"}}',
+            "unsupported_session_type",
+            "session.type",
+        ),
+        (
+            '{"type": "session.update", "session": {"type": "transcription", "audio": {"input":'
+            ' {"format": {"type": "audio/pcm", "rate": 16000}}}}}',
+            "invalid_value",
+            "session.audio.input.format.audio/pcm.rate",
+        ),
+        (
+            '{"type": "session.update", "session": {"type": "transcription", "audio": {"input":'
+            ' {"format": {"type": "audio/opus"}}}}}',
+            "invalid_value",
+            "session.audio.input.format",
+        ),
+        (
+            '{"type": "session.update", "session": {"type": "transcription", "audio": {"input":'
+            ' {"turn_detection": {"type": "server_vad", "threshold": 2}}}}}',
+            "invalid_value",
+            "session.audio.input.turn_detection.threshold",
+        ),
+        (
+            '{"type": "session.update", "session": {"type": "transcription", "audio": {"input":'
+            ' {"turn_detection": {"type": "semantic_vad"}}}}}',
+            "invalid_value",
+            "session.audio.input.turn_detection.type",
+        ),
+    ],
+)
+def test_malformed_client_events_are_specific_errors(
+    text: str, code: str, param: str | None
+) -> None:
+    with pytest.raises(ev.ProtocolError) as raised:
+        ev.parse_client_event(text)
+    assert (raised.value.code, raised.value.param) == (code, param)
+
+
+def test_an_error_names_the_offending_event_id() -> None:
+    with pytest.raises(ev.ProtocolError) as raised:
+        ev.parse_client_event('{"type": "nope", "event_id": "client-7"}')
+    error = json.loads(ev.Error.of(raised.value).render())
+    assert error["error"]["event_id"] == "client-7"
+    RealtimeErrorEvent.model_validate(error)
+
+
+SERVER_EVENTS = [
+    (
+        ev.SpeechStarted(event_id="e", audio_start_ms=120, item_id="i"),
+        InputAudioBufferSpeechStartedEvent,
+    ),
+    (
+        ev.SpeechStopped(event_id="e", audio_end_ms=900, item_id="i"),
+        InputAudioBufferSpeechStoppedEvent,
+    ),
+    (
+        ev.Committed(event_id="e", item_id="i", previous_item_id=None),
+        InputAudioBufferCommittedEvent,
+    ),
+    (ev.Cleared(event_id="e"), InputAudioBufferClearedEvent),
+    (
+        ev.TranscriptDelta(event_id="e", item_id="i", delta=" word"),
+        ConversationItemInputAudioTranscriptionDeltaEvent,
+    ),
+    (
+        ev.TranscriptCompleted(
+            event_id="e", item_id="i", transcript="a b", usage=ev.DurationUsage(seconds=1.5)
+        ),
+        ConversationItemInputAudioTranscriptionCompletedEvent,
+    ),
+    (
+        ev.TranscriptFailed(
+            event_id="e",
+            item_id="i",
+            error=ev.FailedError(type="server_error", code="c", message="m"),
+        ),
+        ConversationItemInputAudioTranscriptionFailedEvent,
+    ),
+]
+
+
+@pytest.mark.parametrize(("event", "official"), SERVER_EVENTS)
+def test_server_events_validate_against_the_official_types(event: Any, official: Any) -> None:
+    parsed = official.model_validate(json.loads(event.render()))
+    assert parsed.type == event.type
+
+
+@pytest.mark.parametrize("fmt", ["pcm16", "pcmu", "pcma"])
+@pytest.mark.parametrize("vad", [ev.ServerVad(), None])
+def test_session_objects_validate_against_the_official_types(
+    fmt: ev.InputFormat, vad: ev.ServerVad | None
+) -> None:
+    config = ev.SessionConfig(format=fmt, model="demo", language="en", turn_detection=vad)
+    session = ev.session_object("s1", config)
+    parsed = RealtimeTranscriptionSessionCreateRequest.model_validate(session)
+    assert parsed.audio and parsed.audio.input and parsed.audio.input.format
+    assert (
+        parsed.audio.input.format.type
+        == {"pcm16": "audio/pcm", "pcmu": "audio/pcmu", "pcma": "audio/pcma"}[fmt]
+    )
+    assert (parsed.audio.input.turn_detection is None) == (vad is None)
+    SessionCreatedEvent.model_validate(
+        json.loads(ev.SessionCreated(event_id="e", session=session).render())
+    )
+    SessionUpdatedEvent.model_validate(
+        json.loads(ev.SessionUpdated(event_id="e", session=session).render())
+    )

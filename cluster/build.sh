@@ -20,6 +20,10 @@ if complete; then echo "$bin"; exit 0; fi
 
 command -v go >/dev/null || { echo "cluster/build.sh: go is needed to build the control plane" >&2; exit 2; }
 mkdir -p "$bin" "$cache/src"
+# One build at a time (make test and make demo may start together); the second reuses the first's.
+exec 9>"$cache/.build.lock"
+flock 9
+if complete; then echo "$bin"; exit 0; fi
 export CGO_ENABLED=0 GOFLAGS=-buildvcs=false GOTOOLCHAIN=local
 log() { printf '[cluster build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 start=$(date +%s)

@@ -319,7 +319,9 @@ class RolloutSpec(ApiModel):
     model_config = ConfigDict(
         json_schema_extra=cel_field(
             cel_rule(
-                "!((self.maxSurge == 0 || self.maxSurge == '0%') && "
+                # has(): the API server also checks this rule on the schema's default `{}`.
+                "!(has(self.maxSurge) && has(self.maxUnavailable) && "
+                "(self.maxSurge == 0 || self.maxSurge == '0%') && "
                 "(self.maxUnavailable == 0 || self.maxUnavailable == '0%'))",
                 "maxSurge and maxUnavailable cannot both be 0",
             )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -26,9 +26,10 @@ class Word:
     end: float
     logprob: float = 0.0  # sum of the emitted tokens' log-probabilities
     tokens: int = 1  # how many tokens were emitted for it
+    channel: int | None = None  # the audio channel, when channels are transcribed apart
 
     def shifted(self, offset: float) -> Word:
-        return Word(self.word, self.start + offset, self.end + offset, self.logprob, self.tokens)
+        return replace(self, start=self.start + offset, end=self.end + offset)
 
     @property
     def center(self) -> float:
@@ -44,6 +45,7 @@ class Segment:
     avg_logprob: float  # mean log-probability of the segment's tokens (Whisper's sense)
     # The CTC probability that nothing was said over the segment (see vad.no_speech_prob).
     no_speech_prob: float = 0.0
+    channel: int | None = None  # the audio channel, when channels are transcribed apart
 
 
 @dataclass(frozen=True)

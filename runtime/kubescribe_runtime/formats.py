@@ -69,6 +69,7 @@ def caption_cues(
             current is None
             or word.start - current[-1].end >= pause_s
             or word.end - current[0].start > max_s
+            or word.channel != current[-1].channel
             or len(_wrap([w.word for w in [*current, word]], width)) > max_lines
         ):
             groups.append([word])
@@ -147,15 +148,26 @@ def verbose(transcript: Transcript, granularities: Collection[str]) -> dict[str,
                 "avg_logprob": round(s.avg_logprob, 4),
                 "compression_ratio": 1.0,
                 "no_speech_prob": round(s.no_speech_prob, 4),
+                **_channel(s.channel),
             }
             for s in transcript.segments
         ]
     if "word" in granularities:
         body["words"] = [
-            {"word": w.word, "start": round(w.start, 3), "end": round(w.end, 3)}
+            {
+                "word": w.word,
+                "start": round(w.start, 3),
+                "end": round(w.end, 3),
+                **_channel(w.channel),
+            }
             for w in transcript.words
         ]
     return body
+
+
+def _channel(channel: int | None) -> dict[str, int]:
+    """The ``channel`` field (kubescribe's extension) where channels were transcribed apart."""
+    return {} if channel is None else {"channel": channel}
 
 
 def render(

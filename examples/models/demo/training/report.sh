@@ -20,5 +20,15 @@ python -m kubescribe_modeling.report --testset examples/testset \
   --note "The full test split data/corpus/test.jsonl is rendered here by kubescribe data --hours 18 --seed 0; its 598 entries (sentences, voices, speeds, pitches) equal the test split of the 40 h plan rendered on the GPU host, entry by entry. sherpa-onnx (Kaldi-style features) scored 8.7 % on the committed set against kubescribe's 10.6 %, but 10.7 % against 10.3 % on the full split: on 62 utterances the gap is noise." \
   --note "A CPU fine-tune of the demo model on the 18 h corpus here (lr 4e-4, one thread) ran 135 steps in 9 minutes and raised dev WER from 17.5 % to 19.3 %; it was stopped and not used." \
   --out examples/models/demo/results.json
+# The honest held-out figures (added after the release, on CPU): the held-out sets (the full test
+# split, every independent dev sentence in each held-out voice, and both as 8 kHz μ-law calls),
+# then WER by voice, text and channel into results.json. plan.jsonl is 2.0.0's training plan,
+# re-made by the code it was trained with (sha256 bbf29e88..., as README.md here records):
+#   mkdir /tmp/ks-2.0.0 && git archive bb5c0d0 modeling | tar -x -C /tmp/ks-2.0.0
+#   PYTHONPATH=/tmp/ks-2.0.0/modeling python -m kubescribe data --out /tmp/ks-2.0.0/corpus \
+#     --hours 40 --seed 0 --template-fraction 0.35 --plan-out plan.jsonl
+python -m kubescribe_modeling.heldout render --out data/heldout
+python -m kubescribe_modeling.heldout measure examples/models/demo --data data/heldout \
+  --train-plan plan.jsonl --weights-tuned-on test --results examples/models/demo/results.json
 python -m kubescribe_modeling.card examples/models/demo/results.json \
   --manifest examples/models/demo/kubescribe.yaml --out examples/models/demo/MODEL_CARD.md

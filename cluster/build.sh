@@ -64,8 +64,8 @@ if ! { [ -x "$bin/kube-apiserver" ] && [ -x "$bin/kube-controller-manager" ] && 
     done
     for p in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
         log "kubernetes: building $p (a cold build takes a while on 2 cores)"
-        go build -mod=mod -trimpath -ldflags "$ldflags" -o "$bin/$p.tmp" "k8s.io/kubernetes/cmd/$p"
-        mv "$bin/$p.tmp" "$bin/$p"
+        go build -mod=mod -trimpath -ldflags "$ldflags" -o "$bin/$p.tmp.$$" "k8s.io/kubernetes/cmd/$p"
+        mv "$bin/$p.tmp.$$" "$bin/$p"
     done
 fi
 

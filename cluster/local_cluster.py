@@ -88,7 +88,12 @@ class State:
 class LocalCluster:
     """One control plane, its state under ``state_dir`` (removed by ``stop``)."""
 
-    def __init__(self, state_dir: Path, bin_dir: Path | None = None) -> None:
+    def __init__(
+        self, state_dir: Path, bin_dir: Path | None = None, detached: bool = False
+    ) -> None:
+        # detached: the processes outlive this one (`make cluster`); otherwise they get SIGTERM
+        # when it dies, so a killed test run leaves nothing behind.
+        self.detached = detached
         self.dir = state_dir.resolve()
         self.bin = (bin_dir or build()).resolve()
         self.state: State | None = None
@@ -195,7 +200,8 @@ class LocalCluster:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                start_new_session=True,  # outlives `make cluster`; stopped by PID
+                start_new_session=True,  # no terminal signals; stopped by PID
+                preexec_fn=None if self.detached else _die_with_parent,
             )
         self.state.pids[name] = proc.pid
         self.state_file.write_text(json.dumps(asdict(self.state), indent=1))
@@ -353,6 +359,13 @@ class LocalCluster:
         self.kubeconfig.write_text(json.dumps(config, indent=1))  # JSON is YAML
 
 
+def _die_with_parent() -> None:
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def _alive(pid: int) -> bool:
     try:
         waited, _ = os.waitpid(pid, os.WNOHANG)
@@ -392,7 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
-            cluster = LocalCluster(args.state_dir)
+            cluster = LocalCluster(args.state_dir, detached=True)
             cluster.start()
             print("\n".join(cluster.exports()))
         elif args.command == "down":

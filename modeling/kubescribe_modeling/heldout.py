@@ -204,7 +204,7 @@ def training_text_facts(plan_path: Path) -> dict[str, Any]:
 
 def _one_word_share(train: Iterable[str], held: Sequence[str]) -> float:
     """Share of ``held`` sentences equal to a ``train`` sentence but for one word."""
-    keys = set()
+    keys: set[tuple[object, ...]] = set()
     for text in train:
         w = text.split()
         keys.update((len(w), i, *w[:i], "*", *w[i + 1 :]) for i in range(len(w)))

@@ -1,0 +1,89 @@
+"""The CRD as the real API server evaluates it: every bad manifest of test_crd.py's table is
+refused by kube-apiserver itself (schema, CEL rules, strict field validation), with the field
+path in its message — before the operator ever sees it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import kubernetes
+import pytest
+from kube_cluster import GROUP, PLURAL, VERSION, Cluster
+from test_crd import BAD_MANIFESTS, base, mutate
+
+# The field path the server names for each case of BAD_MANIFESTS.
+FIELD_PATH = {
+    "missing-uri": "spec.model.uri",
+    "missing-version": "spec.model.version",
+    "missing-spec": "spec",
+    "ftp-uri": "spec.model.uri",
+    "plain-http-uri": "spec.model.uri",
+    "relative-uri": "spec.model.uri",
+    "s3-uri-without-bucket": "spec.model.uri",
+    "pvc-uppercase-claim": "spec.model.uri",
+    "version-with-space": "spec.model.version",
+    "sha256-too-short": "spec.model.sha256",
+    "sha256-uppercase": "spec.model.sha256",
+    "device-tpu": "spec.runtime.device",
+    "replicas-negative": "spec.replicas",
+    "replicas-string": "spec.replicas",
+    "batch-size-zero": "spec.runtime.batching.maxBatchSize",
+    "port-too-large": "spec.service.port",
+    "service-type": "spec.service.type",
+    "unknown-field": "spec.replica",
+    "min-above-max": "spec.autoscaling",
+    "default-cpu-target-without-cpu-request": "spec",
+    "surge-and-unavailable-zero": "spec.rollout",
+    "surge-not-a-percentage": "spec.rollout.maxSurge",
+    "env-overrides-model-dir": "spec.runtime.env",
+    "env-unknown-kubescribe-variable": "spec.runtime.env",
+    "cache-both-kinds": "spec.model.cache",
+    "cache-empty": "spec.model.cache",
+    "bad-quantity": "spec.runtime.resources.limits.memory",
+    "cpu-target-without-cpu-request": "spec",
+    "name-not-dns": "metadata.name",
+}
+
+
+def create(cluster: Cluster, namespace: str, manifest: dict[str, Any]) -> None:
+    """`kubectl create --dry-run=server` as the client library sends it (strict validation)."""
+    manifest["metadata"]["namespace"] = namespace
+    client = cluster.api_client()
+    try:
+        kubernetes.client.CustomObjectsApi(client).create_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, manifest, dry_run="All", field_validation="Strict"
+        )
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def crd_namespace(cluster: Cluster) -> Iterator[str]:
+    cluster.create_namespace("crd-live")
+    yield "crd-live"
+    cluster.kubectl("delete", "namespace", "crd-live", "--wait=false")
+
+
+def test_every_bad_manifest_has_its_field_path() -> None:
+    assert {case for case, *_ in BAD_MANIFESTS} == set(FIELD_PATH)
+    assert len(FIELD_PATH) >= 10
+
+
+def test_the_base_manifest_is_accepted(cluster: Cluster, crd_namespace: str) -> None:
+    create(cluster, crd_namespace, base())
+
+
+@pytest.mark.parametrize(
+    ("case", "change"), [pytest.param(c, ch, id=c) for c, ch, _, _ in BAD_MANIFESTS]
+)
+def test_the_api_server_refuses_a_bad_manifest_naming_the_field(
+    cluster: Cluster, crd_namespace: str, case: str, change: Callable[[dict[str, Any]], Any]
+) -> None:
+    with pytest.raises(kubernetes.client.ApiException) as refused:
+        create(cluster, crd_namespace, mutate(change))
+    message = json.loads(refused.value.body)["message"]
+    # Unknown fields are a decoding error (400) under strict field validation; all else is 422.
+    assert refused.value.status == (400 if case == "unknown-field" else 422), message
+    assert FIELD_PATH[case] in message, message

@@ -435,3 +435,46 @@ def test_uninstalling_the_operator_first_leaves_the_models_stuck(
     model = get_json(cluster, PLURAL, "demo", "-n", models_namespace)
     assert model is not None and "deletionTimestamp" in model["metadata"]
     assert model["metadata"]["finalizers"] == [OPERATOR_FINALIZER]
+
+
+# ------------------------------------------------------------------ the GitOps example syncs
+
+
+def test_the_gitops_directory_becomes_healthy(
+    cluster: Cluster, namespace: str, live_operator: OperatorProcess
+) -> None:
+    # What the example `speechmodels` Application syncs (recursively), applied as Argo CD would
+    # (cluster-scoped prerequisites first), into this test's namespace: every SpeechModel ends
+    # Healthy by the example health check, with nothing else to create by hand.
+    from test_argocd_health import health
+    from test_examples import applications, argocd_directory
+
+    source = applications()["speechmodels"]["spec"]["source"]
+    objects = [
+        doc
+        for path in argocd_directory(source)
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc
+    ]
+    models = [obj for obj in objects if obj["kind"] == "SpeechModel"]
+    prerequisites = [obj for obj in objects if obj["kind"] != "SpeechModel"]
+    assert models and prerequisites
+    try:
+        for obj in prerequisites:
+            assert "namespace" not in obj["metadata"], "namespaced prerequisites: not modelled"
+            cluster.apply(obj)
+        for obj in models:
+            cluster.apply({**obj, "metadata": {**obj["metadata"], "namespace": namespace}})
+
+        def healthy(name: str) -> tuple[str, str] | None:
+            live = get_json(cluster, PLURAL, name, "-n", namespace)
+            verdict = health(live) if live else None
+            return verdict if verdict and verdict[0] == "Healthy" else None
+
+        for obj in models:
+            name = obj["metadata"]["name"]
+            eventually(lambda name=name: healthy(name), f"{name} to be Healthy", timeout=180)
+    finally:
+        cluster.kubectl("delete", PLURAL, "--all", "-n", namespace, "--timeout=120s", check=False)
+        for obj in prerequisites:
+            cluster.kubectl("delete", obj["kind"], obj["metadata"]["name"], check=False)

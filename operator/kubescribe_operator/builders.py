@@ -17,9 +17,11 @@ artifact volume (optionally through a digest-keyed cache volume), then `kubescri
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from kubescribe_operator.api import API_VERSION, KIND, ModelRef
+from kubescribe_operator.kubetypes import prune_unknown
 from kubescribe_operator.spec import SpeechModelSpec
 
 Obj = dict[str, Any]
@@ -130,6 +132,28 @@ def _env(name: str, value: object) -> Obj:
     return {"name": name, "value": str(value).lower() if isinstance(value, bool) else str(value)}
 
 
+def cpu_cores(quantity: int | float | str) -> float:
+    """A CPU quantity in cores: ``2``, ``"1.5"``, ``"500m"``."""
+    text = str(quantity).strip()
+    if text.endswith("m"):
+        return float(text[:-1]) / 1000
+    return float(text)
+
+
+def intra_op_threads(spec: SpeechModelSpec) -> int:
+    """ONNX intra-op threads: ``runtime.threads`` when set, else the container's CPUs — its CPU
+    limit, or its request without one (rounded up, at least 1). A pod that sizes its thread pool
+    by the node's cores while its quota is a few CPUs is throttled in every inference."""
+    if spec.runtime.threads > 0:
+        return spec.runtime.threads
+    resources = _resources(spec)
+    for kind in ("limits", "requests"):
+        cpu = resources.get(kind, {}).get("cpu")
+        if cpu is not None:
+            return max(1, math.ceil(cpu_cores(cpu) - 1e-9))
+    return 0  # nothing to go by: the runtime reads the quota of its cgroup
+
+
 def runtime_env(spec: SpeechModelSpec) -> list[Obj]:
     """The serving container's environment: contract 4 variables, then the user's runtime.env.
 
@@ -143,7 +167,7 @@ def runtime_env(spec: SpeechModelSpec) -> list[Obj]:
         _env("KUBESCRIBE_HOST", "0.0.0.0"),
         _env("KUBESCRIBE_PORT", HTTP_PORT),
         _env("KUBESCRIBE_DEVICE", rt.device),
-        _env("KUBESCRIBE_THREADS", rt.threads),
+        _env("KUBESCRIBE_THREADS", intra_op_threads(spec)),
         _env("KUBESCRIBE_MAX_BATCH_SIZE", rt.batching.max_batch_size),
         _env("KUBESCRIBE_MAX_DELAY_MS", rt.batching.max_delay_ms),
         _env("KUBESCRIBE_DRAIN_TIMEOUT_S", rt.drain_timeout_seconds),
@@ -151,9 +175,15 @@ def runtime_env(spec: SpeechModelSpec) -> list[Obj]:
     ]
     if rt.api_key_secret:
         rendered.append(_env("KUBESCRIBE_API_KEYS_FILE", API_KEYS_DIR))
-    user = [e.dump() for e in rt.env]
+    user = [_env_var(e.dump()) for e in rt.env]
     overridden = {e["name"] for e in user}
     return [e for e in rendered if e["name"] not in overridden] + user
+
+
+def _env_var(var: Obj) -> Obj:
+    if "valueFrom" in var:
+        var = {**var, "valueFrom": prune_unknown(var["valueFrom"], "V1EnvVarSource")}
+    return var
 
 
 def fetch_env(spec: SpeechModelSpec, model_ref: ModelRef) -> list[Obj]:
@@ -292,7 +322,7 @@ def _scheduling(spec: SpeechModelSpec) -> Obj:
         if sched.node_selector:
             out["nodeSelector"] = dict(sched.node_selector)
         if sched.affinity:
-            out["affinity"] = sched.affinity
+            out["affinity"] = prune_unknown(sched.affinity, "V1Affinity")
         if sched.priority_class_name:
             out["priorityClassName"] = sched.priority_class_name
     return out

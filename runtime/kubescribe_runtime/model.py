@@ -8,6 +8,14 @@ The output ``logprobs`` is [N, T', V+1] with the blank last. One output frame la
 ``subsampling_factor`` feature frames (``nemo-logmel``: × hop_length / sample_rate, 40 ms for a
 factor of 4) or ``subsampling_factor`` samples (``waveform``: the product of the model's
 convolution strides, as ``kubescribe import`` writes it; 320 samples = 20 ms for wav2vec2).
+
+Session options (:class:`SessionSettings`): intra-op threads default to the container's CPU quota
+(:mod:`kubescribe_runtime.cpu`), not the node's cores; worker threads do not spin while waiting
+for work (spinning burns the CPU quota that batches need, and the batcher leaves gaps between
+batches); on CUDA, cuDNN picks convolution algorithms by heuristic instead of an exhaustive
+search (every batch has another shape: each new shape would be benchmarked again), the CUDA
+arena can be capped (``gpu_mem_limit_mb``), and batches run through IO binding (the output is
+copied straight into host memory) — on CPU, where there is no copy to save, plainly.
 """
 
 from __future__ import annotations
@@ -16,12 +24,14 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
 from kubescribe.errors import KubescribeError
+from kubescribe_runtime import cpu
 from kubescribe_runtime.artifact import Artifact
 from kubescribe_runtime.features import log_mel, num_frames
 from kubescribe_runtime.manifest import ArtifactManifest, NemoLogMelFrontend, WaveformFrontend
@@ -42,14 +52,51 @@ class ModelInput:
     length: int  # valid frames or samples
 
 
+@dataclass(frozen=True)
+class SessionSettings:
+    threads: int = 0  # intra-op threads; 0: the container's CPU quota
+    spinning: bool = False  # let idle intra-op threads spin
+    cudnn_conv_algo_search: Literal["heuristic", "exhaustive", "default"] = "heuristic"
+    gpu_mem_limit_mb: int = 0  # the CUDA arena's cap; 0: none
+    io_binding: Literal["auto", "on", "off"] = "auto"  # auto: on CUDA only
+
+
+def session_options(settings: SessionSettings) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = settings.threads or cpu.default_threads()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    spin = "1" if settings.spinning else "0"
+    options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    options.add_session_config_entry("session.inter_op.allow_spinning", spin)
+    return options
+
+
+def cuda_options(gpu_id: int, settings: SessionSettings) -> dict[str, str]:
+    """The CUDA execution provider's options."""
+    options = {
+        "device_id": str(gpu_id),
+        "cudnn_conv_algo_search": settings.cudnn_conv_algo_search.upper(),
+        # Grow the arena by what is asked for, not in doubling chunks (shapes vary per batch).
+        "arena_extend_strategy": "kSameAsRequested",
+    }
+    if settings.gpu_mem_limit_mb > 0:
+        options["gpu_mem_limit"] = str(settings.gpu_mem_limit_mb * 1024 * 1024)
+    return options
+
+
 def choose_providers(
-    device: str, gpu_id: int, allow_cpu_fallback: bool, available: Sequence[str]
+    device: str,
+    gpu_id: int,
+    allow_cpu_fallback: bool,
+    available: Sequence[str],
+    settings: SessionSettings | None = None,
 ) -> tuple[list[str | tuple[str, dict[str, str]]], str | None]:
     """Execution providers for ``device``; the second item is a warning when falling back."""
     if device == "cpu":
         return [CPU], None
     if CUDA in available:
-        return [(CUDA, {"device_id": str(gpu_id)}), CPU], None
+        return [(CUDA, cuda_options(gpu_id, settings or SessionSettings())), CPU], None
     reason = (
         f"device=gpu but onnxruntime offers no {CUDA} (available: {', '.join(available)}); "
         "install the 'gpu' extra and run on a node with an NVIDIA GPU"
@@ -140,18 +187,18 @@ class AcousticModel:
         gpu_id: int = 0,
         allow_cpu_fallback: bool = False,
         threads: int = 0,
+        session: SessionSettings | None = None,
     ) -> None:
         self.artifact = artifact
         self.manifest = artifact.manifest
+        settings = session or SessionSettings(threads=threads)
         providers, warning = choose_providers(
-            device, gpu_id, allow_cpu_fallback, ort.get_available_providers()
+            device, gpu_id, allow_cpu_fallback, ort.get_available_providers(), settings
         )
         if warning:
             log.warning(warning)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
+        options = session_options(settings)
+        self.threads = options.intra_op_num_threads
         try:
             self.session = ort.InferenceSession(
                 str(artifact.model_path), sess_options=options, providers=providers
@@ -165,6 +212,9 @@ class AcousticModel:
             )
         self.providers = active
         self.device = "gpu" if CUDA in active else "cpu"
+        self.io_binding = settings.io_binding == "on" or (
+            settings.io_binding == "auto" and self.device == "gpu"
+        )
         self.fallback_warning = warning
         names = {i.name for i in self.session.get_inputs()}
         if not {"audio_signal", "length"} <= names:
@@ -176,6 +226,14 @@ class AcousticModel:
     def infer(self, inputs: Sequence[ModelInput]) -> list[npt.NDArray[np.float32]]:
         """Per item, the ``[T'_i, V+1]`` log-probabilities of its valid frames."""
         batch, lengths = pad_batch(inputs)
-        (logprobs,) = self.session.run(["logprobs"], {"audio_signal": batch, "length": lengths})
+        if self.io_binding:
+            binding = self.session.io_binding()
+            binding.bind_cpu_input("audio_signal", batch)
+            binding.bind_cpu_input("length", lengths)
+            binding.bind_output("logprobs", "cpu")
+            self.session.run_with_iobinding(binding)
+            (logprobs,) = binding.copy_outputs_to_cpu()
+        else:
+            (logprobs,) = self.session.run(["logprobs"], {"audio_signal": batch, "length": lengths})
         keep = output_lengths(self.manifest, lengths, batch.shape[-1], logprobs.shape[1])
         return [np.array(logprobs[i, :n], dtype=np.float32) for i, n in enumerate(keep)]

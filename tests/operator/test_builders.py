@@ -169,6 +169,29 @@ def test_runtime_environment_follows_the_spec() -> None:
     assert values["KUBESCRIBE_MODEL_DIR"] == builders.ARTIFACT_DIR
 
 
+@pytest.mark.parametrize(
+    ("runtime", "threads"),
+    [
+        ({}, "1"),  # the default request: 1 CPU
+        ({"resources": {"requests": {"cpu": "3"}}}, "3"),
+        ({"resources": {"requests": {"cpu": "500m"}}}, "1"),
+        ({"resources": {"requests": {"cpu": "1500m"}}}, "2"),
+        ({"resources": {"requests": {"cpu": "1"}, "limits": {"cpu": "4"}}}, "4"),  # the limit
+        ({"resources": {"requests": {"cpu": 2}, "limits": {"cpu": "2500m"}}}, "3"),
+        ({"threads": 6, "resources": {"requests": {"cpu": "2"}}}, "6"),  # set: kept
+    ],
+)
+def test_threads_follow_the_cpu_limit_or_request(runtime: dict[str, Any], threads: str) -> None:
+    assert env(container(spec(runtime=runtime)))["KUBESCRIBE_THREADS"] == threads
+
+
+@pytest.mark.parametrize(
+    ("quantity", "cores"), [("2", 2.0), (3, 3.0), ("250m", 0.25), ("1.5", 1.5)]
+)
+def test_cpu_quantities_in_cores(quantity: str | int, cores: float) -> None:
+    assert builders.cpu_cores(quantity) == cores
+
+
 def test_user_env_replaces_a_tunable_without_duplicates() -> None:
     s = spec(runtime={"threads": 2, "env": [{"name": "KUBESCRIBE_THREADS", "value": "7"}]})
     names = [e["name"] for e in container(s)["env"]]
@@ -531,3 +554,25 @@ def test_service() -> None:
     ]
     assert svc["metadata"]["annotations"] == {"a": "b"}
     assert builders.endpoint("demo", "speech", s) == "http://demo.speech.svc:9000"
+
+
+def test_unknown_keys_under_free_form_fields_are_pruned_as_the_api_server_would() -> None:
+    """The CRD keeps unknown keys under affinity and valueFrom; server-side apply of the
+    Deployment refuses them, so the builders keep only what Kubernetes' types declare."""
+    term = {"topologyKey": "zone", "labelSelector": {"matchLabels": {"a": "b"}}}
+    affinity = {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}
+    s = spec(
+        scheduling={"affinity": {**affinity, "x-unknown": {"a": 1}}},
+        runtime={
+            "env": [
+                {
+                    "name": "POD",
+                    "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}, "typo": 1},
+                }
+            ]
+        },
+    )
+    assert pod(s)["affinity"] == affinity
+    assert {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in container(
+        s
+    )["env"]

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from kubescribe_runtime import cpu
 from kubescribe_runtime.artifact import load_artifact
 from kubescribe_runtime.batcher import DynamicBatcher
 from kubescribe_runtime.config import ServeConfig
@@ -17,8 +18,11 @@ from kubescribe_runtime.model import (
     CUDA,
     AcousticModel,
     ModelUnavailable,
+    SessionSettings,
     choose_providers,
+    cuda_options,
     prepare,
+    session_options,
 )
 from kubescribe_runtime.service import Service, State, build_transcriber
 from kubescribe_runtime.transcriber import PipelineSettings, Transcriber
@@ -28,7 +32,8 @@ from rt_fixtures import SR, TONE_TOKENS, encode, pause, tone_sentence, write_art
 def test_provider_choice() -> None:
     assert choose_providers("cpu", 0, False, [CUDA, CPU]) == ([CPU], None)
     providers, warning = choose_providers("gpu", 1, False, [CUDA, CPU])
-    assert providers == [(CUDA, {"device_id": "1"}), CPU] and warning is None
+    assert providers[1:] == [CPU] and warning is None
+    assert providers[0] == (CUDA, cuda_options(1, SessionSettings()))
     with pytest.raises(ModelUnavailable, match="device=gpu but onnxruntime offers no CUDA"):
         choose_providers("gpu", 0, False, [CPU])
     providers, warning = choose_providers("gpu", 0, True, [CPU])
@@ -145,3 +150,53 @@ def test_intra_op_threads_are_configured(tone_dir: Path, threads: int) -> None:
     model = AcousticModel(load_artifact(tone_dir), threads=threads)
     assert model.session.get_session_options().intra_op_num_threads == threads
     assert model.providers == [CPU] and model.device == "cpu"
+
+
+def test_threads_default_to_the_containers_cpu_quota(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cpu, "cgroup_cpus", lambda: 1.5)
+    monkeypatch.setattr(cpu, "usable_cpus", lambda: 64)
+    assert session_options(SessionSettings()).intra_op_num_threads == 2
+    assert session_options(SessionSettings(threads=5)).intra_op_num_threads == 5
+
+
+@pytest.mark.parametrize(("spinning", "entry"), [(False, "0"), (True, "1")])
+def test_thread_spinning_is_off_unless_asked_for(spinning: bool, entry: str) -> None:
+    options = session_options(SessionSettings(threads=1, spinning=spinning))
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == entry
+    assert options.get_session_config_entry("session.inter_op.allow_spinning") == entry
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        (
+            SessionSettings(),
+            {"cudnn_conv_algo_search": "HEURISTIC", "arena_extend_strategy": "kSameAsRequested"},
+        ),
+        (
+            SessionSettings(cudnn_conv_algo_search="exhaustive", gpu_mem_limit_mb=2048),
+            {"cudnn_conv_algo_search": "EXHAUSTIVE", "gpu_mem_limit": str(2048 * 1024 * 1024)},
+        ),
+    ],
+)
+def test_cuda_provider_options(settings: SessionSettings, expected: dict[str, str]) -> None:
+    options = cuda_options(2, settings)
+    assert options["device_id"] == "2"
+    assert expected.items() <= options.items()
+    assert ("gpu_mem_limit" in options) is (settings.gpu_mem_limit_mb > 0)
+
+
+@pytest.mark.parametrize(("io_binding", "used"), [("auto", False), ("on", True), ("off", False)])
+def test_io_binding_gives_the_same_log_probabilities(
+    tone_dir: Path, io_binding: str, used: bool
+) -> None:
+    plain = AcousticModel(load_artifact(tone_dir), session=SessionSettings(threads=1))
+    model = AcousticModel(
+        load_artifact(tone_dir),
+        session=SessionSettings(threads=1, io_binding=io_binding),  # type: ignore[arg-type]
+    )
+    assert model.io_binding is used  # auto: only where a device copy is saved (CUDA)
+    samples = tone_sentence("lo hi")
+    items = [prepare(samples, model.manifest), prepare(samples[: SR // 2], model.manifest)]
+    for ours, reference in zip(model.infer(items), plain.infer(items), strict=True):
+        np.testing.assert_array_equal(ours, reference)

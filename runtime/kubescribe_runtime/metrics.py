@@ -35,7 +35,7 @@ WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 
 INFERENCE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 # Why a request was refused before any work (429/503), and why queued windows were dropped; each
 # exported at 0 from the start, like the status codes.
-REFUSAL_REASONS = ("backlog", "draining", "not_ready")
+REFUSAL_REASONS = ("requests", "backlog", "draining", "not_ready")
 CANCEL_REASONS = ("disconnected", "timeout", "error")
 
 
@@ -64,7 +64,8 @@ class Metrics:
             self.latency.labels(code)
         self.refused = Counter(
             "kubescribe_requests_refused",
-            "Requests refused before any work, by reason (backlog: 429, draining/not_ready: 503)",
+            "Requests refused before any work, by reason (requests/backlog: 429, "
+            "draining/not_ready: 503)",
             ["reason"],
             registry=r,
         )
@@ -107,11 +108,19 @@ class Metrics:
             registry=r,
         )
         self.real_time_factor = Histogram(
-            "kubescribe_real_time_factor",
+            "kubescribe_real_time_factor_ratio",
             "Processing time divided by audio duration",
             buckets=RTF_BUCKETS,
             registry=r,
         )
+        self.batch_frames = Counter(
+            "kubescribe_batch_frames",
+            "Model input frames (or samples) run in batches: audio, or padding up to the longest",
+            ["kind"],
+            registry=r,
+        )
+        for kind in ("audio", "padding"):
+            self.batch_frames.labels(kind)
         self.batch_size = Histogram(
             "kubescribe_batch_size",
             "Windows per model batch formed by the dynamic batcher",
@@ -119,7 +128,7 @@ class Metrics:
             registry=r,
         )
         self.queue_depth = Gauge(
-            "kubescribe_queue_depth", "Windows waiting for the batcher", registry=r
+            "kubescribe_queued_windows", "Windows waiting in the batcher's queue", registry=r
         )
         self.in_flight = Gauge(
             "kubescribe_requests_in_flight", "Transcription requests being served", registry=r
@@ -135,6 +144,13 @@ class Metrics:
     def set_model(self, name: str, version: str, digest: str, model_file: str, device: str) -> None:
         self.model_info.clear()
         self.model_info.labels(name, version, digest, model_file, device).set(1)
+
+    def observe_batch_lengths(self, lengths: list[int]) -> None:
+        """One batch's input lengths: the padding ratio is padding / audio frames."""
+        self.batch_frames.labels("audio").inc(sum(lengths))
+        self.batch_frames.labels("padding").inc(
+            max(lengths, default=0) * len(lengths) - sum(lengths)
+        )
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -362,9 +362,16 @@ def test_dashboard_covers_runtime_and_operator() -> None:
         "kubescribe_requests",
         "kubescribe_request_duration_seconds",
         "kubescribe_audio_duration_seconds",
-        "kubescribe_real_time_factor",
+        "kubescribe_real_time_factor_ratio",
         "kubescribe_batch_size",
-        "kubescribe_queue_depth",
+        "kubescribe_queued_windows",
+        "kubescribe_queue_wait_seconds",
+        "kubescribe_batch_inference_seconds",
+        "kubescribe_requests_refused",
+        "kubescribe_audio_processed_seconds",
+        "kubescribe_windows_skipped",
+        "kubescribe_windows_cancelled",
+        "process_resident_memory_bytes",
         "kubescribe_requests_in_flight",
         "kubescribe_model_info",
     ):
@@ -391,7 +398,8 @@ def test_runtime_panels_follow_the_namespace_and_service_variables() -> None:
     runtime = runtime_metrics()
     for query in panel_queries():
         if promql_metric_names(query) & runtime:
-            selectors = re.findall(r"kubescribe_\w+\{([^}]*)\}", query)
+            # (process_* too: the runtime's registry holds the process collector)
+            selectors = re.findall(r"(?:kubescribe|process)_\w+\{([^}]*)\}", query)
             assert selectors, query
             for selector in selectors:
                 assert 'namespace=~"$namespace"' in selector, query

@@ -50,6 +50,18 @@ def test_names_follow_prometheus_conventions() -> None:
         assert kind in {"counter", "gauge", "histogram"}, (name, kind)
 
 
+@pytest.mark.parametrize(
+    ("name", "old"),
+    [
+        ("kubescribe_real_time_factor_ratio", "kubescribe_real_time_factor"),  # a ratio
+        ("kubescribe_queued_windows", "kubescribe_queue_depth"),  # says what it counts
+    ],
+)
+def test_names_say_their_unit(name: str, old: str) -> None:
+    names = families()
+    assert name in names and old not in names
+
+
 def test_request_latency_carries_the_status_code() -> None:
     metrics = Metrics()
     metrics.latency.labels("429").observe(0.01)

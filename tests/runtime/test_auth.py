@@ -17,9 +17,11 @@ from kubescribe_runtime import auth
 from kubescribe_runtime.app import create_app
 from kubescribe_runtime.config import ConfigError, ServeConfig, resolve
 from kubescribe_runtime.service import Service
+from pydantic import SecretStr
 from rt_fixtures import TONE_TOKENS, encode, tone_sentence, write_artifact
 from rt_server import ServerProcess, start_server
 from simple_websocket import Client, ConnectionError
+from websockets.exceptions import InvalidStatus
 
 pytestmark = pytest.mark.xdist_group("runtime-server")
 
@@ -158,7 +160,9 @@ def _secret_volume(path: Path, entries: dict[str, str]) -> Path:
 
 @pytest.fixture
 def app_client() -> FlaskClient:
-    service = Service(ServeConfig(api_keys=KEY))  # not loaded: routes past the check say 503
+    service = Service(
+        ServeConfig(api_keys=SecretStr(KEY))
+    )  # not loaded: routes past the check say 503
     return create_app(service).test_client()
 
 
@@ -265,6 +269,15 @@ def test_a_websocket_without_a_valid_key_is_refused_at_the_upgrade(server: Serve
         assert ws.receive(timeout=10) == "hello"
     finally:
         ws.close()
+
+
+def test_the_official_realtime_client_needs_a_valid_key(server: ServerProcess) -> None:
+    with _openai(server, KEY).realtime.connect(extra_query={"intent": "transcription"}) as conn:
+        assert conn.recv().type == "session.created"
+    with pytest.raises(InvalidStatus) as refused:  # noqa: SIM117
+        with _openai(server, OTHER_KEY).realtime.connect(extra_query={"intent": "transcription"}):
+            pass
+    assert refused.value.response.status_code == 401
 
 
 def test_a_rotated_secret_takes_effect_without_a_restart(

@@ -75,6 +75,24 @@ def test_only_a_bearer_header_with_a_valid_key_passes(
         assert KEY not in str(refused.value)
 
 
+@pytest.mark.parametrize("presented", [KEY, OTHER_KEY, "nobody", "k" * 4096])
+def test_every_key_is_compared_as_a_digest_whatever_matches(
+    presented: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No early exit and no length leak: one fixed-size constant-time comparison per key."""
+    compared: list[tuple[int, int]] = []
+    real = auth.hmac.compare_digest
+
+    def counting(a: bytes, b: bytes) -> bool:
+        compared.append((len(a), len(b)))
+        return real(a, b)
+
+    monkeypatch.setattr(auth.hmac, "compare_digest", counting)
+    keys = auth.ApiKeys([KEY, OTHER_KEY, ROTATED_KEY])
+    keys.valid(presented)
+    assert compared == [(32, 32)] * 3
+
+
 def test_no_key_configured_means_no_check() -> None:
     assert auth.ApiKeys.from_config(ServeConfig()) is None
 

@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.server            # full run (about 6 minutes), updates the doc
     .venv/bin/python -m bench.server --smoke    # seconds: checks that it runs
     .venv/bin/python -m bench.server --baseline-ref REF   # also the server of commit REF
+    .venv/bin/python -m bench.server --cpu      # CPU settings before/after (bench.cpu_settings)
 
 
 For each mode (dynamic batching on: ``--max-batch-size 16 --max-delay-ms 10``; off:
@@ -150,7 +151,7 @@ class ServerProcess:
                 if answer.status_code == 200:
                     self.software = answer.headers.get("Server", "?")
                     return self
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # up, still importing
                 pass
             time.sleep(0.2)
         self.__exit__(None, None, None)
@@ -249,10 +250,20 @@ def run(argv: Sequence[str] | None) -> int:
         "--baseline-ref",
         help="also run the server of this git commit (batching on), for a comparison",
     )
+    parser.add_argument(
+        "--cpu",
+        action="store_true",
+        help="instead: the CPU settings before and after (threads from the quota, spinning)",
+    )
     args = parser.parse_args(argv)
     settings = SMOKE if args.smoke else FULL
     artifact = require_artifact(args.artifact).resolve()
     utterances = read_testset()
+    if args.cpu:
+        from bench.cpu_settings import CLIP_S, run_cpu
+
+        (clip,) = build_clips(utterances, 1, CLIP_S)
+        return run_cpu(args, settings, artifact, wav_bytes(clip.samples))
     wavs = {}
     limits: dict[tuple[float, int], float] = {}
     for seconds in settings.clip_seconds:

@@ -5,23 +5,30 @@ every error is mapped to OpenAI-style JSON once, in :func:`_error_response`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import itertools
 import logging
+import select
+import socket
+import tempfile
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator, Mapping
+from pathlib import Path
 from typing import IO, Any
 
 from flask import Flask, Request, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from kubescribe_runtime import auth, sse
+from kubescribe_runtime.admission import Refused, Ticket
 from kubescribe_runtime.audio import AudioError
-from kubescribe_runtime.batcher import BatcherClosed, QueueFull
+from kubescribe_runtime.batcher import BatcherClosed
+from kubescribe_runtime.channels import CHANNEL_MODES
 from kubescribe_runtime.formats import GRANULARITIES, RESPONSE_FORMATS, render
 from kubescribe_runtime.realtime import edge as realtime
 from kubescribe_runtime.service import NotReady, Service
-from kubescribe_runtime.transcriber import Progress, RequestTimeout
+from kubescribe_runtime.transcriber import ClientGone, Progress, RequestTimeout
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +54,13 @@ class ApiError(Exception):
         self.param = param
 
 
-class _InMemoryRequest(Request):
-    """Keep uploads in memory (bounded by MAX_CONTENT_LENGTH): nothing is written to disk."""
+class _SpoolingRequest(Request):
+    """An upload is held once: in memory up to ``spool_threshold`` bytes, beyond that in an
+    unlinked file in ``scratch_dir`` (bounded by MAX_CONTENT_LENGTH either way). The decoder
+    reads that file; nothing copies the body again."""
+
+    spool_threshold = 1024 * 1024
+    scratch_dir: Path | None = None
 
     def _get_file_stream(
         self,
@@ -57,7 +69,31 @@ class _InMemoryRequest(Request):
         filename: str | None = None,
         content_length: int | None = None,
     ) -> IO[bytes]:
-        return io.BytesIO()
+        directory = None if self.scratch_dir is None else str(self.scratch_dir)
+        return tempfile.SpooledTemporaryFile(max_size=self.spool_threshold, dir=directory)
+
+
+def _disconnect_probe(environ: Mapping[str, Any]) -> Callable[[], bool]:
+    """``gone()``: True once the client closed its connection (after its whole request was
+    read, an HTTP client sends nothing more but a next request, so end-of-stream means gone).
+    Without the server's socket (the test client), never."""
+    sock = environ.get("gunicorn.socket")
+    if not isinstance(sock, socket.socket):
+        return lambda: False
+
+    def gone() -> bool:
+        try:
+            poller = select.poll()
+            poller.register(sock, select.POLLIN | select.POLLHUP | select.POLLERR)
+            if not poller.poll(0):
+                return False
+            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except (OSError, ValueError):
+            return True
+
+    return gone
 
 
 def _as_api_error(exc: Exception) -> ApiError:
@@ -72,14 +108,16 @@ def _as_api_error(exc: Exception) -> ApiError:
         )
     if isinstance(exc, AudioError):
         return ApiError(exc.status, str(exc), exc.code, param="file")
-    if isinstance(exc, QueueFull):
+    if isinstance(exc, Refused):
         return ApiError(
             429,
             str(exc),
-            "queue_full",
+            "too_many_requests" if exc.reason == "requests" else "backlog_full",
             "rate_limit_error",
             {"Retry-After": str(exc.retry_after_s)},
         )
+    if isinstance(exc, ClientGone):  # nobody reads the answer; logged as nginx's 499
+        return ApiError(499, str(exc), "client_closed_request", "server_error")
     if isinstance(exc, BatcherClosed | NotReady):
         return ApiError(503, str(exc), "not_ready", "server_error", {"Retry-After": "5"})
     if isinstance(exc, RequestTimeout):
@@ -127,6 +165,24 @@ def _form_choice(name: str, allowed: tuple[str, ...], default: str) -> str:
     return value
 
 
+def _form_temperature() -> float:
+    """OpenAI's sampling temperature, 0 to 1; greedy CTC decoding does not sample, but a value
+    the OpenAI API refuses is refused here too."""
+    raw = (request.form.get("temperature") or "0").strip()
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise ApiError(
+            400,
+            f"temperature must be a number from 0 to 1, got {raw!r}",
+            "invalid_temperature",
+            param="temperature",
+        )
+    return value
+
+
 def _form_flag(name: str) -> bool:
     value = (request.form.get(name) or "false").strip().lower()
     if value not in ("true", "false", "1", "0"):
@@ -138,7 +194,14 @@ def _form_flag(name: str) -> bool:
 
 def create_app(service: Service) -> Flask:
     app = Flask("kubescribe_runtime")
-    app.request_class = _InMemoryRequest
+    app.request_class = type(
+        "Request",
+        (_SpoolingRequest,),
+        {
+            "spool_threshold": service.config.spool_threshold_bytes,
+            "scratch_dir": service.config.scratch_dir,
+        },
+    )
     app.config["MAX_CONTENT_LENGTH"] = service.config.max_upload_bytes
     metrics = service.metrics
 
@@ -157,8 +220,9 @@ def create_app(service: Service) -> Flask:
 
         scope = contextlib.ExitStack()
         try:
-            scope.enter_context(service.request())
-            response = _transcribe(outcome)
+            # Admitted (or refused) before the body is read.
+            ticket = scope.enter_context(service.request())
+            response = _transcribe(outcome, ticket)
             outcome["status"] = response.status_code
         except Exception as exc:
             outcome["status"] = _as_api_error(exc).status
@@ -175,7 +239,7 @@ def create_app(service: Service) -> Flask:
             record()
         return response
 
-    def _transcribe(outcome: dict[str, int]) -> Response:
+    def _transcribe(outcome: dict[str, int], ticket: Ticket) -> Response:
         started = time.monotonic()
         mimetype = request.mimetype
         if mimetype != "multipart/form-data":
@@ -188,7 +252,17 @@ def create_app(service: Service) -> Flask:
         if upload is None:
             raise ApiError(400, "missing the 'file' field (the audio)", "missing_file", "file")
         response_format = _form_choice("response_format", RESPONSE_FORMATS, "json")
+        _form_temperature()
         stream = _form_flag("stream")
+        # kubescribe's extension: "separate" transcribes each channel on its own.
+        channel_mode = _form_choice("channel_mode", CHANNEL_MODES, "mix")
+        if stream and channel_mode != "mix":
+            raise ApiError(
+                400,
+                "channel_mode=separate answers once, with every channel: not with stream=true",
+                "invalid_channel_mode",
+                param="channel_mode",
+            )
         if stream and response_format not in STREAM_FORMATS:
             raise ApiError(
                 400,
@@ -224,14 +298,25 @@ def create_app(service: Service) -> Flask:
                 "unsupported_language",
                 param="language",
             )
-        data = upload.read()
+        # The spooled body itself, not a copy; taken from the request, which closes its files
+        # when the view returns, before a streamed response is read.
+        data, upload.stream = upload.stream, io.BytesIO()
+        gone = _disconnect_probe(request.environ)
         if stream:
-            return _stream(service.stream(data), started, outcome)
-        transcript = service.transcribe(data)
+            response = _stream(service.stream(data, ticket, gone), started, outcome)
+            response.call_on_close(data.close)
+            return response
+        with contextlib.closing(data):
+            if channel_mode == "separate":
+                transcript = service.transcribe_channels(data, ticket, gone)
+            else:
+                transcript = service.transcribe(data, ticket, gone)
         elapsed = time.monotonic() - started
         metrics.audio_duration.observe(transcript.duration_s)
         if transcript.duration_s > 0:
             metrics.real_time_factor.observe(elapsed / transcript.duration_s)
+        if language:  # verbose_json reports the language used: the one asked for
+            transcript = dataclasses.replace(transcript, language=language.split("-")[0].lower())
         body, content_type = render(transcript, response_format, granularities)
         return Response(body, status=200, content_type=content_type)
 
@@ -280,6 +365,18 @@ def create_app(service: Service) -> Flask:
 
     @app.get("/healthz")
     def healthz() -> Response:
+        """Alive unless the inference loop is wedged: work has waited longer than
+        ``--stall-timeout`` with no batch finishing (the liveness probe restarts the pod)."""
+        stalled = service.stalled_s()
+        if stalled > service.config.stall_timeout_s:
+            response = jsonify(
+                {
+                    "status": "stalled",
+                    "reason": f"no batch finished for {stalled:.0f} s while work was waiting",
+                }
+            )
+            response.status_code = 503
+            return response
         return jsonify({"status": "alive"})
 
     @app.get("/readyz")

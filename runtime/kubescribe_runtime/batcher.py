@@ -1,12 +1,29 @@
-"""Dynamic batching: one worker thread groups queued jobs into batches for the model.
+"""Dynamic batching: one worker thread runs the model on batches of queued windows.
 
-A batch closes when it holds ``max_batch_size`` jobs, ``max_delay_s`` after its oldest job
-arrived, or — with ``close_when_idle`` — as soon as no caller is still preparing a job
+API (file requests and real-time sessions alike)::
+
+    with batcher.open_flow(live=False) as flow:      # one per request or session
+        future = flow.submit(features, length)        # waits while the queue is full
+        logprobs = future.result()
+    # leaving the block (or flow.cancel()) drops the flow's queued windows
+
+- ``open_flow(live=True)`` marks a real-time session: its windows go before every file
+  window (``Priority``); within a class, windows are scheduled fairly across flows on audio
+  length (:mod:`kubescribe_runtime.scheduling`), and a batch holds only similar lengths.
+- :meth:`Flow.submit` never refuses for lack of space: when ``max_queue`` windows are queued
+  it waits (a live flow does not wait: its windows are few and must not queue behind files).
+  It raises :class:`FlowCancelled` once the flow was cancelled (the client hung up) and
+  :class:`BatcherClosed` once the server stops. Admission happens earlier, per request
+  (:mod:`kubescribe_runtime.admission`), so an admitted request is never refused here.
+- :meth:`DynamicBatcher.submit` is a one-window flow (tests, warm-ups).
+
+A batch closes when ``max_batch_size`` windows wait, ``max_delay_s`` after the oldest arrived,
+or — with ``close_when_idle`` — as soon as no caller is still preparing a window
 (:meth:`DynamicBatcher.producing`): then no batch-mate can come, and waiting would only add
-latency to a lone request. When more jobs wait than fit, the batch is the run of
-``max_batch_size`` jobs of similar length (sorted by length) that contains the oldest job:
-little padding, no starvation.
-The queue is bounded: :class:`QueueFull` tells the caller to answer 429 with Retry-After.
+latency to a lone request.
+
+Liveness: :meth:`DynamicBatcher.stalled_s` is how long work has been waiting without a batch
+finishing (0 when idle or progressing); ``/healthz`` fails when it passes a threshold.
 """
 
 from __future__ import annotations
@@ -15,12 +32,12 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from kubescribe.errors import KubescribeError
+from kubescribe_runtime.scheduling import DEFAULT_LENGTH_RATIO, FlowState, Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -28,41 +45,39 @@ In = TypeVar("In")
 Out = TypeVar("Out")
 
 
-class QueueFull(KubescribeError):
-    """The bounded queue is full: try again later."""
-
-    def __init__(self, message: str, retry_after_s: int) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-
 class BatcherClosed(KubescribeError):
-    """The batcher no longer takes jobs (the server is shutting down)."""
+    """The batcher no longer takes windows (the server is shutting down)."""
 
 
-@dataclass
-class _Job(Generic[In, Out]):
-    payload: In
-    length: int
-    enqueued: float
-    future: Future[Out] = field(default_factory=Future)
+class FlowCancelled(KubescribeError):
+    """The flow was cancelled (its client hung up or timed out): no more windows."""
 
 
-def choose_batch(lengths: Sequence[int], max_batch_size: int) -> list[int]:
-    """Indices (into ``lengths``, in queue order, index 0 the oldest) of the next batch."""
-    if len(lengths) <= max_batch_size:
-        return list(range(len(lengths)))
-    by_length = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
-    oldest_rank = by_length.index(0)
-    best_start, best_spread = 0, None
-    first = max(0, oldest_rank - max_batch_size + 1)
-    last = min(oldest_rank, len(lengths) - max_batch_size)
-    for start in range(first, last + 1):
-        run = by_length[start : start + max_batch_size]
-        spread = lengths[run[-1]] - lengths[run[0]]
-        if best_spread is None or spread < best_spread:
-            best_start, best_spread = start, spread
-    return sorted(by_length[best_start : best_start + max_batch_size])
+class Flow(Generic[In, Out]):
+    """A request's (or session's) handle on the batcher; see the module docstring."""
+
+    def __init__(self, batcher: DynamicBatcher[In, Out], live: bool) -> None:
+        self._batcher = batcher
+        self.state = FlowState(live=live)
+        self.cancelled = False
+
+    @property
+    def live(self) -> bool:
+        return self.state.live
+
+    def submit(self, payload: In, length: int, timeout: float | None = None) -> Future[Out]:
+        """Queue one window; waits for space (at most ``timeout`` s: ``TimeoutError``)."""
+        return self._batcher._submit(self, payload, length, timeout)
+
+    def cancel(self) -> int:
+        """Drop the queued windows and refuse new ones; returns how many were dropped."""
+        return self._batcher._cancel(self)
+
+    def __enter__(self) -> Flow[In, Out]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cancel()
 
 
 class DynamicBatcher(Generic[In, Out]):
@@ -74,8 +89,13 @@ class DynamicBatcher(Generic[In, Out]):
         max_queue: int,
         on_batch: Callable[[int], None] | None = None,
         on_queue_depth: Callable[[int], None] | None = None,
-        retry_after_s: int = 1,
         close_when_idle: bool = False,
+        length_ratio: float = DEFAULT_LENGTH_RATIO,
+        length_slack: int = 0,
+        on_cancelled: Callable[[int], None] | None = None,
+        on_lengths: Callable[[list[int]], None] | None = None,
+        on_queue_wait: Callable[[float], None] | None = None,
+        on_inference: Callable[[float], None] | None = None,
     ) -> None:
         self._run_batch = run_batch
         self.max_batch_size = max_batch_size
@@ -83,38 +103,77 @@ class DynamicBatcher(Generic[In, Out]):
         self.max_queue = max_queue
         self._on_batch = on_batch or (lambda size: None)
         self._on_queue_depth = on_queue_depth or (lambda depth: None)
-        self._retry_after_s = retry_after_s
+        self._on_cancelled = on_cancelled or (lambda count: None)
+        self._on_lengths = on_lengths or (lambda lengths: None)
+        self._on_queue_wait = on_queue_wait or (lambda seconds: None)
+        self._on_inference = on_inference or (lambda seconds: None)
         self.close_when_idle = close_when_idle
         self._producers = 0
-        self._queue: list[_Job[In, Out]] = []
+        self._scheduler: Scheduler[Future[Out]] = Scheduler(
+            max_batch_size, length_ratio, length_slack
+        )
+        self._payloads: dict[int, In] = {}
         self._cond = threading.Condition()
         self._closed = False
+        self._busy_since: float | None = None
+        self._last_progress = time.monotonic()
         self._thread = threading.Thread(target=self._loop, name="kubescribe-batcher", daemon=True)
         self._thread.start()
 
+    # -- callers -----------------------------------------------------------------------------
+
     @property
     def depth(self) -> int:
+        """Windows queued (not yet in a running batch)."""
         with self._cond:
-            return len(self._queue)
+            return len(self._scheduler)
 
-    def submit(self, payload: In, length: int) -> Future[Out]:
+    def open_flow(self, live: bool = False) -> Flow[In, Out]:
+        return Flow(self, live)
+
+    def submit(self, payload: In, length: int, live: bool = False) -> Future[Out]:
+        """A window on its own flow."""
+        return self.open_flow(live).submit(payload, length)
+
+    def _submit(
+        self, flow: Flow[In, Out], payload: In, length: int, timeout: float | None
+    ) -> Future[Out]:
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            if self._closed:
-                raise BatcherClosed("the server is shutting down")
-            if len(self._queue) >= self.max_queue:
-                raise QueueFull(
-                    f"the request queue is full ({self.max_queue} queued); retry later",
-                    self._retry_after_s,
-                )
-            job: _Job[In, Out] = _Job(payload, length, time.monotonic())
-            self._queue.append(job)
-            self._on_queue_depth(len(self._queue))
-            self._cond.notify()
-            return job.future
+            while True:
+                if self._closed:
+                    raise BatcherClosed("the server is shutting down")
+                if flow.cancelled:
+                    raise FlowCancelled("the request was cancelled")
+                if flow.live or len(self._scheduler) < self.max_queue:
+                    break
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError("no room in the batcher's queue in time")
+                self._cond.wait(remaining)
+            future: Future[Out] = Future()
+            self._payloads[id(future)] = payload
+            self._scheduler.add(future, length, flow.state, time.monotonic())
+            self._on_queue_depth(len(self._scheduler))
+            self._cond.notify_all()
+            return future
+
+    def _cancel(self, flow: Flow[In, Out]) -> int:
+        with self._cond:
+            flow.cancelled = True
+            dropped = self._scheduler.discard(flow.state)
+            for future in dropped:
+                self._payloads.pop(id(future), None)
+                future.cancel()
+            if dropped:
+                self._on_queue_depth(len(self._scheduler))
+                self._on_cancelled(len(dropped))
+            self._cond.notify_all()
+        return len(dropped)
 
     @contextlib.contextmanager
     def producing(self) -> Iterator[None]:
-        """Mark a caller that is preparing a job (decoding audio, computing features).
+        """Mark a caller that is preparing a window (decoding audio, computing features).
 
         While any caller is, a batch that is neither full nor due waits for it; once none is
         (and ``close_when_idle``), the batch closes at once.
@@ -126,24 +185,37 @@ class DynamicBatcher(Generic[In, Out]):
         finally:
             with self._cond:
                 self._producers -= 1
-                self._cond.notify()
+                self._cond.notify_all()
+
+    def stalled_s(self, now: float | None = None) -> float:
+        """Seconds that work has waited with no batch finishing (0 while idle)."""
+        now = time.monotonic() if now is None else now
+        with self._cond:
+            if not self._thread.is_alive() and not self._closed:  # the worker died
+                return now - self._last_progress
+            oldest = self._scheduler.oldest_enqueued()
+            if self._busy_since is None and oldest is None:
+                return 0.0
+            if self._busy_since is not None:  # a batch is running: since it started
+                return max(0.0, now - self._busy_since)
+            return max(0.0, now - max(self._last_progress, oldest or 0.0))
 
     def close(self, timeout: float | None = None) -> None:
         """Run what is queued, then stop the worker."""
         with self._cond:
             self._closed = True
-            self._cond.notify()
+            self._cond.notify_all()
         self._thread.join(timeout)
 
-    def _next_batch(self) -> list[_Job[In, Out]] | None:
+    # -- the worker --------------------------------------------------------------------------
+
+    def _next_batch(self) -> list[tuple[Future[Out], In, int]] | None:
         with self._cond:
             while True:
-                # Cancelled jobs (their request timed out) are dropped unseen.
-                self._queue = [j for j in self._queue if not j.future.cancelled()]
-                if self._queue:
-                    deadline = self._queue[0].enqueued + self.max_delay_s
-                    full = len(self._queue) >= self.max_batch_size
-                    remaining = deadline - time.monotonic()
+                if len(self._scheduler):
+                    oldest = self._scheduler.oldest_enqueued() or 0.0
+                    remaining = oldest + self.max_delay_s - time.monotonic()
+                    full = len(self._scheduler) >= self.max_batch_size
                     nobody_coming = self.close_when_idle and self._producers == 0
                     if full or remaining <= 0 or self._closed or nobody_coming:
                         break
@@ -152,25 +224,37 @@ class DynamicBatcher(Generic[In, Out]):
                     return None
                 else:
                     self._cond.wait()
-            chosen = choose_batch([j.length for j in self._queue], self.max_batch_size)
-            batch = [self._queue[i] for i in chosen]
-            picked = set(chosen)
-            self._queue = [j for i, j in enumerate(self._queue) if i not in picked]
-            self._on_queue_depth(len(self._queue))
-        return [j for j in batch if j.future.set_running_or_notify_cancel()]
+            entries = self._scheduler.take()
+            self._busy_since = now = time.monotonic()
+            for entry in entries:
+                self._on_queue_wait(now - entry.enqueued)
+            self._on_queue_depth(len(self._scheduler))
+            self._cond.notify_all()  # room for waiting submitters
+            batch = [(e.item, self._payloads.pop(id(e.item)), e.length) for e in entries]
+        return [(f, p, n) for f, p, n in batch if f.set_running_or_notify_cancel()]
 
     def _loop(self) -> None:
         while (batch := self._next_batch()) is not None:
-            if not batch:
-                continue
-            batch.sort(key=lambda j: j.length)
-            self._on_batch(len(batch))
             try:
-                results = self._run_batch([j.payload for j in batch])
-            except Exception as exc:  # handed to every waiting request
-                log.exception("batch of %d failed", len(batch))
-                for job in batch:
-                    job.future.set_exception(exc)
-                continue
-            for job, result in zip(batch, results, strict=True):
-                job.future.set_result(result)
+                if batch:
+                    self._run(batch)
+            finally:
+                with self._cond:
+                    self._busy_since = None
+                    self._last_progress = time.monotonic()
+
+    def _run(self, batch: list[tuple[Future[Out], In, int]]) -> None:
+        batch.sort(key=lambda job: job[2])
+        self._on_batch(len(batch))
+        self._on_lengths([n for _, _, n in batch])
+        started = time.monotonic()
+        try:
+            results = self._run_batch([payload for _, payload, _ in batch])
+            self._on_inference(time.monotonic() - started)
+        except Exception as exc:  # handed to every waiting request
+            log.exception("batch of %d failed", len(batch))
+            for future, _, _ in batch:
+                future.set_exception(exc)
+            return
+        for (future, _, _), result in zip(batch, results, strict=True):
+            future.set_result(result)

@@ -58,7 +58,36 @@ class ServeConfig(_Settings):
         "with device=gpu and no CUDA: serve on CPU instead of staying unready",
     )
     threads: int = _setting(
-        0, "--threads", "KUBESCRIBE_THREADS", "intra-op threads (0: onnxruntime's choice)", ge=0
+        0,
+        "--threads",
+        "KUBESCRIBE_THREADS",
+        "intra-op threads (0: the container's CPU quota, else its usable CPUs)",
+        ge=0,
+    )
+    thread_spinning: bool = _setting(
+        False,
+        "--thread-spinning",
+        "KUBESCRIBE_THREAD_SPINNING",
+        "let idle intra-op threads spin (burns CPU quota between batches)",
+    )
+    cudnn_conv_algo_search: Literal["heuristic", "exhaustive", "default"] = _setting(
+        "heuristic",
+        "--cudnn-conv-algo-search",
+        "KUBESCRIBE_CUDNN_CONV_ALGO_SEARCH",
+        "how cuDNN picks convolution algorithms (exhaustive re-benchmarks every new shape)",
+    )
+    gpu_mem_limit_mb: int = _setting(
+        0,
+        "--gpu-mem-limit-mb",
+        "KUBESCRIBE_GPU_MEM_LIMIT_MB",
+        "cap of the CUDA memory arena (0: none)",
+        ge=0,
+    )
+    io_binding: Literal["auto", "on", "off"] = _setting(
+        "auto",
+        "--io-binding",
+        "KUBESCRIBE_IO_BINDING",
+        "run batches through onnxruntime IO binding (auto: on CUDA only)",
     )
     http_threads: int = _setting(
         16, "--http-threads", "KUBESCRIBE_HTTP_THREADS", "WSGI worker threads", ge=1
@@ -76,16 +105,66 @@ class ServeConfig(_Settings):
         "wait the whole max delay for batch-mates even when no other request is preparing audio",
     )
     max_queue: int = _setting(
-        64, "--max-queue", "KUBESCRIBE_MAX_QUEUE", "queued windows before 429", ge=1
+        64,
+        "--max-queue",
+        "KUBESCRIBE_MAX_QUEUE",
+        "windows queued in the batcher; beyond it an admitted request's next window waits "
+        "(never refused)",
+        ge=1,
+    )
+    max_requests: int = _setting(
+        32,
+        "--max-requests",
+        "KUBESCRIBE_MAX_REQUESTS",
+        "transcription requests admitted at once (upload bodies held at once); beyond: 429",
+        ge=1,
+    )
+    max_backlog_seconds: float = _setting(
+        3600,
+        "--max-backlog-seconds",
+        "KUBESCRIBE_MAX_BACKLOG_SECONDS",
+        "audio seconds admitted and not yet transcribed; a request beyond it: 429",
+        gt=0,
     )
     request_timeout_s: float = _setting(
-        120, "--request-timeout", "KUBESCRIBE_REQUEST_TIMEOUT_S", "seconds before 504", gt=0
+        120,
+        "--request-timeout",
+        "KUBESCRIBE_REQUEST_TIMEOUT_S",
+        "seconds a request may wait with none of its windows decoded before 504",
+        gt=0,
+    )
+    spool_threshold_mb: float = _setting(
+        1,
+        "--spool-threshold-mb",
+        "KUBESCRIBE_SPOOL_THRESHOLD_MB",
+        "uploads above this size are written to --scratch-dir instead of held in memory",
+        ge=0,
+    )
+    scratch_dir: Path | None = _setting(
+        None,
+        "--scratch-dir",
+        "KUBESCRIBE_SCRATCH_DIR",
+        "directory for spooled uploads (default: the system's temporary directory)",
+    )
+    stall_timeout_s: float = _setting(
+        120,
+        "--stall-timeout",
+        "KUBESCRIBE_STALL_TIMEOUT_S",
+        "/healthz fails when windows have waited this long with no batch finishing",
+        gt=0,
     )
     max_upload_mb: float = _setting(
         25, "--max-upload-mb", "KUBESCRIBE_MAX_UPLOAD_MB", "larger uploads get 413", gt=0
     )
     max_audio_seconds: float = _setting(
         7200, "--max-audio-seconds", "KUBESCRIBE_MAX_AUDIO_SECONDS", "longer audio gets 400", gt=0
+    )
+    max_audio_seconds_per_mb: float = _setting(
+        3600,
+        "--max-audio-seconds-per-mb",
+        "KUBESCRIBE_MAX_AUDIO_SECONDS_PER_MB",
+        "audio seconds an upload may decode to per megabyte (at least 30 s; 0: no bound)",
+        ge=0,
     )
     window_seconds: float = _setting(
         20, "--window-seconds", "KUBESCRIBE_WINDOW_SECONDS", "long-audio window length", gt=1
@@ -96,6 +175,13 @@ class ServeConfig(_Settings):
         "KUBESCRIBE_WINDOW_OVERLAP_SECONDS",
         "overlap between windows",
         ge=0,
+    )
+    vad: Literal["energy", "off"] = _setting(
+        "energy",
+        "--vad",
+        "KUBESCRIBE_VAD",
+        "voice activity detection: energy (windows without speech are not decoded, long "
+        "non-speech is cut) or off",
     )
     max_sessions: int = _setting(
         8,
@@ -169,6 +255,10 @@ class ServeConfig(_Settings):
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def spool_threshold_bytes(self) -> int:
+        return int(self.spool_threshold_mb * 1024 * 1024)
 
 
 class FetchConfig(_Settings):

@@ -1,4 +1,5 @@
-"""The serving state: model loading and warm-up, readiness, in-flight requests, draining."""
+"""The serving state: model loading and warm-up, readiness, admission and in-flight requests,
+liveness (the batcher's progress), draining."""
 
 from __future__ import annotations
 
@@ -6,18 +7,33 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from enum import StrEnum
+from typing import IO
 
 from kubescribe.errors import KubescribeError
+from kubescribe_runtime import audio
+from kubescribe_runtime.admission import Admission, Refused, Ticket
 from kubescribe_runtime.artifact import Artifact, load_artifact
 from kubescribe_runtime.batcher import DynamicBatcher
+from kubescribe_runtime.channels import merge_channels
 from kubescribe_runtime.config import ServeConfig
+from kubescribe_runtime.manifest import ArtifactManifest
 from kubescribe_runtime.metrics import Metrics
-from kubescribe_runtime.model import AcousticModel
+from kubescribe_runtime.model import AcousticModel, SessionSettings, frame_seconds
 from kubescribe_runtime.transcriber import PipelineSettings, Progress, Transcriber, Transcript
 
 log = logging.getLogger(__name__)
+
+
+# A batch pads its windows to the longest: windows join one only when the longest is at most
+# 25 % (the scheduler's ratio) plus this much longer than the shortest.
+SIMILAR_LENGTH_SLACK_S = 1.0
+
+
+def units_per_second(manifest: ArtifactManifest) -> float:
+    """The model input's length units (feature frames or samples) per second of audio."""
+    return manifest.subsampling_factor / frame_seconds(manifest)
 
 
 class NotReady(KubescribeError):
@@ -39,7 +55,13 @@ def build_transcriber(config: ServeConfig, metrics: Metrics | None = None) -> Tr
         device=config.device,
         gpu_id=config.gpu_id,
         allow_cpu_fallback=config.allow_cpu_fallback,
-        threads=config.threads,
+        session=SessionSettings(
+            threads=config.threads,
+            spinning=config.thread_spinning,
+            cudnn_conv_algo_search=config.cudnn_conv_algo_search,
+            gpu_mem_limit_mb=config.gpu_mem_limit_mb,
+            io_binding=config.io_binding,
+        ),
     )
     batcher = DynamicBatcher(
         model.infer,
@@ -49,14 +71,29 @@ def build_transcriber(config: ServeConfig, metrics: Metrics | None = None) -> Tr
         on_batch=metrics.batch_size.observe if metrics else None,
         on_queue_depth=metrics.queue_depth.set if metrics else None,
         close_when_idle=not config.batch_wait_full_delay,
+        length_slack=int(SIMILAR_LENGTH_SLACK_S * units_per_second(artifact.manifest)),
+        on_queue_wait=metrics.queue_wait.observe if metrics else None,
+        on_inference=metrics.batch_inference.observe if metrics else None,
+        on_lengths=metrics.observe_batch_lengths if metrics else None,
     )
     settings = PipelineSettings(
         window_seconds=config.window_seconds,
         window_overlap_seconds=config.window_overlap_seconds,
         max_audio_seconds=config.max_audio_seconds,
+        max_audio_seconds_per_mb=config.max_audio_seconds_per_mb,
         request_timeout_s=config.request_timeout_s,
+        vad=config.vad != "off",
     )
-    return Transcriber(model, batcher, settings)
+    return Transcriber(
+        model,
+        batcher,
+        settings,
+        on_decoded=metrics.audio_processed.inc if metrics else None,
+        on_skipped=metrics.windows_skipped.inc if metrics else None,
+        on_cancelled=(
+            (lambda reason, n: metrics.windows_cancelled.labels(reason).inc(n)) if metrics else None
+        ),
+    )
 
 
 class Service:
@@ -66,6 +103,7 @@ class Service:
         self.state = State.LOADING
         self.reason = "the model is loading"
         self.transcriber: Transcriber | None = None
+        self.admission = Admission(config.max_requests, config.max_backlog_seconds)
         self._in_flight = 0
         self._idle = threading.Condition()
 
@@ -149,31 +187,120 @@ class Service:
     def in_flight(self) -> int:
         return self._in_flight
 
+    def stalled_s(self) -> float:
+        """How long the inference loop has had work without finishing a batch (0: healthy)."""
+        transcriber = self.transcriber
+        return 0.0 if transcriber is None else transcriber.batcher.stalled_s()
+
     @contextlib.contextmanager
-    def request(self) -> Iterator[None]:
-        """Count a transcription request in flight; refused once draining has begun."""
+    def request(self) -> Iterator[Ticket]:
+        """Admit a transcription request before its body is read, and count it in flight.
+
+        Refused with :class:`NotReady` (503) while loading, failed or draining, and with
+        :class:`~kubescribe_runtime.admission.Refused` (429) at ``--max-requests``. The ticket
+        then admits the audio's length (:meth:`transcribe` / :meth:`stream` do) and is released
+        when the request ends.
+        """
         with self._idle:
-            if self.state is State.DRAINING:
-                raise NotReady("the server is shutting down; retry on another replica")
+            if self.state is not State.READY:
+                draining = self.state is State.DRAINING
+                self.metrics.refused.labels("draining" if draining else "not_ready").inc()
+                if draining:
+                    raise NotReady("the server is shutting down; retry on another replica")
+                raise NotReady(f"the model is not ready: {self.reason}")
+            try:
+                ticket = self.admission.enter()
+            except Refused as exc:
+                self.metrics.refused.labels(exc.reason).inc()
+                raise
             self._in_flight += 1
             self.metrics.in_flight.set(self._in_flight)
         try:
-            yield
+            yield ticket
         finally:
+            ticket.close()
             with self._idle:
                 self._in_flight -= 1
                 self.metrics.in_flight.set(self._in_flight)
                 self._idle.notify_all()
 
-    def transcribe(self, data: bytes) -> Transcript:
-        transcriber = self.transcriber
-        if transcriber is None:
-            raise NotReady(f"the model is not ready: {self.reason}")
-        return transcriber.transcribe(data)
+    def transcribe(
+        self,
+        data: bytes | IO[bytes],
+        ticket: Ticket | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> Transcript:
+        """The whole transcript; ``ticket``: admit the audio's length first (429 if over)."""
+        transcriber = self._ready()
+        return transcriber.assemble(self.stream(data, ticket, cancelled))
 
-    def stream(self, data: bytes) -> Generator[Progress, None, None]:
-        """The transcript window by window (``stream=true``); lazy: nothing runs until read."""
+    def transcribe_channels(
+        self,
+        data: bytes | IO[bytes],
+        ticket: Ticket | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> Transcript:
+        """Each channel transcribed on its own, merged by time (``channel_mode=separate``);
+        admitted as the audio's length times its channels."""
+        transcriber = self._ready()
+        info = audio.probe(
+            data, self.config.max_audio_seconds, self.config.max_audio_seconds_per_mb
+        )
+        if ticket is not None:
+            try:
+                ticket.admit_audio(info.duration_s * info.channels)
+            except Refused as exc:
+                self.metrics.refused.labels(exc.reason).inc()
+                raise
+        results = []
+        for channel in range(info.channels):
+            progress = transcriber.stream(data, cancelled=cancelled, channel=channel)
+            done = channel * info.duration_s
+            if ticket is not None:
+                progress = _tracked(progress, ticket, done)
+            results.append(transcriber.assemble(progress))
+        return merge_channels(results)
+
+    def stream(
+        self,
+        data: bytes | IO[bytes],
+        ticket: Ticket | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> Generator[Progress, None, None]:
+        """The transcript window by window (``stream=true``); the audio is admitted at once,
+        the rest is lazy: nothing runs until read."""
+        transcriber = self._ready()
+        if ticket is not None:
+            self._admit_audio(ticket, data)
+        progress = transcriber.stream(data, cancelled=cancelled)
+        return progress if ticket is None else _tracked(progress, ticket)
+
+    def _ready(self) -> Transcriber:
         transcriber = self.transcriber
         if transcriber is None:
             raise NotReady(f"the model is not ready: {self.reason}")
-        return transcriber.stream(data)
+        return transcriber
+
+    def _admit_audio(self, ticket: Ticket, data: bytes | IO[bytes]) -> None:
+        """Step 2 of admission: the declared duration (from the header only) joins the backlog."""
+        info = audio.probe(
+            data, self.config.max_audio_seconds, self.config.max_audio_seconds_per_mb
+        )
+        try:
+            ticket.admit_audio(info.duration_s)
+        except Refused as exc:
+            self.metrics.refused.labels(exc.reason).inc()
+            raise
+
+
+def _tracked(
+    progress: Generator[Progress, None, None], ticket: Ticket, done_s: float = 0.0
+) -> Generator[Progress, None, None]:
+    """``progress``, reporting the audio transcribed so far (after ``done_s`` already done) to
+    the admission backlog."""
+    try:
+        for step in progress:
+            ticket.progress(done_s + step.audio_s)
+            yield step
+    finally:
+        progress.close()

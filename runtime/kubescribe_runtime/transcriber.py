@@ -1,4 +1,4 @@
-"""The pipeline: decode → resample → window → features → batch → ONNX → CTC → stitch.
+"""The pipeline: decode → resample → window → VAD → features → batch → ONNX → CTC → stitch.
 
 One object per concern does the work; this one only chains them for a request, keeping at most
 ``max_pending`` windows of one request in the batcher at a time (bounded memory).
@@ -9,22 +9,31 @@ from __future__ import annotations
 import concurrent.futures
 import time
 from collections import deque
-from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from collections.abc import Callable, Generator, Iterable
+from dataclasses import dataclass, field, replace
+from typing import IO
 
 import numpy as np
 import numpy.typing as npt
 
 from kubescribe.errors import KubescribeError
 from kubescribe_runtime import audio
-from kubescribe_runtime.batcher import DynamicBatcher
+from kubescribe_runtime.batcher import DynamicBatcher, Flow
 from kubescribe_runtime.ctc import Segment, Word, greedy_words, segments_of, text_of
 from kubescribe_runtime.model import AcousticModel, ModelInput, prepare
+from kubescribe_runtime.vad import crop_to_speech, no_speech_prob
 from kubescribe_runtime.windowing import Stitcher, WindowWords, seam, windows
+
+# How often a waiting request checks whether its client is still there.
+POLL_S = 0.1
 
 
 class RequestTimeout(KubescribeError):
-    """The request was not answered within the configured timeout."""
+    """No window of the request was decoded within the configured timeout."""
+
+
+class ClientGone(KubescribeError):
+    """The client hung up: the request stops costing compute."""
 
 
 @dataclass(frozen=True)
@@ -37,11 +46,28 @@ class Transcript:
 
 
 @dataclass(frozen=True)
+class BlankTrack:
+    """The blank log-probabilities of one decoded window, for ``no_speech_prob``."""
+
+    start_s: float  # absolute time of the first output frame
+    frame_s: float
+    blank: npt.NDArray[np.float32]  # [T', 1] log-probabilities of the blank
+
+    def covers(self, start_s: float, end_s: float) -> bool:
+        return self.start_s <= start_s and end_s <= self.start_s + len(self.blank) * self.frame_s
+
+    def no_speech_prob(self, start_s: float, end_s: float) -> float:
+        span = (start_s - self.start_s, end_s - self.start_s)
+        return no_speech_prob(self.blank, self.frame_s, span, blank=0)
+
+
+@dataclass(frozen=True)
 class Progress:
     """Words that became final (absolute times, audio order) and the audio they cover."""
 
     words: list[Word]
     audio_s: float
+    blanks: list[BlankTrack] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -50,6 +76,28 @@ class _Pending:
     end_s: float
     seam_s: float
     future: concurrent.futures.Future[npt.NDArray[np.float32]]
+    offset_s: float = 0.0  # where the decoded part starts in the window (non-speech cut)
+
+
+def _no_frames(vocabulary: int) -> concurrent.futures.Future[npt.NDArray[np.float32]]:
+    """The result of a window with no speech: decoded as nothing, without the model."""
+    future: concurrent.futures.Future[npt.NDArray[np.float32]] = concurrent.futures.Future()
+    future.set_result(np.zeros((0, vocabulary), dtype=np.float32))
+    return future
+
+
+def with_no_speech_probs(segments: list[Segment], blanks: list[BlankTrack]) -> list[Segment]:
+    """Each segment's ``no_speech_prob`` from the window that saw it whole (else its centre)."""
+    result = []
+    for segment in segments:
+        centre = (segment.start + segment.end) / 2
+        track = next((b for b in blanks if b.covers(segment.start, segment.end)), None)
+        track = track or next((b for b in blanks if b.covers(centre, centre)), None)
+        if track is not None:
+            prob = track.no_speech_prob(segment.start, segment.end)
+            segment = replace(segment, no_speech_prob=prob)
+        result.append(segment)
+    return result
 
 
 @dataclass(frozen=True)
@@ -57,7 +105,11 @@ class PipelineSettings:
     window_seconds: float = 20.0
     window_overlap_seconds: float = 2.0
     max_audio_seconds: float = 7200.0
+    max_audio_seconds_per_mb: float = 0.0  # 0: no bound per uploaded megabyte
     request_timeout_s: float = 120.0
+    # Voice activity detection: windows without speech are not decoded, long non-speech at a
+    # window's edges is cut, and long gaps inside are left out of the feature statistics.
+    vad: bool = True
 
 
 class Transcriber:
@@ -67,6 +119,9 @@ class Transcriber:
         batcher: DynamicBatcher[ModelInput, npt.NDArray[np.float32]],
         settings: PipelineSettings,
         on_window: Callable[[], None] | None = None,
+        on_decoded: Callable[[float], None] | None = None,
+        on_skipped: Callable[[], None] | None = None,
+        on_cancelled: Callable[[str, int], None] | None = None,
     ) -> None:
         self.model = model
         self.batcher = batcher
@@ -74,6 +129,11 @@ class Transcriber:
         self.manifest = model.manifest
         self.max_pending = max(2, batcher.max_batch_size)
         self._on_window = on_window or (lambda: None)
+        # Seconds of audio given to the model; a window skipped as non-speech.
+        self._on_decoded = on_decoded or (lambda seconds: None)
+        self._on_skipped = on_skipped or (lambda: None)
+        # Queued windows dropped unseen, by reason (disconnected, timeout, error).
+        self._on_cancelled = on_cancelled or (lambda reason, count: None)
 
     def warm_up(self) -> None:
         """One inference on a second of quiet noise, outside the batcher."""
@@ -81,33 +141,64 @@ class Transcriber:
         samples = (1e-3 * rng.standard_normal(self.manifest.sample_rate)).astype(np.float32)
         self.model.infer([prepare(samples, self.manifest)])
 
-    def transcribe(self, data: bytes, timeout_s: float | None = None) -> Transcript:
+    def transcribe(
+        self,
+        data: bytes | IO[bytes],
+        timeout_s: float | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> Transcript:
+        return self.assemble(self.stream(data, timeout_s, cancelled))
+
+    def assemble(self, stream: Iterable[Progress]) -> Transcript:
+        """The transcript of a whole :meth:`stream`."""
         words: list[Word] = []
+        blanks: list[BlankTrack] = []
         duration_s = 0.0
-        for progress in self.stream(data, timeout_s):
+        for progress in stream:
             words += progress.words
+            blanks += progress.blanks
             duration_s = progress.audio_s
         return Transcript(
             text=text_of(words),
             words=words,
-            segments=segments_of(words),
+            segments=with_no_speech_probs(segments_of(words), blanks),
             duration_s=duration_s,
             language=self.manifest.languages[0],
         )
 
     def stream(
-        self, data: bytes, timeout_s: float | None = None
+        self,
+        data: bytes | IO[bytes],
+        timeout_s: float | None = None,
+        cancelled: Callable[[], bool] | None = None,
+        live: bool = False,
+        channel: int | None = None,
     ) -> Generator[Progress, None, None]:
         """The transcript as it becomes final, window by window, in audio order.
 
         Results are collected as soon as the oldest pending window is decoded, so the first
-        words come after the first window, not at the end. Closing the generator early (a
-        client that hung up) cancels the windows still queued.
+        words come after the first window, not at the end. The request's windows are one flow
+        of the batcher (``live``: a real-time session's priority).
+
+        Timeout: the request fails (:class:`RequestTimeout`) when ``timeout_s`` passes without
+        one of its windows decoded — a bound on waiting, not on the length of the audio.
+        Cancellation: ``cancelled()`` is polled while waiting (every :data:`POLL_S`) and before
+        each window; once true (or when the generator is closed early), the queued windows are
+        dropped and no new ones are made (:class:`ClientGone`). ``channel``: that channel of
+        the audio alone, instead of the mix of all.
         """
         rate = self.manifest.sample_rate
         limit = self.settings.request_timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + limit
-        blocks = audio.iter_mono(data, rate, self.settings.max_audio_seconds)
+        gone = cancelled or (lambda: False)
+        flow = self.batcher.open_flow(live=live)
+        blocks = audio.iter_mono(
+            data,
+            rate,
+            self.settings.max_audio_seconds,
+            self.settings.max_audio_seconds_per_mb,
+            channel=channel,
+        )
         window = int(self.settings.window_seconds * rate)
         overlap = int(self.settings.window_overlap_seconds * rate)
         pending: deque[_Pending] = deque()
@@ -115,20 +206,37 @@ class Transcriber:
         total_samples = 0
 
         def collect_oldest() -> Progress:
+            nonlocal deadline
             oldest = pending.popleft()
-            remaining = deadline - time.monotonic()
-            try:
-                logprobs = oldest.future.result(timeout=max(remaining, 0.0))
-            except concurrent.futures.TimeoutError as exc:
-                oldest.future.cancel()
-                raise RequestTimeout(f"the request took longer than {limit:g} s") from exc
-            words = greedy_words(logprobs, self.model.artifact.tokens, self.model.frame_seconds)
+            while True:
+                remaining = deadline - time.monotonic()
+                try:
+                    logprobs = oldest.future.result(timeout=min(max(remaining, 0.0), POLL_S))
+                    break
+                except concurrent.futures.TimeoutError as exc:
+                    if gone():
+                        oldest.future.cancel()
+                        raise ClientGone("the client closed the connection") from exc
+                    if remaining <= POLL_S:
+                        oldest.future.cancel()
+                        raise RequestTimeout(
+                            f"no part of the audio was transcribed within {limit:g} s"
+                        ) from exc
+            deadline = time.monotonic() + limit  # progress: the timeout starts again
+            frame_s = self.model.frame_seconds
+            words = greedy_words(logprobs, self.model.artifact.tokens, frame_s)
+            if oldest.offset_s:
+                words = [w.shifted(oldest.offset_s) for w in words]
             part = WindowWords(oldest.start_s, oldest.end_s, words)
-            return Progress(stitcher.add(part, oldest.seam_s), oldest.end_s)
+            track = BlankTrack(oldest.start_s + oldest.offset_s, frame_s, logprobs[:, -1:].copy())
+            return Progress(stitcher.add(part, oldest.seam_s), oldest.end_s, [track])
 
+        reason = "error"
         try:
             upcoming = windows(blocks, window, overlap)
             while True:
+                if gone():
+                    raise ClientGone("the client closed the connection")
                 # Counted as producing only while decoding and preparing a window, not while
                 # waiting for results: the batcher waits for producers, never for waiters.
                 with self.batcher.producing():
@@ -136,13 +244,18 @@ class Transcriber:
                     if win is None:
                         break
                     total_samples = max(total_samples, win.end)
-                    item = prepare(win.samples, self.manifest)
-                    future = self.batcher.submit(item, item.length)
+                    future, offset = self._submit(
+                        win.samples, flow, max(0.0, deadline - time.monotonic())
+                    )
                 self._on_window()
                 next_start_s = (win.start + window - overlap) / rate
                 pending.append(
                     _Pending(
-                        win.start / rate, win.end / rate, seam(win.end / rate, next_start_s), future
+                        win.start / rate,
+                        win.end / rate,
+                        seam(win.end / rate, next_start_s),
+                        future,
+                        offset / rate,
                     )
                 )
                 while pending and (len(pending) >= self.max_pending or pending[0].future.done()):
@@ -151,6 +264,40 @@ class Transcriber:
                 yield collect_oldest()
             # The last window's tail: no next window covers it.
             yield Progress(stitcher.finish(), total_samples / rate)
+            reason = ""
+        except (ClientGone, GeneratorExit):
+            reason = "disconnected"
+            raise
+        except RequestTimeout:
+            reason = "timeout"
+            raise
+        except TimeoutError as exc:  # no room in the batcher's queue in time
+            reason = "timeout"
+            raise RequestTimeout(
+                f"no part of the audio was transcribed within {limit:g} s"
+            ) from exc
         finally:
-            for waiting in pending:
-                waiting.future.cancel()
+            dropped = flow.cancel()  # the queued windows; a running batch finishes
+            if dropped and reason:
+                self._on_cancelled(reason, dropped)
+
+    def _submit(
+        self,
+        samples: npt.NDArray[np.float32],
+        flow: Flow[ModelInput, npt.NDArray[np.float32]],
+        timeout_s: float,
+    ) -> tuple[concurrent.futures.Future[npt.NDArray[np.float32]], int]:
+        """Queue a window's speech for the model: (its result, the first sample decoded)."""
+        rate = self.manifest.sample_rate
+        if not self.settings.vad:
+            item = prepare(samples, self.manifest)
+            self._on_decoded(len(samples) / rate)
+            return flow.submit(item, item.length, timeout_s), 0
+        crop = crop_to_speech(samples, rate)
+        if crop is None:
+            self._on_skipped()
+            return _no_frames(len(self.model.artifact.tokens)), 0
+        speech = samples[crop.start : crop.end]
+        item = prepare(speech, self.manifest, crop.regions if crop.gaps else None)
+        self._on_decoded(len(speech) / rate)
+        return flow.submit(item, item.length, timeout_s), crop.start

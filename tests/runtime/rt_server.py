@@ -75,7 +75,7 @@ def start_server(
             path = "/readyz" if ready else "/healthz"
             if requests.get(server.url + path, timeout=2).status_code == 200:
                 return server
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # up, still importing
             pass
         time.sleep(0.1)
     server.stop()

@@ -1,23 +1,14 @@
-"""The dynamic batcher: shared batches, similar lengths together, bounded queue, timeouts."""
+"""The dynamic batcher: shared batches, a bounded queue that makes submitters wait (never
+refuse), cancelled flows, live flows, the stall measure behind /healthz."""
 
 from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
-from kubescribe_runtime.batcher import BatcherClosed, DynamicBatcher, QueueFull, choose_batch
-
-
-def test_choose_batch_keeps_the_oldest_and_groups_similar_lengths() -> None:
-    lengths = [50, 10, 900, 52, 11, 49, 880, 51]
-    chosen = choose_batch(lengths, 4)
-    assert 0 in chosen
-    assert sorted(lengths[i] for i in chosen) == [49, 50, 51, 52]
-    assert choose_batch([5, 1, 3], 4) == [0, 1, 2]
-    # the oldest is the longest: its neighbours in length come along
-    assert sorted(choose_batch([100, 1, 2, 90, 95], 2)) == [0, 4]
+from kubescribe_runtime.batcher import BatcherClosed, DynamicBatcher, FlowCancelled
 
 
 class _Recorder:
@@ -49,22 +40,71 @@ def test_concurrent_jobs_share_batches_and_get_their_own_results() -> None:
         assert batch == sorted(batch)  # sorted by length inside the batch
 
 
-def test_a_full_queue_is_refused_with_retry_after() -> None:
+def test_a_full_queue_makes_the_submitter_wait_instead_of_refusing() -> None:
     gate = threading.Event()
-    batcher = DynamicBatcher(_Recorder(gate), max_batch_size=1, max_delay_s=0, max_queue=2)
+    recorder = _Recorder(gate)
+    batcher = DynamicBatcher(recorder, max_batch_size=1, max_delay_s=0, max_queue=2)
     first = batcher.submit(1, 1)  # taken by the worker, which blocks on the gate
     while batcher.depth:
         time.sleep(0.001)
-    batcher.submit(2, 1)
-    batcher.submit(3, 1)
-    with pytest.raises(QueueFull) as raised:
-        batcher.submit(4, 1)
-    assert raised.value.retry_after_s >= 1
+    flow = batcher.open_flow()
+    queued = [flow.submit(2, 1), flow.submit(3, 1)]
+    fourth: list[Future[int]] = []
+    waiter = threading.Thread(target=lambda: fourth.append(flow.submit(4, 1)))
+    waiter.start()
+    waiter.join(0.3)
+    assert waiter.is_alive() and batcher.depth == 2  # waiting for room, not refused
+    with pytest.raises(TimeoutError):
+        batcher.open_flow().submit(9, 1, timeout=0.05)  # a deadline bounds the wait
+    live = batcher.open_flow(live=True).submit(5, 1)  # live windows never wait for room
     gate.set()
-    assert first.result(10) == 10
+    waiter.join(10)
+    assert [f.result(10) for f in (first, *queued, live)] == [10, 20, 30, 50]
+    assert fourth[0].result(10) == 40
+    assert recorder.batches[1] == [5]  # the live window went first once the gate opened
     batcher.close()
     with pytest.raises(BatcherClosed):
         batcher.submit(5, 1)
+
+
+def test_a_cancelled_flow_loses_its_queued_windows_and_makes_no_more() -> None:
+    gate = threading.Event()
+    recorder = _Recorder(gate)
+    cancelled: list[int] = []
+    batcher = DynamicBatcher(
+        recorder, max_batch_size=1, max_delay_s=0, max_queue=10, on_cancelled=cancelled.append
+    )
+    with batcher.open_flow() as flow:
+        running = flow.submit(1, 1)
+        while batcher.depth:
+            time.sleep(0.001)
+        queued = [flow.submit(i, 1) for i in (2, 3, 4)]
+        other = batcher.submit(7, 1)
+        assert flow.cancel() == 3  # the client hung up
+        with pytest.raises(FlowCancelled):
+            flow.submit(5, 1)
+    assert all(f.cancelled() for f in queued)
+    gate.set()
+    assert (running.result(10), other.result(10)) == (10, 70)
+    assert recorder.batches == [[1], [7]] and cancelled == [3]
+    batcher.close()
+
+
+def test_stall_is_measured_while_a_batch_hangs_and_is_zero_when_idle() -> None:
+    gate = threading.Event()
+    batcher = DynamicBatcher(_Recorder(gate), max_batch_size=1, max_delay_s=0, max_queue=10)
+    later = time.monotonic() + 100
+    assert batcher.stalled_s(later) == 0.0  # idle for 100 s is healthy
+    stuck = batcher.submit(1, 1)
+    while batcher.depth:
+        time.sleep(0.001)
+    assert batcher.stalled_s(later) >= 99  # a batch running for 100 s
+    gate.set()
+    assert stuck.result(10) == 10
+    while batcher.stalled_s():
+        time.sleep(0.001)
+    assert batcher.stalled_s(later) == 0.0
+    batcher.close()
 
 
 def test_cancelled_jobs_are_skipped_and_failures_reach_every_caller() -> None:
@@ -130,7 +170,7 @@ def test_a_batch_waits_for_a_caller_still_preparing_its_job() -> None:
             a = batcher.submit(1, 1)
         with pytest.raises(TimeoutError):
             a.result(0.3)  # A waits for B, who may still join
-        b = batcher.submit(2, 2)
+        b = batcher.submit(2, 1)  # a similar length: they may share a batch
     assert (a.result(60), b.result(60)) == (10, 20)
     assert recorder.batches == [[1, 2]]  # one batch for both
     batcher.close()

@@ -1,5 +1,6 @@
-"""The runtime runs as a non-root user and writes nowhere: every file-system write of the real
-server process (recorded by strace) is checked while it loads, warms up and serves uploads."""
+"""The runtime runs as a non-root user and writes nowhere but its scratch directory (an emptyDir
+in the pod, where uploads above --spool-threshold-mb are spooled): every file-system write of the
+real server process (recorded by strace) is checked while it loads, warms up and serves uploads."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def public_model() -> Iterator[Path]:
     shutil.rmtree(root)
 
 
-def _writes(trace: str) -> list[str]:
+def _writes(trace: str, allowed: tuple[str, ...] = ALLOWED) -> list[str]:
     found = []
     for line in trace.splitlines():
         call = re.search(
@@ -50,7 +51,7 @@ def _writes(trace: str) -> list[str]:
         target = path.group(1) if path else "?"
         if name.startswith("open") and not any(flag in args for flag in WRITE_FLAGS):
             continue
-        if target.startswith(ALLOWED):
+        if target.startswith(allowed):
             continue
         found.append(f"{name} {target}")
     return found
@@ -81,9 +82,13 @@ def test_serves_as_nobody_and_writes_nothing(public_model: Path, tmp_path: Path)
             "--ambient-caps=+dac_read_search",
         )
     trace = tmp_path / "trace.log"
+    scratch = Path(tempfile.mkdtemp(prefix="kubescribe-scratch-"))
+    scratch.chmod(0o1777)  # an emptyDir the runtime user may write
     server = start_server(
         public_model,
         tmp_path,
+        "--scratch-dir",
+        str(scratch),
         env={"HOME": "/nonexistent", "PYTHONDONTWRITEBYTECODE": "1", "TMPDIR": "/nonexistent"},
         wrapper=("strace", "-f", "-qq", "-e", "trace=%file", "-o", str(trace), *user_args),
     )
@@ -96,7 +101,7 @@ def test_serves_as_nobody_and_writes_nothing(public_model: Path, tmp_path: Path)
         status = Path(f"/proc/{python_pid}/status").read_text()
         uid = int(re.search(r"^Uid:\s+(\d+)", status, re.MULTILINE).group(1))  # type: ignore[union-attr]
         assert uid != 0
-        # A 3 MB upload: larger than every in-memory threshold of werkzeug and waitress.
+        # A 3 MB upload: above the 1 MB spool threshold, so it goes to the scratch directory.
         rng = np.random.default_rng(0)
         speech = tone_sentence("lo hi lo hi")
         long = np.concatenate([speech, 1e-3 * rng.standard_normal(16000 * 90).astype(np.float32)])
@@ -116,6 +121,9 @@ def test_serves_as_nobody_and_writes_nothing(public_model: Path, tmp_path: Path)
             server.process.kill()
     recorded = trace.read_text()
     assert str(public_model / "model.onnx") in recorded  # the trace saw the process's files
-    writes = _writes(recorded)
+    writes = _writes(recorded, (*ALLOWED, str(scratch)))  # O_TMPFILE opens the directory
     assert writes == [], writes
+    assert any(str(scratch) in line for line in recorded.splitlines())  # the upload was spooled
+    assert list(scratch.iterdir()) == []  # and nothing is left behind
+    scratch.rmdir()
     assert stat.S_IMODE(public_model.stat().st_mode) == 0o755  # untouched

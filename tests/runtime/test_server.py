@@ -146,7 +146,7 @@ def gated_app(
     tone_dir: Path,
 ) -> Iterator[tuple[object, threading.Event, threading.Event, Service]]:
     config = ServeConfig(
-        model_dir=tone_dir, max_queue=1, max_batch_size=1, max_delay_ms=0, request_timeout_s=2
+        model_dir=tone_dir, max_requests=2, max_batch_size=1, max_delay_ms=0, request_timeout_s=2
     )
     service = Service(config)
     service.load()
@@ -174,23 +174,22 @@ def _post(client: object, data: bytes) -> object:
     )
 
 
-def test_queue_full_is_429_with_retry_after_and_timeout_is_504(
+def test_over_the_admission_limit_is_429_with_retry_after_and_no_progress_is_504(
     gated_app: tuple[object, threading.Event, threading.Event, Service],
 ) -> None:
     client, gate, running, service = gated_app
     audio = encode(tone_sentence("lo hi"))
     with ThreadPoolExecutor(2) as pool:
         first = pool.submit(_post, client, audio)  # taken by the worker, stuck at the gate
-        assert service.transcriber is not None
         assert running.wait(30)
-        second = pool.submit(_post, client, audio)  # queued
-        while service.transcriber.batcher.depth < 1:
+        second = pool.submit(_post, client, audio)  # admitted: waits behind the first
+        while service.admission.requests < 2:
             time.sleep(0.005)
-        third = _post(client, audio)  # the queue is full
+        third = _post(client, audio)  # --max-requests 2: refused before any work
         assert third.status_code == 429  # type: ignore[attr-defined]
-        assert third.headers["Retry-After"] == "1"  # type: ignore[attr-defined]
-        assert third.json["error"]["code"] == "queue_full"  # type: ignore[attr-defined]
-        timed_out = first.result(30)
+        assert int(third.headers["Retry-After"]) >= 1  # type: ignore[attr-defined]
+        assert third.json["error"]["code"] == "too_many_requests"  # type: ignore[attr-defined]
+        timed_out = first.result(30)  # nothing decoded for 2 s
         assert timed_out.status_code == 504  # type: ignore[attr-defined]
         assert timed_out.json["error"]["type"] == "server_error"  # type: ignore[attr-defined]
         gate.set()
@@ -199,6 +198,7 @@ def test_queue_full_is_429_with_retry_after_and_timeout_is_504(
     answer = _post(client, audio)
     assert answer.status_code == 200  # type: ignore[attr-defined]
     assert json.loads(answer.data)["text"] == "low high"  # type: ignore[attr-defined]
+    assert service.admission.requests == 0 and service.admission.backlog_s == 0
 
 
 def test_unknown_route_is_json(server: ServerProcess) -> None:
@@ -240,7 +240,7 @@ def test_metrics_follow_the_requests(server: ServerProcess) -> None:
         'kubescribe_requests_total{code="415"}',
         "kubescribe_request_duration_seconds_count",
         "kubescribe_audio_duration_seconds_sum",
-        "kubescribe_real_time_factor_count",
+        "kubescribe_real_time_factor_ratio_count",
         "kubescribe_batch_size_count",
     )
     before = {n: _metric_or_zero(server, n) for n in names}
@@ -254,10 +254,10 @@ def test_metrics_follow_the_requests(server: ServerProcess) -> None:
         'kubescribe_requests_total{code="415"}': 1,
         "kubescribe_request_duration_seconds_count": 2,
         "kubescribe_audio_duration_seconds_sum": pytest.approx(len(audio) / 16000, abs=1e-3),
-        "kubescribe_real_time_factor_count": 1,
+        "kubescribe_real_time_factor_ratio_count": 1,
         "kubescribe_batch_size_count": 1,
     }
-    assert metric(server, "kubescribe_queue_depth") == 0
+    assert metric(server, "kubescribe_queued_windows") == 0
     assert metric(server, "kubescribe_requests_in_flight") == 0
 
 

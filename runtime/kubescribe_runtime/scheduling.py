@@ -1,0 +1,122 @@
+"""Which queued windows form the next batch: fair across requests, live sessions first, similar
+lengths together. Pure (no threads, no clock of its own), so the order is testable exactly.
+
+Fairness is self-clocked fair queueing on audio length (the deficit-round-robin family, exact
+instead of quantised): every window gets a virtual finish tag, ``max(V, flow's last tag) +
+length``, where ``V`` is the tag of the window that headed the last batch; windows go in tag
+order. A request with many windows queued (a long file) therefore takes its turn *beside* one
+that arrives later (a short clip), instead of ahead of it: the clip's first window is tagged
+``V + its length``, the file's next ones ``V + 20 s``, ``V + 40 s``… A flow that was idle
+restarts at ``V`` (no credit for idleness).
+
+Priority: windows of live flows (real-time sessions) go before every file window.
+
+Bucketing: the head (the live or lowest-tag window) decides the batch's length; the next
+windows in order join only while the batch stays *similar*: ``longest ≤ shortest × ratio +
+slack`` (a 2 s window is never padded to 20 s). Windows that do not fit keep their place for
+a later batch; nothing waits behind them.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+DEFAULT_LENGTH_RATIO = 1.25
+
+
+@dataclass(eq=False)
+class FlowState:
+    """One request's (or session's) place in the schedule."""
+
+    live: bool = False
+    finish_tag: float = 0.0
+    queued: int = 0
+
+
+@dataclass(eq=False)
+class Entry(Generic[T]):
+    item: T
+    length: int
+    flow: FlowState
+    tag: float
+    seq: int
+    enqueued: float
+
+    def key(self) -> tuple[int, float, int]:
+        return (0 if self.flow.live else 1, self.tag, self.seq)
+
+
+@dataclass
+class Scheduler(Generic[T]):
+    """The queue of windows and the virtual clock; :meth:`take` removes the next batch."""
+
+    max_batch_size: int
+    length_ratio: float = DEFAULT_LENGTH_RATIO
+    length_slack: int = 0
+    virtual_time: float = 0.0
+    _entries: list[Entry[T]] = field(default_factory=list)
+    _seq: Iterator[int] = field(default_factory=itertools.count)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def add(self, item: T, length: int, flow: FlowState, now: float) -> Entry[T]:
+        start = max(self.virtual_time, flow.finish_tag)
+        flow.finish_tag = start + length
+        flow.queued += 1
+        entry = Entry(item, length, flow, flow.finish_tag, next(self._seq), now)
+        self._entries.append(entry)
+        return entry
+
+    def discard(self, flow: FlowState) -> list[T]:
+        """Remove every queued window of ``flow`` (a cancelled request); returns their items."""
+        dropped = [e.item for e in self._entries if e.flow is flow]
+        self._entries = [e for e in self._entries if e.flow is not flow]
+        flow.queued = 0
+        return dropped
+
+    def remove(self, item: T) -> bool:
+        for i, entry in enumerate(self._entries):
+            if entry.item is item:
+                del self._entries[i]
+                entry.flow.queued -= 1
+                return True
+        return False
+
+    def oldest_enqueued(self) -> float | None:
+        return min((e.enqueued for e in self._entries), default=None)
+
+    def similar(self, shortest: int, longest: int) -> bool:
+        return longest <= shortest * self.length_ratio + self.length_slack
+
+    def take(self) -> list[Entry[T]]:
+        """The next batch, in schedule order (head first); removed from the queue."""
+        if not self._entries:
+            return []
+        ordered = sorted(self._entries, key=Entry.key)
+        head = ordered[0]
+        batch = [head]
+        shortest = longest = head.length
+        for entry in ordered[1:]:
+            if len(batch) >= self.max_batch_size:
+                break
+            low, high = min(shortest, entry.length), max(longest, entry.length)
+            if self.similar(low, high):
+                batch.append(entry)
+                shortest, longest = low, high
+        chosen = {id(e) for e in batch}
+        self._entries = [e for e in self._entries if id(e) not in chosen]
+        for entry in batch:
+            entry.flow.queued -= 1
+        self.virtual_time = max(self.virtual_time, head.tag)
+        return batch
+
+
+def padding_ratio(lengths: list[int]) -> float:
+    """Padded frames over real frames of one batch (0: no padding)."""
+    return (max(lengths) * len(lengths) - sum(lengths)) / sum(lengths) if lengths else 0.0

@@ -1,0 +1,86 @@
+"""The schedule, exactly: live sessions first, fair turns across requests on audio length, and
+batches of similar lengths only."""
+
+from __future__ import annotations
+
+import pytest
+from kubescribe_runtime.scheduling import FlowState, Scheduler, padding_ratio
+
+SECOND = 100  # feature frames per second of audio
+
+
+def order(scheduler: Scheduler[str]) -> list[list[str]]:
+    batches = []
+    while batch := scheduler.take():
+        batches.append([entry.item for entry in batch])
+    return batches
+
+
+def test_a_short_clip_and_a_live_window_go_before_a_long_files_queue() -> None:
+    scheduler: Scheduler[str] = Scheduler(max_batch_size=1)
+    long_file, clip, live = FlowState(), FlowState(), FlowState(live=True)
+    for i in range(4):
+        scheduler.add(f"file-{i}", 20 * SECOND, long_file, now=0)
+    scheduler.add("clip", 5 * SECOND, clip, now=1)
+    scheduler.add("live", 3 * SECOND, live, now=2)
+    # FIFO would run the clip after 80 s of file audio, the live window after the clip.
+    assert order(scheduler) == [["live"], ["clip"], ["file-0"], ["file-1"], ["file-2"], ["file-3"]]
+
+
+def test_two_long_files_take_turns_and_a_late_one_joins_at_the_current_turn() -> None:
+    scheduler: Scheduler[str] = Scheduler(max_batch_size=1)
+    a, b, c = FlowState(), FlowState(), FlowState()
+    for i in range(3):
+        scheduler.add(f"a{i}", 20 * SECOND, a, now=0)
+    for i in range(3):
+        scheduler.add(f"b{i}", 20 * SECOND, b, now=0)
+    assert order_first(scheduler, 2) == [["a0"], ["b0"]]
+    # c was idle: it starts at the current virtual time, with no credit for the idle time
+    scheduler.add("c0", 20 * SECOND, c, now=5)
+    assert order(scheduler) == [["a1"], ["b1"], ["c0"], ["a2"], ["b2"]]
+
+
+def order_first(scheduler: Scheduler[str], count: int) -> list[list[str]]:
+    return [[entry.item for entry in scheduler.take()] for _ in range(count)]
+
+
+def test_batches_hold_similar_lengths_in_schedule_order() -> None:
+    scheduler: Scheduler[str] = Scheduler(max_batch_size=4, length_slack=SECOND)
+    a, b, c, d = FlowState(), FlowState(), FlowState(), FlowState()
+    for i in range(3):
+        scheduler.add(f"a{i}", 20 * SECOND, a, now=0)
+    scheduler.add("b-2s", 2 * SECOND, b, now=0)
+    scheduler.add("c-2.5s", 250, c, now=0)
+    scheduler.add("d-19s", 19 * SECOND, d, now=0)
+    batches = [[(e.item, e.length) for e in batch] for batch in iter(scheduler.take, [])]
+    assert [[item for item, _ in batch] for batch in batches] == [
+        ["b-2s", "c-2.5s"],  # the 2 s clip is never padded to 20 s
+        ["d-19s", "a0", "a1", "a2"],  # tags 19 s, 20 s, 40 s, 60 s
+    ]
+    assert [round(padding_ratio([n for _, n in batch]), 3) for batch in batches] == [0.111, 0.013]
+
+
+@pytest.mark.parametrize(
+    ("shortest", "longest", "similar"),
+    [
+        (20 * SECOND, 20 * SECOND, True),
+        (16 * SECOND, 20 * SECOND, True),  # 25 % longer
+        (15 * SECOND, 20 * SECOND, False),
+        (2 * SECOND, 3 * SECOND, True),  # within the one-second slack
+        (2 * SECOND, 20 * SECOND, False),
+    ],
+)
+def test_similar_lengths(shortest: int, longest: int, similar: bool) -> None:
+    scheduler: Scheduler[str] = Scheduler(max_batch_size=4, length_slack=SECOND)
+    assert scheduler.similar(shortest, longest) is similar
+
+
+def test_discarding_a_flow_keeps_the_others_in_order() -> None:
+    scheduler: Scheduler[str] = Scheduler(max_batch_size=1)
+    gone, kept = FlowState(), FlowState()
+    for i in range(3):
+        scheduler.add(f"gone-{i}", SECOND, gone, now=0)
+        scheduler.add(f"kept-{i}", SECOND, kept, now=0)
+    assert scheduler.discard(gone) == ["gone-0", "gone-1", "gone-2"]
+    assert (gone.queued, kept.queued) == (0, 3)
+    assert order(scheduler) == [["kept-0"], ["kept-1"], ["kept-2"]]

@@ -1,0 +1,200 @@
+"""The real server process under load and hang-ups (issue 12): admission once per request,
+cancellation, drain during a long request, liveness of a wedged inference loop.
+
+Batches are slowed down with ``--batch-wait-full-delay`` (every batch waits ``--max-delay-ms``)
+so that requests overlap whatever the machine's speed; nothing here measures time.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from rt_fixtures import TONE_TOKENS, encode, tone_sentence, write_artifact
+from rt_server import ServerProcess, metric, post, start_server
+
+pytestmark = pytest.mark.xdist_group("runtime-server")
+
+# 4 s windows, 0.5 s overlap: a 32-word call of 25.6 s is 8 windows.
+WINDOWS = ("--window-seconds", "4", "--window-overlap-seconds", "0.5")
+SLOW = ("--max-batch-size", "2", "--max-delay-ms", "300", "--batch-wait-full-delay")
+
+
+def words(n: int) -> str:
+    return " ".join(["lo", "hi"] * (n // 2))
+
+
+def expected(pattern: str) -> str:
+    return " ".join("low" if w == "lo" else "high" for w in pattern.split())
+
+
+@pytest.fixture(scope="module")
+def tone_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_artifact(tmp_path_factory.mktemp("model") / "tone", TONE_TOKENS)
+
+
+def wait_until(condition: Callable[[], bool], what: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def windows_decoded(server: ServerProcess) -> float:
+    return metric(server, "kubescribe_batch_size_sum")
+
+
+@pytest.mark.parametrize(
+    ("limits", "code"),
+    [
+        (("--max-requests", "3"), "too_many_requests"),
+        (("--max-backlog-seconds", "60"), "backlog_full"),  # two calls of 25.6 s fit, not three
+    ],
+    ids=["requests", "audio-seconds"],
+)
+def test_concurrent_long_requests_are_refused_at_once_or_complete(
+    tone_dir: Path, tmp_path: Path, limits: tuple[str, ...], code: str
+) -> None:
+    """Eight calls of 8 windows each overfill the old window queue (--max-queue 2) many times:
+    every request is either refused before any of its windows is decoded, or completes."""
+    server = start_server(tone_dir, tmp_path, *WINDOWS, *SLOW, "--max-queue", "2", *limits)
+    try:
+        pattern = words(32)
+        audio = encode(tone_sentence(pattern))
+        before = windows_decoded(server)
+        assert post(server.url, audio, mime="audio/wav").json()["text"] == expected(pattern)
+        per_request = windows_decoded(server) - before
+        assert per_request == 8
+        before = windows_decoded(server)
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: post(server.url, audio, mime="audio/wav"), range(8)))
+        done = [a for a in answers if a.status_code == 200]
+        refused = [a for a in answers if a.status_code == 429]
+        assert len(done) + len(refused) == 8, [a.status_code for a in answers]
+        assert done and refused
+        assert all(a.json()["text"] == expected(pattern) for a in done)
+        assert {a.json()["error"]["code"] for a in refused} == {code}
+        assert all(int(a.headers["Retry-After"]) >= 1 for a in refused)
+        # refused at once: a refused request cost no window, an admitted one was never aborted
+        assert windows_decoded(server) - before == per_request * len(done)
+    finally:
+        assert server.stop() == 0
+
+
+def raw_upload(url: str, audio: bytes) -> socket.socket:
+    """Send a whole transcription request and return the open socket, unread."""
+    host, port = url.removeprefix("http://").split(":")
+    boundary = "kubescribe-test-boundary"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\nx\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+            'filename="a.wav"\r\nContent-Type: audio/wav\r\n\r\n'
+        ).encode()
+        + audio
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    head = (
+        f"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    sock = socket.create_connection((host, int(port)))
+    sock.sendall(head + body)
+    return sock
+
+
+def test_a_client_that_hangs_up_stops_costing_compute(tone_dir: Path, tmp_path: Path) -> None:
+    """A 100-window upload closed after its first windows: at most the windows already handed
+    to the batcher (max(2, --max-batch-size) = 2) are decoded after the close."""
+    server = start_server(tone_dir, tmp_path, *WINDOWS, *SLOW)
+    try:
+        audio = encode(tone_sentence(words(400)))  # 320 s: 92 windows
+        before = windows_decoded(server)
+        sock = raw_upload(server.url, audio)
+        wait_until(lambda: windows_decoded(server) - before >= 4, "no window decoded")
+        sock.close()
+        at_close = windows_decoded(server)
+        wait_until(
+            lambda: metric(server, "kubescribe_requests_in_flight") == 0, "request kept running"
+        )
+        settled = windows_decoded(server)
+        time.sleep(1)  # nothing more comes later either
+        assert windows_decoded(server) == settled
+        assert settled - at_close <= 2
+        assert settled - before < 20  # of 92
+        # the server goes on
+        pattern = words(8)
+        answer = post(server.url, encode(tone_sentence(pattern)), mime="audio/wav")
+        assert answer.json()["text"] == expected(pattern)
+    finally:
+        assert server.stop() == 0
+
+
+def test_sigterm_during_a_long_request_finishes_it(tone_dir: Path, tmp_path: Path) -> None:
+    server = start_server(tone_dir, tmp_path, *WINDOWS, *SLOW, "--drain-timeout", "120")
+    pattern = words(80)  # 64 s: 19 windows, about 3 s of batches
+    with ThreadPoolExecutor(1) as pool:
+        before = windows_decoded(server)
+        long = pool.submit(post, server.url, encode(tone_sentence(pattern)), mime="audio/wav")
+        wait_until(lambda: windows_decoded(server) - before >= 2, "the request never started")
+        server.process.send_signal(signal.SIGTERM)
+        wait_until(
+            lambda: requests.get(server.url + "/readyz", timeout=5).status_code == 503,
+            "still ready",
+        )
+        late = post(server.url, encode(tone_sentence("lo hi")), mime="audio/wav")
+        assert late.status_code == 503 and late.headers["Retry-After"]
+        answer = long.result(120)
+    assert answer.status_code == 200 and answer.json()["text"] == expected(pattern)
+    assert server.process.wait(60) == 0
+    assert "drained: every accepted request completed" in server.log()
+
+
+def test_liveness_fails_while_the_inference_loop_is_wedged(tone_dir: Path, tmp_path: Path) -> None:
+    stall = tmp_path / "stall"
+    server = start_server(
+        tone_dir,
+        tmp_path,
+        "--stall-timeout",
+        "1",
+        env={"RT_STALL_FILE": str(stall)},
+        entry=("tests/runtime/rt_stall_server.py",),
+    )
+    try:
+        assert requests.get(server.url + "/healthz", timeout=5).status_code == 200
+        stall.touch()  # the model blocks from now on
+        pattern = words(4)
+        with ThreadPoolExecutor(1) as pool:
+            stuck = pool.submit(post, server.url, encode(tone_sentence(pattern)), mime="audio/wav")
+            wait_until(
+                lambda: requests.get(server.url + "/healthz", timeout=5).status_code == 503,
+                "/healthz stayed 200 with a wedged model",
+            )
+            answer = requests.get(server.url + "/healthz", timeout=5).json()
+            assert answer["status"] == "stalled" and "no batch finished" in answer["reason"]
+            # readiness keeps its meaning: loaded and not draining
+            assert requests.get(server.url + "/readyz", timeout=5).status_code == 200
+            stall.unlink()  # the loop recovers
+            assert stuck.result(60).json()["text"] == expected(pattern)
+        assert requests.get(server.url + "/healthz", timeout=5).status_code == 200
+    finally:
+        stall.unlink(missing_ok=True)
+        assert server.stop() == 0
+
+
+def test_idle_is_alive(tone_dir: Path, tmp_path: Path) -> None:
+    server = start_server(tone_dir, tmp_path, "--stall-timeout", "0.2")
+    try:
+        time.sleep(0.5)  # idle for longer than the stall timeout
+        assert requests.get(server.url + "/healthz", timeout=5).json() == {"status": "alive"}
+        assert np.isfinite(metric(server, "kubescribe_queued_windows"))
+    finally:
+        assert server.stop() == 0

@@ -22,6 +22,15 @@ from typing import Any
 
 from kubescribe_operator.api import API_VERSION, KIND, ModelRef
 from kubescribe_operator.kubetypes import prune_unknown
+from kubescribe_operator.runtime_budget import (
+    PRE_STOP_SECONDS,
+    RuntimeSettings,
+    memory_mib,
+    scratch_mib,
+)
+from kubescribe_operator.runtime_budget import (
+    termination_grace_seconds as _grace_seconds,
+)
 from kubescribe_operator.spec import SpeechModelSpec
 
 Obj = dict[str, Any]
@@ -56,14 +65,10 @@ ARTIFACT_DIR = "/var/lib/kubescribe/model"
 CACHE_DIR = "/var/cache/kubescribe"
 PVC_ROOT = "/mnt/pvc"
 API_KEYS_DIR = "/etc/kubescribe/api-keys"  # runtime.apiKeySecret, mounted
-PRE_STOP_SECONDS = 5  # time for endpoints to drop the pod before SIGTERM starts the drain
-GRACE_MARGIN_SECONDS = 10
+SCRATCH_DIR = "/var/lib/kubescribe/scratch"  # spooled uploads (KUBESCRIBE_SCRATCH_DIR)
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_RUNTIME_CLASS = "nvidia"
-DEFAULT_RESOURCES: Obj = {
-    "requests": {"cpu": "1", "memory": "1Gi"},
-    "limits": {"memory": "4Gi"},
-}
+DEFAULT_CPU_REQUEST = "1"  # the memory request and limit follow from the runtime settings
 CACHE_INIT_RESOURCES: Obj = {
     "requests": {"cpu": "10m", "memory": "16Mi"},
     "limits": {"memory": "64Mi"},
@@ -171,6 +176,7 @@ def runtime_env(spec: SpeechModelSpec) -> list[Obj]:
         _env("KUBESCRIBE_MAX_BATCH_SIZE", rt.batching.max_batch_size),
         _env("KUBESCRIBE_MAX_DELAY_MS", rt.batching.max_delay_ms),
         _env("KUBESCRIBE_DRAIN_TIMEOUT_S", rt.drain_timeout_seconds),
+        _env("KUBESCRIBE_SCRATCH_DIR", SCRATCH_DIR),
         _env("KUBESCRIBE_LOG_FORMAT", "json"),
     ]
     if rt.api_key_secret:
@@ -222,9 +228,29 @@ def _container_security() -> Obj:
     }
 
 
+def runtime_settings(spec: SpeechModelSpec) -> RuntimeSettings:
+    """The settings the runtime container will run with, as far as its size depends on them."""
+    rt = spec.runtime
+    rendered = {
+        "KUBESCRIBE_MAX_BATCH_SIZE": rt.batching.max_batch_size,
+        "KUBESCRIBE_DRAIN_TIMEOUT_S": rt.drain_timeout_seconds,
+    }
+    user = {e.name: e.value for e in rt.env if e.value is not None}
+    return RuntimeSettings.resolve(rendered, user)
+
+
+def default_resources(spec: SpeechModelSpec) -> Obj:
+    """Without ``runtime.resources``: a CPU request, and memory from the runtime settings."""
+    request, limit = memory_mib(runtime_settings(spec))
+    return {
+        "requests": {"cpu": DEFAULT_CPU_REQUEST, "memory": f"{request}Mi"},
+        "limits": {"memory": f"{limit}Mi"},
+    }
+
+
 def _resources(spec: SpeechModelSpec) -> Obj:
     rt = spec.runtime
-    resources: Obj = DEFAULT_RESOURCES if rt.resources is None else rt.resources.dump()
+    resources: Obj = default_resources(spec) if rt.resources is None else rt.resources.dump()
     resources = {k: dict(v) for k, v in resources.items()}
     # The artifact volume counts against the pod's ephemeral storage: the scheduler must see it.
     resources.setdefault("requests", {}).setdefault(EPHEMERAL_STORAGE, spec.model.storage)
@@ -246,7 +272,7 @@ def _http_probe(path: str, period: int, failures: int, timeout: int = 2) -> Obj:
 
 def termination_grace_seconds(spec: SpeechModelSpec) -> int:
     """preStop pause + the runtime's drain + a margin: SIGKILL never cuts a drain short."""
-    return PRE_STOP_SECONDS + spec.runtime.drain_timeout_seconds + GRACE_MARGIN_SECONDS
+    return _grace_seconds(runtime_settings(spec))
 
 
 def _volumes_and_mounts(
@@ -256,6 +282,7 @@ def _volumes_and_mounts(
     volumes: list[Obj] = [
         {"name": "artifact", "emptyDir": {"sizeLimit": spec.model.storage}},
         {"name": "tmp", "emptyDir": {}},
+        {"name": "scratch", "emptyDir": {"sizeLimit": f"{scratch_mib(runtime_settings(spec))}Mi"}},
     ]
     init_mounts: list[Obj] = [
         {"name": "artifact", "mountPath": ARTIFACT_DIR},
@@ -264,6 +291,7 @@ def _volumes_and_mounts(
     runtime_mounts: list[Obj] = [
         {"name": "artifact", "mountPath": ARTIFACT_DIR, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "scratch", "mountPath": SCRATCH_DIR},
     ]
     cache = spec.model.cache
     if cache is not None:

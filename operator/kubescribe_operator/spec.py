@@ -61,6 +61,7 @@ RESERVED_ENV = (
     "KUBESCRIBE_PORT",
     "KUBESCRIBE_DEVICE",
     "KUBESCRIBE_API_KEYS_FILE",
+    "KUBESCRIBE_SCRATCH_DIR",
 )
 # The runtime's other settings (docs/runtime-config.md): a user may set these in runtime.env;
 # any other KUBESCRIBE_* name is a typo the runtime would silently ignore.
@@ -74,6 +75,10 @@ TUNABLE_ENV = (
     "KUBESCRIBE_MAX_DELAY_MS",
     "KUBESCRIBE_BATCH_WAIT_FULL_DELAY",
     "KUBESCRIBE_MAX_QUEUE",
+    "KUBESCRIBE_MAX_REQUESTS",
+    "KUBESCRIBE_MAX_BACKLOG_SECONDS",
+    "KUBESCRIBE_SPOOL_THRESHOLD_MB",
+    "KUBESCRIBE_STALL_TIMEOUT_S",
     "KUBESCRIBE_REQUEST_TIMEOUT_S",
     "KUBESCRIBE_MAX_UPLOAD_MB",
     "KUBESCRIBE_MAX_AUDIO_SECONDS",

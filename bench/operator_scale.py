@@ -1,87 +1,59 @@
-"""Operator at scale: the real operator process against the local Kubernetes API of the tests.
+"""Operator at scale, on the real local control plane (cluster/local_cluster.py).
 
-    .venv/bin/python -m bench.operator_scale            # full run (a few minutes), updates the doc
-    .venv/bin/python -m bench.operator_scale --smoke    # seconds: checks that it runs
+    .venv/bin/python -m bench.operator_scale            # 200, then 1000 SpeechModels
+    .venv/bin/python -m bench.operator_scale --smoke    # 2, then 3: checks that it runs
 
-Reuses ``tests/operator/kube`` (imported, not copied): the kmock-based emulator served on
-loopback by ``KubeThread``, the resources the chart declares (``declare_resources``), the
-Deployment controller fixture and ``OperatorProcess`` (`python -m kubescribe_operator.process`
-with the tests' fast flags, here ``--standalone`` and a resync period of its own).
+Starts its own control plane (etcd, kube-apiserver with its audit log, controller-manager,
+scheduler, KWOK) from the binaries `cluster/build.sh` builds, installs the chart without the
+operator's pod, adds fake nodes enough for the pods, and runs the real operator process
+(`python -m kubescribe_operator.process --standalone`) as the chart's ServiceAccount (a
+TokenRequest token), so the audit log names every request it makes.
 
-1. 200 SpeechModels are created at once (in the emulator, one watch event each); we wait until
-   every one has its Deployment, Service and PodDisruptionBudget and a status, then until every
-   one is Ready. API requests the operator made / reconciles it ran (its own metric);
-2. idle resync: once nothing changes, one full resync period passes; the operator's write
-   requests in it must be 0 (and its reconciles show that the resync ran);
-3. 800 more (1000 in all): time until all are Ready, and the operator's peak memory (VmHWM of
-   its process).
-
-The Deployment controller fixture rescans every object for every Deployment on each tick (fine
-for a handful, minutes per tick at 1000); :class:`IndexedController` gives it an index of owned
-objects per tick and skips Deployments that are complete and unchanged. Its behaviour is the
-fixture's (its ``_reconcile`` runs unchanged).
+1. FIRST SpeechModels (`replicas: 1`, small requests) are created at once: the time until every
+   one has a status, then until every one is Ready; the operator's API requests in that phase
+   (audit log) per reconcile (its own metric) and per SpeechModel; its CPU time;
+2. idle: once settled, every SpeechModel's resync timer fires at least once; the operator's
+   requests and writes in that window, per SpeechModel per resync (budget: 5, writes: 0);
+3. the rest, up to TOTAL, are created at once: the time until all are Ready, and the operator's
+   peak RSS (VmHWM).
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import copy
-import importlib.util
+import json
 import os
 import re
-import socket
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from resource import RUSAGE_SELF, getrusage
 from typing import Any
-
-import requests
 
 from bench.common import (
     REPO,
     BenchError,
     base_parser,
     finish,
-    fmt,
     machine_facts,
     main_wrapper,
     markdown_table,
     progress,
 )
 
-sys.path.insert(0, str(REPO / "tests" / "operator"))
-
-import kmock
-from kube.deployment_controller import DeploymentController
-from kube.emulator import Emulator
-from kube.operator_process import OperatorProcess
-from kube.runner import KubeThread
-
-
-def _declare_resources() -> Callable[[Emulator], None]:
-    """``declare_resources`` of tests/operator/conftest.py (not importable by name)."""
-    path = REPO / "tests" / "operator" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("kubescribe_operator_test_conftest", path)
-    if spec is None or spec.loader is None:
-        raise BenchError(f"{path}: cannot be imported")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    declare: Callable[[Emulator], None] = module.declare_resources
-    return declare
-
+sys.path.insert(0, str(REPO / "cluster"))
+from local_cluster import LocalCluster, build, free_port
 
 SECTION = "operator"
-NS = "default"
-SM = "kubescribe.io/v1alpha1/speechmodels"
-CHILDREN = ("apps/v1/deployments", "v1/services", "policy/v1/poddisruptionbudgets")
-REPLICAS = 2  # a PodDisruptionBudget is made from 2 replicas on
-WRITE_METHODS = {"POST", "PATCH", "PUT", "DELETE"}
+NS = "bench"
+OPERATOR_NS, OPERATOR_SA = "kubescribe-system", "kubescribe"
+OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NS}:{OPERATOR_SA}"
+WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+PODS_PER_NODE = 250
 
 
 @dataclass(frozen=True)
@@ -90,69 +62,127 @@ class Settings:
     total: int
     resync_s: float
     timeout_s: float  # per phase
-    quiet_s: float  # no reconcile but the timer's for this long: settled
-    settle_timeout_s: float
 
 
-FULL = Settings(
-    first=200, total=1000, resync_s=20.0, timeout_s=150.0, quiet_s=3.0, settle_timeout_s=240.0
-)
-SMOKE = Settings(first=2, total=3, resync_s=1.0, timeout_s=60.0, quiet_s=1.0, settle_timeout_s=30.0)
+FULL = Settings(first=200, total=1000, resync_s=60.0, timeout_s=900.0)
+SMOKE = Settings(first=2, total=3, resync_s=3.0, timeout_s=120.0)
 
 
-# ---- the Deployment controller, indexed ---------------------------------------------------
+# ---------------------------------------------------------------------------- the cluster
 
 
-class IndexedController(DeploymentController):
-    """The fixture's controller with an index of owned objects per tick (see the docstring)."""
+class Bench:
+    """The control plane, the chart and the operator process of one run."""
 
-    def __init__(self, emulator: Emulator) -> None:
-        super().__init__(emulator, tick=0.1)
-        self._index: dict[str, list[tuple[Any, Any]]] | None = None
-        self._settled: dict[str, str] = {}  # deployment uid -> resourceVersion when complete
+    def __init__(self, workdir: Path, settings: Settings) -> None:
+        self.settings = settings
+        self.cluster = LocalCluster(workdir / "cluster", bin_dir=build())
+        self.workdir = workdir
+        self.metrics_port = free_port()
+        self.operator: subprocess.Popen[bytes] | None = None
 
-    def _build_index(self) -> dict[str, list[tuple[Any, Any]]]:
-        index: dict[str, list[tuple[Any, Any]]] = {}
-        for (resource, _, _), obj in list(self.emulator.objects.items()):
-            if obj.deleted:
-                continue
-            for ref in obj.raw["metadata"].get("ownerReferences", []):
-                index.setdefault(ref.get("uid"), []).append((resource, obj.raw))
-        return index
+    def kubectl(self, *args: str, input: str | None = None) -> str:
+        out = subprocess.run(
+            [str(self.cluster.bin / "kubectl"), "--kubeconfig", str(self.cluster.kubeconfig),
+             *args],
+            input=input, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        if out.returncode != 0:
+            raise BenchError(f"kubectl {' '.join(args[:3])}: {out.stderr.strip()[:500]}")
+        return out.stdout
 
-    def _owned(self, resource: kmock.resource, namespace: str, owner_uid: str) -> list[Any]:
-        if self._index is None:
-            self._index = self._build_index()
-        return [
-            copy.deepcopy(raw)
-            for res, raw in self._index.get(owner_uid, [])
-            if res == resource and raw["metadata"].get("namespace") == namespace
-        ]
+    def start(self, nodes: int) -> None:
+        progress("starting the control plane")
+        self.cluster.start()
+        helm_home = self.workdir / "helm"
+        homes = {f"HELM_{k}_HOME": str(helm_home / k.lower()) for k in ("CACHE", "CONFIG", "DATA")}
+        env = {**os.environ, **homes}
+        subprocess.run(
+            [str(self.cluster.bin / "helm"), "--kubeconfig", str(self.cluster.kubeconfig),
+             "upgrade", "--install", "kubescribe", str(REPO / "charts" / "kubescribe"),
+             "--namespace", OPERATOR_NS, "--create-namespace", "--wait", "--timeout", "180s",
+             "--set", "replicaCount=0"],
+            check=True, capture_output=True, env=env, timeout=300,
+        )  # fmt: skip
+        self.kubectl("create", "namespace", NS)
+        self.kubectl("apply", "-f", "-", input=json.dumps(fake_nodes(nodes)))
+        token = self.kubectl("create", "token", OPERATOR_SA, "-n", OPERATOR_NS, "--duration=12h")
+        config = json.loads(self.cluster.kubeconfig.read_text())
+        config["users"] = [{"name": "admin", "user": {"token": token.strip()}}]
+        operator_config = self.workdir / "operator-kubeconfig"
+        operator_config.write_text(json.dumps(config))
+        progress("starting the operator")
+        env = {**os.environ, "KUBECONFIG": str(operator_config)}
+        env.pop("KUBERNETES_SERVICE_HOST", None)
+        with (self.workdir / "operator.log").open("wb") as log:
+            self.operator = subprocess.Popen(
+                [sys.executable, "-m", "kubescribe_operator.process", "--standalone",
+                 "--all-namespaces", "--liveness-port", "0", "--metrics-port",
+                 str(self.metrics_port), "--resync-seconds", str(self.settings.resync_s),
+                 "--log-format", "json"],
+                stdout=log, stderr=subprocess.STDOUT, env=env,
+            )  # fmt: skip
 
-    async def run(self) -> None:
-        deployments = kmock.resource("apps/v1/deployments")
-        while True:
-            async with self.emulator._lock:
-                self._index = None
-                for (resource, _, _), obj in list(self.emulator.objects.items()):
-                    if resource != deployments or obj.deleted:
-                        continue
-                    meta = obj.raw["metadata"]
-                    if self._settled.get(meta["uid"]) == meta.get("resourceVersion"):
-                        continue
-                    await self._reconcile(copy.deepcopy(obj.raw))
-                    status = obj.raw.get("status") or {}
-                    replicas = obj.raw.get("spec", {}).get("replicas", 1)
-                    if status.get("readyReplicas") == replicas == status.get("updatedReplicas"):
-                        self._settled[meta["uid"]] = obj.raw["metadata"].get("resourceVersion")
-                self._index = None
-            await asyncio.sleep(self.tick)
+    def stop(self) -> None:
+        if self.operator is not None:
+            self.operator.terminate()
+            try:
+                self.operator.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.operator.kill()
+                self.operator.wait(timeout=10)
+        self.cluster.stop()
+
+    # --------------------------------------------------------------- measures
+    def metrics(self) -> str:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return str(r.read().decode())
+
+    def reconciles(self) -> Counter[str]:
+        found = re.findall(
+            r'kubescribe_operator_reconciles_total\{trigger="(\w+)"\} (\S+)', self.metrics()
+        )
+        return Counter({k: int(float(v)) for k, v in found})
+
+    def proc(self, key: str) -> float:
+        """VmHWM (MB) or CPU seconds (user + system) of the operator process."""
+        assert self.operator is not None
+        pid = self.operator.pid
+        if key == "cpu":
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        raise BenchError("no VmHWM")
+
+    def statuses(self) -> dict[str, dict[str, Any]]:
+        items = json.loads(self.kubectl("get", "speechmodels", "-n", NS, "-o", "json"))["items"]
+        return {i["metadata"]["name"]: i.get("status") or {} for i in items}
 
 
-# ---- the emulator, with watches that resume -----------------------------------------------
-
-
-# ---- helpers ------------------------------------------------------------------------------
+def fake_nodes(count: int) -> dict[str, Any]:
+    """KWOK nodes with room for PODS_PER_NODE small pods each."""
+    room = {"cpu": "1000", "memory": "4Ti", "ephemeral-storage": "1Pi", "pods": str(PODS_PER_NODE)}
+    return {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {
+                    "name": f"bench-{i}",
+                    "annotations": {"kwok.x-k8s.io/node": "fake"},
+                    "labels": {"kubernetes.io/hostname": f"bench-{i}", "type": "kwok"},
+                },
+                "spec": {},
+                "status": {"allocatable": room, "capacity": room},
+            }
+            for i in range(count)
+        ],
+    }
 
 
 def speechmodel(name: str) -> dict[str, Any]:
@@ -161,409 +191,220 @@ def speechmodel(name: str) -> dict[str, Any]:
         "kind": "SpeechModel",
         "metadata": {"name": name, "namespace": NS},
         "spec": {
-            "model": {"uri": f"s3://models/{name}/1.0", "version": "1.0"},
-            "replicas": REPLICAS,
+            "model": {"uri": f"s3://models/{name}/1.0", "version": "1.0", "storage": "64Mi"},
+            "runtime": {"resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}},
+            "replicas": 1,
         },
     }
 
 
-def create_models(kube: KubeThread, names: Sequence[str]) -> None:
-    """All at once: one pass under the emulator's lock, one ADDED event each."""
-    resource = kmock.resource(SM)
-
-    async def create() -> None:
-        async with kube.emulator._lock:
-            for name in names:
-                await kube.emulator.store_create(resource, NS, speechmodel(name))
-
-    kube.call(create, timeout=120)
-
-
-@dataclass
-class Progress:
-    with_children: int = 0
-    with_status: int = 0
-    ready: int = 0
-
-
-def count_progress(em: Emulator, names: Sequence[str]) -> Progress:
-    result = Progress()
-    models = {m["metadata"]["name"]: m for m in em.list(SM, NS)}
-    owned: dict[str, set[str]] = {}
-    for resource in CHILDREN:
-        for child in em.list(resource, NS):
-            owned.setdefault(child["metadata"]["name"], set()).add(resource)
-    for name in names:
-        status = (models.get(name) or {}).get("status") or {}
-        children = owned.get(name, set()) == set(CHILDREN)
-        result.with_children += children
-        has_status = bool(status.get("phase")) and bool(status.get("observedGeneration"))
-        result.with_status += children and has_status
-        result.ready += status.get("phase") == "Ready"
-    return result
-
-
-@dataclass
-class Phase:
-    models: int
-    children_s: float | None = None
-    ready_s: float | None = None
-    last: Progress = field(default_factory=Progress)
-
-
-def wait_phase(
-    kube: KubeThread,
-    names: Sequence[str],
-    started: float,
-    timeout: float,
-    need_ready: bool,
-) -> Phase:
-    phase = Phase(len(names))
-    deadline = started + timeout
-    last_report = 0.0
-    while time.monotonic() < deadline:
-        now = time.monotonic()
-        state = kube.call(lambda: count_progress(kube.emulator, names), timeout=120)
-        phase.last = state
-        if phase.children_s is None and state.with_status == len(names):
-            phase.children_s = now - started
-        if state.ready == len(names):
-            phase.ready_s = now - started
-        if phase.children_s is not None and (phase.ready_s is not None or not need_ready):
-            break
-        if now - last_report >= 5:
-            progress(
-                f"  {now - started:5.1f} s: {state.with_status}/{len(names)} with children and "
-                f"status, {state.ready} Ready"
-            )
-            last_report = now
-        time.sleep(0.5)
-    return phase
+# ------------------------------------------------------------------------------ audit log
 
 
 @dataclass
 class Requests:
-    total: int
-    writes: int
-    by_method: Counter[str]
-    by_target: Counter[str]
+    by_kind: Counter[str] = field(default_factory=Counter)  # "verb resource"
+    writes: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_kind.values())
 
 
-class RequestLog:
-    """The operator's HTTP requests, drained from kmock's request logs as they come.
+class AuditReader:
+    """The operator's requests (watches excluded: streams, not requests) since the last cut."""
 
-    kmock records every request and matches each new one against the recorded ones
-    (``View.__contains__``): its cost per request grows with its log (0.1 s after ~1000
-    requests), which would make the API, not the operator, the bottleneck at scale. A task on
-    the API's loop drains those logs (kmock's private ``_requests`` lists) every 50 ms and
-    keeps a summary of each request. Every request is the operator's: the benchmark creates
-    objects inside the emulator, not over HTTP.
-    """
-
-    def __init__(self, kube: KubeThread) -> None:
-        self.kube = kube
-        self.entries: list[tuple[str, str]] = []  # (method, "action resource[/sub]")
-        kube.spawn(self._run)
-
-    def _drain(self) -> None:
-        em = self.kube.emulator
-        log: list[Any] = em._requests
-        self.entries += [_summary(r) for r in log]
-        log.clear()
-        for reaction in em._payloads:  # each reaction keeps the requests it served
-            getattr(reaction, "_requests", []).clear()
-
-    async def _run(self) -> None:
-        while True:
-            self._drain()
-            await asyncio.sleep(0.05)
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
 
     def cut(self) -> Requests:
-        """The requests since the previous cut."""
-
-        def take() -> list[tuple[str, str]]:
-            self._drain()
-            entries, self.entries = self.entries, []
-            return entries
-
-        entries = self.kube.call(take)
-        methods: Counter[str] = Counter(m for m, _ in entries)
-        targets: Counter[str] = Counter(t for _, t in entries)
-        writes = sum(n for m, n in methods.items() if m in WRITE_METHODS)
-        return Requests(len(entries), writes, methods, targets)
-
-
-def _summary(r: Any) -> tuple[str, str]:
-    method = "WATCH" if r.action == kmock.action.WATCH else r.method.value
-    plural = r.resource.plural if r.resource is not None else None
-    sub = f"/{r.subresource}" if getattr(r, "subresource", None) else ""
-    action = r.action.value if r.action else method
-    return method, f"{action} {plural or r.url.path}{sub}"
+        out = Requests()
+        with self.path.open("rb") as f:
+            f.seek(self.offset)
+            data = f.read()
+        end = data.rfind(b"\n") + 1
+        self.offset += end
+        for line in data[:end].splitlines():
+            raw = json.loads(line)
+            if raw.get("user", {}).get("username") != OPERATOR_USER or raw["verb"] == "watch":
+                continue
+            ref = raw.get("objectRef") or {}
+            resource = ref.get("resource", "?") + (
+                f"/{ref['subresource']}" if ref.get("subresource") else ""
+            )
+            out.by_kind[f"{raw['verb']} {resource}"] += 1
+            out.writes += raw["verb"] in WRITE_VERBS
+        return out
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+# ------------------------------------------------------------------------------- phases
 
 
-def reconciles(metrics_url: str) -> Counter[str]:
-    """``kubescribe_operator_reconciles_total`` by trigger, scraped from the operator."""
-    text = requests.get(metrics_url, timeout=10).text
-    result: Counter[str] = Counter()
-    pattern = r'^kubescribe_operator_reconciles_total\{trigger="([^"]*)"\} ([0-9.e+]+)$'
-    for match in re.finditer(pattern, text, re.MULTILINE):
-        result[match[1]] += int(float(match[2]))
-    return result
+def wait_for(probe: Callable[[], bool], timeout: float, every: float = 2.0) -> float | None:
+    """Seconds until ``probe`` is true, None if not within ``timeout``."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if probe():
+            return time.monotonic() - start
+        time.sleep(every)
+    return None
 
 
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise BenchError(f"/proc/{pid}/status has no VmHWM")
+def create(bench: Bench, names: Sequence[str]) -> None:
+    body = {"apiVersion": "v1", "kind": "List", "items": [speechmodel(n) for n in names]}
+    bench.kubectl("create", "-f", "-", input=json.dumps(body))
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def wait_settled(metrics_url: str, quiet_s: float, timeout: float) -> bool:
-    """Until the operator ran no reconcile but its resync timer's for ``quiet_s`` (its queue
-    of watch events is drained): True, or False when ``timeout`` passed first."""
-    deadline = time.monotonic() + timeout
-    last = reconciles(metrics_url)
-    quiet_since = time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(0.25)
-        now = reconciles(metrics_url)
-        if any(now[t] != last[t] for t in set(now) | set(last) if t != "resync"):
-            quiet_since = time.monotonic()
-        last = now
-        if time.monotonic() - quiet_since >= quiet_s:
-            return True
-    return False
-
-
-# ---- the run ------------------------------------------------------------------------------
+def counts(bench: Bench) -> tuple[int, int]:
+    """(SpeechModels with a status written by the operator, Ready ones)."""
+    statuses = bench.statuses().values()
+    seen = sum(1 for s in statuses if s.get("observedGeneration"))
+    return seen, sum(1 for s in statuses if s.get("phase") == "Ready")
 
 
 @dataclass
 class Report:
-    first: Phase
-    settled: bool
-    first_requests: Requests
-    first_reconciles: Counter[str]
-    first_operator_cpu_s: float
-    first_harness_cpu_s: float
-    idle_requests: Requests
-    idle_reconciles: Counter[str]
-    idle_seconds: float
-    second: Phase
-    peak_rss_mb: float
-    rss_after_first_mb: float
+    rows: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, measure: str, value: str) -> None:
+        progress(f"{measure}: {value}")
+        self.rows.append((measure, value))
 
 
-def harness_cpu() -> float:
-    usage = getrusage(RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+def secs(value: float | None, timeout: float) -> str:
+    return f"{value:.1f} s" if value is not None else f"not within {timeout:g} s"
 
 
-def benchmark(settings: Settings, tmp: Path) -> Report:
-    names = [f"model-{i:04d}" for i in range(settings.total)]
-    thread = KubeThread(_declare_resources())
-    with thread as kube:
-        controller = IndexedController(kube.emulator)
-        kube.spawn(controller.run)
-        kubeconfig = kube.kubeconfig(tmp / "kubeconfig")
-        metrics_port = free_port()
-        operator = OperatorProcess(
-            kubeconfig, tmp, "--standalone", "--resync-seconds", f"{settings.resync_s:g}",
-            "--metrics-port", str(metrics_port), "--log-format", "json",
-        )  # fmt: skip
-        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
-        operator.start()
-        try:
-            assert operator.proc is not None
-            pid = operator.proc.pid
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    before = reconciles(metrics_url)
-                    break
-                except requests.ConnectionError as exc:
-                    if time.monotonic() > deadline or operator.proc.poll() is not None:
-                        logs = operator.logs()[-3000:]
-                        raise BenchError(f"the operator did not start:\n{logs}") from exc
-                    time.sleep(0.2)
-            time.sleep(1.0)  # its watches are up
-            log = RequestLog(kube)
-            log.cut()
-            cpu0, harness0 = cpu_seconds(pid), harness_cpu()
+def top(requests: Requests, n: int = 8) -> str:
+    return ", ".join(f"{k} {v}" for k, v in requests.by_kind.most_common(n)) or "none"
 
-            first = names[: settings.first]
-            progress(f"creating {len(first)} SpeechModels at once")
-            started = time.monotonic()
-            create_models(kube, first)
-            phase1 = wait_phase(kube, first, started, settings.timeout_s, need_ready=True)
-            progress(
-                f"{len(first)}: children and status after {phase1.children_s} s, "
-                f"Ready after {phase1.ready_s} s"
-            )
-            # Let the operator drain its queue of child events, then count the whole phase.
-            settled = wait_settled(metrics_url, settings.quiet_s, settings.settle_timeout_s)
-            progress(f"settled: {settled}")
-            first_reqs = log.cut()
-            after_first = reconciles(metrics_url)
-            first_rec = after_first - before
-            cpu1, harness1 = cpu_seconds(pid), harness_cpu()
-            rss_first = peak_rss_mb(pid)
 
-            idle_s = settings.resync_s * 1.5
-            progress(f"idle: {idle_s:g} s (the resync period is {settings.resync_s:g} s)")
-            idle_started = time.monotonic()
-            time.sleep(idle_s)
-            idle_reqs = log.cut()
-            idle_seconds = time.monotonic() - idle_started
-            idle_rec = reconciles(metrics_url) - after_first
-            progress(
-                f"idle: {idle_rec.get('resync', 0)} resync reconciles, "
-                f"{idle_reqs.total} requests, {idle_reqs.writes} writes"
-            )
+def benchmark(settings: Settings, workdir: Path) -> Report:
+    report = Report()
+    bench = Bench(workdir, settings)
+    try:
+        bench.start(nodes=max(1, -(-settings.total // PODS_PER_NODE)))
+        audit = AuditReader(bench.cluster.audit_log)
+        wait_for(lambda: _metrics_up(bench), 120, every=0.5)
+        audit.cut()
+        n = settings.first
+        names = [f"m{i:04d}" for i in range(settings.total)]
+        cpu0, rec0 = bench.proc("cpu"), bench.reconciles()
+        create(bench, names[:n])
+        t_status = wait_for(lambda: counts(bench)[0] >= n, settings.timeout_s)
+        report.add(
+            f"{n} SpeechModels created at once: all with a status",
+            secs(t_status, settings.timeout_s),
+        )
+        t_ready = wait_for(lambda: counts(bench)[1] >= n, settings.timeout_s)
+        report.add(f"… all {n} Ready", secs(t_ready, settings.timeout_s))
+        time.sleep(min(10.0, settings.resync_s / 2))  # the last status writes land
+        first = audit.cut()
+        rec = bench.reconciles() - rec0
+        cpu = bench.proc("cpu") - cpu0
+        reconciles = sum(rec.values())
+        by_trigger = ", ".join(f"{k} {v}" for k, v in rec.most_common())
+        report.add(
+            "reconciles in that phase (by trigger)",
+            f"{reconciles} = {reconciles / n:.1f} per SpeechModel ({by_trigger})",
+        )
+        report.add(
+            "operator API requests in that phase",
+            f"{first.total} ({first.writes} writes): {top(first)}",
+        )
+        report.add(
+            "**API requests per reconcile**",
+            f"**{first.total / max(reconciles, 1):.2f}** "
+            f"(writes {first.writes / max(reconciles, 1):.2f})",
+        )
+        report.add("**API requests per SpeechModel until Ready**", f"**{first.total / n:.1f}**")
+        report.add(
+            "operator CPU in that phase",
+            f"{cpu:.1f} s ({1000 * cpu / max(reconciles, 1):.1f} ms per reconcile)",
+        )
+        report.add(f"operator peak RSS (VmHWM) with {n}", f"{bench.proc('rss'):.0f} MB")
 
-            rest = names[settings.first :]
-            progress(f"creating {len(rest)} more ({settings.total} in all)")
-            started = time.monotonic()
-            create_models(kube, rest)
-            phase2 = wait_phase(kube, names, started, settings.timeout_s, need_ready=False)
-            progress(f"{settings.total}: children and status after {phase2.children_s} s")
-            peak = peak_rss_mb(pid)
-        finally:
-            operator.stop()
-    return Report(
-        first=phase1,
-        settled=settled,
-        first_requests=first_reqs,
-        first_reconciles=first_rec,
-        first_operator_cpu_s=cpu1 - cpu0,
-        first_harness_cpu_s=harness1 - harness0,
-        idle_requests=idle_reqs,
-        idle_reconciles=idle_rec,
-        idle_seconds=idle_seconds,
-        second=phase2,
-        peak_rss_mb=peak,
-        rss_after_first_mb=rss_first,
-    )
+        # Idle: every timer fires at least once more, nothing changes.
+        audit.cut()
+        resync0 = bench.reconciles()["resync"]
+        t0 = time.monotonic()
+        wait_for(
+            lambda: bench.reconciles()["resync"] >= resync0 + n,
+            settings.resync_s * 3 + 60,
+            every=1.0,
+        )
+        idle = audit.cut()
+        resyncs = bench.reconciles()["resync"] - resync0
+        per = idle.total / max(resyncs, 1)
+        report.add(
+            f"**idle resync: writes** ({resyncs} resyncs in {time.monotonic() - t0:.0f} s)",
+            f"**{idle.writes}**",
+        )
+        report.add(
+            "**idle: requests per SpeechModel per resync** (budget 5)",
+            f"**{per:.2f}** ({idle.total} in all: {top(idle)})",
+        )
+
+        rest = settings.total - n
+        rss_before = bench.proc("rss")
+        create(bench, names[n:])
+        t_all = wait_for(lambda: counts(bench)[1] >= settings.total, settings.timeout_s, every=5.0)
+        seen, ready = counts(bench)
+        report.add(
+            f"{rest} more created at once: all {settings.total} Ready",
+            secs(t_all, settings.timeout_s)
+            + ("" if t_all else f" ({ready} Ready, {seen} with a status)"),
+        )
+        more = audit.cut()
+        report.add(
+            f"operator API requests for the {rest} more",
+            f"{more.total} ({more.total / max(rest, 1):.1f} per SpeechModel; {more.writes} writes)",
+        )
+        report.add(
+            f"**operator peak RSS (VmHWM) with {settings.total}**",
+            f"**{max(rss_before, bench.proc('rss')):.0f} MB**",
+        )
+    finally:
+        bench.stop()
+    return report
+
+
+def _metrics_up(bench: Bench) -> bool:
+    try:
+        bench.metrics()
+    except OSError:
+        return False
+    return True
 
 
 def run(argv: Sequence[str] | None) -> int:
-    parser = base_parser(__doc__.splitlines()[0] if __doc__ else "operator scale")
-    parser.add_argument("--keep-logs", type=Path, help="write the operator's log here")
+    parser = base_parser(__doc__.split("\n")[0])
     args = parser.parse_args(argv)
     settings = SMOKE if args.smoke else FULL
-    with tempfile.TemporaryDirectory(prefix="kubescribe-bench-") as tmp:
-        report = benchmark(settings, args.keep_logs or Path(tmp))
-    body = render(args, settings, report)
-    finish(args, SECTION, "Operator at scale (`python -m bench.operator_scale`)", body)
-    return 0
-
-
-def _secs(phase: Phase, done: int, timeout: float) -> str:
-    value = phase.children_s
-    if value is not None:
-        return f"{fmt(value)} s"
-    return f"not within {timeout:g} s ({done}/{phase.models})"
-
-
-def render(args: argparse.Namespace, settings: Settings, report: Report) -> str:
-    first = report.first
-    first_total = sum(report.first_reconciles.values())
-    reqs = report.first_requests
-    per = reqs.total / first_total if first_total else float("nan")
-    methods = ", ".join(f"{m} {n}" for m, n in sorted(reqs.by_method.items()))
-    triggers = ", ".join(f"{t} {n}" for t, n in sorted(report.first_reconciles.items()))
-    idle_total = sum(report.idle_reconciles.values())
-    idle_triggers = ", ".join(f"{t} {n}" for t, n in sorted(report.idle_reconciles.items()))
-    ready = (
-        f"{fmt(first.ready_s)} s"
-        if first.ready_s is not None
-        else f"not within {settings.timeout_s:g} s ({first.last.ready}/{first.models})"
-    )
-    second = report.second
-    second_children = (
-        f"{fmt(second.children_s)} s"
-        if second.children_s is not None
-        else f"not within {settings.timeout_s:g} s ({second.last.with_status}/{second.models}"
-        f"; {second.last.ready} Ready)"
-    )
-    cpu_per = report.first_operator_cpu_s / first_total * 1000 if first_total else float("nan")
-    rows = [
+    with tempfile.TemporaryDirectory(prefix="kubescribe-operator-bench-") as tmp:
+        report = benchmark(settings, Path(tmp))
+    body = "\n".join(
         [
-            f"{settings.first} SpeechModels created at once: all with Deployment, Service, "
-            "PDB and status",
-            _secs(first, first.last.with_status, settings.timeout_s),
-        ],
-        [f"… all {settings.first} Ready", ready],
-        [
-            "settled (no reconcile but the resync timer's for "
-            f"{settings.quiet_s:g} s) within {settings.settle_timeout_s:g} s",
-            "yes" if report.settled else "**no**: still reconciling child events",
-        ],
-        [
-            "reconciles in that phase (by trigger)",
-            f"{first_total} = {first_total / settings.first:.1f} per SpeechModel ({triggers})",
-        ],
-        ["operator API requests in that phase", f"{reqs.total} ({methods})"],
-        [
-            "**API requests per reconcile**",
-            f"**{per:.1f}** (writes {reqs.writes / first_total:.2f})" if first_total else "n/a",
-        ],
-        [
-            "CPU in that phase: operator / API emulator + controller + this script",
-            f"{report.first_operator_cpu_s:.1f} s ({cpu_per:.0f} ms per reconcile) / "
-            f"{report.first_harness_cpu_s:.1f} s",
-        ],
-        [
-            f"**idle resync: writes** in {report.idle_seconds:.0f} s (resync period "
-            f"{settings.resync_s:g} s)",
-            f"**{report.idle_requests.writes}** (reads: {report.idle_requests.total}; "
-            f"reconciles: {idle_total}: {idle_triggers})",
-        ],
-        [
-            "idle: the operator's requests by kind",
-            ", ".join(f"{t} {n}" for t, n in report.idle_requests.by_target.most_common(8)),
-        ],
-        [
-            f"{settings.total - settings.first} more created at once: all {settings.total} "
-            "with children and status",
-            second_children,
-        ],
-        [f"operator peak RSS (VmHWM) with {settings.first}", f"{report.rss_after_first_mb:.0f} MB"],
-        [
-            f"**operator peak RSS (VmHWM) with {settings.total}**",
-            f"**{report.peak_rss_mb:.0f} MB**",
-        ],
-    ]
-    mode = "smoke (tiny sizes: not a measurement)" if args.smoke else "full"
-    return "\n\n".join(
-        [
-            f"Run: {mode}. The real operator process (`--standalone --resync-seconds "
-            f"{settings.resync_s:g}`, JSON logs) against the tests' local Kubernetes API "
-            "(kmock emulator on loopback, with watches that resume from their resourceVersion) "
-            "and their Deployment controller (indexed; see `bench/operator_scale.py`); "
-            f"SpeechModels with `replicas: {REPLICAS}`, created in the emulator in one pass. "
-            "The emulator (pure Python: every list scans every object) and the controller "
-            "share one event loop and the machine's cores with the operator: wall-clock times "
-            "are an upper bound of the operator's own cost, its CPU time is its own.",
-            "\n".join(machine_facts(None, ("kopf", "kmock", "kubernetes"))),
-            markdown_table(["measure", "value"], rows),
+            f"Run: {'smoke (tiny sizes: not a measurement)' if args.smoke else 'full'}. "
+            "The real operator process "
+            f"(`--standalone --resync-seconds {settings.resync_s:g}`) as the chart's "
+            "ServiceAccount against the real local control plane (`cluster/local_cluster.py`: "
+            "etcd, kube-apiserver with its audit log, controller-manager, scheduler, KWOK fake "
+            "nodes), all on this machine's cores; SpeechModels with `replicas: 1` and small "
+            "requests, created with one `kubectl create` each phase. Requests are the operator's "
+            "own, from the API server's audit log (watches excluded).",
+            "",
+            *machine_facts(None, packages=("kopf", "kubernetes")),
+            "",
+            markdown_table(["measure", "value"], report.rows),
         ]
     )
+    finish(args, SECTION, "Operator at scale (`python -m bench.operator_scale`)", body)
+    return 0
 
 
 main = main_wrapper(run)
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -22,6 +22,8 @@ TINY = {"d_model": 64, "n_layers": 2, "n_heads": 2, "ff_dim": 128, "subsampling_
 BENCHMARKS = [
     ("bench.pipeline", "pipeline", "| batch | kubescribe (audio s/s) |"),
     ("bench.server", "server", "| clip | clients | mode | requests ok |"),
+    ("bench.server --cpu", "server-cpu", "| variant | clients | requests ok |"),
+    ("bench.nonspeech", "nonspeech", "| padding | WER, VAD on |"),
     ("bench.int8_long", "int8-long", "| `model.int8.onnx` |"),
     ("bench.operator_scale", "operator", "idle resync: writes"),
     ("bench.gpu", "gpu", "## GPU"),
@@ -59,9 +61,10 @@ def test_benchmark_smoke_writes_only_its_section(
     real_before = DOC.read_text(encoding="utf-8")
     doc = tmp_path / "benchmarks.md"
     doc.write_text(real_before, encoding="utf-8")
+    module, *flags = module.split()
     extra = () if module == "bench.operator_scale" else ("--artifact", str(artifact))
 
-    result = run_smoke(module, doc, *extra)
+    result = run_smoke(module, doc, *flags, *extra)
 
     assert result.returncode == 0, result.stderr[-4000:]
     assert expected in result.stdout

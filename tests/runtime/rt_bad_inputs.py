@@ -134,6 +134,13 @@ def cases(sample: Sample, max_audio_seconds: int, max_upload_mb: float) -> list[
             "invalid_response_format",
         ),
         Case(
+            "temperature above 1",
+            file(wav, temperature="1.5"),
+            400,
+            "invalid_temperature",
+        ),
+        Case("temperature not a number", file(wav, temperature="warm"), 400, "invalid_temperature"),
+        Case(
             "unknown granularity",
             file(wav, response_format="verbose_json", **{granularity: "phoneme"}),
             400,

@@ -238,7 +238,8 @@ def test_metrics_follow_the_requests(server: ServerProcess) -> None:
     names = (
         'kubescribe_requests_total{code="200"}',
         'kubescribe_requests_total{code="415"}',
-        "kubescribe_request_duration_seconds_count",
+        'kubescribe_request_duration_seconds_count{code="200"}',
+        'kubescribe_request_duration_seconds_count{code="415"}',
         "kubescribe_audio_duration_seconds_sum",
         "kubescribe_real_time_factor_ratio_count",
         "kubescribe_batch_size_count",
@@ -252,7 +253,8 @@ def test_metrics_follow_the_requests(server: ServerProcess) -> None:
     assert delta == {
         'kubescribe_requests_total{code="200"}': 1,
         'kubescribe_requests_total{code="415"}': 1,
-        "kubescribe_request_duration_seconds_count": 2,
+        'kubescribe_request_duration_seconds_count{code="200"}': 1,
+        'kubescribe_request_duration_seconds_count{code="415"}': 1,
         "kubescribe_audio_duration_seconds_sum": pytest.approx(len(audio) / 16000, abs=1e-3),
         "kubescribe_real_time_factor_ratio_count": 1,
         "kubescribe_batch_size_count": 1,

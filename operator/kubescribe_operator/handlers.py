@@ -40,7 +40,7 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from kubescribe.errors import KubescribeError
-from kubescribe_operator import apply, builders, cache, metrics, observe, rollout
+from kubescribe_operator import apply, builders, cache, metrics, observe, rollout, scaling
 from kubescribe_operator.api import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from kubescribe_operator.kube import Kube, patch_status, post_event
 from kubescribe_operator.spec import SpecError, parse_spec
@@ -94,6 +94,12 @@ def _split_children(
     return deployment, replicasets, snap.of_kind("Pod")
 
 
+def _hpa(snap: cache.Snapshot, uid: str) -> dict[str, Any] | None:
+    """The SpeechModel's HorizontalPodAutoscaler (if it owns it), as the watch cache has it."""
+    owned = snap.owned("HorizontalPodAutoscaler", uid)
+    return next((h for h in owned if h["metadata"]["name"] == snap.name), None)
+
+
 def reconcile(
     ctx: Context, snap: cache.Snapshot, *, trigger: str, now: datetime | None = None
 ) -> Outcome | None:
@@ -115,12 +121,13 @@ def reconcile(
         status = SpeechModelStatus.model_validate(raw_status) if raw_status else None
 
         observed = observe.observe(*_split_children(snap, uid))
+        now = now or datetime.now(UTC)
         decision = rollout.decide(
             spec,
             generation,
             status,
             observed,
-            now or datetime.now(UTC),
+            now,
             name=snap.name,
             namespace=snap.namespace,
         )
@@ -143,7 +150,12 @@ def reconcile(
             for identity in identities:
                 metrics.WRITES.labels(identity[1], verb).inc()
 
-        patch = rollout.status_patch(raw_status, decision.status)
+        # The HPA's verdict on scaling: a condition of its own, never readiness.
+        hpa = _hpa(snap, uid) if spec.autoscaling is not None else None
+        new_status, scaling_events = scaling.with_scaling_condition(
+            decision.status, status, scaling.hpa_health(hpa), generation, now
+        )
+        patch = rollout.status_patch(raw_status, new_status)
         writes, requests = result.writes, result.requests
         if patch:
             _patch_status(ctx, body, patch)
@@ -151,13 +163,14 @@ def reconcile(
             writes, requests = writes + 1, requests + 1
         # Events only once the status that records the transition is stored: never twice for
         # one transition; a crash right here loses them (Events are best effort anyway).
-        for event in decision.events:
+        events = (*decision.events, *scaling_events)
+        for event in events:
             post_event(ctx.kube, body, event.type, event.reason, event.message)
             metrics.WRITES.labels("Event", "create").inc()
             if event.reason in metrics.ROLLOUT_RESULTS:
                 metrics.ROLLOUTS.labels(metrics.ROLLOUT_RESULTS[event.reason]).inc()
-        n = len(decision.events)
-        return Outcome(writes=writes + n, requests=requests + n, phase=decision.status.get("phase"))
+        n = len(events)
+        return Outcome(writes=writes + n, requests=requests + n, phase=new_status.get("phase"))
 
 
 def _patch_status(ctx: Context, body: Mapping[str, Any], patch: dict[str, Any]) -> None:

@@ -14,7 +14,9 @@ from kubescribe_operator.api import ApiModel, ModelRef
 
 MAX_HISTORY = 10
 
-ConditionType = Literal["Ready", "Reconciling", "Stalled"]
+# Ready, Reconciling and Stalled (kstatus) from the rollout; AutoscalingActive (a warning, never
+# readiness) from the HPA, only with autoscaling on (kubescribe_operator.scaling).
+ConditionType = Literal["Ready", "Reconciling", "Stalled", "AutoscalingActive"]
 Phase = Literal["Pending", "Progressing", "Ready", "Degraded", "Failed"]
 RolloutResult = Literal["InProgress", "Succeeded", "Failed", "RolledBack", "Superseded"]
 

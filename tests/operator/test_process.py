@@ -6,29 +6,13 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
-from typing import Any
 
-import kubernetes
 import pytest
-from kube.deployment_controller import DeploymentController
-from kube.operator_process import OperatorProcess
-from kube.runner import KubeThread, eventually
-from kube.scenario import (
-    GROUP,
-    NS,
-    PLURAL,
-    add_peering,
-    free_port,
-    http_get,
-    is_ready,
-    manifest,
-    metric,
-    wait_status,
-)
-
-# The timeout only bounds a hang (waits inside are event-driven, each bounded on its own).
-pytestmark = [pytest.mark.xdist_group("operator-integration"), pytest.mark.timeout(300)]
+from kube_cluster import Cluster, OperatorProcess, eventually, free_port
+from live import Models, is_ready, manifest
+from prometheus_client.parser import text_string_to_metric_families
 
 CLI = [sys.executable, "-c", "import sys; from kubescribe.cli import main; sys.exit(main())"]
 
@@ -82,46 +66,55 @@ def test_missing_credentials_is_one_clear_line(tmp_path: Path) -> None:
 
 
 def test_liveness_metrics_and_json_logs(
-    kube: KubeThread,
-    kubeconfig: Path,
-    tmp_path: Path,
-    controller: DeploymentController,
-    api: kubernetes.client.ApiClient,
+    cluster: Cluster, namespace: str, operator_kubeconfig: Path, tmp_path: Path
 ) -> None:
-    kube.call(lambda: add_peering(kube.emulator))
-    liveness, metrics = free_port(), free_port()
-    proc = OperatorProcess(
-        kubeconfig, tmp_path, "--liveness-port", str(liveness), "--metrics-port", str(metrics)
-    )
+    """The real operator on the real control plane: its probe, its metrics, its JSON logs."""
+    liveness = free_port()
+    proc = OperatorProcess(operator_kubeconfig, tmp_path, "--liveness-port", str(liveness))
     proc.start()
+    models = Models(cluster, namespace)
     try:
-        eventually(
-            lambda: http_get(f"http://127.0.0.1:{liveness}/healthz")[0] == 200,
-            what="the liveness probe",
+        eventually(lambda: http_status(f"http://127.0.0.1:{liveness}/healthz") == 200, "liveness")
+        models.create(manifest())
+        models.wait_status(is_ready("1.0"), "1.0 ready")
+        text = eventually(
+            lambda: (
+                (t := proc.metrics())
+                and metric(t, "kubescribe_operator_rollouts_total", result="succeeded") >= 1
+                and t
+            ),
+            "the rollout in the metrics",
         )
-        body: dict[str, Any] = manifest()
-        kubernetes.client.CustomObjectsApi(api).create_namespaced_custom_object(
-            GROUP, "v1alpha1", NS, PLURAL, body
-        )
-        wait_status(kube, is_ready("1.0"), "1.0 ready")
-
-        def scraped() -> str | None:
-            status, text = http_get(f"http://127.0.0.1:{metrics}/metrics")
-            done = metric(text, "kubescribe_operator_rollouts_total", result="succeeded") >= 1
-            return text if status == 200 and done else None
-
-        text = eventually(scraped, what="the rollout in the metrics")
         assert metric(text, "kubescribe_operator_reconciles_total") >= 1
         assert metric(text, "kubescribe_operator_rollouts_total", result="started") == 1
         assert metric(text, "kubescribe_operator_reconcile_duration_seconds_count") >= 1
         assert (
-            metric(text, "kubescribe_operator_writes_total", kind="Deployment", verb="create") == 1
+            metric(text, "kubescribe_operator_writes_total", kind="Deployment", verb="apply") == 1
         )
         assert "kubescribe_operator_reconcile_errors_total" in text
     finally:
+        cluster.kubectl("delete", "speechmodels", "--all", "-n", namespace, "--timeout=60s")
         proc.kill()
     lines = [line for line in proc.logs().splitlines() if line.strip()]
     assert lines
     records = [json.loads(line) for line in lines]  # every line is one JSON object
     assert all({"message", "severity", "timestamp"} <= set(r) for r in records)
     assert any(r.get("k8s", {}).get("name") == "demo" for r in records)
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return int(response.status)
+    except OSError:
+        return 0
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples of ``name`` whose labels include ``labels``."""
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total

@@ -8,7 +8,10 @@ Two bounds on admitted work, checked in two steps of one request:
 2. :meth:`Ticket.admit_audio`, once the audio's header is read (its declared duration): the
    audio seconds admitted and not yet transcribed (the *backlog*) stay within
    ``max_backlog_s``. A request longer than the whole bound is still admitted when nothing else
-   waits, so that no file is refused forever.
+   waits, so that no file is refused forever. Requests longer than ``short_s`` may fill only
+   ``1 - SHORT_RESERVE`` of the bound: the rest is kept for short ones, which the fair
+   scheduler serves within about one batch however long the backlog is, so that long files
+   alone never get a short clip refused.
 
 A refusal (:class:`Refused`, HTTP 429) carries ``Retry-After``: the time the current backlog
 takes at the measured processing rate (audio seconds transcribed per second, a moving average),
@@ -26,6 +29,8 @@ from dataclasses import dataclass
 
 from kubescribe.errors import KubescribeError
 
+# The share of the backlog bound that only requests of at most ``short_s`` may use.
+SHORT_RESERVE = 0.1
 # Before anything was measured, the backlog is assumed to be transcribed at this rate.
 PRIOR_RATE = 20.0  # audio seconds per second
 RETRY_AFTER_RANGE = (1, 60)
@@ -79,9 +84,11 @@ class Admission:
         max_requests: int,
         max_backlog_s: float,
         clock: Callable[[], float] = time.monotonic,
+        short_s: float = 30.0,
     ) -> None:
         self.max_requests = max_requests
         self.max_backlog_s = max_backlog_s
+        self.short_s = short_s
         self._clock = clock
         self._lock = threading.Lock()
         self._counts = _Counts()
@@ -123,7 +130,8 @@ class Admission:
     def _admit_audio(self, ticket: Ticket, seconds: float) -> None:
         with self._lock:
             backlog = self._counts.backlog_s
-            if backlog > 0 and backlog + seconds > self.max_backlog_s:
+            bound = self.max_backlog_s * (1 if seconds <= self.short_s else 1 - SHORT_RESERVE)
+            if backlog > 0 and backlog + seconds > bound:
                 self.refused["backlog"] += 1
                 raise Refused(
                     f"{backlog:.0f} s of audio are waiting (limit {self.max_backlog_s:g} s); "

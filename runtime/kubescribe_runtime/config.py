@@ -90,7 +90,12 @@ class ServeConfig(_Settings):
         "run batches through onnxruntime IO binding (auto: on CUDA only)",
     )
     http_threads: int = _setting(
-        16, "--http-threads", "KUBESCRIBE_HTTP_THREADS", "WSGI worker threads", ge=1
+        64,
+        "--http-threads",
+        "KUBESCRIBE_HTTP_THREADS",
+        "server threads: requests being served (admitted or answered 429) and WebSocket "
+        "sessions together; keep above --max-requests plus --max-sessions",
+        ge=1,
     )
     max_batch_size: int = _setting(
         16, "--max-batch-size", "KUBESCRIBE_MAX_BATCH_SIZE", "largest batch", ge=1

@@ -31,10 +31,14 @@ def test_the_request_bound_refuses_before_the_body_is_read() -> None:
     ("admitted", "asked", "accepted"),
     [
         ([], 5000.0, True),  # longer than the bound, but nothing else waits: never refused forever
-        ([600.0], 400.0, True),  # exactly the bound
-        ([600.0], 401.0, False),
+        ([600.0], 300.0, True),  # exactly the bound long files may fill (90 %)
+        ([600.0], 301.0, False),
         ([300.0, 300.0], 300.0, True),
         ([300.0, 300.0], 500.0, False),
+        ([900.0], 31.0, False),  # long files filled their 90 %
+        ([900.0], 30.0, True),  # a short clip still gets in: the last 10 % is kept for those
+        ([900.0, 30.0, 30.0, 30.0], 10.0, True),
+        ([900.0, 30.0, 30.0, 30.0], 11.0, False),  # beyond the whole bound
     ],
 )
 def test_the_audio_bound(admitted: list[float], asked: float, accepted: bool) -> None:

@@ -92,12 +92,13 @@ def test_real_helm_refuses_bad_values(cluster: Cluster, values: list[str], messa
 @pytest.mark.parametrize(
     "values",
     [
+        [],
         ["--set", "global.imageRegistry=registry.example"],
         ["--set", "imagePullSecrets[0].name=registry.example.com"],
         ["--set", "metrics.enabled=false", "--set", "health.port=9090"],
         ["--set", "replicaCount=3", "--set", "metrics.serviceMonitor.enabled=true"],
     ],
-    ids=["global", "dotted-secret", "one-port-without-metrics", "ha-monitored"],
+    ids=["defaults", "global", "dotted-secret", "one-port-without-metrics", "ha-monitored"],
 )
 def test_real_helm_accepts_and_lints_what_an_installation_uses(
     cluster: Cluster, values: list[str]

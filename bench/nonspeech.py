@@ -1,7 +1,7 @@
 """Silence and noise: the committed test set clean, padded with 10 s of digital silence on both
-sides, and padded with 10 s of white noise at -60 dBFS on both sides; word error rate and time
-with the runtime's voice activity detection (``--vad energy``, the default) and without
-(``--vad off``).
+sides, padded with 10 s of white noise at -60 dBFS on both sides, and padded with silence under
+white noise at -30 dBFS throughout; word error rate and time with the runtime's voice activity
+detection (``--vad energy``, the default) and without (``--vad off``).
 
     .venv/bin/python -m bench.nonspeech            # full run (about a minute), updates the doc
     .venv/bin/python -m bench.nonspeech --smoke    # seconds: checks that it runs
@@ -45,12 +45,29 @@ if TYPE_CHECKING:
 SECTION = "nonspeech"
 SR = 16000
 PAD_S = 10.0
-PADDINGS: dict[str, Callable[[int, np.random.Generator], np.ndarray]] = {
-    "none": lambda n, rng: np.zeros(0, dtype=np.float32),
-    "10 s silence each side": lambda n, rng: np.zeros(n, dtype=np.float32),
-    "10 s noise at -60 dBFS each side": lambda n, rng: (1e-3 * rng.standard_normal(n)).astype(
-        np.float32
+
+
+def _noise(seconds: float, level_db: float, rng: np.random.Generator) -> np.ndarray:
+    return (10 ** (level_db / 20) * rng.standard_normal(int(seconds * SR))).astype(np.float32)
+
+
+def _padded(clip: np.ndarray, pad: np.ndarray) -> np.ndarray:
+    return np.concatenate([pad, clip, pad])
+
+
+def _under_noise(clip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    audio = _padded(clip, np.zeros(int(PAD_S * SR), dtype=np.float32))
+    return np.clip(audio + _noise(len(audio) / SR, -30.0, rng), -1, 1)
+
+
+# Each condition turns a clip into the audio sent.
+PADDINGS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
+    "none": lambda clip, rng: clip,
+    "10 s silence each side": lambda clip, rng: _padded(
+        clip, np.zeros(int(PAD_S * SR), dtype=np.float32)
     ),
+    "10 s noise at -60 dBFS each side": lambda clip, rng: _padded(clip, _noise(PAD_S, -60, rng)),
+    "10 s each side, noise at -30 dBFS throughout (about 10 dB below the speech)": _under_noise,
 }
 
 
@@ -102,10 +119,10 @@ def run(argv: Sequence[str] | None) -> int:
         try:
             for padding, make in PADDINGS.items():
                 rng = np.random.default_rng(0)
-                pad = int(PAD_S * SR) if padding != "none" else 0
-                data = [wav(np.concatenate([make(pad, rng), c, make(pad, rng)])) for c in clips]
+                audio = [make(c, rng) for c in clips]
+                data = [wav(a) for a in audio]
                 hyps, seconds = timed(partial(_texts, transcriber, data))
-                audio_s = sum(len(c) + 2 * pad for c in clips) / SR
+                audio_s = sum(len(a) for a in audio) / SR
                 row = Row(padding, vad, word_error_rate(references, hyps), seconds, audio_s)
                 rows.append(row)
                 progress(
@@ -141,7 +158,8 @@ def render(args: argparse.Namespace, rows: list[Row]) -> str:
         ],
         [[p, *cells(p, "energy"), *cells(p, "off")] for p in PADDINGS],
     )
-    worst = max(abs(by[p, "energy"].wer - clean["energy"]) for p in PADDINGS)
+    quiet = [p for p in PADDINGS if "-30 dBFS" not in p]
+    worst = max(abs(by[p, "energy"].wer - clean["energy"]) for p in quiet)
     mode = "smoke (tiny sizes: not a measurement)" if args.smoke else "full"
     clips = "4 clips of the test set" if args.smoke else "the committed test set"
     return "\n\n".join(
@@ -153,8 +171,10 @@ def render(args: argparse.Namespace, rows: list[Row]) -> str:
             "setting.",
             "\n".join(machine_facts(args.threads)),
             table,
-            "Goal (issue 12.6): with VAD on, padding moves the WER by at most 1 point; the "
-            f"largest move in this run: {100 * worst:.2f} points.",
+            "Goal (issue 12.6): with VAD on, padding with silence or quiet noise moves the WER by "
+            "at most 1 point; the largest move in this run: "
+            f"{100 * worst:.2f} points. Noise 10 dB below the speech is harder for the model "
+            "itself; the VAD must not make it worse by cutting speech.",
         ]
     )
 

@@ -146,6 +146,24 @@ def test_audio_without_speech_is_not_decoded(
     assert sample_value(metrics, "kubescribe_audio_processed_seconds_total") == decoded
 
 
+def test_speech_under_steady_noise_is_not_cut(
+    transcriber: Transcriber, without_vad: Transcriber, clips: list[Clip]
+) -> None:
+    # White noise at -30 dBFS under and around the speech (about 10 dB below it): the noise
+    # floor follows the noise, and the speech above it is still decoded whole.
+    subset = clips[:16]
+    clean = wer_of(transcriber, subset, lambda c: c.samples)
+
+    def noisy(clip: Clip) -> np.ndarray:
+        level = 10 ** (-30 / 20) / 1e-3  # quiet_noise is at -60 dBFS
+        audio = np.concatenate([silence(PAD_S), clip.samples, silence(PAD_S)])
+        return (audio + level * quiet_noise(len(audio) / SR, seed=len(clip.samples))).clip(-1, 1)
+
+    with_vad = wer_of(transcriber, subset, noisy)
+    assert with_vad <= clean + 0.05, (with_vad, clean)
+    assert wer_of(without_vad, subset, noisy) > with_vad
+
+
 def test_words_keep_their_place_in_time_after_the_silence_is_cut(
     transcriber: Transcriber, clips: list[Clip]
 ) -> None:

@@ -216,7 +216,10 @@ class RuntimeSpec(ApiModel):
         default="model.onnx", pattern=r"^[A-Za-z0-9._-]+\.onnx$", description="e.g. model.int8.onnx"
     )
     threads: int = Field(
-        default=0, ge=0, le=256, description="ONNX intra-op threads (0: automatic)"
+        default=0,
+        ge=0,
+        le=256,
+        description="ONNX intra-op threads (0: the CPU limit, else the CPU request, rounded up)",
     )
     drain_timeout_seconds: int = Field(
         default=30, ge=0, le=3600, description="on shutdown, longest wait for accepted requests"

@@ -56,10 +56,11 @@ class FlowCancelled(KubescribeError):
 class Flow(Generic[In, Out]):
     """A request's (or session's) handle on the batcher; see the module docstring."""
 
-    def __init__(self, batcher: DynamicBatcher[In, Out], live: bool) -> None:
+    def __init__(self, batcher: DynamicBatcher[In, Out], live: bool, counted: bool) -> None:
         self._batcher = batcher
         self.state = FlowState(live=live)
         self.cancelled = False
+        self.counted = counted  # in DynamicBatcher.open_flows until cancelled
 
     @property
     def live(self) -> bool:
@@ -109,6 +110,7 @@ class DynamicBatcher(Generic[In, Out]):
         self._on_inference = on_inference or (lambda seconds: None)
         self.close_when_idle = close_when_idle
         self._producers = 0
+        self._open_flows = 0
         self._scheduler: Scheduler[Future[Out]] = Scheduler(
             max_batch_size, length_ratio, length_slack
         )
@@ -128,12 +130,25 @@ class DynamicBatcher(Generic[In, Out]):
         with self._cond:
             return len(self._scheduler)
 
+    @property
+    def open_flows(self) -> int:
+        """Flows opened and not yet cancelled: the requests and sessions sharing the batches."""
+        return self._open_flows
+
+    def lookahead(self) -> int:
+        """How many windows one flow should keep queued: enough that the open flows together
+        fill a batch (``max_batch_size`` for a flow alone), at least 2. Preparing more would only
+        spend CPU on windows that wait (and are wasted when the client hangs up)."""
+        return max(2, -(-self.max_batch_size // max(1, self._open_flows)))
+
     def open_flow(self, live: bool = False) -> Flow[In, Out]:
-        return Flow(self, live)
+        with self._cond:
+            self._open_flows += 1
+        return Flow(self, live, counted=True)
 
     def submit(self, payload: In, length: int, live: bool = False) -> Future[Out]:
         """A window on its own flow."""
-        return self.open_flow(live).submit(payload, length)
+        return Flow(self, live, counted=False).submit(payload, length)
 
     def _submit(
         self, flow: Flow[In, Out], payload: In, length: int, timeout: float | None
@@ -160,6 +175,8 @@ class DynamicBatcher(Generic[In, Out]):
 
     def _cancel(self, flow: Flow[In, Out]) -> int:
         with self._cond:
+            if flow.counted and not flow.cancelled:
+                self._open_flows -= 1
             flow.cancelled = True
             dropped = self._scheduler.discard(flow.state)
             for future in dropped:

@@ -92,7 +92,9 @@ class DrainingWorker(ThreadWorker):
 
     def _drain(self) -> None:
         service = self.app.service
-        assert service is not None
+        if service is None:  # stopped before the app was even loaded: nothing to drain
+            super().handle_exit(signal.SIGTERM, None)
+            return
         log.info("received SIGTERM: draining")
         service.begin_drain()
         deadline = time.monotonic() + service.config.drain_timeout_s

@@ -258,7 +258,10 @@ class Transcriber:
                         offset / rate,
                     )
                 )
-                while pending and (len(pending) >= self.max_pending or pending[0].future.done()):
+                while pending and (
+                    len(pending) >= min(self.max_pending, self.batcher.lookahead())
+                    or pending[0].future.done()
+                ):
                     yield collect_oldest()
             while pending:
                 yield collect_oldest()

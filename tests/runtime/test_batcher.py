@@ -189,3 +189,21 @@ def test_a_caller_that_fails_before_submitting_releases_the_batch() -> None:
     assert a.result(60) == 10
     assert recorder.batches == [[1]]
     batcher.close()
+
+
+def test_each_flow_keeps_only_its_share_of_a_batch_queued() -> None:
+    batcher = DynamicBatcher(_Recorder(), max_batch_size=16, max_delay_s=0, max_queue=64)
+    assert batcher.lookahead() == 16  # a request alone fills whole batches
+    flows = [batcher.open_flow() for _ in range(5)]
+    assert (batcher.open_flows, batcher.lookahead()) == (5, 4)  # 5 × 4 windows fill one
+    batcher.submit(1, 1)  # a one-window submission is no flow that stays open
+    for flow in flows[:4]:
+        flow.cancel()
+    flows[4].cancel()
+    flows[4].cancel()  # cancelling twice counts once
+    assert (batcher.open_flows, batcher.lookahead()) == (0, 16)
+    many = [batcher.open_flow() for _ in range(40)]
+    assert batcher.lookahead() == 2  # never less than two
+    for flow in many:
+        flow.cancel()
+    batcher.close()

@@ -46,7 +46,7 @@ from kubescribe_runtime.service import NotReady, Service, State
 
 log = logging.getLogger(__name__)
 
-SEND_TIMEOUT_S = 10.0
+SEND_TIMEOUT_S = 5.0
 PARTIAL_WINDOW_S = 6.0
 _POLL_BUSY_S = 0.01  # while decodes are pending
 _POLL_IDLE_S = 0.05
@@ -59,11 +59,12 @@ CLOSE_TRY_AGAIN_LATER = 1013
 class SessionEnded(KubescribeError):
     """The session ends on the server's side: close with ``code`` and ``reason``."""
 
-    def __init__(self, code: int, reason: str, why: str) -> None:
+    def __init__(self, code: int, reason: str, why: str, abort: bool = False) -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
         self.why = why  # the metrics label
+        self.abort = abort  # drop the connection: a close frame could not be sent either
 
 
 class SessionSlots:
@@ -147,12 +148,19 @@ class SessionRunner:
     # -- output ----------------------------------------------------------------------------
 
     def _send(self, event: ev.ServerEvent) -> None:
+        started = self.clock()
         try:
             self.ws.send(event.render())
-        except OSError as exc:  # the send timed out: the client does not read
+        except OSError as exc:  # nothing could be sent for SEND_TIMEOUT_S
             raise SessionEnded(
-                CLOSE_GOING_AWAY, "the client does not read its events", "slow_client"
+                CLOSE_GOING_AWAY, "the client does not read its events", "slow_client", abort=True
             ) from exc
+        if self.clock() - started >= 0.8 * SEND_TIMEOUT_S:
+            # A send that timed out part-way returns what it wrote: the frame is cut, the
+            # stream is unusable.
+            raise SessionEnded(
+                CLOSE_GOING_AWAY, "the client does not read its events", "slow_client", abort=True
+            )
         if isinstance(event, ev.Error):
             self.metrics.errors.inc()
         elif isinstance(event, ev.SpeechStarted):
@@ -279,6 +287,15 @@ def _close(ws: WebSocket, code: int, reason: str) -> None:
         ws.close(code, reason[:120])
 
 
+def _abort(ws: WebSocket) -> None:
+    """Drop the connection without a close frame (the client stopped reading)."""
+    ws.connected = False
+    sock = getattr(ws, "sock", None)
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
 def _refuse(status: int, message: str, code: str) -> Response:
     response = jsonify(
         {"error": {"message": message, "type": "invalid_request_error", "code": code}}
@@ -354,7 +371,10 @@ def register(app: Flask, service: Service) -> RealtimeMetrics:
                 runner.run()
             except SessionEnded as end:
                 why = end.why
-                _close(ws, end.code, end.reason)
+                if end.abort:
+                    _abort(ws)
+                else:
+                    _close(ws, end.code, end.reason)
             except ConnectionClosed:
                 why = "client_closed"
             except Exception:

@@ -8,7 +8,9 @@ follows a quieter frame at once and rises slowly (3 dB/s) under a louder backgro
 stationary noise of any level never opens a turn. A turn starts when 3 of 5 frames are
 ``start_margin_db`` above the floor (the OpenAI ``threshold`` in 0..1 scales it: 0.5 → 10 dB),
 dated back over the frames just before it that were already slightly above the floor (a weak
-onset such as "s" or "th"); speech goes on while frames stay half that margin above the floor;
+onset such as "s" or "th"); speech goes on while frames stay half that margin above the floor
+(frames below an absolute level are never speech, and near-digital silence does not lower the
+floor: a muted stretch must not make the line noise after it look like speech);
 ``silence_duration_ms`` of quieter frames ends the turn, dated to the end of its last speech
 frame. A turn longer than ``max_turn_s`` is cut there and, if the caller is still speaking, a new
 one starts at the cut.
@@ -30,6 +32,8 @@ _START_FRAMES = 3  # ... of which this many must be loud
 _ONSET_MARGIN_DB = 1.5  # frames before a start this far above the floor belong to the speech
 _ONSET_LOOKBACK_S = 0.6
 _SILENCE_DB = -120.0
+_QUIET_DB = -80.0  # speech-band level of near-digital silence (a muted line, zero padding)
+_MIN_SPEECH_DB = -55.0  # quieter frames are never speech, however quiet the background
 _SMOOTH_FRAMES = 3  # speech goes on while the level averaged over this many frames stays up
 
 
@@ -127,12 +131,19 @@ class TurnDetector:
     def _step(self, level: float) -> list[TurnEvent] | None:
         index = self._frames
         self._frames += 1
-        if self._floor is None:
-            self._floor = level
-        over = level - self._floor
         self._recent = [*self._recent[-(_SMOOTH_FRAMES - 1) :], 10.0 ** (level / 10.0)]
-        smoothed = 10.0 * np.log10(np.mean(self._recent)) - self._floor
-        self._floor = min(level, self._floor + self._rise)
+        if level < _QUIET_DB:
+            # (Near-)digital silence is no background to measure speech against: it neither
+            # lowers the floor nor counts as speech.
+            over = smoothed = -np.inf
+        else:
+            if self._floor is None:
+                self._floor = level
+            over = level - self._floor
+            smoothed = 10.0 * np.log10(np.mean(self._recent)) - self._floor
+            self._floor = min(level, self._floor + self._rise)
+            if level < _MIN_SPEECH_DB:
+                over = smoothed = min(over, 0.0)
         self._above = [*self._above[-self._lookback :], over]
         now = self._frames * self._frame_s
         if not self.in_turn:

@@ -4,11 +4,13 @@
 (`make test` builds it first, so no test waits for a compiler); every test that uses it is put
 in one xdist group, so the run holds one cluster. `namespace` gives a test a namespace of its
 own. `operator_kubeconfig` authenticates as the chart's ServiceAccount; `live_operator` runs
-the real operator process with it for one test.
+the real operator process with it for one test. When the run ends, the audit log of the whole
+run is read: a request of the chart's ServiceAccount the API server refused (403) fails it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import uuid
@@ -19,7 +21,9 @@ import pytest
 from kube_cluster import (
     OPERATOR_NS,
     OPERATOR_SA,
+    OPERATOR_USER,
     RELEASE,
+    AuditEvent,
     Cluster,
     LocalCluster,
     OperatorProcess,
@@ -48,8 +52,20 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         # the operator process locally, as the chart's ServiceAccount.
         handle.install_chart(RELEASE, OPERATOR_NS, "--set", "replicaCount=0")
         yield handle
+        # RBAC, the whole run: the chart's ServiceAccount was refused nothing (issue 10.4).
+        refused = refused_requests(handle, OPERATOR_USER)
+        assert not refused, f"the API server refused the chart's ServiceAccount: {refused[:20]}"
     finally:
         local.stop(keep_state=bool(os.environ.get("KUBESCRIBE_KEEP_CLUSTER")))
+
+
+def refused_requests(cluster: Cluster, user: str) -> list[str]:
+    """The requests of ``user`` answered 403 in the audit log of the whole run."""
+    needle = json.dumps(user).encode()
+    with cluster.audit_log.open("rb") as log:
+        lines = [line for line in log if needle in line and b'"code":403' in line]
+    events = [AuditEvent.parse(json.loads(line)) for line in lines]
+    return [f"{e.verb} {e.uri}" for e in events if e.user == user and e.code == 403]
 
 
 @pytest.fixture()

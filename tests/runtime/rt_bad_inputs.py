@@ -67,6 +67,7 @@ def cases(sample: Sample, max_audio_seconds: int, max_upload_mb: float) -> list[
         return lambda url: requests.request(method, url + path, timeout=60, **kw)  # type: ignore[arg-type]
 
     too_long = (max_audio_seconds + 60) * 8000
+    tiny_claim = max_audio_seconds - 10  # seconds: within the limit, beyond the size's allowance
     oversized = int((max_upload_mb + 0.5) * 1024 * 1024)
     granularity = "timestamp_granularities[]"
     return [
@@ -106,6 +107,20 @@ def cases(sample: Sample, max_audio_seconds: int, max_upload_mb: float) -> list[
             400,
             "audio_too_long",
             f"the limit is {max_audio_seconds} s",
+        ),
+        Case(
+            # a few kilobytes of FLAC silence that would decode to most of the limit
+            "a tiny file claiming minutes",
+            file(lambda: encode(np.zeros(tiny_claim * 8000, np.float32), 8000, "FLAC", "PCM_16")),
+            400,
+            "audio_too_long",
+            "an upload of this size may hold at most",
+        ),
+        Case(
+            "sample rate below 8 kHz",
+            file(lambda: encode(np.zeros(4000, np.float32), 4000)),
+            400,
+            "unsupported_sample_rate",
         ),
         Case("oversized upload", file(lambda: bytes(oversized)), 413, "file_too_large"),
         Case(

@@ -10,6 +10,12 @@ For each, at batch 1, 8 and 32 on 10 s clips cut from the committed test set: fe
 computed first (CPU), then the model runs on the CUDA provider; RTF = model seconds / audio
 seconds, best of a few runs after warm-up.
 
+Session options (issue 12.8), on the random model: the runtime's pipeline model
+(``AcousticModel``) runs a sequence of batches whose lengths all differ, as served traffic's do,
+once with onnxruntime's defaults (cuDNN's exhaustive convolution algorithm search, plain
+``run``) and once with the runtime's (heuristic search, IO binding); the first pass pays for
+every new shape, the second shows the steady state.
+
 Where onnxruntime offers no CUDA provider or none initialises (no NVIDIA GPU, driver or
 ``onnxruntime-gpu``), the section says so and measures nothing.
 """
@@ -20,6 +26,7 @@ import argparse
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +74,55 @@ class Settings:
 
 FULL = Settings((1, 8, 32), 10.0, 5, LARGE_MODEL)
 SMOKE = Settings((1, 2), 2.0, 1, TINY_MODEL)
+# Session options compared on batches of 8 whose lengths all differ (seconds of audio).
+SHAPE_SECONDS = (3.0, 4.5, 6.0, 7.5, 9.0, 10.5, 12.0, 13.5, 15.0, 16.5, 18.0, 19.5)
+SHAPE_BATCH = 8
+
+
+@dataclass
+class OptionsRow:
+    variant: str
+    first_s: float  # the sequence the first time: every shape new
+    second_s: float  # the same sequence again
+
+
+def measure_session_options(artifact: Path, threads: int, smoke: bool) -> list[OptionsRow]:
+    """The runtime's session options against onnxruntime's defaults, on changing shapes."""
+    from kubescribe_runtime.artifact import load_artifact
+    from kubescribe_runtime.model import AcousticModel, ModelUnavailable, SessionSettings, prepare
+
+    seconds = SHAPE_SECONDS[:3] if smoke else SHAPE_SECONDS
+    batch = 2 if smoke else SHAPE_BATCH
+    loaded = load_artifact(artifact)
+    batches = []
+    for length in seconds:
+        clips = build_clips(read_testset(), batch, length)
+        batches.append([prepare(c.samples, loaded.manifest) for c in clips])
+    variants = {
+        "onnxruntime defaults (exhaustive cuDNN search, run)": SessionSettings(
+            threads=threads, cudnn_conv_algo_search="exhaustive", io_binding="off"
+        ),
+        "runtime defaults (heuristic cuDNN search, IO binding)": SessionSettings(threads=threads),
+    }
+    rows = []
+    for name, options in variants.items():
+        try:
+            model = AcousticModel(loaded, device="gpu", session=options)
+        except ModelUnavailable as exc:
+            raise CudaUnavailable(str(exc)) from exc
+        first, second = _one_pass(model, batches), _one_pass(model, batches)
+        rows.append(OptionsRow(name, first, second))
+        progress(f"{name}: first pass {first:.2f} s, second {second:.2f} s")
+    return rows
+
+
+def _one_pass(model: Any, batches: Sequence[Sequence[Any]]) -> float:
+    total = 0.0
+    for batch in batches:
+        started = time.perf_counter()
+        model.infer(batch)
+        total += time.perf_counter() - started
+    return total
 
 
 def cuda_status() -> tuple[bool, str]:
@@ -161,6 +217,7 @@ def run(argv: Sequence[str] | None) -> int:
     available, facts = cuda_status()
     progress(f"CUDA: {'available' if available else 'not available'} ({facts})")
     rows: list[Row] = []
+    options_rows: list[OptionsRow] = []
     large_params: int | None = None
     if available:
         artifact = require_artifact(args.artifact)
@@ -172,11 +229,12 @@ def run(argv: Sequence[str] | None) -> int:
                 rows += measure_model(
                     "random", Path(tmp) / "model.onnx", Path(tmp), settings, args.threads
                 )
+                options_rows = measure_session_options(Path(tmp), args.threads, args.smoke)
         except CudaUnavailable as exc:
-            available, facts, rows = False, f"{facts}; {exc}", []
+            available, facts, rows, options_rows = False, f"{facts}; {exc}", [], []
     if not available:
         large_params = parameter_count(settings.large)
-    body = render(args, settings, available, facts, rows, large_params)
+    body = render(args, settings, available, facts, rows, large_params, options_rows)
     finish(args, SECTION, "GPU (`python -m bench.gpu`)", body)
     return 0
 
@@ -188,6 +246,7 @@ def render(
     facts: str,
     rows: Sequence[Row],
     large_params: int | None,
+    options_rows: Sequence[OptionsRow] = (),
 ) -> str:
     params = f"{large_params / 1e6:.1f} M parameters" if large_params else "size not computed"
     sizes = ", ".join(f"{k} {v}" for k, v in settings.large.items())
@@ -220,6 +279,20 @@ def render(
         for r in rows
     ]
     parts.append(markdown_table(["model", "batch", "ms per batch", "RTF", "audio s/s"], table))
+    if options_rows:
+        parts.append(
+            "Session options on the random model: batches of "
+            f"{2 if args.smoke else SHAPE_BATCH} windows, "
+            f"{len(SHAPE_SECONDS[:3] if args.smoke else SHAPE_SECONDS)} batch lengths that all "
+            "differ (features, padding, the model and the copy back, as the runtime runs them); "
+            "the first pass meets every shape for the first time."
+        )
+        parts.append(
+            markdown_table(
+                ["session options", "first pass s", "second pass s"],
+                [[r.variant, fmt(r.first_s, 3), fmt(r.second_s, 3)] for r in options_rows],
+            )
+        )
     return "\n\n".join(parts)
 
 

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
+
+import numpy as np
 import pytest
+from kubescribe_runtime.app import create_app
+from kubescribe_runtime.config import ServeConfig
 from kubescribe_runtime.metrics import CANCEL_REASONS, REFUSAL_REASONS, Metrics
+from kubescribe_runtime.service import Service
 from prometheus_client.parser import text_string_to_metric_families
+from rt_fixtures import TONE_TOKENS, encode, tone_sentence, write_artifact
 
 
 def families() -> dict[str, object]:
@@ -88,3 +96,34 @@ def test_each_server_has_its_own_registry() -> None:
     first.windows_skipped.inc()
     assert samples(first)[("kubescribe_windows_skipped_total", ())] == 1
     assert samples(second)[("kubescribe_windows_skipped_total", ())] == 0
+
+
+# -- the series move with the work (Flask's test client, the tone model) ----------------------
+
+
+def test_a_request_moves_the_pipeline_series(tmp_path: Path) -> None:
+    service = Service(ServeConfig(model_dir=write_artifact(tmp_path / "tone", TONE_TOKENS)))
+    service.load()
+    client = create_app(service).test_client()
+    audio = np.concatenate([silence_of(25.0), tone_sentence("lo hi hi lo")])
+    try:
+        answer = client.post(
+            "/v1/audio/transcriptions",
+            data={"file": (io.BytesIO(encode(audio)), "a.wav")},
+            content_type="multipart/form-data",
+        )
+    finally:
+        service.close()
+    assert answer.status_code == 200, answer.json
+    value = service.metrics.registry.get_sample_value
+    assert value("kubescribe_windows_skipped_total") == 1  # the first 20 s window: silence
+    decoded = value("kubescribe_audio_processed_seconds_total")
+    assert decoded is not None and 0 < decoded < len(audio) / 16000 - 15
+    assert value("kubescribe_queue_wait_seconds_count") == 1
+    assert value("kubescribe_batch_inference_seconds_count") == 1
+    assert value("kubescribe_request_duration_seconds_count", {"code": "200"}) == 1
+    assert (value("process_resident_memory_bytes") or 0) > 0
+
+
+def silence_of(seconds: float) -> np.ndarray:
+    return np.zeros(int(seconds * 16000), dtype=np.float32)

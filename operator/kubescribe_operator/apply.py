@@ -31,6 +31,9 @@ How a child is applied:
   a field dropped from the SpeechModel (an env var, a limit, a toleration) leaves the child, and
   fields other managers own (server defaults, the HPA's ``spec.replicas``) are left alone. Force
   only takes fields the operator declares, i.e. its own.
+- A child the watch cache does not show is first created as a dry run: the cache only sees
+  objects with the operator's labels, and apply would take over someone else's object of that
+  name; the API server's 409 makes it a ``ChildConflict`` instead.
 - No request when nothing changed: the operator remembers, per child, the digest of what it
   applied and the field set the server recorded for it (``managedFields``). A child whose
   desired digest is unchanged and whose field set in the watch cache is the one recorded is
@@ -284,10 +287,15 @@ def apply_children(
                 live = kube.apply(path, given, manager=HANDOVER_MANAGER)
                 result.requests += 1
             log.info("applying %s %s/%s", kind.kind, namespace, name)
-            after = kube.apply(path, child)
-            result.requests += 1
+            after = kube.apply(path, child, new=live is None)
+            result.requests += 1 if live is not None else 2
         except ApiException as exc:
             result.requests += 1
+            if exc.status == 409 and live is None:  # the name is taken by an object not ours
+                raise ChildConflict(
+                    f"{kind.kind} {namespace}/{name} exists and is not owned by SpeechModel "
+                    f"{snap.name}; delete or rename it"
+                ) from exc
             if exc.status == 404:  # the resource itself is unknown to the cluster
                 raise ResourceNotInstalled(
                     f"cannot apply {kind.kind} {namespace}/{name}: the cluster does not serve "

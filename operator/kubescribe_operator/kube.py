@@ -129,9 +129,21 @@ class Kube:
         value = json.loads(text) if text else {}
         return value if isinstance(value, dict) else {}
 
-    def apply(self, path: str, body: Obj, *, manager: str = FIELD_MANAGER) -> Obj:
+    def apply(
+        self, path: str, body: Obj, *, manager: str = FIELD_MANAGER, new: bool = False
+    ) -> Obj:
         """Server-side apply: ``body`` is the manager's whole intent for the object; fields it
-        applied before and leaves out are removed (unless another manager owns them too)."""
+        applied before and leaves out are removed (unless another manager owns them too).
+
+        ``new``: the caller's cache shows no object of this name. Apply would take over one it
+        does not show (someone else's), so a dry-run create asks first: 409 if the name is taken.
+        """
+        if new:
+            collection = path.rsplit("/", 1)[0]
+            self.request(
+                "POST", collection, body=body, content_type="application/json",
+                query=[("fieldManager", manager), ("fieldValidation", "Warn"), ("dryRun", "All")],
+            )  # fmt: skip
         query = [("fieldManager", manager), ("force", "true"), ("fieldValidation", "Warn")]
         return self.request("PATCH", path, body=body, query=query, content_type=APPLY_PATCH)
 

@@ -58,7 +58,9 @@ class FakeKube:
         self.refuse = refuse or {}
         self.rv = 100
 
-    def apply(self, path: str, body: Obj, *, manager: str = apply.FIELD_MANAGER) -> Obj:
+    def apply(
+        self, path: str, body: Obj, *, manager: str = apply.FIELD_MANAGER, new: bool = False
+    ) -> Obj:
         self.requests.append(("apply", body["kind"], manager))
         if body["kind"] in self.refuse:
             raise self.refuse[body["kind"]]
@@ -196,6 +198,14 @@ def test_a_child_owned_by_someone_else_is_a_conflict() -> None:
     service["metadata"]["ownerReferences"] = [{"uid": "someone-else"}]
     with pytest.raises(apply.ChildConflict, match="not owned by SpeechModel demo"):
         run(FakeKube(), apply.Memory(), [service], desired)
+
+
+def test_a_name_taken_by_an_object_the_cache_does_not_show_is_a_conflict() -> None:
+    """The watch cache sees only labelled children; the dry-run create before the first apply
+    answers 409 when someone else's object has the name (apply would take it over)."""
+    taken = ApiException(status=409, reason="Conflict")
+    with pytest.raises(apply.ChildConflict, match="not owned by SpeechModel demo"):
+        run(FakeKube(refuse={"Service": taken}), apply.Memory(), [], children(replicas=1))
 
 
 def test_a_refused_child_says_why_and_is_retried_after_a_growing_backoff() -> None:

@@ -79,6 +79,9 @@ class AuditEvent:
     name: str
     code: int
     uri: str
+    group: str = ""  # "" for the core API
+    user_agent: str = ""  # the operator's: "kubescribe-operator (host/pid)"
+    time: str = ""  # requestReceivedTimestamp
 
     @classmethod
     def parse(cls, raw: dict[str, Any]) -> AuditEvent:
@@ -94,6 +97,9 @@ class AuditEvent:
             name=ref.get("name", ""),
             code=int(raw.get("responseStatus", {}).get("code", 0)),
             uri=raw.get("requestURI", ""),
+            group=ref.get("apiGroup", ""),
+            user_agent=raw.get("userAgent", ""),
+            time=raw.get("requestReceivedTimestamp", ""),
         )
 
     @property

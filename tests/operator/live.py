@@ -1,22 +1,39 @@
 """Steps and probes of the operator's tests on the real control plane (one namespace a test).
 
-`Models` acts as a user of the cluster would (admin credentials, the kubernetes client) and
-reads what the operator and the real controllers made of it.
+`Models` acts as a user of the cluster would (admin credentials, the kubernetes client, field
+manager `TEST_MANAGER`) and reads what the operator and the real controllers made of it; the
+functions below read the operator's side: its requests in the audit log, its metrics.
 """
 
 from __future__ import annotations
 
 import copy
+import re
+import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import kubernetes
-from kube_cluster import GROUP, PLURAL, VERSION, Cluster, eventually
+from kube_cluster import (
+    GROUP,
+    OPERATOR_USER,
+    PLURAL,
+    VERSION,
+    AuditEvent,
+    Cluster,
+    OperatorProcess,
+    eventually,
+)
 
 Obj = dict[str, Any]
 VERSION_LABEL = "kubescribe.io/model-version"
+MODEL_REF = "kubescribe.io/model-ref"  # the pod template's annotation: which artifact it runs
 ZERO_SHA256 = "0" * 64  # the fake nodes fail the fetch of this digest (cluster/kwok-stages.yaml)
+TEST_MANAGER = "kubescribe-tests"  # the tests' user agent, so their field manager
+# Model URIs the fake nodes act on (cluster/kwok-stages.yaml): pods of such a model stay Pending
+# until released, or crash-loop. A rollback to the previous model cures them.
+HOLD_URI, CRASH_URI = "s3://models/kwok-hold/{}", "s3://models/kwok-crash/{}"
 
 
 def manifest(name: str = "demo", version: str = "1.0", **spec: Any) -> Obj:
@@ -62,6 +79,7 @@ class Models:
         self.cluster = cluster
         self.ns = namespace
         self.client = cluster.api_client()
+        self.client.user_agent = TEST_MANAGER
         self.custom = kubernetes.client.CustomObjectsApi(self.client)
         self.apps = kubernetes.client.AppsV1Api(self.client)
         self.core = kubernetes.client.CoreV1Api(self.client)
@@ -150,11 +168,32 @@ class Models:
         return dict(counts)
 
     def release_held_pods(self) -> None:
-        """Let pods started with KWOK_HOLD become Ready."""
+        """Let pods started with KWOK_HOLD (or a `kwok-hold` model) become Ready."""
         self.cluster.kubectl(
             "annotate", "pods", "--all", "-n", self.ns, "kwok.kubescribe.io/release=true",
             "--overwrite",
         )  # fmt: skip
+
+    def model_ref(self, name: str = "demo") -> str:
+        """The artifact the Deployment's pod template runs (the operator's digest of it)."""
+        deployment = self.deployment(name) or {}
+        return str(deployment["spec"]["template"]["metadata"]["annotations"][MODEL_REF])
+
+    def children(self) -> dict[str, list[str]]:
+        """Names of every object of a kind a SpeechModel can own, in the namespace."""
+        listings: dict[str, Callable[[], Any]] = {
+            "Deployment": lambda: self.apps.list_namespaced_deployment(self.ns),
+            "ReplicaSet": lambda: self.apps.list_namespaced_replica_set(self.ns),
+            "Pod": lambda: self.core.list_namespaced_pod(self.ns),
+            "Service": lambda: self.core.list_namespaced_service(self.ns),
+            "HorizontalPodAutoscaler": lambda: kubernetes.client.AutoscalingV2Api(
+                self.client
+            ).list_namespaced_horizontal_pod_autoscaler(self.ns),
+            "PodDisruptionBudget": lambda: kubernetes.client.PolicyV1Api(
+                self.client
+            ).list_namespaced_pod_disruption_budget(self.ns),
+        }
+        return {kind: [o.metadata.name for o in ls().items] for kind, ls in listings.items()}
 
     def replicasets(self) -> list[Obj]:
         items = self.apps.list_namespaced_replica_set(self.ns).items
@@ -168,3 +207,60 @@ class Models:
 
     def wait_events(self, check: Callable[[list[str]], bool], what: str) -> list[str]:
         return eventually(lambda: (r := self.event_reasons()) and check(r) and r, what)
+
+
+# ----------------------------------------------------------------- the operator's side
+def operator_requests(
+    cluster: Cluster, since: int, namespace: str | None = None, user: str = OPERATOR_USER
+) -> list[AuditEvent]:
+    """The operator's requests after audit offset ``since`` (in one namespace, if given)."""
+    events = cluster.audit(since, user=user)
+    return [e for e in events if namespace is None or e.namespace == namespace]
+
+
+def operator_writes(cluster: Cluster, since: int, namespace: str | None = None) -> list[str]:
+    """The operator's writes as "verb resource/name", kopf's peering excluded."""
+    return [
+        f"{e.verb} {e.resource}/{e.name}"
+        for e in operator_requests(cluster, since, namespace)
+        if e.is_write and not e.resource.endswith("kopfpeerings")
+    ]
+
+
+def acting_pids(cluster: Cluster, since: int, namespace: str) -> set[int]:
+    """The operator processes that wrote in ``namespace`` since ``since``: the operator's own
+    client names its process in its user agent, "kubescribe-operator (host/pid)"."""
+    pids = set()
+    for e in operator_requests(cluster, since, namespace):
+        match = re.fullmatch(r"kubescribe-operator \(.*/(\d+)\)", e.user_agent)
+        if e.is_write and match:
+            pids.add(int(match.group(1)))
+    return pids
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The sum of a Prometheus metric's samples with these labels."""
+    total = 0.0
+    for line in text.splitlines():
+        named = line.startswith((name + "{", name + " "))
+        if named and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def reconciles(operator: OperatorProcess, trigger: str = "resync") -> float:
+    return metric(operator.metrics(), "kubescribe_operator_reconciles_total", trigger=trigger)
+
+
+def wait_resyncs(operator: OperatorProcess, count: int) -> None:
+    """Until the operator has run ``count`` more resyncs (of any SpeechModel)."""
+    start = reconciles(operator)
+    eventually(lambda: reconciles(operator) >= start + count, f"{count} resyncs")
+
+
+def http_get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return int(response.status), str(response.read().decode())
+    except OSError:  # refused, reset, timed out: not up yet
+        return 0, ""

@@ -1,585 +1,590 @@
-"""The real operator process against a local Kubernetes API (see DESIGN.md, "How it is tested").
+"""The real operator on the real local control plane (DESIGN.md, "How it is tested").
 
-Every test starts the emulator, a Deployment controller and `python -m kubescribe_operator.process`
-with short timings, drives it through the synchronous kubernetes client like a user would, and
-waits for the emulator's state to converge (polling with a timeout, no fixed sleeps).
+Each test has a namespace of its own and the real operator process: `live_operator` (the
+chart's ServiceAccount, every namespace, a resync every 2 s) or processes of its own. The real
+Deployment, ReplicaSet, HPA and garbage-collector controllers and KWOK's fake nodes do the rest;
+pods become Ready at once, or stay Pending or crash-loop on cue (`live.HOLD_URI`, `CRASH_URI`,
+`ZERO_SHA256`). The API server's audit log says what the operator asked of it. Waits poll with
+timeouts that only bound a hang.
 """
 
 from __future__ import annotations
 
+import json
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
-import kubernetes
 import pytest
-from kube.deployment_controller import DeploymentController, Mode
-from kube.operator_process import OperatorProcess
-from kube.runner import TEST_USER_AGENT, KubeThread, eventually
-from kube.scenario import (
-    CHILDREN,
+import yaml
+from kube_cluster import (
+    CHART,
     GROUP,
-    NS,
+    OPERATOR_NS,
     PLURAL,
-    SM,
+    RELEASE,
     VERSION,
+    AuditEvent,
+    Cluster,
+    OperatorProcess,
+    eventually,
+)
+from kubescribe_operator.apply import API_USAGE
+from live import (
+    CRASH_URI,
+    HOLD_URI,
+    TEST_MANAGER,
+    ZERO_SHA256,
+    Models,
     acting_pids,
-    add_peering,
-    api_usage,
-    assert_never_writes_the_spec,
     condition,
-    create,
-    deployment,
-    deployment_patches,
-    event_reasons,
-    http_get,
     is_ready,
     manifest,
-    metric,
-    model_ref_of,
+    operator_requests,
     operator_writes,
-    peers,
-    pods_by_version,
-    status_of,
-    update_spec,
     wait_resyncs,
-    wait_resyncs_in,
-    wait_status,
 )
 
-# The timeout only bounds a hang (waits inside are event-driven, each bounded on its own).
-pytestmark = [pytest.mark.xdist_group("operator-integration"), pytest.mark.timeout(300)]
+Obj = dict[str, Any]
+# The timeout only bounds a hang (every wait inside is bounded on its own).
+pytestmark = pytest.mark.timeout(300)
+
+OWNED_KINDS = ("Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget")
+SERVICE_MONITOR_CRD = "servicemonitors.monitoring.coreos.com"
+
+
+def rolling_to(version: str, updated: int) -> Callable[[Obj], bool]:
+    return lambda s: (
+        s.get("targetVersion") == version
+        and s.get("phase") == "Progressing"
+        and condition(s, "Reconciling").get("status") == "True"
+        and s.get("updatedReplicas") == updated
+    )
+
+
+def rolled_back(s: Obj) -> bool:
+    return (
+        condition(s, "Stalled").get("status") == "True"
+        and condition(s, "Stalled").get("reason") == "RolledBack"
+        and condition(s, "Reconciling").get("status") == "False"
+        and s.get("phase") != "Progressing"
+    )
+
+
+def history(status: Obj) -> list[tuple[str, str]]:
+    return [(h["version"], h["result"]) for h in status["history"]]
+
+
+def spec_managers(model: Obj) -> set[str]:
+    """The field managers that own anything under the SpeechModel's spec."""
+    entries = model["metadata"].get("managedFields") or []
+    return {e["manager"] for e in entries if "f:spec" in (e.get("fieldsV1") or {})}
+
+
+# ------------------------------------------------------------------------ create and roll
 
 
 def test_create_makes_children_and_ready_status(
-    kube: KubeThread, operator: OperatorProcess, custom: kubernetes.client.CustomObjectsApi
+    cluster: Cluster, namespace: str, live_operator: OperatorProcess
 ) -> None:
-    create(custom, manifest())
-    status = wait_status(kube, is_ready("1.0"), "the model to be ready")
-    model = kube.call(lambda: kube.emulator.get(SM, NS, "demo"))
+    models = Models(cluster, namespace)
+    since = cluster.audit_offset()
+    models.create(manifest())
+    status = models.wait_status(is_ready("1.0"), "1.0 ready")
+    model = models.get()
     assert model is not None
     uid = model["metadata"]["uid"]
-    for resource in ("apps/v1/deployments", "v1/services", "policy/v1/poddisruptionbudgets"):
-        child = kube.call(lambda r=resource: kube.emulator.get(r, NS, "demo"))
-        assert child is not None, resource
-        refs = child["metadata"]["ownerReferences"]
-        assert [(r["kind"], r["uid"], r["controller"]) for r in refs] == [
-            ("SpeechModel", uid, True)
+    for kind in ("Deployment", "Service", "PodDisruptionBudget"):
+        child = models.child(kind)
+        assert child is not None, kind
+        refs = [
+            (r["kind"], r["uid"], r.get("controller"), r.get("blockOwnerDeletion"))
+            for r in child["metadata"]["ownerReferences"]
         ]
-        assert child["metadata"]["labels"]["app.kubernetes.io/managed-by"]
-        assert child["metadata"]["labels"]["app.kubernetes.io/instance"] == "demo"
-    assert (
-        kube.call(lambda: kube.emulator.get("autoscaling/v2/horizontalpodautoscalers", NS, "demo"))
-        is None
-    )
+        assert refs == [("SpeechModel", uid, True, True)], kind
+        labels = child["metadata"]["labels"]
+        assert labels["app.kubernetes.io/managed-by"] == "kubescribe-operator", kind
+        assert labels["app.kubernetes.io/instance"] == "demo", kind
+    assert models.child("HorizontalPodAutoscaler") is None  # fixed replicas: no HPA
     assert status["observedGeneration"] == model["metadata"]["generation"]
     assert status["readyReplicas"] == 2 and status["replicas"] == 2
     assert status["lastKnownGood"]["version"] == "1.0"
-    assert [h["result"] for h in status["history"]] == ["Succeeded"]
-    assert status["endpoint"].startswith("http://demo.default.svc")
-    writes = kube.call(lambda: operator_writes(kube.emulator))
-    assert any(w.url.path.endswith("/demo/status") for w in writes)
-    assert_never_writes_the_spec(writes)
+    assert history(status) == [("1.0", "Succeeded")]
+    assert status["endpoint"].startswith(f"http://demo.{namespace}.svc")
+    # The spec is the user's (GitOps owns it): the operator writes the status, and on the
+    # SpeechModel itself only kopf's finalizer.
+    assert spec_managers(model) == {TEST_MANAGER}
+    assert model["metadata"]["finalizers"] == ["kubescribe.io/operator"]
+    writes = operator_requests(cluster, since, namespace)
+    assert any(e.verb == "patch" and e.resource == "speechmodels/status" for e in writes)
+    # Children: server-side apply under the operator's field manager, after a dry-run create
+    # (the name is free: apply would take over someone else's object).
+    for e in writes:
+        if e.is_write and e.resource in ("deployments", "services", "poddisruptionbudgets"):
+            assert "fieldManager=kubescribe-operator" in e.uri, e.uri
+            assert e.verb == "patch" or (e.verb == "create" and "dryRun=All" in e.uri), e.uri
 
 
 def test_version_bump_rolls_out_to_ready(
-    kube: KubeThread,
-    operator: OperatorProcess,
-    controller: DeploymentController,
-    custom: kubernetes.client.CustomObjectsApi,
+    cluster: Cluster, namespace: str, live_operator: OperatorProcess
 ) -> None:
-    create(custom, manifest())
-    wait_status(kube, is_ready("1.0"), "1.0 ready")
-    controller.behave("hold", when='"value":"s3://models/demo/2.0"')
-    update_spec(custom, "demo", {"model": {"uri": "s3://models/demo/2.0", "version": "2.0"}})
-    rolling = wait_status(
-        kube,
-        lambda s: (
-            s.get("targetVersion") == "2.0"
-            and s.get("phase") == "Progressing"
-            and condition(s, "Reconciling").get("status") == "True"
-            and s.get("updatedReplicas") == 2
-        ),
-        "the rollout in progress",
-    )
+    models = Models(cluster, namespace)
+    models.create(manifest(rollout={"maxSurge": "100%", "progressDeadlineSeconds": 600}))
+    models.wait_status(is_ready("1.0"), "1.0 ready")
+    (first_rs,) = [rs["metadata"]["name"] for rs in models.replicasets()]
+    models.bump("demo", "2.0", uri=HOLD_URI.format("2.0"))  # its pods wait for a release
+    rolling = models.wait_status(rolling_to("2.0", updated=2), "the rollout in progress")
     assert rolling["currentVersion"] == "1.0"
     assert condition(rolling, "Ready")["status"] == "True"  # 1.0 keeps serving meanwhile
-    assert kube.call(lambda: pods_by_version(kube.emulator)) == {"1.0": 2, "2.0": 2}
-    controller.behave("ok", when='"value":"s3://models/demo/2.0"')
-    done = wait_status(kube, is_ready("2.0"), "2.0 ready")
+    # maxUnavailable 0: the old pods stay until the new ones are Ready, in a new ReplicaSet.
+    assert models.pods_by_version() == {"1.0": 2, "2.0": 2}
+    assert len(models.replicasets()) == 2
+    models.release_held_pods()
+    done = models.wait_status(is_ready("2.0"), "2.0 ready")
     assert done["lastKnownGood"]["version"] == "2.0"
-    assert [(h["version"], h["result"]) for h in done["history"]] == [
-        ("1.0", "Succeeded"),
-        ("2.0", "Succeeded"),
-    ]
-    assert kube.wait_for(lambda em: pods_by_version(em) == {"2.0": 2}, what="old pods gone")
-    reasons = kube.wait_for(
-        lambda em: event_reasons(em).count("RolloutSucceeded") == 2 and event_reasons(em),
-        what="events",
-    )
+    assert history(done) == [("1.0", "Succeeded"), ("2.0", "Succeeded")]
+    eventually(lambda: models.pods_by_version() == {"2.0": 2}, "the old pods to go")
+    replicasets = {rs["metadata"]["name"]: rs["spec"]["replicas"] for rs in models.replicasets()}
+    assert replicasets.pop(first_rs) == 0 and list(replicasets.values()) == [2]
+    reasons = models.wait_events(lambda r: r.count("RolloutSucceeded") == 2, "the events")
     assert reasons.count("RolloutStarted") == 2
 
 
-@pytest.mark.parametrize("failure", ["crashloop", "init-fail"])
+@pytest.mark.parametrize(
+    "bad_model",
+    [
+        pytest.param({"uri": CRASH_URI.format("2.0")}, id="crashloop"),
+        pytest.param({"sha256": ZERO_SHA256}, id="digest-mismatch"),
+    ],
+)
 def test_failed_rollout_is_rolled_back_and_not_retried(
-    failure: Mode,
-    kube: KubeThread,
-    operator: OperatorProcess,
-    controller: DeploymentController,
-    custom: kubernetes.client.CustomObjectsApi,
+    cluster: Cluster, namespace: str, live_operator: OperatorProcess, bad_model: Obj
 ) -> None:
-    create(custom, manifest())
-    wait_status(kube, is_ready("1.0"), "1.0 ready")
-    good_ref = kube.call(lambda: model_ref_of(deployment(kube.emulator)))
-    controller.behave(failure, when='"value":"s3://models/demo/2.0"')
-    update_spec(custom, "demo", {"model": {"uri": "s3://models/demo/2.0", "version": "2.0"}})
-    stalled = wait_status(
-        kube,
-        lambda s: (
-            condition(s, "Stalled").get("status") == "True"
-            and condition(s, "Stalled").get("reason") == "RolledBack"
-            and s.get("phase") != "Progressing"
-            and condition(s, "Reconciling").get("status") == "False"
-        ),
-        "the rollback",
-    )
+    models = Models(cluster, namespace)
+    models.create(manifest())
+    models.wait_status(is_ready("1.0"), "1.0 ready")
+    good_ref = models.model_ref()
+    models.bump("demo", "2.0", **bad_model)
+    stalled = models.wait_status(rolled_back, "the rollback")
     assert stalled["failedVersion"] == "2.0"
     assert "2.0" in condition(stalled, "Stalled")["message"]
     assert stalled["currentVersion"] == "1.0"
     assert condition(stalled, "Ready")["status"] == "False"
     assert stalled["history"][-1]["result"] == "RolledBack"
-    assert kube.call(lambda: model_ref_of(deployment(kube.emulator))) == good_ref
-    kube.wait_for(lambda em: pods_by_version(em) == {"1.0": 2}, what="failed pods gone")
-    reasons = kube.wait_for(
-        lambda em: "RolledBack" in event_reasons(em) and event_reasons(em), what="events"
-    )
+    assert models.model_ref() == good_ref
+    eventually(lambda: models.pods_by_version() == {"1.0": 2}, "the failed pods to go")
+    reasons = models.wait_events(lambda r: "RolledBack" in r, "the events")
     assert "RolloutFailed" in reasons
     # Not retried while the spec stays: several resyncs later the Deployment still runs 1.0.
-    patches_before = kube.call(lambda: deployment_patches(kube.emulator))
-    wait_resyncs(kube, 3)
-    assert kube.call(lambda: deployment_patches(kube.emulator)) == patches_before
-    assert kube.call(lambda: model_ref_of(deployment(kube.emulator))) == good_ref
+    since = cluster.audit_offset()
+    wait_resyncs(live_operator, 3)
+    assert [w for w in operator_writes(cluster, since, namespace) if "deployments" in w] == []
+    assert models.model_ref() == good_ref
     # A spec change is a new attempt.
-    controller.behave("ok", when='"value":"s3://models/demo/3.0"')
-    update_spec(custom, "demo", {"model": {"uri": "s3://models/demo/3.0", "version": "3.0"}})
-    recovered = wait_status(kube, is_ready("3.0"), "3.0 ready")
+    models.bump("demo", "3.0", sha256=None)
+    recovered = models.wait_status(is_ready("3.0"), "3.0 ready")
     assert condition(recovered, "Stalled")["status"] == "False"
     assert recovered.get("failedVersion") is None
 
 
 def test_without_auto_rollback_stalls_and_keeps_the_new_version(
-    kube: KubeThread,
-    operator: OperatorProcess,
-    controller: DeploymentController,
-    custom: kubernetes.client.CustomObjectsApi,
+    cluster: Cluster, namespace: str, live_operator: OperatorProcess
 ) -> None:
-    create(custom, manifest(rollout={"autoRollback": False, "progressDeadlineSeconds": 600}))
-    wait_status(kube, is_ready("1.0"), "1.0 ready")
-    controller.behave("crashloop", when='"value":"s3://models/demo/2.0"')
-    update_spec(custom, "demo", {"model": {"uri": "s3://models/demo/2.0", "version": "2.0"}})
-    stalled = wait_status(
-        kube, lambda s: condition(s, "Stalled").get("status") == "True", "Stalled"
+    models = Models(cluster, namespace)
+    models.create(manifest(rollout={"autoRollback": False, "progressDeadlineSeconds": 600}))
+    models.wait_status(is_ready("1.0"), "1.0 ready")
+    models.bump("demo", "2.0", uri=CRASH_URI.format("2.0"))
+    stalled = models.wait_status(
+        lambda s: condition(s, "Stalled").get("status") == "True", "Stalled"
     )
     assert condition(stalled, "Stalled")["reason"] != "RolledBack"
     assert stalled["failedVersion"] == "2.0"
     assert stalled["currentVersion"] == "1.0"
-    wait_resyncs(kube, 2)
-    dep = kube.call(lambda: deployment(kube.emulator))
-    assert dep["spec"]["template"]["metadata"]["labels"]["kubescribe.io/model-version"] == "2.0"
-    assert "RolledBack" not in kube.call(lambda: event_reasons(kube.emulator))
+    wait_resyncs(live_operator, 2)
+    deployment = models.deployment()
+    assert deployment is not None
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert labels["kubescribe.io/model-version"] == "2.0"
+    assert "RolledBack" not in models.event_reasons()
 
 
-def test_autoscaling_never_writes_deployment_replicas(
-    kube: KubeThread,
-    operator: OperatorProcess,
-    api: kubernetes.client.ApiClient,
-    custom: kubernetes.client.CustomObjectsApi,
+def test_progress_deadline_exceeded_rolls_back(
+    cluster: Cluster, namespace: str, live_operator: OperatorProcess
 ) -> None:
-    spec = {"autoscaling": {"minReplicas": 1, "maxReplicas": 4, "targetCPUUtilization": 70}}
-    create(custom, manifest(**spec))
-    wait_status(kube, is_ready("1.0"), "1.0 ready")
-    hpa = kube.call(
-        lambda: kube.emulator.get("autoscaling/v2/horizontalpodautoscalers", NS, "demo")
-    )
-    assert hpa["spec"]["scaleTargetRef"]["name"] == "demo"
-    # The HPA scales the Deployment (here: the test, as the HPA controller would).
-    kubernetes.client.AppsV1Api(api).patch_namespaced_deployment_scale(
-        "demo", NS, {"spec": {"replicas": 3}}
-    )
-    update_spec(custom, "demo", {"model": {"uri": "s3://models/demo/2.0", "version": "2.0"}})
-    wait_status(kube, is_ready("2.0"), "2.0 ready")
-    assert kube.call(lambda: deployment(kube.emulator))["spec"]["replicas"] == 3
-    writes = [
-        w for w in kube.call(lambda: operator_writes(kube.emulator)) if "/deployments" in w.url.path
-    ]
-    assert any(w.method.value == "PATCH" for w in writes)  # the rollout did patch it
-    for write in writes:
-        assert "replicas" not in (write.data or {}).get("spec", {}), write.data
+    """Pods that never become Ready give no crash signal: only the Deployment's progress
+    deadline (the real controller's) ends the rollout."""
+    models = Models(cluster, namespace)
+    models.create(manifest(rollout={"progressDeadlineSeconds": 10}))
+    models.wait_status(is_ready("1.0"), "1.0 ready")
+    models.bump("demo", "2.0", uri=HOLD_URI.format("2.0"))
+    models.wait_status(lambda s: s.get("phase") == "Progressing", "the rollout to start")
+    stalled = models.wait_status(rolled_back, "the rollback after the deadline")
+    assert stalled["failedVersion"] == "2.0"
+    assert "has timed out progressing" in stalled["history"][-1]["message"]
+    eventually(lambda: models.pods_by_version() == {"1.0": 2}, "the pending pods to go")
 
 
-def test_idle_resync_writes_nothing(
-    kube: KubeThread, operator: OperatorProcess, custom: kubernetes.client.CustomObjectsApi
+def test_a_scale_change_is_applied_without_a_rollout(
+    cluster: Cluster, namespace: str, live_operator: OperatorProcess
 ) -> None:
-    create(custom, manifest())
-    wait_status(kube, is_ready("1.0"), "1.0 ready")
-    # kopf records the handled spec once the creation handler is done: then all is settled.
-    wait_status(kube, lambda s: "lastHandledConfiguration" in s.get("kopf", {}), "kopf done")
-    wait_resyncs(kube, 1)
-    before = len(kube.call(lambda: operator_writes(kube.emulator)))
-    wait_resyncs(kube, 4)
-    after = kube.call(lambda: operator_writes(kube.emulator))
-    assert len(after) == before, [(w.method.value, w.url.path, w.text) for w in after[before:]]
-
-
-def test_operator_restart_mid_rollout_converges_without_duplicates(
-    kube: KubeThread,
-    operator: OperatorProcess,
-    controller: DeploymentController,
-    custom: kubernetes.client.CustomObjectsApi,
-) -> None:
-    create(custom, manifest())
-    wait_status(kube, is_ready("1.0"), "1.0 ready")
-    controller.behave("hold", when='"value":"s3://models/demo/2.0"')
-    update_spec(custom, "demo", {"model": {"uri": "s3://models/demo/2.0", "version": "2.0"}})
-    wait_status(kube, lambda s: s.get("targetVersion") == "2.0", "the rollout to start")
-    kube.wait_for(lambda em: event_reasons(em).count("RolloutStarted") == 2, what="the event")
-    operator.kill()
-    controller.behave("ok", when='"value":"s3://models/demo/2.0"')
-    kube.wait_for(lambda em: pods_by_version(em) == {"2.0": 2}, what="the rollout to finish")
-    operator.start()
-    done = wait_status(kube, is_ready("2.0"), "2.0 ready after the restart")
-    assert [(h["version"], h["result"]) for h in done["history"]] == [
-        ("1.0", "Succeeded"),
-        ("2.0", "Succeeded"),
-    ]
-    for resource in CHILDREN:
-        objects = kube.call(lambda r=resource: kube.emulator.list(r, NS))
-        assert len(objects) <= 1, resource
-    assert len(kube.call(lambda: kube.emulator.list("apps/v1/deployments", NS))) == 1
-    assert len(kube.call(lambda: kube.emulator.list("apps/v1/replicasets", NS))) == 2
-    # Each transition was announced once, across both operator processes.
-    reasons = kube.wait_for(
-        lambda em: event_reasons(em).count("RolloutSucceeded") == 2 and event_reasons(em),
-        what="the success event",
+    models = Models(cluster, namespace)
+    models.create(manifest())
+    models.wait_status(is_ready("1.0"), "1.0 ready")
+    ref = models.model_ref()
+    models.patch_spec("demo", {"replicas": 3})
+    done = models.wait_status(
+        lambda s: is_ready("1.0")(s) and s.get("readyReplicas") == 3, "3 replicas ready"
     )
-    assert reasons.count("RolloutStarted") == 2 and reasons.count("RolloutSucceeded") == 2
+    assert done["observedGeneration"] == 2
+    assert history(done) == [("1.0", "Succeeded")]  # no new rollout
+    assert models.model_ref() == ref
+    assert len(models.replicasets()) == 1
+    assert models.event_reasons().count("RolloutStarted") == 1
 
 
-def test_delete_removes_children(
-    kube: KubeThread,
-    operator: OperatorProcess,
-    custom: kubernetes.client.CustomObjectsApi,
+def test_autoscaling_leaves_the_deployments_replicas_to_the_hpa(
+    cluster: Cluster, namespace: str, live_operator: OperatorProcess
 ) -> None:
-    create(custom, manifest())
-    wait_status(kube, is_ready("1.0"), "1.0 ready")
-    custom.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "demo")
-    kube.wait_for(lambda em: em.get(SM, NS, "demo") is None, what="the SpeechModel to go")
-    kinds = (*CHILDREN, "apps/v1/replicasets", "v1/pods")
-    kube.wait_for(lambda em: not any(em.list(r, NS) for r in kinds), what="the children to go")
+    """The real HPA controller scales the Deployment (without a metrics API it keeps a count
+    within min..max); the operator's field manager never owns `spec.replicas`, so a rollout
+    keeps the HPA's choice."""
+    models = Models(cluster, namespace)
+    autoscaling = {"minReplicas": 1, "maxReplicas": 4, "targetCPUUtilization": 70}
+    models.create(manifest(replicas=None, autoscaling=autoscaling))
+    models.wait_status(is_ready("1.0"), "1.0 ready")
+    hpa = models.child("HorizontalPodAutoscaler")
+    assert hpa is not None and hpa["spec"]["scaleTargetRef"]["name"] == "demo"
+    models.apps.patch_namespaced_deployment_scale("demo", namespace, {"spec": {"replicas": 3}})
+    models.bump("demo", "2.0")
+    models.wait_status(
+        lambda s: is_ready("2.0")(s) and s.get("readyReplicas") == 3, "2.0 ready on 3 replicas"
+    )
+    deployment = models.deployment()
+    assert deployment is not None and deployment["spec"]["replicas"] == 3
+    for entry in deployment["metadata"]["managedFields"]:
+        if entry["manager"] == "kubescribe-operator":
+            assert "f:replicas" not in entry["fieldsV1"].get("f:spec", {}), entry
 
 
-def test_delete_while_a_resync_runs_releases_the_model(
-    kube: KubeThread,
-    operator: OperatorProcess,
-    controller: DeploymentController,
-    custom: kubernetes.client.CustomObjectsApi,
+# ------------------------------------------------------------------------------- delete
+
+
+def test_delete_removes_children_by_garbage_collection(
+    cluster: Cluster, namespace: str, live_operator: OperatorProcess
 ) -> None:
-    """kopf cannot interrupt a running (sync) resync timer: it removes its finalizer only once
-    the timer has exited, which it checks again after `cancellation_polling` (60 s unless the
-    operator sets it). A deletion that lands mid-resync must still let the model go promptly."""
-    create(custom, manifest())
-    wait_status(kube, is_ready("1.0"), "1.0 ready")
-    wait_status(kube, lambda s: "lastHandledConfiguration" in s.get("kopf", {}), "kopf done")
-
-    def reconciles(*triggers: str) -> float:
-        text = http_get(operator.metrics_url)[1]
-        return sum(
-            metric(text, "kubescribe_operator_reconciles_total", trigger=t) for t in triggers
-        )
-
-    # No child changes any more, and every child event handled (two resyncs in a row with no
-    # child-event reconcile): the next read of the SpeechModel is a resync's. Hold it there.
-    controller.paused = True
-    children = ("child_added", "child_modified", "child_deleted")
-    mark = (reconciles("resync"), reconciles(*children))
-
-    def quiet() -> bool:
-        nonlocal mark
-        now = (reconciles("resync"), reconciles(*children))
-        if now[1] != mark[1]:
-            mark = now
-        return now[0] >= mark[0] + 2
-
-    eventually(quiet, what="two resyncs with no child event between")
-    hold = kube.call(lambda: kube.emulator.hold(method="GET", path=r"/speechmodels/demo$"))
-    kube.wait_for(lambda em: hold.held > 0, what="a resync to be under way")
-    custom.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "demo")
-    eventually(lambda: reconciles("delete") >= 1, what="the delete handler to run")
-    model = kube.call(lambda: kube.emulator.get(SM, NS, "demo"))
-    assert model is not None and model["metadata"]["finalizers"] == ["kubescribe.io/operator"]
-    kube.call(lambda: kube.emulator.release(hold))  # the resync ends (the model is going)
-    # The one bound here that is below kopf's default 60 s re-check (the defect): the model goes
-    # about a second after the resync ends; 45 s is only a hang bound for that.
-    kube.wait_for(
-        lambda em: em.get(SM, NS, "demo") is None, timeout=45, what="the SpeechModel to go"
-    )
-    kube.wait_for(lambda em: em.get("apps/v1/deployments", NS, "demo") is None, what="children")
-
-
-def test_api_errors_are_retried_until_converged(
-    kube: KubeThread,
-    operator: OperatorProcess,
-    custom: kubernetes.client.CustomObjectsApi,
-) -> None:
-    kube.call(lambda: kube.emulator.inject_fault(500, times=2, method="POST", path="/deployments$"))
-    kube.call(
-        lambda: kube.emulator.inject_fault(409, times=2, method="PATCH", path="/demo/status$")
-    )
-    create(custom, manifest())
-    wait_status(kube, is_ready("1.0"), "1.0 ready despite the errors")
-    assert kube.call(kube.emulator.pending_faults) == 0
-    assert len(kube.call(lambda: kube.emulator.list("apps/v1/deployments", NS))) == 1
-    # A conflict on a child's patch is retried too.
-    kube.call(
-        lambda: kube.emulator.inject_fault(409, times=1, method="PATCH", path="/deployments/demo$")
-    )
-    update_spec(custom, "demo", {"model": {"uri": "s3://models/demo/2.0", "version": "2.0"}})
-    wait_status(kube, is_ready("2.0"), "2.0 ready despite the conflict")
-    assert kube.call(kube.emulator.pending_faults) == 0
+    models = Models(cluster, namespace)
+    models.create(manifest())
+    models.wait_status(is_ready("1.0"), "1.0 ready")
+    before = models.children()
+    for kind in ("Deployment", "ReplicaSet", "Pod", "Service", "PodDisruptionBudget"):
+        assert before[kind], kind
+    since = cluster.audit_offset()
+    models.delete()
+    models.wait_gone()  # the operator released its finalizer
     eventually(
-        lambda: (
-            metric(
-                http_get(operator.metrics_url)[1],
-                "kubescribe_operator_reconcile_errors_total",
-                error="api_409",
-            )
-            >= 1
-        ),
-        what="the 409 counted in the metrics",
+        lambda: not any(models.children().values()), "the garbage collector to remove children"
     )
-    # Events follow the stored status: failed status writes announced nothing twice.
-    reasons = kube.wait_for(
-        lambda em: event_reasons(em).count("RolloutSucceeded") == 2 and event_reasons(em),
-        what="the events",
-    )
+    # The garbage collector did it, not the operator.
+    assert [w for w in operator_writes(cluster, since, namespace) if w.startswith("delete")] == []
+
+
+# ------------------------------------------------------------------ crashes and replicas
+
+
+def test_operator_killed_mid_rollout_converges_without_duplicates(
+    cluster: Cluster, namespace: str, live_operator: OperatorProcess
+) -> None:
+    models = Models(cluster, namespace)
+    models.create(manifest(rollout={"maxSurge": "100%", "progressDeadlineSeconds": 600}))
+    models.wait_status(is_ready("1.0"), "1.0 ready")
+    models.bump("demo", "2.0", uri=HOLD_URI.format("2.0"))
+    models.wait_status(rolling_to("2.0", updated=2), "the rollout in progress")
+    models.wait_events(lambda r: r.count("RolloutStarted") == 2, "the rollout's event")
+    live_operator.kill()  # SIGKILL: no goodbye
+    models.release_held_pods()
+    eventually(lambda: models.pods_by_version() == {"2.0": 2}, "the rollout to finish")
+    live_operator.start()
+    done = models.wait_status(is_ready("2.0"), "2.0 ready after the restart")
+    assert history(done) == [("1.0", "Succeeded"), ("2.0", "Succeeded")]
+    children = models.children()
+    for kind in ("Deployment", "Service", "PodDisruptionBudget"):
+        assert children[kind] == ["demo"], kind
+    assert children["HorizontalPodAutoscaler"] == []
+    assert len(children["ReplicaSet"]) == 2
+    # Each transition was announced once, across both operator processes.
+    models.wait_events(lambda r: r.count("RolloutSucceeded") == 2, "the success event")
+    wait_resyncs(live_operator, 2)
+    reasons = models.event_reasons()
     assert reasons.count("RolloutStarted") == 2 and reasons.count("RolloutSucceeded") == 2
 
 
-def test_api_usage_is_what_apply_documents(
-    kube: KubeThread,
-    operator: OperatorProcess,
-    controller: DeploymentController,
-    custom: kubernetes.client.CustomObjectsApi,
-) -> None:
-    from kubescribe_operator.apply import API_USAGE
-
-    spec = {"autoscaling": {"minReplicas": 2, "maxReplicas": 4, "targetCPUUtilization": 70}}
-    create(custom, manifest(**spec))
-    wait_status(kube, is_ready("1.0"), "1.0 ready")
-    update_spec(custom, "demo", {"autoscaling": None, "replicas": 1})  # HPA and PDB go
-    kube.wait_for(
-        lambda em: (
-            em.get("autoscaling/v2/horizontalpodautoscalers", NS, "demo") is None
-            and em.get("policy/v1/poddisruptionbudgets", NS, "demo") is None
-        ),
-        what="the HPA and the PDB to be pruned",
-    )
-    custom.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "demo")
-    kube.wait_for(lambda em: em.get(SM, NS, "demo") is None, what="the SpeechModel to go")
-    used = kube.call(lambda: api_usage(kube.emulator))
-    assert_never_writes_the_spec(kube.call(lambda: operator_writes(kube.emulator)))
-    # Children are watched server-side filtered, not every pod of the cluster.
-    watches = [
-        r
-        for r in kube.call(kube.emulator.recorded)
-        if r.params.get("watch") == "true" and r.resource and r.resource.plural == "pods"
-    ]
-    assert watches and all(
-        "app.kubernetes.io/name=kubescribe" in r.params.get("labelSelector", "") for r in watches
-    )
-    documented = {(g, r, v) for (g, r), verbs in API_USAGE.items() for v in verbs}
-    assert used <= documented, sorted(used - documented)
-    # And the table is not padded: the verbs the operator writes with were all exercised.
-    for needed in [
-        ("apps", "deployments", "create"), ("apps", "deployments", "patch"),
-        ("autoscaling", "horizontalpodautoscalers", "delete"),
-        ("policy", "poddisruptionbudgets", "delete"),
-        ("kubescribe.io", "speechmodels/status", "patch"), ("", "events", "create"),
-    ]:  # fmt: skip
-        assert needed in used, needed
+def _entries(cluster: Cluster) -> dict[str, Any]:
+    """The replicas in the chart's cluster-wide kopf peering (priority per replica)."""
+    out = cluster.kubectl("get", "clusterkopfpeering", "kubescribe", "-o", "yaml").stdout
+    return dict(yaml.safe_load(out).get("status") or {})
 
 
 def test_two_replicas_never_both_act(
-    kube: KubeThread,
-    kubeconfig: Path,
-    tmp_path: Path,
-    controller: DeploymentController,
-    custom: kubernetes.client.CustomObjectsApi,
+    cluster: Cluster, namespace: str, operator_kubeconfig: Path, tmp_path: Path
 ) -> None:
-    kube.call(lambda: add_peering(kube.emulator))
-    (tmp_path / "high").mkdir()
-    (tmp_path / "low").mkdir()
-    high = OperatorProcess(kubeconfig, tmp_path / "high", "--priority", "200")
-    low = OperatorProcess(kubeconfig, tmp_path / "low", "--priority", "100")
+    """Both replicas run as the chart's ServiceAccount; the audit log tells them apart by the
+    user agent the operator's client sends (its process id)."""
+    models = Models(cluster, namespace)
+    high = OperatorProcess(operator_kubeconfig, tmp_path / "high", "--priority", "200")
+    low = OperatorProcess(operator_kubeconfig, tmp_path / "low", "--priority", "100")
+    for replica in (high, low):
+        replica.log_dir.mkdir()
     try:
         high.start()
-        kube.wait_for(lambda em: peers(em) == 1, what="the first replica to join the peering")
         low.start()
-        kube.wait_for(lambda em: peers(em) == 2, what="the second replica to join the peering")
-        create(custom, manifest())
-        wait_status(kube, is_ready("1.0"), "1.0 ready")
+        eventually(
+            lambda: {200, 100} <= {e.get("priority") for e in _entries(cluster).values()},
+            "both replicas in the peering",
+        )
+        since = cluster.audit_offset()
+        models.create(manifest())
+        models.wait_status(is_ready("1.0"), "1.0 ready")
         assert high.proc is not None and low.proc is not None
         high_pid, low_pid = high.proc.pid, low.proc.pid
-        assert kube.call(lambda: acting_pids(kube.emulator)) == {high_pid}
+        assert acting_pids(cluster, since, namespace) == {high_pid}
         # The acting replica dies: the other one takes over once its peering entry expires.
         high.kill()
-        mark = kube.call(lambda: len(kube.emulator.recorded()))
-        update_spec(custom, "demo", {"model": {"uri": "s3://models/demo/2.0", "version": "2.0"}})
-        wait_status(kube, is_ready("2.0"), "2.0 ready by the remaining replica")
-        assert kube.call(lambda: acting_pids(kube.emulator, mark)) == {low_pid}
+        since = cluster.audit_offset()
+        models.bump("demo", "2.0")
+        models.wait_status(is_ready("2.0"), "2.0 ready by the remaining replica")
+        assert acting_pids(cluster, since, namespace) == {low_pid}
     finally:
+        cluster.kubectl(
+            "delete", "speechmodels", "--all", "-n", namespace, "--timeout=60s", check=False
+        )
         high.kill()
         low.kill()
         print(high.logs()[-5000:], low.logs()[-5000:])
 
 
-def test_progress_deadline_exceeded_rolls_back(
-    kube: KubeThread,
-    operator: OperatorProcess,
-    controller: DeploymentController,
-    custom: kubernetes.client.CustomObjectsApi,
-) -> None:
-    # Pods that are never scheduled give no crash signal: only the deadline ends the rollout.
-    create(custom, manifest(rollout={"progressDeadlineSeconds": 10}))
-    wait_status(kube, is_ready("1.0"), "1.0 ready")
-    controller.behave("unschedulable", when='"value":"s3://models/demo/2.0"')
-    update_spec(custom, "demo", {"model": {"uri": "s3://models/demo/2.0", "version": "2.0"}})
-    wait_status(kube, lambda s: s.get("phase") == "Progressing", "the rollout to start")
-    stalled = wait_status(
-        kube,
-        lambda s: (
-            condition(s, "Stalled").get("reason") == "RolledBack"
-            and condition(s, "Reconciling").get("status") == "False"
+@pytest.fixture()
+def other_namespace(cluster: Cluster) -> Iterator[str]:
+    name = f"elsewhere-{uuid.uuid4().hex[:5]}"
+    cluster.create_namespace(name)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def watch_namespace(cluster: Cluster, namespace: str) -> None:
+    """What the chart adds for a namespace in `watchNamespaces`: the Role (with kopfpeerings),
+    its RoleBinding to the operator's ServiceAccount, the namespaced peering object."""
+    server = json.loads(cluster.kubectl("version", "-o", "json").stdout)["serverVersion"]
+    rendered = cluster.helm(
+        "template", RELEASE, str(CHART), "--namespace", OPERATOR_NS,
+        "--kube-version", server["gitVersion"], "--set", f"watchNamespaces={{{namespace}}}",
+        "--show-only", "templates/rbac.yaml", "--show-only", "templates/peering.yaml",
+    ).stdout  # fmt: skip
+    wanted = [
+        doc
+        for doc in yaml.safe_load_all(rendered)
+        if doc and doc.get("metadata", {}).get("namespace") == namespace
+    ]
+    assert {doc["kind"] for doc in wanted} == {"Role", "RoleBinding", "KopfPeering"}
+    cluster.apply(yaml.safe_dump_all(wanted))
+
+
+def stop_and_audit(
+    cluster: Cluster, proc: OperatorProcess, since: int, watched: str
+) -> list[AuditEvent]:
+    """The operator's requests since ``since``, its watches included: the API server logs a
+    watch when it ends, so the process is stopped first (SIGKILL: its connections close), and
+    the log read once it has the watch of ``watched`` (a resource)."""
+    proc.kill()
+    return eventually(
+        lambda: (
+            (r := operator_requests(cluster, since))
+            and any(e.verb == "watch" and e.resource == watched for e in r)
+            and r
         ),
-        "the rollback after the deadline",
+        f"the operator's watch of {watched} in the audit log",
     )
-    assert stalled["failedVersion"] == "2.0"
-    assert "timed out progressing" in stalled["history"][-1]["message"]
-    kube.wait_for(lambda em: pods_by_version(em) == {"1.0": 2}, what="the pending pods to go")
 
 
 def test_namespace_scope_ignores_other_namespaces(
-    kube: KubeThread,
-    kubeconfig: Path,
+    cluster: Cluster,
+    namespace: str,
+    other_namespace: str,
+    operator_kubeconfig: Path,
     tmp_path: Path,
-    controller: DeploymentController,
-    api: kubernetes.client.ApiClient,
-    custom: kubernetes.client.CustomObjectsApi,
 ) -> None:
-    core = kubernetes.client.CoreV1Api(api)
-    core.create_namespace({"metadata": {"name": "team-a"}})
-    kubernetes.client.CustomObjectsApi(api).create_namespaced_custom_object(
-        "kopf.dev", "v1", "team-a", "kopfpeerings",
-        {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "kubescribe"}},
-    )  # fmt: skip
+    watch_namespace(cluster, namespace)
+    since = cluster.audit_offset()
     # A glob: kopf resolves it by watching namespaces.
-    proc = OperatorProcess(kubeconfig, tmp_path, "--namespace", "team-*")
+    proc = OperatorProcess(operator_kubeconfig, tmp_path, "--namespace", f"{namespace}*")
     proc.start()
+    here, there = Models(cluster, namespace), Models(cluster, other_namespace)
     try:
-        body = manifest()
-        body["metadata"]["namespace"] = "team-a"
-        custom.create_namespaced_custom_object(GROUP, VERSION, "team-a", PLURAL, body)
-        create(custom, manifest(name="elsewhere"))
-        kube.wait_for(
-            lambda em: (
-                (status := (em.get(SM, "team-a", "demo") or {}).get("status"))
-                and status.get("phase") == "Ready"
-            ),
-            what="the model in team-a to be ready",
-        )
-        wait_resyncs_in(kube, "team-a", 2)
-        assert kube.call(lambda: status_of(kube.emulator, "elsewhere")) == {}
-        # Not a matter of time: SpeechModels were only ever listed and watched in team-a.
-        model_reads = [
-            r.url.path
-            for r in kube.call(kube.emulator.recorded)
-            if r.headers.get("User-Agent") != TEST_USER_AGENT
-            and r.resource is not None
-            and r.resource.plural == PLURAL
-        ]
-        assert model_reads
-        team_a = f"/apis/{GROUP}/{VERSION}/namespaces/team-a/"
-        assert all(path.startswith(team_a) for path in model_reads), model_reads
-        assert kube.call(lambda: kube.emulator.list("apps/v1/deployments", NS)) == []
-        from kubescribe_operator.apply import API_USAGE
-
-        documented = {(g, r, v) for (g, r), verbs in API_USAGE.items() for v in verbs}
-        used = kube.call(lambda: api_usage(kube.emulator))
+        there.create(manifest())
+        here.create(manifest())
+        here.wait_status(is_ready("1.0"), "the model in the watched namespace ready")
+        wait_resyncs(proc, 2)
+        here.delete()
+        here.wait_gone()
+        requests = stop_and_audit(cluster, proc, since, watched="namespaces")
+        assert there.status() == {}
+        assert not any(there.children().values())
+        # Not a matter of time: SpeechModels were only ever listed and watched in that namespace.
+        model_requests = [e.uri for e in requests if e.resource.startswith(PLURAL)]
+        assert model_requests
+        prefix = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
+        assert all(uri.startswith(prefix) for uri in model_requests), model_requests
+        used = api_usage(requests)
         assert ("kopf.dev", "kopfpeerings", "patch") in used
         assert ("", "namespaces", "watch") in used  # the glob is resolved against namespaces
-        assert used <= documented, sorted(used - documented)
+        assert used <= documented_usage(), sorted(used - documented_usage())
     finally:
         proc.kill()
+        # No operator has put its finalizer on the model there: it goes at once.
+        cluster.kubectl("delete", "speechmodels", "--all", "-n", other_namespace, check=False)
         print(proc.logs()[-10000:])
 
 
+# ------------------------------------------------------------------------ in the way
+
+
 def test_a_foreign_object_in_the_way_stalls_until_it_is_gone(
-    kube: KubeThread,
-    operator: OperatorProcess,
-    api: kubernetes.client.ApiClient,
-    custom: kubernetes.client.CustomObjectsApi,
+    cluster: Cluster, namespace: str, live_operator: OperatorProcess
 ) -> None:
-    core = kubernetes.client.CoreV1Api(api)
-    created = core.create_namespaced_service(
-        NS, {"metadata": {"name": "demo"}, "spec": {"ports": [{"port": 1}]}}
+    models = Models(cluster, namespace)
+    created = models.core.create_namespaced_service(
+        namespace, {"metadata": {"name": "demo"}, "spec": {"ports": [{"port": 1}]}}
     )
-    create(custom, manifest())
-    stalled = wait_status(
-        kube, lambda s: condition(s, "Stalled").get("reason") == "ChildConflict", "ChildConflict"
+    models.create(manifest())
+    stalled = models.wait_status(
+        lambda s: condition(s, "Stalled").get("reason") == "ChildConflict", "ChildConflict"
     )
-    assert "Service default/demo" in condition(stalled, "Stalled")["message"]
+    assert f"Service {namespace}/demo" in condition(stalled, "Stalled")["message"]
     assert condition(stalled, "Ready")["status"] == "False"
-    foreign = kube.call(lambda: kube.emulator.get("v1/services", NS, "demo"))
+    foreign = models.child("Service")
+    assert foreign is not None
     assert foreign["metadata"]["resourceVersion"] == created.metadata.resource_version  # untouched
-    kube.wait_for(lambda em: "ChildConflict" in event_reasons(em), what="the Warning event")
-    core.delete_namespaced_service("demo", NS)
-    wait_status(kube, is_ready("1.0"), "ready once the name is free")
+    models.wait_events(lambda r: "ChildConflict" in r, "the Warning event")
+    models.core.delete_namespaced_service("demo", namespace)
+    models.wait_status(is_ready("1.0"), "ready once the name is free")
+
+
+@pytest.fixture()
+def no_service_monitor_crd(cluster: Cluster) -> Iterator[Callable[[], None]]:
+    """The Prometheus Operator's ServiceMonitor CRD absent; calling the fixture installs a
+    minimal one (it is cluster-wide: removed afterwards)."""
+    cluster.kubectl("delete", "crd", SERVICE_MONITOR_CRD, "--ignore-not-found", "--wait=true")
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": SERVICE_MONITOR_CRD},
+        "spec": {
+            "group": "monitoring.coreos.com",
+            "scope": "Namespaced",
+            "names": {
+                "plural": "servicemonitors",
+                "singular": "servicemonitor",
+                "kind": "ServiceMonitor",
+                "listKind": "ServiceMonitorList",
+            },
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+    def install() -> None:
+        cluster.apply(crd)
+        cluster.kubectl(
+            "wait", "--for=condition=Established", f"crd/{SERVICE_MONITOR_CRD}", "--timeout=60s"
+        )
+
+    yield install
+    cluster.kubectl("delete", "crd", SERVICE_MONITOR_CRD, "--ignore-not-found", "--wait=false")
 
 
 def test_service_monitor_without_its_crd_is_reported(
-    kube: KubeThread, operator: OperatorProcess, custom: kubernetes.client.CustomObjectsApi
+    cluster: Cluster,
+    namespace: str,
+    no_service_monitor_crd: Callable[[], None],
+    live_operator: OperatorProcess,
 ) -> None:
-    create(custom, manifest(monitoring={"serviceMonitor": {"enabled": True}}))
-    stalled = wait_status(
-        kube,
+    models = Models(cluster, namespace)
+    models.create(manifest(monitoring={"serviceMonitor": {"enabled": True}}))
+    stalled = models.wait_status(
         lambda s: condition(s, "Stalled").get("reason") == "ResourceNotInstalled",
         "ResourceNotInstalled",
     )
     assert "monitoring.coreos.com/v1 servicemonitors" in condition(stalled, "Stalled")["message"]
     # Once the Prometheus Operator's CRD is there, the model converges.
-    kube.call(
-        lambda: kube.emulator.register(
-            "monitoring.coreos.com/v1/servicemonitors", kind="ServiceMonitor"
-        )
-    )
-    wait_status(kube, is_ready("1.0"), "ready once the CRD is installed")
-    monitor = kube.call(
-        lambda: kube.emulator.get("monitoring.coreos.com/v1/servicemonitors", NS, "demo")
-    )
-    assert monitor is not None and monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    no_service_monitor_crd()
+    models.wait_status(is_ready("1.0"), "ready once the CRD is installed")
+    monitor = cluster.kubectl("get", "servicemonitor", "demo", "-n", namespace, "-o", "yaml")
+    assert yaml.safe_load(monitor.stdout)["spec"]["endpoints"][0]["path"] == "/metrics"
 
 
-def test_a_scale_change_is_applied_without_a_rollout(
-    kube: KubeThread,
-    operator: OperatorProcess,
-    custom: kubernetes.client.CustomObjectsApi,
+# ---------------------------------------------------------------------------- API usage
+
+
+def api_usage(requests: list[AuditEvent]) -> set[tuple[str, str, str]]:
+    """(group, resource[/subresource], verb) of the operator's requests (discovery, which
+    names no resource, aside)."""
+    return {(e.group, e.resource, e.verb) for e in requests if e.resource}
+
+
+def documented_usage() -> set[tuple[str, str, str]]:
+    return {(g, r, v) for (g, r), verbs in API_USAGE.items() for v in verbs}
+
+
+def test_api_usage_is_what_apply_documents(
+    cluster: Cluster, namespace: str, live_operator: OperatorProcess
 ) -> None:
-    create(custom, manifest())
-    wait_status(kube, is_ready("1.0"), "1.0 ready")
-    ref = kube.call(lambda: model_ref_of(deployment(kube.emulator)))
-    update_spec(custom, "demo", {"replicas": 3})
-    done = wait_status(
-        kube, lambda s: is_ready("1.0")(s) and s.get("readyReplicas") == 3, "3 replicas ready"
+    since = cluster.audit_offset()
+    models = Models(cluster, namespace)
+    autoscaling = {"minReplicas": 2, "maxReplicas": 4, "targetCPUUtilization": 70}
+    models.create(manifest(replicas=None, autoscaling=autoscaling))
+    models.wait_status(is_ready("1.0"), "1.0 ready")
+    models.patch_spec("demo", {"autoscaling": None, "replicas": 1})  # HPA and PDB go
+    eventually(
+        lambda: (
+            models.child("HorizontalPodAutoscaler") is None
+            and models.child("PodDisruptionBudget") is None
+        ),
+        "the HPA and the PDB to be pruned",
     )
-    assert done["observedGeneration"] == 2
-    assert [h["version"] for h in done["history"]] == ["1.0"]  # no new rollout
-    assert kube.call(lambda: model_ref_of(deployment(kube.emulator))) == ref
-    assert kube.call(lambda: event_reasons(kube.emulator)).count("RolloutStarted") == 1
+    models.delete()
+    models.wait_gone()
+    # Its requests for this test: in this namespace, or cluster-wide (peering, discovery).
+    requests = [
+        e
+        for e in stop_and_audit(cluster, live_operator, since, watched="pods")
+        if e.namespace in ("", namespace)
+    ]
+    assert [e for e in requests if e.code == 403] == []
+    used = api_usage(requests)
+    assert used <= documented_usage(), sorted(used - documented_usage())
+    # And the table is not padded: the verbs the operator writes with were all exercised.
+    for needed in [
+        ("apps", "deployments", "patch"),
+        ("autoscaling", "horizontalpodautoscalers", "delete"),
+        ("policy", "poddisruptionbudgets", "delete"),
+        (GROUP, "speechmodels/status", "patch"), ("", "events", "create"),
+    ]:  # fmt: skip
+        assert needed in used, needed
+    # Children are watched filtered by the server, not every pod of the cluster.
+    pod_watches = [e.uri for e in requests if e.resource == "pods" and e.verb == "watch"]
+    assert pod_watches
+    for uri in pod_watches:
+        selector = parse_qs(urlsplit(uri).query).get("labelSelector", [""])[0]
+        assert "app.kubernetes.io/name=kubescribe" in selector, uri

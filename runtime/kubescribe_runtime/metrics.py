@@ -24,6 +24,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from kubescribe_runtime.realtime.metrics import RealtimeMetrics
+
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 AUDIO_BUCKETS = (1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600, 7200)
 RTF_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5)
@@ -140,6 +142,8 @@ class Metrics:
             ["name", "version", "digest", "model_file", "device"],
             registry=r,
         )
+        # The realtime sessions' series (kubescribe_realtime_*), in the same registry.
+        self.realtime = RealtimeMetrics(r)
 
     def set_model(self, name: str, version: str, digest: str, model_file: str, device: str) -> None:
         self.model_info.clear()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import json
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -225,3 +227,23 @@ def test_sigterm_finishes_the_open_turn_then_closes_1001(tmp_path: Path) -> None
         assert process.process.wait(30) == 0
     finally:
         process.stop()
+
+
+@pytest.mark.parametrize("extra", [(), ("--format", "pcmu", "--manual")])
+def test_the_example_client_prints_partials_and_finals(
+    server: ServerProcess, extra: tuple[str, ...]
+) -> None:
+    reference = (ROOT / "examples" / "audio" / "sample.txt").read_text().strip()
+    result = subprocess.run(
+        [
+            sys.executable, str(ROOT / "examples" / "clients" / "realtime_wav.py"),
+            str(ROOT / "examples" / "audio" / "sample.wav"),
+            "--base-url", server.url + "/v1", "--speed", "2", *extra,
+        ],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    partial, final = result.stdout.split("[final] ")
+    assert partial.strip()  # deltas printed as they came, before the final
+    transcript = final.strip()
+    assert word_error_rate([reference], [transcript]) <= (0.1 if not extra else 0.4)

@@ -306,7 +306,7 @@ def _refuse(status: int, message: str, code: str) -> Response:
 
 def register(app: Flask, service: Service) -> RealtimeMetrics:
     """Add the ``/v1/realtime`` route (and the sessions' metrics) to ``app``."""
-    metrics = RealtimeMetrics(service.metrics.registry)
+    metrics = service.metrics.realtime
     config = service.config
     slots = SessionSlots(config.max_sessions, metrics.sessions_active.set)
     max_append = int(config.max_append_kb * 1024)

@@ -96,8 +96,16 @@ if [ ! -x "$bin/helm" ]; then
     log "helm $HELM_VERSION: building"
     wrapper helm
     go get "helm.sh/helm/v3@$HELM_VERSION" >/dev/null 2>&1 || go get "helm.sh/helm/v3@$HELM_VERSION"
-    go build -mod=mod -trimpath \
-        -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
+    # Helm's default Kubernetes version (helm template/lint offline) follows its client-go, as
+    # its own Makefile sets it; without it Helm assumes v1.20.
+    client_go=$(go list -m -f '{{.Version}}' k8s.io/client-go); client_go=${client_go#v0.}
+    kube_minor=${client_go%%.*}
+    helm_ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+    helm_ldflags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+    for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+        helm_ldflags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$kube_minor"
+    done
+    go build -mod=mod -trimpath -ldflags "$helm_ldflags" \
         -o "$bin/helm.tmp" helm.sh/helm/v3/cmd/helm
     mv "$bin/helm.tmp" "$bin/helm"
 fi

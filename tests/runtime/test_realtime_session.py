@@ -294,3 +294,16 @@ def test_drain_commits_the_open_turn() -> None:
     done = events(s.decoded(final, [Word("bye", 0.1, 0.4)]))
     assert done[-1]["type"] == "conversation.item.input_audio_transcription.completed"
     assert s.drain() == []
+
+
+def test_a_partial_does_not_decode_again_what_was_already_emitted() -> None:
+    s = session(partial_interval_s=0.5, partial_window_s=6.0)
+    update(s)
+    first = requests(append(s, pcm24(3.0, hz=300)), "partial")[0]
+    s.decoded(first, [])
+    second = requests(append(s, pcm24(0.5, hz=300)), "partial")[0]
+    assert second.offset_s == 0.0  # nothing emitted yet: the whole (short) turn
+    s.decoded(second, [Word("one", 0.2, 0.5), Word("two", 1.0, 1.4)])  # both stable
+    third = requests(append(s, pcm24(0.6, hz=300)), "partial")[0]
+    # From 1 s before the end of the emitted words, not from the turn's start.
+    assert third.offset_s == pytest.approx(0.4, abs=0.01)

@@ -32,7 +32,9 @@ MIN_COMMIT_S = 0.1  # OpenAI's smallest committable buffer
 class SessionLimits:
     max_append_bytes: int = 1024 * 1024
     partial_interval_s: float = 0.5
-    partial_window_s: float = 6.0
+    partial_window_s: float = 6.0  # the longest window a partial decodes
+    partial_context_s: float = 1.0  # audio before the first word not yet emitted
+    min_partial_s: float = 2.0  # the shortest window (the features' statistics need some)
     max_turn_s: float = 30.0
 
 
@@ -376,8 +378,17 @@ class Session:
             return []
         if self._stream_end - turn.last_partial_at < interval:
             return []
-        window = round(self.limits.partial_window_s * self.rate)
-        start = max(turn.start, self._stream_end - window)
+        # The window: the audio after the words already emitted, with some left context, at
+        # least min_partial_s and at most partial_window_s long (what was emitted need not be
+        # decoded again: the cost stays a few times real time, however long the turn).
+        limits = self.limits
+        start_s = self.stream_s - limits.partial_window_s
+        emitted_until = turn.partials.emitted_until_s
+        if emitted_until > start_s:
+            start_s = min(
+                self.stream_s - limits.min_partial_s, emitted_until - limits.partial_context_s
+            )
+        start = max(turn.start, round(start_s * self.rate))
         samples = self._buffer[start - self._buffer_start :].copy()
         turn.partial_in_flight = True
         turn.last_partial_at = self._stream_end

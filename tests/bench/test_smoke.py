@@ -24,7 +24,9 @@ BENCHMARKS = [
     ("bench.server", "server", "| clip | clients | mode | requests ok |"),
     ("bench.server --cpu", "server-cpu", "| variant | clients | requests ok |"),
     ("bench.nonspeech", "nonspeech", "| padding | WER, VAD on |"),
+    ("bench.streaming", "streaming", "| streams | turns complete | delta words |"),
     ("bench.int8_long", "int8-long", "| `model.int8.onnx` |"),
+    ("bench.load", "load", "| long clients | goodput (audio s/s) |"),
     ("bench.operator_scale", "operator", "idle resync: writes"),
     ("bench.gpu", "gpu", "## GPU"),
 ]

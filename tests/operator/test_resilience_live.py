@@ -1,7 +1,7 @@
 """The operator outlives a restart of the real kube-apiserver (issue 10, point 4).
 
 The API server of the test's cluster is stopped (SIGTERM) and started again on the same port
-(`LocalCluster.restart_apiserver`) while the real operator runs: every watch the operator holds
+(the `restart_apiserver` fixture) while the real operator runs: every watch the operator holds
 breaks, and every request it sends meanwhile fails. The operator reads from its watch caches,
 so a change it missed is reconciled only once its watches are back: a spec change made right
 after the restart, before the operator has reconnected, must still reach the Deployment, and the
@@ -10,6 +10,8 @@ status must report it, without a resync papering over a dead watch (a resync rea
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import pytest
 from kube_cluster import Cluster, OperatorProcess, eventually
@@ -20,13 +22,16 @@ pytestmark = pytest.mark.timeout(300)
 
 
 def test_the_operator_reconnects_after_an_api_server_restart_and_misses_no_change(
-    cluster: Cluster, namespace: str, live_operator: OperatorProcess
+    cluster: Cluster,
+    namespace: str,
+    live_operator: OperatorProcess,
+    restart_apiserver: Callable[[], None],
 ) -> None:
     models = Models(cluster, namespace)
     models.create(manifest())
     models.wait_status(is_ready("1.0"), "1.0 ready")
 
-    cluster.local.restart_apiserver()
+    restart_apiserver()
     # The audit log is one file across both API server processes: from here on, the new one.
     restarted = cluster.audit_offset()
     # Right away, before the operator has noticed the restart: a scale change and a new version.

@@ -245,7 +245,7 @@ class Transcriber:
                         break
                     total_samples = max(total_samples, win.end)
                     future, offset = self._submit(
-                        win.samples, flow, max(0.0, deadline - time.monotonic())
+                        win.samples, flow, max(0.0, deadline - time.monotonic()), gone
                     )
                 self._on_window()
                 next_start_s = (win.start + window - overlap) / rate
@@ -289,13 +289,14 @@ class Transcriber:
         samples: npt.NDArray[np.float32],
         flow: Flow[ModelInput, npt.NDArray[np.float32]],
         timeout_s: float,
+        gone: Callable[[], bool] = lambda: False,
     ) -> tuple[concurrent.futures.Future[npt.NDArray[np.float32]], int]:
         """Queue a window's speech for the model: (its result, the first sample decoded)."""
         rate = self.manifest.sample_rate
         if not self.settings.vad:
             item = prepare(samples, self.manifest)
             self._on_decoded(len(samples) / rate)
-            return flow.submit(item, item.length, timeout_s), 0
+            return _enqueue(flow, item, timeout_s, gone), 0
         crop = crop_to_speech(samples, rate)
         if crop is None:
             self._on_skipped()
@@ -303,4 +304,24 @@ class Transcriber:
         speech = samples[crop.start : crop.end]
         item = prepare(speech, self.manifest, crop.regions if crop.gaps else None)
         self._on_decoded(len(speech) / rate)
-        return flow.submit(item, item.length, timeout_s), crop.start
+        return _enqueue(flow, item, timeout_s, gone), crop.start
+
+
+def _enqueue(
+    flow: Flow[ModelInput, npt.NDArray[np.float32]],
+    item: ModelInput,
+    timeout_s: float,
+    gone: Callable[[], bool],
+) -> concurrent.futures.Future[npt.NDArray[np.float32]]:
+    """``flow.submit``, which may wait for room in the queue: a client that hangs up meanwhile
+    is noticed within :data:`POLL_S` (:class:`ClientGone`), not at the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            return flow.submit(item, item.length, max(0.0, min(remaining, POLL_S)))
+        except TimeoutError:
+            if gone():
+                raise ClientGone("the client closed the connection") from None
+            if remaining <= POLL_S:
+                raise

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -198,3 +199,45 @@ def test_idle_is_alive(tone_dir: Path, tmp_path: Path) -> None:
         assert np.isfinite(metric(server, "kubescribe_queued_windows"))
     finally:
         assert server.stop() == 0
+
+
+def test_a_hang_up_is_noticed_while_waiting_for_room_in_the_queue(tone_dir: Path) -> None:
+    """In-process: the model is held, the one-window queue is full; a request waiting for room
+    whose client is gone ends at once (ClientGone), queueing nothing, not at its timeout."""
+    from kubescribe_runtime.config import ServeConfig
+    from kubescribe_runtime.service import Service
+    from kubescribe_runtime.transcriber import ClientGone
+
+    service = Service(
+        ServeConfig(model_dir=tone_dir, max_queue=1, max_batch_size=1, max_delay_ms=0, vad="off")
+    )
+    service.load()
+    transcriber = service.transcriber
+    assert transcriber is not None
+    gate, running = threading.Event(), threading.Event()
+    real = transcriber.batcher._run_batch
+
+    def held(items: list[object]) -> list[object]:
+        running.set()
+        gate.wait(60)
+        return real(items)  # type: ignore[arg-type]
+
+    transcriber.batcher._run_batch = held  # type: ignore[assignment]
+    audio = encode(tone_sentence(words(80)))  # 64 s: four 20 s windows
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(transcriber.transcribe, audio)  # its window runs, held
+            assert running.wait(30)
+            wait_until(lambda: transcriber.batcher.depth == 1, "the queue never filled")
+            gone = threading.Event()
+            second = pool.submit(transcriber.transcribe, audio, None, gone.is_set)
+            wait_until(lambda: transcriber.batcher.open_flows == 2, "no second request")
+            gone.set()  # its client hangs up while it waits for room
+            with pytest.raises(ClientGone):
+                second.result(30)
+            assert transcriber.batcher.depth == 1  # only the first request's window
+            gate.set()
+            assert first.result(60).text == expected(words(80))
+    finally:
+        gate.set()
+        service.close()

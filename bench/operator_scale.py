@@ -54,6 +54,7 @@ OPERATOR_NS, OPERATOR_SA = "kubescribe-system", "kubescribe"
 OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NS}:{OPERATOR_SA}"
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 PODS_PER_NODE = 250
+BENCH_NODES = "bench=1"  # label selector of the nodes the benchmark adds
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,11 @@ class Bench:
         )  # fmt: skip
         self.kubectl("create", "namespace", NS)
         self.kubectl("apply", "-f", "-", input=json.dumps(fake_nodes(nodes)))
+        self.kubectl("wait", "--for=condition=Ready", "node", "-l", BENCH_NODES, "--timeout=120s")
+        # New nodes are tainted not-ready by the API server (as cluster/local_cluster.py says).
+        self.kubectl(
+            "taint", "nodes", "-l", BENCH_NODES, "node.kubernetes.io/not-ready:NoSchedule-"
+        )
         token = self.kubectl("create", "token", OPERATOR_SA, "-n", OPERATOR_NS, "--duration=12h")
         config = json.loads(self.cluster.kubeconfig.read_text())
         config["users"] = [{"name": "admin", "user": {"token": token.strip()}}]
@@ -157,9 +163,11 @@ class Bench:
                 return int(line.split()[1]) / 1024
         raise BenchError("no VmHWM")
 
-    def statuses(self) -> dict[str, dict[str, Any]]:
-        items = json.loads(self.kubectl("get", "speechmodels", "-n", NS, "-o", "json"))["items"]
-        return {i["metadata"]["name"]: i.get("status") or {} for i in items}
+    def phases(self) -> list[tuple[str, str]]:
+        """(observedGeneration, phase) of every SpeechModel."""
+        template = '{range .items[*]}{.status.observedGeneration},{.status.phase}{"\\n"}{end}'
+        out = self.kubectl("get", "speechmodels", "-n", NS, "-o", f"jsonpath={template}")
+        return [(g, p) for g, _, p in (line.partition(",") for line in out.splitlines() if line)]
 
 
 def fake_nodes(count: int) -> dict[str, Any]:
@@ -175,7 +183,11 @@ def fake_nodes(count: int) -> dict[str, Any]:
                 "metadata": {
                     "name": f"bench-{i}",
                     "annotations": {"kwok.x-k8s.io/node": "fake"},
-                    "labels": {"kubernetes.io/hostname": f"bench-{i}", "type": "kwok"},
+                    "labels": {
+                        "kubernetes.io/hostname": f"bench-{i}",
+                        "type": "kwok",
+                        "bench": "1",
+                    },
                 },
                 "spec": {},
                 "status": {"allocatable": room, "capacity": room},
@@ -258,9 +270,8 @@ def create(bench: Bench, names: Sequence[str]) -> None:
 
 def counts(bench: Bench) -> tuple[int, int]:
     """(SpeechModels with a status written by the operator, Ready ones)."""
-    statuses = bench.statuses().values()
-    seen = sum(1 for s in statuses if s.get("observedGeneration"))
-    return seen, sum(1 for s in statuses if s.get("phase") == "Ready")
+    phases = bench.phases()
+    return sum(1 for g, _ in phases if g), sum(1 for _, p in phases if p == "Ready")
 
 
 @dataclass

@@ -20,7 +20,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubescribe_operator import builders
-from kubescribe_operator.kube import CHILD_KINDS, PODS, REPLICASETS, ChildKind
+from kubescribe_operator.kube import (
+    CHILD_KINDS,
+    DEPLOYMENT,
+    FIELD_MANAGER,
+    PODS,
+    REPLICASETS,
+    ChildKind,
+)
 
 Obj = dict[str, Any]
 Key = tuple[str, str]  # (namespace, SpeechModel name)
@@ -36,8 +43,19 @@ def index_name(kind: ChildKind) -> str:
 
 WATCHED_CHILDREN: tuple[ChildKind, ...] = (*CHILD_KINDS.values(), REPLICASETS, PODS)
 INDEX_NAMES = (SPEECHMODELS, *(index_name(k) for k in WATCHED_CHILDREN))
-# Pods and ReplicaSets are only read for their status: their managedFields are not kept.
-_LEAN = {REPLICASETS.kind, PODS.kind}
+# What a reconcile reads of each object; the rest (pod specs, ReplicaSet templates, other
+# managers' field sets) is not kept, so the caches stay small at a thousand SpeechModels.
+_META = (
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "labels",
+    "annotations",
+    "ownerReferences",
+    "deletionTimestamp",
+)
 
 
 def owner_name(body: Mapping[str, Any]) -> str | None:
@@ -50,10 +68,23 @@ def owner_name(body: Mapping[str, Any]) -> str | None:
 
 
 def stored(body: Mapping[str, Any]) -> Obj:
-    """A plain, private copy of a watched object, as the index keeps it."""
-    obj = copy.deepcopy(dict(body))
-    if obj.get("kind") in _LEAN:
-        obj.get("metadata", {}).pop("managedFields", None)
+    """A plain, private copy of what the operator reads of a watched object."""
+    meta = body.get("metadata") or {}
+    kept: Obj = {k: copy.deepcopy(meta[k]) for k in _META if k in meta}
+    ours = [e for e in meta.get("managedFields") or [] if e.get("manager") == FIELD_MANAGER]
+    if ours:  # whether a child is intact (apply.is_intact, apply.handover)
+        kept["managedFields"] = copy.deepcopy(ours)
+    obj: Obj = {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"), "metadata": kept}
+    kind, spec = body.get("kind"), body.get("spec") or {}
+    if kind == "SpeechModel":
+        obj["spec"] = copy.deepcopy(spec)
+    elif kind in (DEPLOYMENT.kind, REPLICASETS.kind):
+        template = {"metadata": copy.deepcopy((spec.get("template") or {}).get("metadata") or {})}
+        obj["spec"] = {"template": template}
+        if "replicas" in spec:
+            obj["spec"]["replicas"] = spec["replicas"]
+    if kind in ("SpeechModel", DEPLOYMENT.kind, REPLICASETS.kind, PODS.kind):
+        obj["status"] = copy.deepcopy(body.get("status") or {})
     return obj
 
 
@@ -149,7 +180,7 @@ class Overlay:
             previous = self._written.get(key)
             # Two writes before the cache caught up: the cache still shows the first `before`.
             before_rv = previous[0] if previous is not None else resource_version(before)
-            self._written[key] = (before_rv, copy.deepcopy(after))
+            self._written[key] = (before_rv, stored(after) if after is not None else None)
 
     def view(self, key: ObjectKey, cached: Obj | None) -> Obj | None:
         with self._lock:

@@ -43,11 +43,22 @@ def indexes(*objs: Obj) -> dict[str, Any]:
     return out
 
 
-def test_children_are_indexed_by_their_speechmodel_and_lean_kinds_drop_managed_fields() -> None:
-    ((key, pod),) = cache.index_child("ns", obj("Pod", "demo-1")).items()
-    assert key == ("ns", "demo") and pod["metadata"]["name"] == "demo-1"
-    assert "managedFields" not in pod["metadata"]  # pods are read for their status only
-    assert "managedFields" in cache.index_child("ns", obj("Deployment"))["ns", "demo"]["metadata"]
+def test_children_are_indexed_by_their_speechmodel_keeping_what_a_reconcile_reads() -> None:
+    pod = obj("Pod", "demo-1", managedFields=[{"manager": "kubelet"}])
+    pod["spec"] = {"containers": [{"name": "runtime"}]}
+    pod["status"] = {"phase": "Running"}
+    ((key, kept),) = cache.index_child("ns", pod).items()
+    assert key == ("ns", "demo") and kept["metadata"]["name"] == "demo-1"
+    assert kept["status"] == {"phase": "Running"}
+    assert "spec" not in kept and "managedFields" not in kept["metadata"]  # not read
+    deployment = obj(
+        "Deployment",
+        managedFields=[{"manager": "kubescribe-operator", "operation": "Apply"}, {"manager": "x"}],
+    )
+    deployment["spec"] = {"replicas": 2, "template": {"metadata": {"a": 1}, "spec": {"big": 1}}}
+    kept = cache.index_child("ns", deployment)["ns", "demo"]
+    assert kept["spec"] == {"replicas": 2, "template": {"metadata": {"a": 1}}}
+    assert [e["manager"] for e in kept["metadata"]["managedFields"]] == ["kubescribe-operator"]
     assert cache.index_child("ns", {"metadata": {"labels": {}}}) == {}
 
 
@@ -63,11 +74,11 @@ def test_snapshot_copies_one_models_objects() -> None:
 
 def test_overlay_answers_with_the_write_until_the_cache_moves_on() -> None:
     overlay = cache.Overlay()
-    before, after = obj("Service", rv="5"), obj("Service", rv="6")
-    after["spec"] = {"new": True}
+    before, after = obj("Deployment", rv="5"), obj("Deployment", rv="6")
+    after["spec"] = {"replicas": 3}
     key = cache.object_key(before)
     overlay.wrote(key, before, after)
-    assert overlay.view(key, before) == after  # the cache still shows the old object
+    assert overlay.view(key, before) == cache.stored(after)  # the cache still shows the old one
     newer = obj("Service", rv="9")
     assert overlay.view(key, newer) == newer  # the cache caught up (or someone wrote since)
     assert overlay.view(key, before) == before  # and the write is forgotten
@@ -79,5 +90,5 @@ def test_overlay_shows_creates_and_deletes_in_a_snapshot() -> None:
     overlay.wrote(cache.object_key(created), None, created)
     overlay.wrote(cache.object_key(deleted), deleted, None)
     snap = overlay.apply_to(cache.snapshot(indexes(deleted), "ns", "demo"))
-    assert snap.of_kind("Service") == [created]
+    assert snap.of_kind("Service") == [cache.stored(created)]
     assert snap.of_kind("Deployment") == []

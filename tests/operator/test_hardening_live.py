@@ -164,7 +164,10 @@ def test_turning_autoscaling_on_hands_replicas_to_the_hpa(
 
 
 def test_an_idle_resync_mutates_nothing_and_reads_from_the_caches(
-    cluster: Cluster, namespace: str, live_operator: OperatorProcess
+    cluster: Cluster,
+    namespace: str,
+    live_operator: OperatorProcess,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Points 4 and 2.4: fields the server prunes or normalises cause no patch; an idle resync
     makes no request at all (budget: 5 per SpeechModel)."""
@@ -199,7 +202,11 @@ def test_an_idle_resync_mutates_nothing_and_reads_from_the_caches(
     resyncs = (reconciles(live_operator, "resync") - start) / 2
     writes = [f"{e.verb} {e.resource}/{e.name}" for e in requests if e.is_write]
     per_model = len(requests) / 2 / resyncs
-    print(f"idle: {len(requests)} request(s) in {resyncs:g} resync(s) of 2 models: {per_model:.2f}")
+    with capsys.disabled():  # reported in every run, not only when the test fails
+        print(
+            f"\nidle resync: {len(requests)} request(s), {len(writes)} write(s) in "
+            f"{resyncs:g} resync(s) of 2 SpeechModels: {per_model:.2f} per SpeechModel per resync"
+        )
     assert writes == []
     assert per_model <= 5
     reads = [e for e in cluster.audit(0, user=OPERATOR_USER) if e.namespace == namespace]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -42,10 +43,13 @@ from live import (
     condition,
     is_ready,
     manifest,
+    metric,
     operator_requests,
     operator_writes,
+    reconciles,
     wait_resyncs,
 )
+from webhook import FaultWebhook
 
 Obj = dict[str, Any]
 # The timeout only bounds a hang (every wait inside is bounded on its own).
@@ -290,6 +294,33 @@ def test_delete_removes_children_by_garbage_collection(
     assert [w for w in operator_writes(cluster, since, namespace) if w.startswith("delete")] == []
 
 
+def test_delete_while_a_resync_runs_releases_the_model(
+    cluster: Cluster, namespace: str, faults: FaultWebhook, live_operator: OperatorProcess
+) -> None:
+    """A deletion that lands while a resync is under way (its status write held by the
+    webhook): kopf does not interrupt the resync and keeps its finalizer until the resync has
+    ended; then the model goes (the resync sees the deletion and writes nothing more)."""
+    models = Models(cluster, namespace)
+    models.create(manifest())
+    models.wait_status(is_ready("1.0"), "1.0 ready")
+    models.wait_status(lambda s: "lastHandledConfiguration" in s.get("kopf", {}), "kopf done")
+    # Only a resync notices a status edited by someone else (no handler or child event fires):
+    # it writes the status back, and the webhook holds that write.
+    held = faults.hold("UPDATE", "speechmodels/status")
+    cluster.kubectl(
+        "patch", "speechmodel", "demo", "-n", namespace, "--subresource=status", "--type=merge",
+        "-p", '{"status": {"phase": "Pending"}}',
+    )  # fmt: skip
+    eventually(lambda: held.hits == 1, "a resync to be under way")
+    models.delete()
+    eventually(lambda: reconciles(live_operator, "delete") >= 1, "the delete handler to run")
+    model = models.get()
+    assert model is not None and model["metadata"]["finalizers"] == ["kubescribe.io/operator"]
+    held.released.set()  # the resync ends
+    models.wait_gone()
+    eventually(lambda: not any(models.children().values()), "the children to go")
+
+
 # ------------------------------------------------------------------ crashes and replicas
 
 
@@ -532,6 +563,51 @@ def test_service_monitor_without_its_crd_is_reported(
     models.wait_status(is_ready("1.0"), "ready once the CRD is installed")
     monitor = cluster.kubectl("get", "servicemonitor", "demo", "-n", namespace, "-o", "yaml")
     assert yaml.safe_load(monitor.stdout)["spec"]["endpoints"][0]["path"] == "/metrics"
+
+
+# ---------------------------------------------------------------------------- API errors
+
+
+@pytest.fixture()
+def faults(cluster: Cluster, namespace: str) -> Iterator[FaultWebhook]:
+    with FaultWebhook(cluster, namespace) as webhook:
+        yield webhook
+
+
+def test_api_errors_are_retried_until_converged(
+    cluster: Cluster, namespace: str, faults: FaultWebhook, live_operator: OperatorProcess
+) -> None:
+    """The API server answers the operator 500 and 409 (an admission webhook's refusal, passed
+    on as the API server's own answer): each is retried, and nothing is announced twice."""
+    models = Models(cluster, namespace)
+    since = cluster.audit_offset()
+    faults.inject("CREATE", "deployments", 500, times=2)
+    faults.inject("UPDATE", "speechmodels/status", 409, times=2)
+    models.create(manifest())
+    models.wait_status(is_ready("1.0"), "1.0 ready despite the errors")
+    assert faults.pending() == 0
+    assert models.children()["Deployment"] == ["demo"]
+    # A conflict on a child's apply is retried too.
+    faults.inject("UPDATE", "deployments", 409)
+    models.bump("demo", "2.0")
+    models.wait_status(is_ready("2.0"), "2.0 ready despite the conflict")
+    assert faults.pending() == 0
+    refused = [e for e in operator_requests(cluster, since, namespace) if e.code >= 400]
+    assert Counter((e.verb, e.resource, e.code) for e in refused) == {
+        ("create", "deployments", 500): 2,
+        ("patch", "speechmodels/status", 409): 2,
+        ("patch", "deployments", 409): 1,
+    }
+    # Each refusal of a request of the operator's own client is counted once, whichever trigger
+    # met it (kopf's own writes of its bookkeeping in status.kopf are kopf's to retry).
+    ours = [e for e in refused if e.user_agent.startswith("kubescribe-operator (")]
+    errors = metric(live_operator.metrics(), "kubescribe_operator_reconcile_errors_total")
+    assert errors == len(ours) >= 3
+    # Events follow the stored status: failed status writes announced nothing twice.
+    models.wait_events(lambda r: r.count("RolloutSucceeded") == 2, "the events")
+    wait_resyncs(live_operator, 2)
+    reasons = models.event_reasons()
+    assert reasons.count("RolloutStarted") == 2 and reasons.count("RolloutSucceeded") == 2
 
 
 # ---------------------------------------------------------------------------- API usage

@@ -224,6 +224,28 @@ class Service:
                 self.metrics.in_flight.set(self._in_flight)
                 self._idle.notify_all()
 
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """Count a realtime session in flight for its lifetime, so that the drain waits for it
+        (it finishes its open turn, then closes). Sessions are bounded by ``--max-sessions``,
+        not by the request admission; refused with :class:`NotReady` unless ready."""
+        with self._idle:
+            if self.state is not State.READY:
+                draining = self.state is State.DRAINING
+                self.metrics.refused.labels("draining" if draining else "not_ready").inc()
+                if draining:
+                    raise NotReady("the server is shutting down; retry on another replica")
+                raise NotReady(f"the model is not ready: {self.reason}")
+            self._in_flight += 1
+            self.metrics.in_flight.set(self._in_flight)
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._in_flight -= 1
+                self.metrics.in_flight.set(self._in_flight)
+                self._idle.notify_all()
+
     def transcribe(
         self,
         data: bytes | IO[bytes],

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.streaming import match_latencies, plan_streams
+from bench.streaming import Level, capacity, match_latencies, plan_streams
 
 
 def test_enough_streams_cover_the_whole_test_set_once_in_order() -> None:
@@ -28,3 +28,17 @@ def test_latencies_of_delta_words_matched_in_order() -> None:
 
 def test_no_deltas_no_latencies() -> None:
     assert match_latencies([], [("a", 1.0)]) == []
+
+
+def level(streams: int, p95: float, complete: bool = True) -> Level:
+    return Level(streams, [p95] * 20, streams if complete else streams - 1, 1.0, 10.0, 0.1, 0.1)
+
+
+def test_capacity_is_the_last_level_before_the_first_miss() -> None:
+    levels = [level(1, 0.9), level(4, 1.2), level(8, 1.4), level(16, 2.5), level(32, 1.0)]
+    assert capacity(levels) == "8"
+    assert capacity([level(1, 0.9), level(2, 0.9, complete=False)]) == "1"
+
+
+def test_capacity_says_when_every_level_held() -> None:
+    assert capacity([level(1, 0.9), level(16, 1.2)]) == "at least 16 (the most tried)"

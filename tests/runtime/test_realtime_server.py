@@ -43,6 +43,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     process = start_server(
         DEMO, tmp_path_factory.mktemp("logs"),
         "--max-sessions", "2", "--session-idle-timeout", "3", "--partial-interval-ms", "400",
+        "--max-requests", "1",
     )  # fmt: skip
     yield process
     assert process.stop() == 0
@@ -136,6 +137,9 @@ def test_over_max_sessions_an_error_event_then_a_close_with_the_reason(
     try:
         for ws in (first, second):
             assert recv_json(ws)["type"] == "session.created"
+        # Sessions are bounded by --max-sessions, not by the requests' admission (here 1).
+        audio, _ = padded(1, after_s=0.2)
+        assert post(server.url, wav_bytes(audio), mime="audio/wav").status_code == 200
         with raw_connect(server.url) as third:
             error = recv_json(third)
             assert error["error"]["code"] == "session_limit_reached"

@@ -338,7 +338,7 @@ def register(app: Flask, service: Service) -> RealtimeMetrics:
         transcriber = service.transcriber
         if transcriber is None:
             raise NotReady(f"the model is not ready: {service.reason}")
-        with service.request():  # refused (503) once draining; the drain waits for it
+        with service.session():  # refused (503) unless ready; the drain waits for it
             ws = WebSocket(request.environ, max_message_size=2 * max_append + 64 * 1024)
             _set_send_timeout(ws, SEND_TIMEOUT_S)
             manifest = transcriber.manifest

@@ -67,6 +67,20 @@ def is_ready(version: str) -> Callable[[Obj], bool]:
     return check
 
 
+def rolling_to(version: str, updated: int) -> Callable[[Obj], bool]:
+    """A rollout of ``version`` under way with ``updated`` pods of it."""
+    return lambda s: (
+        s.get("targetVersion") == version
+        and s.get("phase") == "Progressing"
+        and condition(s, "Reconciling").get("status") == "True"
+        and s.get("updatedReplicas") == updated
+    )
+
+
+def history(status: Obj) -> list[tuple[str, str]]:
+    return [(h["version"], h["result"]) for h in status["history"]]
+
+
 def env_marker(name: str) -> Obj:
     """`runtime.env` that makes the fake nodes act on cue (KWOK_CRASH, KWOK_HOLD, ...)."""
     return {"env": [{"name": name, "value": "1"}]}

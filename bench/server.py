@@ -17,12 +17,14 @@ Everything stays on loopback; the server is stopped (SIGTERM) at the end, whatev
 ``--baseline-ref`` adds one more "batching on" server: the runtime of an earlier commit,
 extracted with ``git archive`` into a temporary directory and run from there (its packages must
 be installed in this environment, e.g. waitress for the commits before the gunicorn switch), so
-that one run compares two servers on the same machine, load and clips.
+that one run compares two servers on the same machine, load and clips: both are up together,
+and each cell runs on the baseline right after this tree's.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -278,33 +280,46 @@ def run(argv: Sequence[str] | None) -> int:
     results: dict[str, list[Cell]] = {}
     software: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="kubescribe-bench-") as tmp:
-        trees = {mode: REPO for mode in MODES}
-        if args.baseline_ref:
-            trees[baseline_mode(args.baseline_ref)] = extract_tree(
-                args.baseline_ref, Path(tmp) / "baseline"
-            )
-        for mode, tree in trees.items():
+        baseline = (
+            extract_tree(args.baseline_ref, Path(tmp) / "baseline") if args.baseline_ref else None
+        )
+        for mode in MODES:
             batch = 1 if mode == "batching off" else settings.batch_size
             extra = ["--batch-wait-full-delay"] if mode == FULL_DELAY else []
             flags = " ".join([f"--max-batch-size {batch}", *extra])
-            progress(f"{mode}: starting `kubescribe serve {flags}` from {tree}")
-            log = Path(tmp) / f"server-{len(results)}.log"
-            with ServerProcess(
-                artifact, args.threads, batch, settings.max_delay_ms, log, extra, tree
-            ) as srv:
-                software[mode] = srv.software
-                warm_up(srv.url, wavs[settings.clip_seconds[0]], min(8, max(settings.clients)))
-                cells = []
+            progress(f"{mode}: starting `kubescribe serve {flags}`")
+
+            def start(tree: Path, flags: list[str], name: str, batch: int = batch) -> ServerProcess:
+                log = Path(tmp) / f"server-{name}.log"
+                return ServerProcess(
+                    artifact, args.threads, batch, settings.max_delay_ms, log, flags, tree
+                )
+
+            # 64 closed-loop clients are all admitted here (bench.load measures refusals).
+            with contextlib.ExitStack() as servers:
+                servers.enter_context(srv := start(REPO, [*extra, "--max-requests", "256"], mode))
+                runs = {mode: srv}
+                if baseline is not None and mode == "batching on":
+                    # The baseline runs each cell right after this tree's: the two see the
+                    # same load from the rest of the machine.
+                    base = start(baseline, extra, "baseline")
+                    runs[baseline_mode(args.baseline_ref)] = servers.enter_context(base)
+                for name, server in runs.items():
+                    software[name] = server.software
+                    warm_up(
+                        server.url, wavs[settings.clip_seconds[0]], min(8, max(settings.clients))
+                    )
+                    results[name] = []
                 for clip_s in settings.clip_seconds:
                     for clients in settings.clients:
-                        cell = run_cell(srv.url, wavs[clip_s], clip_s, clients, settings)
-                        cells.append(cell)
-                        progress(
-                            f"{mode}: {clients:>2} clients × {clip_s:g} s clips: "
-                            f"{len(cell.latencies)} ok, {sum(cell.errors.values())} failed, "
-                            f"{cell.throughput:.1f} audio s/s"
-                        )
-                results[mode] = cells
+                        for name, server in runs.items():
+                            cell = run_cell(server.url, wavs[clip_s], clip_s, clients, settings)
+                            results[name].append(cell)
+                            progress(
+                                f"{name}: {clients:>2} clients × {clip_s:g} s clips: "
+                                f"{len(cell.latencies)} ok, {sum(cell.errors.values())} failed, "
+                                f"{cell.throughput:.1f} audio s/s"
+                            )
     finish(
         args,
         SECTION,
@@ -380,7 +395,8 @@ def compare_servers(
     return [
         f"Servers compared in this run, batching on: this tree (`Server: "
         f"{software['batching on']}`) against commit `{args.baseline_ref}` (`Server: "
-        f"{software[base]}`), same flags, clips and clients.",
+        f"{software[base]}`), same flags, clips and clients; both servers up together, each "
+        "cell run on the baseline right after this tree's (the same load from the machine).",
         markdown_table(
             [
                 "clip",
@@ -462,7 +478,9 @@ def render(
     return "\n\n".join(
         [
             f"Run: {mode}; artifact {artifact_label(args.artifact)}; server flags "
-            f"`--threads {args.threads} --http-threads 80 --max-queue 512`; batching on = "
+            f"`--threads {args.threads} --http-threads 80 --max-queue 512` (and "
+            "`--max-requests 256`: every client is admitted; `bench.load` covers refusals); "
+            "batching on = "
             f"`--max-batch-size {settings.batch_size} --max-delay-ms "
             f"{settings.max_delay_ms:g}` (a batch closes at once when no other request is "
             "preparing audio), on, full delay = the same plus `--batch-wait-full-delay` (always "

@@ -340,7 +340,8 @@ def test_min_max_autoscaling_gets_the_hpas_default_cpu_target(
 
 
 def _deployment_applies(cluster: Cluster, since: int, namespace: str) -> list[float]:
-    """When the operator sent the Deployment (audit stage timestamps, seconds)."""
+    """When the operator sent the Deployment (audit stage timestamps, seconds): an apply, or
+    the dry-run create that comes before the first one (the name must be free)."""
     times = []
     with cluster.audit_log.open("rb") as f:
         f.seek(since)
@@ -349,7 +350,7 @@ def _deployment_applies(cluster: Cluster, since: int, namespace: str) -> list[fl
             ref = raw.get("objectRef") or {}
             if (
                 raw.get("user", {}).get("username") == OPERATOR_USER
-                and raw.get("verb") == "patch"
+                and raw.get("verb") in ("patch", "create")
                 and ref.get("resource") == "deployments"
                 and ref.get("namespace") == namespace
                 and not ref.get("subresource")

@@ -204,8 +204,8 @@ class Overlay:
                 children[kind] = objs
                 continue
             seen = {object_key(o): o for o in objs}
-            with self._lock:
-                pending = [k for k in self._written if k[1] == kind and k[2] == snap.namespace]
+            with self._lock:  # the children the operator writes are named after their model
+                pending = [k for k in self._written if k[1:] == (kind, snap.namespace, snap.name)]
             merged = []
             for key in dict.fromkeys([*seen, *pending]):
                 obj = self.view(key, seen.get(key))

@@ -92,3 +92,13 @@ def test_overlay_shows_creates_and_deletes_in_a_snapshot() -> None:
     snap = overlay.apply_to(cache.snapshot(indexes(deleted), "ns", "demo"))
     assert snap.of_kind("Service") == [cache.stored(created)]
     assert snap.of_kind("Deployment") == []
+
+
+def test_another_models_snapshot_leaves_a_pending_write_alone() -> None:
+    overlay = cache.Overlay()
+    before, after = obj("Service", rv="5"), obj("Service", rv="6")
+    overlay.wrote(cache.object_key(before), before, after)
+    other = cache.snapshot(indexes(), "ns", "other")
+    assert overlay.apply_to(other).of_kind("Service") == []
+    snap = overlay.apply_to(cache.snapshot(indexes(before), "ns", "demo"))
+    assert snap.of_kind("Service") == [cache.stored(after)]

@@ -166,7 +166,10 @@ class Application(BaseApplication):
             "worker_class": DrainingWorker,
             "threads": c.http_threads,
             "graceful_timeout": math.ceil(c.drain_timeout_s + STOP_MARGIN_S),
-            "timeout": 60,  # the worker's main loop (not a request) silent this long: restarted
+            # The worker's main loop (not a request) silent this long is restarted; the clock
+            # runs from the fork, so it must cover importing onnxruntime (CUDA libraries from a
+            # slow image layer) too. A wedged model is /healthz's business, not this.
+            "timeout": 300,
             "keepalive": 5,
             "logger_class": _RootLogger,
             "loglevel": c.log_level,

@@ -376,6 +376,22 @@ def test_dashboard_covers_runtime_and_operator() -> None:
         "kubescribe_model_info",
     ):
         assert family in families, family
+    # ... and so does every realtime-session family the runtime exports, present or future.
+    realtime = {
+        re.sub(r"_(bucket|sum|count|total|created)$", "", name)
+        for name in runtime_metrics()
+        if name.startswith("kubescribe_realtime_")
+    }
+    assert len(realtime) >= 7
+    assert realtime <= families, sorted(realtime - families)
+
+
+def test_alerts_watch_the_realtime_sessions() -> None:
+    used = set().union(*(promql_metric_names(rule["expr"]) for rule in alert_rules()))
+    assert {
+        "kubescribe_realtime_partial_latency_seconds_bucket",
+        "kubescribe_realtime_sessions_total",
+    } <= used
 
 
 def test_dashboard_is_importable_grafana_json() -> None:

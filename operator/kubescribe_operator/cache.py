@@ -83,7 +83,14 @@ def stored(body: Mapping[str, Any]) -> Obj:
         obj["spec"] = {"template": template}
         if "replicas" in spec:
             obj["spec"]["replicas"] = spec["replicas"]
-    if kind in ("SpeechModel", DEPLOYMENT.kind, REPLICASETS.kind, PODS.kind):
+    # (The HPA's status says whether it can scale: scaling.py.)
+    if kind in (
+        "SpeechModel",
+        "HorizontalPodAutoscaler",
+        DEPLOYMENT.kind,
+        REPLICASETS.kind,
+        PODS.kind,
+    ):
         obj["status"] = copy.deepcopy(body.get("status") or {})
     return obj
 

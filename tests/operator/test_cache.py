@@ -60,6 +60,10 @@ def test_children_are_indexed_by_their_speechmodel_keeping_what_a_reconcile_read
     assert kept["spec"] == {"replicas": 2, "template": {"metadata": {"a": 1}}}
     assert [e["manager"] for e in kept["metadata"]["managedFields"]] == ["kubescribe-operator"]
     assert cache.index_child("ns", {"metadata": {"labels": {}}}) == {}
+    hpa = obj("HorizontalPodAutoscaler")
+    hpa["status"] = {"conditions": [{"type": "ScalingActive", "status": "False"}]}
+    kept = cache.index_child("ns", hpa)["ns", "demo"]
+    assert kept["status"] == hpa["status"]  # whether it can scale (scaling.py)
 
 
 def test_snapshot_copies_one_models_objects() -> None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -73,12 +74,10 @@ class Context:
     options: Options = field(default_factory=Options)
     memory: apply.Memory = field(default_factory=apply.Memory)
     _locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+    _waiting: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def lock(self, namespace: str, name: str) -> asyncio.Lock:
         return self._locks.setdefault((namespace, name), asyncio.Lock())
-
-    def forget(self, namespace: str, name: str) -> None:
-        self._locks.pop((namespace, name), None)
 
 
 def _split_children(
@@ -250,13 +249,39 @@ def _error_kind(exc: Exception) -> str:
 
 
 async def _reconcile(
-    ctx: Context, indexes: Mapping[str, Any], namespace: str, name: str, trigger: str
+    ctx: Context,
+    indexes: Mapping[str, Any],
+    namespace: str,
+    name: str,
+    trigger: str,
+    *,
+    coalesce: bool = False,
 ) -> Outcome | None:
     """One reconcile at a time per SpeechModel: snapshot the caches (in the event loop, where
-    they change), then do the work in a thread."""
-    async with ctx.lock(namespace, name):
-        snap = cache.snapshot(indexes, namespace, name)
-        return await asyncio.to_thread(reconcile, ctx, snap, trigger=trigger)
+    they change), then do the work in a thread.
+
+    ``coalesce`` (child events): when a reconcile of this SpeechModel already waits for its
+    turn, this one is not needed: the waiting one snapshots the caches after this event (kopf
+    updates its indexes before it calls the handlers), so a burst of pod and ReplicaSet events
+    costs one reconcile, not one each. Returns None then.
+    """
+    key = (namespace, name)
+    if coalesce and ctx._waiting[key]:
+        metrics.RECONCILES.labels("coalesced").inc()
+        return None
+    ctx._waiting[key] += 1
+    waiting = True
+    try:
+        async with ctx.lock(namespace, name):
+            ctx._waiting[key] -= 1
+            waiting = False
+            snap = cache.snapshot(indexes, namespace, name)
+            return await asyncio.to_thread(reconcile, ctx, snap, trigger=trigger)
+    finally:
+        if waiting:  # cancelled while waiting for its turn
+            ctx._waiting[key] -= 1
+        if ctx._waiting[key] <= 0:
+            del ctx._waiting[key]
 
 
 async def _run(
@@ -350,7 +375,9 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
             return
         started = time.monotonic()
         try:
-            await _reconcile(ctx, _indexes(kw), namespace, owner, trigger=f"child_{type.lower()}")
+            await _reconcile(
+                ctx, _indexes(kw), namespace, owner, f"child_{type.lower()}", coalesce=True
+            )
         except (ApiException, KubescribeError, urllib3.exceptions.HTTPError) as exc:
             metrics.ERRORS.labels(_error_kind(exc)).inc()
             log.warning("reconcile of %s/%s after a child event failed: %s", namespace, owner, exc)

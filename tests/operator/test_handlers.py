@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+from kubescribe_operator import handlers
 from kubescribe_operator.cache import owner_name
 from kubescribe_operator.handlers import blocked_status
 from kubescribe_operator.rollout import status_patch
@@ -57,3 +61,39 @@ def test_owner_of_a_child_is_its_instance_label() -> None:
     assert owner_name({"metadata": {"labels": labels}}) == "demo"
     assert owner_name({"metadata": {"labels": {"app.kubernetes.io/instance": "demo"}}}) is None
     assert owner_name({"metadata": {}}) is None
+
+
+def test_child_events_that_find_a_reconcile_waiting_are_coalesced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A burst of child events for one model while a reconcile runs costs one more reconcile,
+    not one each (the waiting one snapshots the caches after the burst)."""
+    runs: list[str] = []
+    gate = threading.Event()
+
+    def slow_reconcile(ctx: Any, snap: Any, *, trigger: str) -> None:
+        runs.append(trigger)
+        gate.wait(5)
+
+    monkeypatch.setattr(handlers, "reconcile", slow_reconcile)
+    ctx = handlers.Context(kube=None)  # type: ignore[arg-type]
+
+    async def burst() -> list[Any]:
+        first = asyncio.create_task(handlers._reconcile(ctx, {}, "ns", "demo", "create"))
+        await asyncio.sleep(0.05)  # the first one runs; the next waits; the rest coalesce
+        events = [
+            asyncio.create_task(
+                handlers._reconcile(ctx, {}, "ns", "demo", "child_modified", coalesce=True)
+            )
+            for _ in range(5)
+        ]
+        other = asyncio.create_task(
+            handlers._reconcile(ctx, {}, "ns", "other", "child_modified", coalesce=True)
+        )
+        await asyncio.sleep(0.05)
+        gate.set()
+        return await asyncio.gather(first, *events, other)
+
+    asyncio.run(burst())
+    assert runs == ["create", "child_modified", "child_modified"]  # demo twice, other once
+    assert not ctx._waiting

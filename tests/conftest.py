@@ -1,8 +1,9 @@
 """Fixtures shared by every test directory: the real local control plane.
 
-`cluster` starts one control plane per test run (session scope), built by cluster/build.sh
-(`make test` builds it first, so no test waits for a compiler); every test that uses it is put
-in one xdist group, so the run holds one cluster. `namespace` gives a test a namespace of its
+`cluster` starts a control plane per test worker that needs one (session scope), built by
+cluster/build.sh (`make test` builds it first, so no test waits for a compiler); the tests that
+use it are split into KUBESCRIBE_TEST_CLUSTERS xdist groups (default 2), so a run holds at most
+that many clusters. `namespace` gives a test a namespace of its
 own. `operator_kubeconfig` authenticates as the chart's ServiceAccount; `live_operator` runs
 the real operator process with it for one test. When the run ends, the audit log of the whole
 run is read: a request of the chart's ServiceAccount the API server refused (403) fails it,
@@ -31,17 +32,32 @@ from kube_cluster import (
     build,
 )
 
-CLUSTER_GROUP = "cluster"
 CLUSTER_FIXTURES = frozenset(
     {"cluster", "namespace", "operator_kubeconfig", "live_operator", "restart_apiserver"}
 )
+# Control planes per run: the tests that need one are split into this many xdist groups (whole
+# modules, balanced by an estimate of their time), and each worker that runs a group starts its
+# own cluster; within a group tests run one at a time.
+CLUSTERS = int(os.environ.get("KUBESCRIBE_TEST_CLUSTERS", "2"))
+
+
+def _cost(item: pytest.Item) -> int:
+    """A rough weight: a test with a live operator waits for reconciles, others are quick."""
+    return 10 if "live_operator" in getattr(item, "fixturenames", ()) else 1
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # One worker holds the cluster: its tests share one xdist group (and so run one at a time).
+    modules: dict[str, list[pytest.Item]] = {}
     for item in items:
         if CLUSTER_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.xdist_group(CLUSTER_GROUP))
+            modules.setdefault(item.nodeid.split("::")[0], []).append(item)
+    load = [0] * max(1, CLUSTERS)
+    heaviest_first = sorted(modules.items(), key=lambda kv: (-sum(map(_cost, kv[1])), kv[0]))
+    for _, module_items in heaviest_first:
+        group = load.index(min(load))
+        load[group] += sum(map(_cost, module_items))
+        for item in module_items:
+            item.add_marker(pytest.mark.xdist_group(f"cluster-{group}"))
 
 
 @pytest.fixture(scope="session")

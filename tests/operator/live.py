@@ -182,11 +182,15 @@ class Models:
         return dict(counts)
 
     def release_held_pods(self) -> None:
-        """Let pods started with KWOK_HOLD (or a `kwok-hold` model) become Ready."""
-        self.cluster.kubectl(
-            "annotate", "pods", "--all", "-n", self.ns, "kwok.kubescribe.io/release=true",
-            "--overwrite",
-        )  # fmt: skip
+        """Let pods started with KWOK_HOLD (or a `kwok-hold` model) become Ready. (Old pods go
+        as soon as the first new one is Ready: one gone meanwhile is no error.)"""
+        patch = {"metadata": {"annotations": {"kwok.kubescribe.io/release": "true"}}}
+        for pod in self.pods():
+            try:
+                self.core.patch_namespaced_pod(pod["metadata"]["name"], self.ns, patch)
+            except kubernetes.client.ApiException as exc:
+                if exc.status != 404:
+                    raise
 
     def model_ref(self, name: str = "demo") -> str:
         """The artifact the Deployment's pod template runs (the operator's digest of it)."""
@@ -217,6 +221,15 @@ class Models:
         events = self.core.list_namespaced_event(self.ns).items
         return [
             e.reason for e in events if e.involved_object.kind == kind for _ in range(e.count or 1)
+        ]
+
+    def event_log(self, kind: str = "SpeechModel") -> list[str]:
+        """Every event of ``kind`` as "reason: message (×count)", for failure messages."""
+        events = self.core.list_namespaced_event(self.ns).items
+        return [
+            f"{e.reason}: {e.message} (x{e.count or 1})"
+            for e in events
+            if e.involved_object.kind == kind
         ]
 
     def wait_events(self, check: Callable[[list[str]], bool], what: str) -> list[str]:

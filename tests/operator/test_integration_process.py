@@ -83,7 +83,8 @@ def test_operator_killed_mid_rollout_converges_without_duplicates(
     models.wait_events(lambda r: r.count("RolloutSucceeded") == 2, "the success event")
     wait_resyncs(live_operator, 2)
     reasons = models.event_reasons()
-    assert reasons.count("RolloutStarted") == 2 and reasons.count("RolloutSucceeded") == 2
+    assert reasons.count("RolloutStarted") == 2, models.event_log()
+    assert reasons.count("RolloutSucceeded") == 2, models.event_log()
 
 
 def _entries(cluster: Cluster) -> dict[str, Any]:
@@ -248,7 +249,8 @@ def test_api_errors_are_retried_until_converged(
     models.wait_events(lambda r: r.count("RolloutSucceeded") == 2, "the events")
     wait_resyncs(live_operator, 2)
     reasons = models.event_reasons()
-    assert reasons.count("RolloutStarted") == 2 and reasons.count("RolloutSucceeded") == 2
+    assert reasons.count("RolloutStarted") == 2, models.event_log()
+    assert reasons.count("RolloutSucceeded") == 2, models.event_log()
 
 
 # ------------------------------------------------------------------------- deletion

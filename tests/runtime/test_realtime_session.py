@@ -307,3 +307,75 @@ def test_a_partial_does_not_decode_again_what_was_already_emitted() -> None:
     third = requests(append(s, pcm24(0.6, hz=300)), "partial")[0]
     # From 1 s before the end of the emitted words, not from the turn's start.
     assert third.offset_s == pytest.approx(0.4, abs=0.01)
+
+
+# -- the model's blank posteriors as the second VAD signal (issue 13.4) --------------------
+
+VAD = {"type": "server_vad", "prefix_padding_ms": 300, "silence_duration_ms": 500}
+
+
+def stream_with_partials(s: Session, payload: bytes, heard: list[Word]) -> list[Output]:
+    """Stream ``payload`` in 100 ms appends, answering every partial decode at once with the
+    words of ``heard`` (stream times) that lie inside its window."""
+    out: list[Output] = []
+    step = int(0.1 * 24000) * 2
+    for i in range(0, len(payload), step):
+        queue = append(s, payload[i : i + step])
+        while queue:
+            item = queue.pop(0)
+            out.append(item)
+            if isinstance(item, DecodeRequest) and item.kind == "partial":
+                end = item.offset_s + len(item.samples) / RATE
+                seen = [
+                    w.shifted(-item.offset_s)
+                    for w in heard
+                    if item.offset_s <= w.start and w.end <= end
+                ]
+                queue += s.decoded(item, seen)
+    return out
+
+
+def test_energy_speech_the_model_hears_nothing_in_is_not_committed() -> None:
+    # A steady tone (a dial tone, a beep) is loud in the speech band: the energy detector
+    # hears speech for many seconds. The model decodes it as all blank: the turn is closed
+    # uncommitted, and the tone's level becomes the floor (no new turn while it goes on).
+    s = session(partial_interval_s=0.5)
+    update(s, vad=VAD)
+    out = stream_with_partials(s, pcm24(1.0) + pcm24(5.0, hz=500), heard=[])
+    assert kinds(out) == [
+        "input_audio_buffer.speech_started",
+        "input_audio_buffer.speech_stopped",
+    ]
+    assert requests(out, "final") == []
+    stopped = next(e for e in events(out) if e["type"] == "input_audio_buffer.speech_stopped")
+    # Decided once the model saw 1 s of the "speech" (and 300 ms of lookahead) as blank.
+    assert 2000 <= stopped["audio_end_ms"] <= 3000
+    assert not s.turn_open
+
+
+def test_the_model_ends_a_turn_whose_tail_it_hears_as_blank() -> None:
+    # Words until 2.0 s, then the tone goes on (noise the energy detector takes for speech):
+    # the turn ends at the last word once the model heard silence_duration_ms of blank.
+    s = session(partial_interval_s=0.5)
+    update(s, vad=VAD)
+    heard = [Word("hello", 1.1, 1.5), Word("there", 1.6, 2.0)]
+    out = stream_with_partials(s, pcm24(1.0) + pcm24(5.0, hz=500), heard)
+    assert kinds(out).count("input_audio_buffer.speech_started") == 1
+    stopped = next(e for e in events(out) if e["type"] == "input_audio_buffer.speech_stopped")
+    assert stopped["audio_end_ms"] == 2000
+    assert kinds(out).count("input_audio_buffer.committed") == 1
+    (final,) = requests(out, "final")
+    end_s = final.offset_s + len(final.samples) / RATE
+    assert 2.8 <= end_s <= 3.4  # 500 ms of blank past the word, 300 ms of lookahead, cadence
+    assert not s.turn_open
+
+
+def test_a_turn_the_model_heard_words_in_is_committed_at_the_energy_stop() -> None:
+    # The tone stops: the energy detector ends the turn first, as before.
+    s = session(partial_interval_s=0.5)
+    update(s, vad=VAD)
+    heard = [Word("hello", 1.1, 1.5), Word("there", 1.6, 1.9)]
+    out = stream_with_partials(s, pcm24(1.0) + pcm24(1.0, hz=500) + pcm24(1.0, seed=1), heard)
+    stopped = next(e for e in events(out) if e["type"] == "input_audio_buffer.speech_stopped")
+    assert stopped["audio_end_ms"] == pytest.approx(2000, abs=40)
+    assert kinds(out).count("input_audio_buffer.committed") == 1

@@ -1,16 +1,27 @@
 """Server VAD turn-taking (issue 13.4) on synthetic calls: test-set sentences separated by
 pauses under background noise at 10–20 dB SNR. Each sentence is one turn with boundaries within
-0.2 s, the demo model transcribes each turn, and a minute of noise or silence opens no turn."""
+0.2 s, the demo model transcribes each turn, and a minute of noise or silence opens no turn.
+The model's own blank posteriors, from the partial decodes a session runs, end a turn whose
+speech is over while the energy stays up (noise that came on during the call)."""
 
 from __future__ import annotations
+
+import base64
+import json
+from concurrent.futures import Future
+from typing import Any
 
 import numpy as np
 import pytest
 from kubescribe_runtime.artifact import load_artifact
 from kubescribe_runtime.ctc import greedy_words, text_of
-from kubescribe_runtime.model import AcousticModel, prepare
+from kubescribe_runtime.model import AcousticModel, ModelInput, prepare
+from kubescribe_runtime.realtime import events as ev
+from kubescribe_runtime.realtime.decode import Logprobs, SessionDecoder
+from kubescribe_runtime.realtime.session import DecodeRequest, Session
 from kubescribe_runtime.realtime.turns import TurnDetector, TurnEvent
-from rt_calls import ROOT, SR, make_call, noise, sentences
+from rt_calls import ROOT, SR, make_call, noise, sentences, speech_bounds
+from rt_realtime import pcm24
 
 from bench.common import word_error_rate
 
@@ -94,3 +105,72 @@ def test_a_turn_longer_than_the_maximum_is_cut_and_goes_on() -> None:
     assert cuts and all(e.kind in ("started", "stopped") for e in cuts)
     for start, end in turns_of(events):
         assert end - start <= 4.0 + 1e-6
+
+
+# -- the model's blank posteriors: the second signal ----------------------------------------
+
+
+class AtOnce:
+    """Stands in for the batcher: decodes each window as it is submitted."""
+
+    def __init__(self, model: AcousticModel) -> None:
+        self.model = model
+
+    def submit(self, item: ModelInput, length: int) -> Future[Logprobs]:
+        future: Future[Logprobs] = Future()
+        future.set_result(self.model.infer([item])[0])
+        return future
+
+
+def session_events(model: AcousticModel, samples: np.ndarray) -> list[dict[str, Any]]:
+    """A server-VAD session over ``samples`` (100 ms appends), every decode answered at once."""
+    session = Session("t", "demo", ["en"], SR)
+    decoder = SessionDecoder(model, AtOnce(model), 20.0, 2.0)  # type: ignore[arg-type]
+    audio_input = {"format": {"type": "audio/pcm", "rate": 24000}, "turn_detection": {
+        "type": "server_vad", "prefix_padding_ms": 300, "silence_duration_ms": 500}}  # fmt: skip
+    update = {"type": "session.update", "session": {"type": "transcription", "audio": {
+        "input": audio_input}}}  # fmt: skip
+    session.receive_text(json.dumps(update))
+    payload, step = pcm24(samples), 4800
+    got: list[dict[str, Any]] = []
+    for i in range(0, len(payload), step):
+        chunk = base64.b64encode(payload[i : i + step]).decode()
+        queue = session.receive_text(
+            json.dumps({"type": "input_audio_buffer.append", "audio": chunk})
+        )
+        while queue:
+            output = queue.pop(0)
+            if isinstance(output, DecodeRequest):
+                queue += session.decoded(output, decoder.words(decoder.submit(output)))
+            elif isinstance(output, ev._Out):
+                got.append(json.loads(output.render()))
+    return got
+
+
+def noise_comes_on_before_the_caller_speaks(
+    index: int, kind: str, level: float = 0.02
+) -> tuple[np.ndarray, float]:
+    """A quiet line; at 1 s, steady noise comes on (a fan, traffic) and stays; at 3 s the
+    sentence. The energy detector takes the noise for speech: its turn ends only when the
+    noise floor has caught up. The speech's true end comes back too."""
+    sentence = sentences([index])[0].audio
+    audio = 1e-3 * noise("white", int((8.0 + len(sentence) / SR) * SR), seed=1)
+    background = level * noise(kind, len(audio) - SR, seed=2)
+    audio[SR:] += background * np.minimum(1.0, np.arange(len(background)) / (0.05 * SR))
+    audio[3 * SR : 3 * SR + len(sentence)] += sentence
+    return audio.astype(np.float32), 3.0 + speech_bounds(sentence)[1]
+
+
+@pytest.mark.parametrize(
+    ("index", "kind"), [(0, "white"), (12, "pink"), (33, "white"), (45, "pink")]
+)
+def test_the_model_ends_the_turn_when_the_speech_ends_though_noise_goes_on(
+    index: int, kind: str, model: AcousticModel
+) -> None:
+    audio, speech_end = noise_comes_on_before_the_caller_speaks(index, kind)
+    got = session_events(model, audio)
+    types = [e["type"] for e in got]
+    assert types.count("input_audio_buffer.speech_started") == 1, types
+    assert types.count("input_audio_buffer.committed") == 1, types
+    (stopped,) = [e for e in got if e["type"] == "input_audio_buffer.speech_stopped"]
+    assert abs(stopped["audio_end_ms"] / 1000 - speech_end) <= TOLERANCE_S

@@ -6,8 +6,11 @@ The input buffer holds the audio not yet committed. With server VAD, a turn open
 ``speech_started`` (its audio reaches ``prefix_padding_ms`` before the speech) and is committed
 at ``speech_stopped``; without it (``turn_detection: null``), the client commits. While a turn is
 open, every ``partial_interval_s`` of new audio its last ``partial_window_s`` are decoded, and
-stable words go out as append-only deltas (:mod:`.partials`). A committed turn is decoded whole
-(windowed as a file is), and its ``completed`` events go out in commit order.
+stable words go out as append-only deltas (:mod:`.partials`). With server VAD the same partial
+decodes are the model's evidence (:class:`.turns.ModelEvidence`): a turn whose tail the model
+decodes as blank for ``silence_duration_ms`` ends there, and energy "speech" the model hears
+nothing in is not committed (``speech_stopped`` closes it, no item). A committed turn is decoded
+whole (windowed as a file is), and its ``completed`` events go out in commit order.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from kubescribe_runtime.ctc import Word, text_of
 from kubescribe_runtime.realtime import events as ev
 from kubescribe_runtime.realtime.audio_in import InputAudio, b64_decoded_size, decode_base64
 from kubescribe_runtime.realtime.partials import StablePartials, delta_text
-from kubescribe_runtime.realtime.turns import TurnDetector, TurnEvent
+from kubescribe_runtime.realtime.turns import ModelEvidence, TurnDetector, TurnEvent
 
 MIN_COMMIT_S = 0.1  # OpenAI's smallest committable buffer
 
@@ -64,6 +67,7 @@ class _Turn:
     partials: StablePartials = field(default_factory=StablePartials)
     partial_in_flight: bool = False
     last_partial_at: int = 0  # stream samples when the last partial was asked for
+    evidence: ModelEvidence | None = None  # the model's view of a server-VAD turn
 
 
 @dataclass
@@ -201,7 +205,8 @@ class Session:
         turn.partial_in_flight = False
         window_end = request.offset_s + len(request.samples) / self.rate
         stable = turn.partials.update(absolute, window_end)
-        return self._delta(turn.item_id, stable, first=len(turn.partials.emitted) == len(stable))
+        out = self._delta(turn.item_id, stable, first=len(turn.partials.emitted) == len(stable))
+        return out + self._model_endpoint(turn, request.offset_s, window_end, absolute)
 
     def decode_failed(self, request: DecodeRequest, message: str) -> list[Output]:
         if request.kind == "partial":
@@ -347,6 +352,7 @@ class Session:
             padding = 0 if turn_event.cut else round(vad.prefix_padding_ms / 1000 * self.rate)
             start = max(self._buffer_start, at - padding)
             self._turn = self._open(start)
+            self._turn.evidence = ModelEvidence(self._seconds(start), self._seconds(at))
             started = ev.SpeechStarted(audio_start_ms=self._ms(start), item_id=self._turn.item_id)
             return [self._event(started)]
         turn = self._turn
@@ -354,7 +360,40 @@ class Session:
             return []
         decided = self._detector_offset + round(turn_event.detected_s * self.rate)
         stopped = self._event(ev.SpeechStopped(audio_end_ms=self._ms(at), item_id=turn.item_id))
+        if turn.evidence is not None and turn.evidence.noise_until(self._seconds(at)):
+            return [stopped, *self._drop_turn(min(decided, self._stream_end))]
         return [stopped, *self._commit_turn(min(decided, self._stream_end))]
+
+    def _model_endpoint(
+        self, turn: _Turn, start_s: float, end_s: float, words: list[Word]
+    ) -> list[Output]:
+        """The second signal: what a partial decode of ``[start_s, end_s)`` says of the turn."""
+        vad = self.config.turn_detection
+        if turn.evidence is None or vad is None or self._detector is None:
+            return []
+        evidence = turn.evidence
+        evidence.saw(start_s, end_s, words[-1].end if words else None)
+        silence_s = vad.silence_duration_ms / 1000
+        end = min(round(end_s * self.rate), self._stream_end)
+        if evidence.speech_ended(silence_s):
+            at = round(evidence.blank_since_s * self.rate)  # the end of the last word heard
+            commit = self._commit_turn
+        elif evidence.noise(silence_s):
+            at, commit = end, self._drop_turn
+        else:
+            return []
+        # The energy may still be up (noise the model hears nothing in): that level is the
+        # background now, and speech must rise above it to start a new turn.
+        self._detector.end_turn(background_s=evidence.blank_tail_s)
+        stopped = ev.SpeechStopped(audio_end_ms=self._ms(at), item_id=turn.item_id)
+        return [self._event(stopped), *commit(end)]
+
+    def _drop_turn(self, end: int) -> list[Output]:
+        """The open turn was noise: its audio up to stream sample ``end`` goes, uncommitted."""
+        self._turn = None
+        self._buffer = self._buffer[end - self._buffer_start :]
+        self._buffer_start = end
+        return []
 
     def _commit_turn(self, end: int) -> list[Output]:
         """Commit the open turn's audio up to stream sample ``end``; ask for its final decode."""

@@ -14,10 +14,20 @@ floor: a muted stretch must not make the line noise after it look like speech);
 ``silence_duration_ms`` of quieter frames ends the turn, dated to the end of its last speech
 frame. A turn longer than ``max_turn_s`` is cut there and, if the caller is still speaking, a new
 one starts at the cut.
+
+The model's own CTC blank posteriors are the second signal (as Riva and sherpa-onnx endpoint):
+the partial decodes a session already runs show where the model last emitted a token.
+:class:`ModelEvidence` keeps, per turn, the stretch the model decoded as all blank (no word ends
+in it; the blank ratio of its frames is 1). A turn whose tail the model hears as blank for
+``silence_duration_ms`` ends even while the energy stays up (steady noise after the speech), and
+a "turn" the model decodes as all blank from its start, over its whole energy speech, is noise:
+it is not committed. The last ``MODEL_LOOKAHEAD_S`` of a window are no evidence (a word being
+spoken at a window's right edge may not be emitted yet).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +45,8 @@ _SILENCE_DB = -120.0
 _QUIET_DB = -80.0  # speech-band level of near-digital silence (a muted line, zero padding)
 _MIN_SPEECH_DB = -55.0  # quieter frames are never speech, however quiet the background
 _SMOOTH_FRAMES = 3  # speech goes on while the level averaged over this many frames stays up
+MODEL_LOOKAHEAD_S = 0.3  # a window's right edge: no blank evidence (words there may come later)
+MIN_NOISE_S = 1.0  # all-blank energy "speech" this long (at least) is noise, not a short word
 
 
 def start_margin_db(threshold: float) -> float:
@@ -48,6 +60,58 @@ class TurnEvent:
     time_s: float  # speech start, or the end of the last speech frame (stream time)
     detected_s: float  # stream time at which it was decided
     cut: bool = False  # stopped (or restarted) because the turn reached its longest duration
+
+
+@dataclass
+class ModelEvidence:
+    """What the model's partial decodes say about one open turn (stream seconds).
+
+    ``blank_since_s``: the start of the trailing stretch decoded as all blank (the end of the
+    last word heard, or the turn's start while nothing was heard); ``decoded_until_s``: the end
+    of the audio decoded so far.
+    """
+
+    start_s: float  # the turn's first sample (with its padding)
+    onset_s: float  # where the energy detector heard speech start
+    heard: bool = False
+    blank_since_s: float = 0.0
+    decoded_until_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.blank_since_s = self.decoded_until_s = self.start_s
+
+    def saw(
+        self, window_start_s: float, window_end_s: float, last_word_end_s: float | None
+    ) -> None:
+        """A partial decode of ``[window_start_s, window_end_s)`` ended its last word at
+        ``last_word_end_s`` (None: the window decoded as all blank)."""
+        if last_word_end_s is not None:
+            self.heard = True
+            self.blank_since_s = max(self.blank_since_s, last_word_end_s)
+        elif window_start_s > self.decoded_until_s:  # audio the model never saw: no evidence
+            self.blank_since_s = window_start_s
+        self.decoded_until_s = max(self.decoded_until_s, window_end_s)
+
+    @property
+    def blank_tail_s(self) -> float:
+        """How long the model has heard nothing at the end of what it decoded."""
+        return max(0.0, self.decoded_until_s - MODEL_LOOKAHEAD_S - self.blank_since_s)
+
+    def speech_ended(self, silence_s: float) -> bool:
+        """The model heard words, then ``silence_s`` of blank: the turn is over."""
+        return self.heard and self.blank_tail_s >= silence_s
+
+    def noise_until(self, end_s: float) -> bool:
+        """Nothing heard from the turn's start through ``end_s`` (the energy's speech end)."""
+        return (
+            not self.heard
+            and self.blank_since_s <= self.onset_s
+            and self.decoded_until_s - MODEL_LOOKAHEAD_S >= end_s
+        )
+
+    def noise(self, silence_s: float) -> bool:
+        """Nothing heard over the turn's first ``max(silence_s, MIN_NOISE_S)`` of energy speech."""
+        return self.noise_until(self.onset_s + max(silence_s, MIN_NOISE_S))
 
 
 class BandLevels:
@@ -102,6 +166,7 @@ class TurnDetector:
         self._above: list[float] = []  # recent levels over the floor (dB), newest last
         self._recent: list[float] = []  # the last few frames' powers, for the smoothed level
         self._loud: list[bool] = []  # recent "start-loud" flags while idle
+        self._history: deque[float] = deque(maxlen=max(1, round(1.0 / self._frame_s)))
         self._frames = 0
         self._turn_start = 0  # first frame of the open turn
         self._last_speech = -1
@@ -128,6 +193,17 @@ class TurnDetector:
         end = (self._last_speech + 1) * self._frame_s
         return [TurnEvent("stopped", end, self.time_s)]
 
+    def end_turn(self, background_s: float = 0.0) -> None:
+        """The model ended (or dropped) the open turn: wait for a new start, no event. The
+        model heard the last ``background_s`` (at most 1 s) as non-speech: their median level
+        becomes the noise floor, so that the same sound does not start a turn again."""
+        self.in_turn = False
+        self._loud = []
+        count = min(len(self._history), round(background_s / self._frame_s))
+        if count > 0 and self._floor is not None:
+            recent = sorted(list(self._history)[-count:])
+            self._floor = max(self._floor, recent[len(recent) // 2])
+
     def _step(self, level: float) -> list[TurnEvent] | None:
         index = self._frames
         self._frames += 1
@@ -137,6 +213,7 @@ class TurnDetector:
             # lowers the floor nor counts as speech.
             over = smoothed = -np.inf
         else:
+            self._history.append(level)
             if self._floor is None:
                 self._floor = level
             over = level - self._floor

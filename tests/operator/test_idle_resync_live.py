@@ -61,15 +61,24 @@ def test_an_idle_resync_changes_no_object_in_the_namespace(
     models.wait_status(
         lambda s: is_ready("1.0")(s) and s.get("readyReplicas") == 2, "fixed ready", name="fixed"
     )
-    models.wait_status(
-        lambda s: (
-            is_ready("1.0")(s)
-            and s.get("readyReplicas") == 2
-            and condition(s, "AutoscalingActive").get("status") == "False"
-        ),
-        "autoscaled ready, its HPA's verdict recorded",
-        name="autoscaled",
-    )
+    try:
+        models.wait_status(
+            lambda s: is_ready("1.0")(s) and s.get("readyReplicas") == 2,
+            "autoscaled ready on minReplicas",
+            name="autoscaled",
+        )
+        eventually(
+            lambda: _hpa_conditions(models, "autoscaled"), "the HPA's conditions", timeout=180
+        )
+        models.wait_status(
+            lambda s: condition(s, "AutoscalingActive").get("status") == "False",
+            "the HPA's verdict in the status",
+            name="autoscaled",
+        )
+    except AssertionError:
+        print("status:", models.status("autoscaled"))
+        print("HPA:", models.child("HorizontalPodAutoscaler", "autoscaled"))
+        raise
     # Settled: a few resyncs after everything is in place, before looking.
     start = reconciles(live_operator)
     _wait_resyncs(live_operator, start, len(MODELS) * 2)
@@ -104,6 +113,11 @@ def test_an_idle_resync_changes_no_object_in_the_namespace(
         if e.is_write and not e.resource.endswith("kopfpeerings")
     ]
     assert writes == []
+
+
+def _hpa_conditions(models: Models, name: str) -> list[dict[str, Any]]:
+    hpa = models.child("HorizontalPodAutoscaler", name) or {}
+    return list((hpa.get("status") or {}).get("conditions") or [])
 
 
 def _wait_resyncs(operator: OperatorProcess, start: float, count: int) -> None:

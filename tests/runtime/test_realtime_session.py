@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from typing import Any
 
 import numpy as np
@@ -335,13 +336,19 @@ def stream_with_partials(s: Session, payload: bytes, heard: list[Word]) -> list[
     return out
 
 
-def test_energy_speech_the_model_hears_nothing_in_is_not_committed() -> None:
+@pytest.mark.parametrize(
+    "heard",
+    [[], [Word("uh", 1.2, 1.4, logprob=2 * math.log(0.5), tokens=2)]],
+    ids=["all-blank", "unsure-word"],
+)
+def test_energy_speech_the_model_hears_nothing_in_is_not_committed(heard: list[Word]) -> None:
     # A steady tone (a dial tone, a beep) is loud in the speech band: the energy detector
-    # hears speech for many seconds. The model decodes it as all blank: the turn is closed
-    # uncommitted, and the tone's level becomes the floor (no new turn while it goes on).
+    # hears speech for many seconds. The model decodes it as blank (or as a word it gives
+    # little probability, as it does on noise alone): the turn is closed uncommitted, and the
+    # tone's level becomes the floor (no new turn while it goes on).
     s = session(partial_interval_s=0.5)
     update(s, vad=VAD)
-    out = stream_with_partials(s, pcm24(1.0) + pcm24(5.0, hz=500), heard=[])
+    out = stream_with_partials(s, pcm24(1.0) + pcm24(5.0, hz=500), heard)
     assert kinds(out) == [
         "input_audio_buffer.speech_started",
         "input_audio_buffer.speech_stopped",

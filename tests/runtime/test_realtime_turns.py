@@ -151,8 +151,9 @@ def noise_comes_on_before_the_caller_speaks(
     index: int, kind: str, level: float = 0.02
 ) -> tuple[np.ndarray, float]:
     """A quiet line; at 1 s, steady noise comes on (a fan, traffic) and stays; at 3 s the
-    sentence. The energy detector takes the noise for speech: its turn ends only when the
-    noise floor has caught up. The speech's true end comes back too."""
+    sentence. The energy detector takes the noise for speech: alone, it opens one turn at 1 s
+    that ends only when the noise floor has caught up (0.5-3 s after the sentence). The
+    speech's true end comes back too."""
     sentence = sentences([index])[0].audio
     audio = 1e-3 * noise("white", int((8.0 + len(sentence) / SR) * SR), seed=1)
     background = level * noise(kind, len(audio) - SR, seed=2)
@@ -169,8 +170,45 @@ def test_the_model_ends_the_turn_when_the_speech_ends_though_noise_goes_on(
 ) -> None:
     audio, speech_end = noise_comes_on_before_the_caller_speaks(index, kind)
     got = session_events(model, audio)
-    types = [e["type"] for e in got]
-    assert types.count("input_audio_buffer.speech_started") == 1, types
-    assert types.count("input_audio_buffer.committed") == 1, types
-    (stopped,) = [e for e in got if e["type"] == "input_audio_buffer.speech_stopped"]
+    committed = {e["item_id"] for e in got if e["type"] == "input_audio_buffer.committed"}
+    # The turn that holds the sentence (the noise's onset may make a short one of its own,
+    # ended by the model as soon as it hears nothing more in the noise).
+    (stopped,) = [
+        e
+        for e in got
+        if e["type"] == "input_audio_buffer.speech_stopped"
+        and e["item_id"] in committed
+        and e["audio_end_ms"] > 3000
+    ]
     assert abs(stopped["audio_end_ms"] / 1000 - speech_end) <= TOLERANCE_S
+    (completed,) = [e for e in got if e.get("item_id") == stopped["item_id"] and "transcript" in e]
+    # It carries the sentence (as well as the demo model hears it in this much noise).
+    assert word_error_rate([sentences([index])[0].text], [completed["transcript"]]) <= 0.5
+
+
+def steady(kind: str, seconds: float = 6.0) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    ramp = np.minimum(1.0, np.minimum(t, t[-1] - t) / 0.05)  # 50 ms on and off
+    tones = {"dial tone": (350, 440), "ringback": (440, 480), "hum": (250,), "beep": (1000,)}
+    if kind in tones:
+        return 0.05 * ramp * sum(np.sin(2 * np.pi * hz * t) for hz in tones[kind])
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize("kind", ["dial tone", "ringback", "hum", "beep"])
+def test_a_steady_sound_the_model_hears_no_word_in_is_not_committed(
+    kind: str, model: AcousticModel
+) -> None:
+    # A quiet line, then 6 s of a tone: far above the noise floor, so the energy detector takes
+    # it for speech (for as long as the floor takes to catch up) and alone commits a turn.
+    sound = steady(kind)
+    audio = 1e-3 * noise("white", len(sound) + 3 * SR, seed=1)
+    audio[SR : SR + len(sound)] += sound
+    got = session_events(model, audio.astype(np.float32))
+    types = [e["type"] for e in got]
+    assert "input_audio_buffer.speech_started" in types  # the energy heard "speech" ...
+    assert "input_audio_buffer.committed" not in types  # ... the model did not
+    assert not [t for t in types if t.startswith("conversation.item.")]  # not even a delta
+    assert types.count("input_audio_buffer.speech_started") == types.count(
+        "input_audio_buffer.speech_stopped"
+    )

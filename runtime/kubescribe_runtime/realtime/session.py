@@ -26,7 +26,7 @@ from kubescribe_runtime.ctc import Word, text_of
 from kubescribe_runtime.realtime import events as ev
 from kubescribe_runtime.realtime.audio_in import InputAudio, b64_decoded_size, decode_base64
 from kubescribe_runtime.realtime.partials import StablePartials, delta_text
-from kubescribe_runtime.realtime.turns import ModelEvidence, TurnDetector, TurnEvent
+from kubescribe_runtime.realtime.turns import ModelEvidence, TurnDetector, TurnEvent, confident
 
 MIN_COMMIT_S = 0.1  # OpenAI's smallest committable buffer
 
@@ -204,9 +204,16 @@ class Session:
             return []  # the turn was committed meanwhile: its final decode takes over
         turn.partial_in_flight = False
         window_end = request.offset_s + len(request.samples) / self.rate
-        stable = turn.partials.update(absolute, window_end)
-        out = self._delta(turn.item_id, stable, first=len(turn.partials.emitted) == len(stable))
-        return out + self._model_endpoint(turn, request.offset_s, window_end, absolute)
+        if turn.evidence is not None:
+            heard = [word for word in absolute if confident(word)]
+            turn.evidence.saw(request.offset_s, window_end, heard[-1].end if heard else None)
+        out: list[Output] = []
+        if turn.evidence is None or turn.evidence.heard:
+            # (Words of a turn the model has not heard a sure word in yet wait: the turn may
+            # be noise, dropped uncommitted, and its item must not have had deltas.)
+            stable = turn.partials.update(absolute, window_end)
+            out = self._delta(turn.item_id, stable, first=len(turn.partials.emitted) == len(stable))
+        return out + self._model_endpoint(turn, window_end)
 
     def decode_failed(self, request: DecodeRequest, message: str) -> list[Output]:
         if request.kind == "partial":
@@ -364,15 +371,12 @@ class Session:
             return [stopped, *self._drop_turn(min(decided, self._stream_end))]
         return [stopped, *self._commit_turn(min(decided, self._stream_end))]
 
-    def _model_endpoint(
-        self, turn: _Turn, start_s: float, end_s: float, words: list[Word]
-    ) -> list[Output]:
-        """The second signal: what a partial decode of ``[start_s, end_s)`` says of the turn."""
+    def _model_endpoint(self, turn: _Turn, end_s: float) -> list[Output]:
+        """The second signal: what the partial decodes up to ``end_s`` say of the turn."""
         vad = self.config.turn_detection
         if turn.evidence is None or vad is None or self._detector is None:
             return []
         evidence = turn.evidence
-        evidence.saw(start_s, end_s, words[-1].end if words else None)
         silence_s = vad.silence_duration_ms / 1000
         end = min(round(end_s * self.rate), self._stream_end)
         if evidence.speech_ended(silence_s):

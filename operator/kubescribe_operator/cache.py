@@ -170,12 +170,22 @@ def snapshot(indexes: Mapping[str, Any], namespace: str, name: str) -> Snapshot:
     )
 
 
+def _older(rv: str | None, than: str | None) -> bool:
+    """Whether version ``rv`` came before ``than``. resourceVersions are etcd revisions on
+    every API server in practice; where one is not a number, no (the cache's object wins)."""
+    if rv is None or than is None or not (rv.isdigit() and than.isdigit()):
+        return False
+    return int(rv) < int(than)
+
+
 class Overlay:
     """Read-your-writes over the watch caches (thread-safe).
 
     ``wrote(before, after)`` records a write: ``before`` is the object as the cache showed it
     (None for a create), ``after`` what the server answered (None for a delete). ``view`` gives
-    ``after`` while the cache still shows ``before``, and the cache's object once it moved on.
+    ``after`` while the cache still shows ``before`` or a version between the two (another
+    writer's, e.g. kopf's own status bookkeeping, which the watch delivers first and which
+    lacks the write), and the cache's object once it shows the write or anything newer.
     """
 
     def __init__(self) -> None:
@@ -195,7 +205,8 @@ class Overlay:
             if entry is None:
                 return cached
             before_rv, after = entry
-            if resource_version(cached) == before_rv:
+            cached_rv = resource_version(cached)
+            if cached_rv == before_rv or _older(cached_rv, resource_version(after)):
                 return copy.deepcopy(after)
             del self._written[key]
             return cached

@@ -88,6 +88,18 @@ def test_overlay_answers_with_the_write_until_the_cache_moves_on() -> None:
     assert overlay.view(key, before) == before  # and the write is forgotten
 
 
+def test_overlay_keeps_the_write_over_an_older_version_of_another_writer() -> None:
+    """Someone else (kopf's own status bookkeeping) wrote between the cached version and the
+    operator's write: the watch delivers that version first, and it lacks the write."""
+    overlay = cache.Overlay()
+    before, after = obj("SpeechModel", rv="5"), obj("SpeechModel", rv="7")
+    after["status"] = {"history": [{"version": "2.0", "result": "InProgress"}]}
+    key = cache.object_key(before)
+    overlay.wrote(key, before, after)
+    assert overlay.view(key, obj("SpeechModel", rv="6")) == cache.stored(after)
+    assert overlay.view(key, after) == after  # the cache caught up
+
+
 def test_overlay_shows_creates_and_deletes_in_a_snapshot() -> None:
     overlay = cache.Overlay()
     created, deleted = obj("Service", rv="2"), obj("Deployment", rv="3")

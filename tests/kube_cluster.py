@@ -47,9 +47,13 @@ class WaitTimeout(AssertionError):
 
 
 def eventually(
-    probe: Callable[[], T | None], what: str, timeout: float = 120.0, every: float = 0.5
+    probe: Callable[[], T | None],
+    what: str | Callable[[], str],
+    timeout: float = 120.0,
+    every: float = 0.5,
 ) -> T:
-    """Poll ``probe`` until it returns something truthy; the timeout only bounds a hang."""
+    """Poll ``probe`` until it returns something truthy; the timeout only bounds a hang.
+    ``what`` names the wait (a function: evaluated on a timeout, to say what was seen)."""
     deadline = time.monotonic() + timeout
     last: object = None
     while True:
@@ -60,7 +64,8 @@ def eventually(
         if value:
             return value
         if time.monotonic() > deadline:
-            raise WaitTimeout(f"waited {timeout:.0f} s for {what}; last error: {last}")
+            said = what() if callable(what) else what
+            raise WaitTimeout(f"waited {timeout:.0f} s for {said}; last error: {last}")
         time.sleep(every)
 
 

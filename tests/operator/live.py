@@ -223,6 +223,24 @@ class Models:
             e.reason for e in events if e.involved_object.kind == kind for _ in range(e.count or 1)
         ]
 
+    def rollout_state(self) -> str:
+        """ReplicaSets and pods as a line each, for failure messages."""
+        lines = [
+            f"ReplicaSet {rs['metadata']['name']}: {rs['spec'].get('replicas')} wanted, "
+            f"version {rs['spec']['template']['metadata']['labels'].get(VERSION_LABEL)}"
+            for rs in self.replicasets()
+        ]
+        for pod in self.pods():
+            meta, status = pod["metadata"], pod.get("status") or {}
+            ready = [c["status"] for c in status.get("conditions") or [] if c["type"] == "Ready"]
+            lines.append(
+                f"Pod {meta['name']}: version {meta.get('labels', {}).get(VERSION_LABEL)}, "
+                f"{status.get('phase')}, ready {ready}, "
+                f"deleting {bool(meta.get('deletionTimestamp'))}, "
+                f"annotations {meta.get('annotations')}"
+            )
+        return "\n".join(lines)
+
     def event_log(self, kind: str = "SpeechModel") -> list[str]:
         """Every event of ``kind`` as "reason: message (×count)", for failure messages."""
         events = self.core.list_namespaced_event(self.ns).items

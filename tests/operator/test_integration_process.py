@@ -70,7 +70,10 @@ def test_operator_killed_mid_rollout_converges_without_duplicates(
     models.wait_events(lambda r: r.count("RolloutStarted") == 2, "the rollout's event")
     live_operator.kill()  # SIGKILL: no goodbye
     models.release_held_pods()
-    eventually(lambda: models.pods_by_version() == {"2.0": 2}, "the rollout to finish")
+    eventually(
+        lambda: models.pods_by_version() == {"2.0": 2},
+        lambda: f"the rollout to finish: {models.rollout_state()}",
+    )
     live_operator.start()
     done = models.wait_status(is_ready("2.0"), "2.0 ready after the restart")
     assert history(done) == [("1.0", "Succeeded"), ("2.0", "Succeeded")]

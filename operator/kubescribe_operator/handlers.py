@@ -28,10 +28,12 @@ events that fail are caught by the next trigger or the timer.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import Counter
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -49,6 +51,7 @@ from kubescribe_operator.status import Condition, ConditionType, SpeechModelStat
 
 log = logging.getLogger(__name__)
 
+RECONCILE_THREADS = 32
 # How often kopf checks whether a stopped (deleted model's) resync timer has exited.
 TIMER_EXIT_POLLING_SECONDS = 1.0
 
@@ -73,6 +76,11 @@ class Context:
     kube: Kube
     options: Options = field(default_factory=Options)
     memory: apply.Memory = field(default_factory=apply.Memory)
+    # Reconciles wait on the API most of the time: enough threads that a burst of models is
+    # not queued behind a handful of slow requests (the client's pool has as many connections).
+    executor: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(RECONCILE_THREADS, "reconcile")
+    )
     _locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
     _waiting: Counter[tuple[str, str]] = field(default_factory=Counter)
 
@@ -276,7 +284,8 @@ async def _reconcile(
             ctx._waiting[key] -= 1
             waiting = False
             snap = cache.snapshot(indexes, namespace, name)
-            return await asyncio.to_thread(reconcile, ctx, snap, trigger=trigger)
+            work = functools.partial(reconcile, ctx, snap, trigger=trigger)
+            return await asyncio.get_running_loop().run_in_executor(ctx.executor, work)
     finally:
         if waiting:  # cancelled while waiting for its turn
             ctx._waiting[key] -= 1

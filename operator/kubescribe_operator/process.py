@@ -158,7 +158,9 @@ def _api_client() -> Any:
             raise OperatorError(
                 f"no Kubernetes credentials (in-cluster or kubeconfig): {exc}"
             ) from exc
-    return kubernetes.client.ApiClient()
+    config = kubernetes.client.Configuration.get_default_copy()
+    config.connection_pool_maxsize = handlers.RECONCILE_THREADS  # one connection per thread
+    return kubernetes.client.ApiClient(configuration=config)
 
 
 def main(argv: Sequence[str]) -> int:

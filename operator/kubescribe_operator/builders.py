@@ -10,41 +10,102 @@ except during a rollback, when it is the status's `lastKnownGood`. A kind missin
 (e.g. the PDB once replicas drop to 1) must be deleted: `CHILD_KINDS` names every kind the
 operator may own.
 
-Runtime pods are configured only through the `KUBESCRIBE_*` variables of
-docs/runtime-config.md (contract 4): an init container runs `kubescribe fetch` into an emptyDir
-artifact volume (optionally through a digest-keyed cache volume), then `kubescribe serve` reads it.
+The pod template is `kubescribe_operator.pod`, the names and labels `kubescribe_operator.naming`;
+the names other modules read are re-exported here.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from kubescribe_operator.api import API_VERSION, KIND, ModelRef
-from kubescribe_operator.kubetypes import prune_unknown
-from kubescribe_operator.runtime_budget import (
-    PRE_STOP_SECONDS,
-    RuntimeSettings,
-    memory_mib,
-    scratch_mib,
+from kubescribe_operator.api import ModelRef
+from kubescribe_operator.naming import (
+    ANNOTATION_MODEL_REF as ANNOTATION_MODEL_REF,
 )
-from kubescribe_operator.runtime_budget import (
-    termination_grace_seconds as _grace_seconds,
+from kubescribe_operator.naming import (
+    ANNOTATION_MODEL_SHA256 as ANNOTATION_MODEL_SHA256,
+)
+from kubescribe_operator.naming import (
+    ANNOTATION_MODEL_URI as ANNOTATION_MODEL_URI,
+)
+from kubescribe_operator.naming import (
+    FIELD_MANAGER as FIELD_MANAGER,
+)
+from kubescribe_operator.naming import (
+    LABEL_COMPONENT as LABEL_COMPONENT,
+)
+from kubescribe_operator.naming import (
+    LABEL_INSTANCE as LABEL_INSTANCE,
+)
+from kubescribe_operator.naming import (
+    LABEL_MANAGED_BY as LABEL_MANAGED_BY,
+)
+from kubescribe_operator.naming import (
+    LABEL_MODEL_VERSION as LABEL_MODEL_VERSION,
+)
+from kubescribe_operator.naming import (
+    LABEL_NAME as LABEL_NAME,
+)
+from kubescribe_operator.naming import (
+    LABEL_PART_OF as LABEL_PART_OF,
+)
+from kubescribe_operator.naming import (
+    child_identity as child_identity,
+)
+from kubescribe_operator.naming import (
+    child_metadata,
+)
+from kubescribe_operator.naming import (
+    common_labels as common_labels,
+)
+from kubescribe_operator.naming import (
+    endpoint as endpoint,
+)
+from kubescribe_operator.naming import (
+    owner_reference as owner_reference,
+)
+from kubescribe_operator.naming import (
+    selector_labels as selector_labels,
+)
+from kubescribe_operator.naming import (
+    selector_string as selector_string,
+)
+from kubescribe_operator.pod import (
+    API_KEYS_DIR as API_KEYS_DIR,
+)
+from kubescribe_operator.pod import (
+    ARTIFACT_DIR as ARTIFACT_DIR,
+)
+from kubescribe_operator.pod import (
+    CACHE_DIR as CACHE_DIR,
+)
+from kubescribe_operator.pod import (
+    HTTP_PORT as HTTP_PORT,
+)
+from kubescribe_operator.pod import (
+    PORT_NAME,
+)
+from kubescribe_operator.pod import (
+    PVC_ROOT as PVC_ROOT,
+)
+from kubescribe_operator.pod import (
+    RUN_AS as RUN_AS,
+)
+from kubescribe_operator.pod import (
+    SCRATCH_DIR as SCRATCH_DIR,
+)
+from kubescribe_operator.pod import (
+    cpu_cores as cpu_cores,
+)
+from kubescribe_operator.pod import (
+    pod_template as pod_template,
+)
+from kubescribe_operator.pod import (
+    runtime_env as runtime_env,
 )
 from kubescribe_operator.spec import SpeechModelSpec
 
 Obj = dict[str, Any]
-
-FIELD_MANAGER = "kubescribe-operator"
-LABEL_NAME = "app.kubernetes.io/name"
-LABEL_INSTANCE = "app.kubernetes.io/instance"
-LABEL_COMPONENT = "app.kubernetes.io/component"
-LABEL_PART_OF = "app.kubernetes.io/part-of"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-LABEL_MODEL_VERSION = "kubescribe.io/model-version"
-ANNOTATION_MODEL_REF = "kubescribe.io/model-ref"  # ModelRef.digest(): changes roll the pods
-ANNOTATION_MODEL_URI = "kubescribe.io/model-uri"
-ANNOTATION_MODEL_SHA256 = "kubescribe.io/model-sha256"
 
 CHILD_KINDS: tuple[tuple[str, str], ...] = (
     ("v1", "Service"),
@@ -53,407 +114,6 @@ CHILD_KINDS: tuple[tuple[str, str], ...] = (
     ("policy/v1", "PodDisruptionBudget"),
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
 )
-
-CONTAINER_NAME = "runtime"
-INIT_CONTAINER_NAME = "fetch"
-CACHE_INIT_CONTAINER_NAME = "cache-permissions"
-EPHEMERAL_STORAGE = "ephemeral-storage"
-HTTP_PORT = 8080
-PORT_NAME = "http"
-RUN_AS = 10001  # the runtime image's user (runtime/Dockerfile)
-ARTIFACT_DIR = "/var/lib/kubescribe/model"
-CACHE_DIR = "/var/cache/kubescribe"
-PVC_ROOT = "/mnt/pvc"
-API_KEYS_DIR = "/etc/kubescribe/api-keys"  # runtime.apiKeySecret, mounted
-SCRATCH_DIR = "/var/lib/kubescribe/scratch"  # spooled uploads (KUBESCRIBE_SCRATCH_DIR)
-GPU_RESOURCE = "nvidia.com/gpu"
-GPU_RUNTIME_CLASS = "nvidia"
-DEFAULT_CPU_REQUEST = "1"  # the memory request and limit follow from the runtime settings
-CACHE_INIT_RESOURCES: Obj = {
-    "requests": {"cpu": "10m", "memory": "16Mi"},
-    "limits": {"memory": "64Mi"},
-}
-FETCH_RESOURCES: Obj = {
-    "requests": {"cpu": "100m", "memory": "128Mi"},
-    "limits": {"memory": "1Gi"},
-}
-
-
-# --------------------------------------------------------------------------------- labels
-
-
-def selector_labels(name: str) -> dict[str, str]:
-    """The labels that select a SpeechModel's pods (never change: selectors are immutable)."""
-    return {LABEL_NAME: "kubescribe", LABEL_INSTANCE: name}
-
-
-def selector_string(name: str) -> str:
-    return ",".join(f"{k}={v}" for k, v in sorted(selector_labels(name).items()))
-
-
-def common_labels(name: str) -> dict[str, str]:
-    return {
-        **selector_labels(name),
-        LABEL_COMPONENT: "runtime",
-        LABEL_PART_OF: "kubescribe",
-        LABEL_MANAGED_BY: FIELD_MANAGER,
-    }
-
-
-def endpoint(name: str, namespace: str, spec: SpeechModelSpec) -> str:
-    return f"http://{name}.{namespace}.svc:{spec.service.port}"
-
-
-def child_identity(obj: Obj) -> tuple[str, str, str]:
-    """(apiVersion, kind, name): how the operator matches a built child with an existing one."""
-    return obj["apiVersion"], obj["kind"], obj["metadata"]["name"]
-
-
-def owner_reference(name: str, uid: str) -> Obj:
-    return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "name": name,
-        "uid": uid,
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
-
-
-def _metadata(name: str, namespace: str, uid: str, **extra: Any) -> Obj:
-    return {
-        "name": name,
-        "namespace": namespace,
-        "labels": common_labels(name),
-        "ownerReferences": [owner_reference(name, uid)],
-        **extra,
-    }
-
-
-# ---------------------------------------------------------------------------- environment
-
-
-def _env(name: str, value: object) -> Obj:
-    return {"name": name, "value": str(value).lower() if isinstance(value, bool) else str(value)}
-
-
-def cpu_cores(quantity: int | float | str) -> float:
-    """A CPU quantity in cores: ``2``, ``"1.5"``, ``"500m"``."""
-    text = str(quantity).strip()
-    if text.endswith("m"):
-        return float(text[:-1]) / 1000
-    return float(text)
-
-
-def intra_op_threads(spec: SpeechModelSpec) -> int:
-    """ONNX intra-op threads: ``runtime.threads`` when set, else the container's CPUs — its CPU
-    limit, or its request without one (rounded up, at least 1). A pod that sizes its thread pool
-    by the node's cores while its quota is a few CPUs is throttled in every inference."""
-    if spec.runtime.threads > 0:
-        return spec.runtime.threads
-    resources = _resources(spec)
-    for kind in ("limits", "requests"):
-        cpu = resources.get(kind, {}).get("cpu")
-        if cpu is not None:
-            return max(1, math.ceil(cpu_cores(cpu) - 1e-9))
-    return 0  # nothing to go by: the runtime reads the quota of its cgroup
-
-
-def runtime_env(spec: SpeechModelSpec) -> list[Obj]:
-    """The serving container's environment: contract 4 variables, then the user's runtime.env.
-
-    A user variable with the name of a tunable the operator renders (e.g. KUBESCRIBE_THREADS)
-    replaces it; the variables that wire the pod together are refused by the schema.
-    """
-    rt = spec.runtime
-    rendered = [
-        _env("KUBESCRIBE_MODEL_DIR", ARTIFACT_DIR),
-        _env("KUBESCRIBE_MODEL_FILE", rt.model_file),
-        _env("KUBESCRIBE_HOST", "0.0.0.0"),
-        _env("KUBESCRIBE_PORT", HTTP_PORT),
-        _env("KUBESCRIBE_DEVICE", rt.device),
-        _env("KUBESCRIBE_THREADS", intra_op_threads(spec)),
-        _env("KUBESCRIBE_MAX_BATCH_SIZE", rt.batching.max_batch_size),
-        _env("KUBESCRIBE_MAX_DELAY_MS", rt.batching.max_delay_ms),
-        _env("KUBESCRIBE_DRAIN_TIMEOUT_S", rt.drain_timeout_seconds),
-        _env("KUBESCRIBE_SCRATCH_DIR", SCRATCH_DIR),
-        _env("KUBESCRIBE_LOG_FORMAT", "json"),
-    ]
-    if rt.api_key_secret:
-        rendered.append(_env("KUBESCRIBE_API_KEYS_FILE", API_KEYS_DIR))
-    user = [_env_var(e.dump()) for e in rt.env]
-    overridden = {e["name"] for e in user}
-    return [e for e in rendered if e["name"] not in overridden] + user
-
-
-def _env_var(var: Obj) -> Obj:
-    if "valueFrom" in var:
-        var = {**var, "valueFrom": prune_unknown(var["valueFrom"], "V1EnvVarSource")}
-    return var
-
-
-def fetch_env(spec: SpeechModelSpec, model_ref: ModelRef) -> list[Obj]:
-    """The init container's environment (`kubescribe fetch`)."""
-    env = [
-        _env("KUBESCRIBE_MODEL_URI", model_ref.uri),
-        _env("KUBESCRIBE_MODEL_DIR", ARTIFACT_DIR),
-    ]
-    if model_ref.sha256:
-        env.append(_env("KUBESCRIBE_MODEL_SHA256", model_ref.sha256))
-    if spec.model.cache is not None:
-        env.append(_env("KUBESCRIBE_CACHE_DIR", CACHE_DIR))
-    if _pvc_claim(model_ref.uri) is not None:
-        env.append(_env("KUBESCRIBE_PVC_ROOT", PVC_ROOT))
-    return env
-
-
-def _pvc_claim(uri: str) -> str | None:
-    if not uri.startswith("pvc://"):
-        return None
-    return uri.removeprefix("pvc://").split("/", 1)[0]
-
-
-# ------------------------------------------------------------------------------ deployment
-
-
-def _container_security() -> Obj:
-    return {
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "runAsNonRoot": True,
-        "runAsUser": RUN_AS,
-        "runAsGroup": RUN_AS,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
-def runtime_settings(spec: SpeechModelSpec) -> RuntimeSettings:
-    """The settings the runtime container will run with, as far as its size depends on them."""
-    rt = spec.runtime
-    rendered = {
-        "KUBESCRIBE_MAX_BATCH_SIZE": rt.batching.max_batch_size,
-        "KUBESCRIBE_DRAIN_TIMEOUT_S": rt.drain_timeout_seconds,
-    }
-    user = {e.name: e.value for e in rt.env if e.value is not None}
-    return RuntimeSettings.resolve(rendered, user)
-
-
-def default_resources(spec: SpeechModelSpec) -> Obj:
-    """Without ``runtime.resources``: a CPU request, and memory from the runtime settings."""
-    request, limit = memory_mib(runtime_settings(spec))
-    return {
-        "requests": {"cpu": DEFAULT_CPU_REQUEST, "memory": f"{request}Mi"},
-        "limits": {"memory": f"{limit}Mi"},
-    }
-
-
-def _resources(spec: SpeechModelSpec) -> Obj:
-    rt = spec.runtime
-    resources: Obj = default_resources(spec) if rt.resources is None else rt.resources.dump()
-    resources = {k: dict(v) for k, v in resources.items()}
-    # The artifact volume counts against the pod's ephemeral storage: the scheduler must see it.
-    resources.setdefault("requests", {}).setdefault(EPHEMERAL_STORAGE, spec.model.storage)
-    if rt.device == "gpu":
-        resources.setdefault("limits", {})[GPU_RESOURCE] = rt.gpus
-        if GPU_RESOURCE in resources.get("requests", {}):
-            resources["requests"][GPU_RESOURCE] = rt.gpus
-    return resources
-
-
-def _http_probe(path: str, period: int, failures: int, timeout: int = 2) -> Obj:
-    return {
-        "httpGet": {"path": path, "port": PORT_NAME},
-        "periodSeconds": period,
-        "failureThreshold": failures,
-        "timeoutSeconds": timeout,
-    }
-
-
-def termination_grace_seconds(spec: SpeechModelSpec) -> int:
-    """preStop pause + the runtime's drain + a margin: SIGKILL never cuts a drain short."""
-    return _grace_seconds(runtime_settings(spec))
-
-
-def _volumes_and_mounts(
-    spec: SpeechModelSpec, model_ref: ModelRef
-) -> tuple[list[Obj], list[Obj], list[Obj]]:
-    """(volumes, init container mounts, runtime container mounts)."""
-    volumes: list[Obj] = [
-        {"name": "artifact", "emptyDir": {"sizeLimit": spec.model.storage}},
-        {"name": "tmp", "emptyDir": {}},
-        {"name": "scratch", "emptyDir": {"sizeLimit": f"{scratch_mib(runtime_settings(spec))}Mi"}},
-    ]
-    init_mounts: list[Obj] = [
-        {"name": "artifact", "mountPath": ARTIFACT_DIR},
-        {"name": "tmp", "mountPath": "/tmp"},
-    ]
-    runtime_mounts: list[Obj] = [
-        {"name": "artifact", "mountPath": ARTIFACT_DIR, "readOnly": True},
-        {"name": "tmp", "mountPath": "/tmp"},
-        {"name": "scratch", "mountPath": SCRATCH_DIR},
-    ]
-    cache = spec.model.cache
-    if cache is not None:
-        if cache.claim_name is not None:
-            volumes.append(
-                {"name": "cache", "persistentVolumeClaim": {"claimName": cache.claim_name}}
-            )
-        else:
-            volumes.append(
-                {
-                    "name": "cache",
-                    "hostPath": {"path": cache.host_path, "type": "DirectoryOrCreate"},
-                }
-            )
-        init_mounts.append({"name": "cache", "mountPath": CACHE_DIR})
-        # A cache hit may be linked into the artifact volume: the target must resolve here too.
-        runtime_mounts.append({"name": "cache", "mountPath": CACHE_DIR, "readOnly": True})
-    if spec.runtime.api_key_secret:
-        # Every entry of the Secret is a file of keys; the kubelet updates them in place and
-        # the runtime re-reads them, so keys rotate without a rollout. 0440: root and fsGroup.
-        secret = {"secretName": spec.runtime.api_key_secret, "defaultMode": 0o440}
-        volumes.append({"name": "api-keys", "secret": secret})
-        runtime_mounts.append({"name": "api-keys", "mountPath": API_KEYS_DIR, "readOnly": True})
-    claim = _pvc_claim(model_ref.uri)
-    if claim is not None:
-        volumes.append(
-            {
-                "name": "model-source",
-                "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
-            }
-        )
-        init_mounts.append(
-            {"name": "model-source", "mountPath": f"{PVC_ROOT}/{claim}", "readOnly": True}
-        )
-    return volumes, init_mounts, runtime_mounts
-
-
-def _scheduling(spec: SpeechModelSpec) -> Obj:
-    sched = spec.scheduling
-    out: Obj = {}
-    tolerations = [t.dump() for t in (sched.tolerations or [])] if sched else []
-    if spec.runtime.device == "gpu":
-        gpu_toleration = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
-        if gpu_toleration not in tolerations:
-            tolerations.append(gpu_toleration)
-        runtime_class = GPU_RUNTIME_CLASS
-        if sched is not None and sched.runtime_class_name is not None:
-            runtime_class = sched.runtime_class_name
-        if runtime_class:
-            out["runtimeClassName"] = runtime_class
-    elif sched is not None and sched.runtime_class_name:
-        out["runtimeClassName"] = sched.runtime_class_name
-    if tolerations:
-        out["tolerations"] = tolerations
-    if sched is not None:
-        if sched.node_selector:
-            out["nodeSelector"] = dict(sched.node_selector)
-        if sched.affinity:
-            out["affinity"] = prune_unknown(sched.affinity, "V1Affinity")
-        if sched.priority_class_name:
-            out["priorityClassName"] = sched.priority_class_name
-    return out
-
-
-def _cache_permissions(spec: SpeechModelSpec, image: str) -> list[Obj]:
-    """The init step that makes a hostPath cache writable by the runtime user: the kubelet
-    applies fsGroup to a claim (where its driver supports it) but never to a hostPath, which it
-    creates root-owned. Only with a hostPath cache, which needs a privileged namespace anyway."""
-    cache = spec.model.cache
-    if cache is None or cache.host_path is None:
-        return []
-    return [
-        {
-            "name": CACHE_INIT_CONTAINER_NAME,
-            "image": image,
-            "command": ["sh", "-c"],
-            "args": [f"chown {RUN_AS}:{RUN_AS} {CACHE_DIR} && chmod 0775 {CACHE_DIR}"],
-            "resources": {
-                "requests": {"cpu": "10m", "memory": "16Mi"},
-                "limits": {"memory": "64Mi"},
-            },
-            "securityContext": {
-                "runAsUser": 0,
-                "runAsNonRoot": False,
-                "allowPrivilegeEscalation": False,
-                "readOnlyRootFilesystem": True,
-                "capabilities": {"drop": ["ALL"], "add": ["CHOWN", "FOWNER"]},
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
-            "volumeMounts": [{"name": "cache", "mountPath": CACHE_DIR}],
-        }
-    ]
-
-
-def pod_template(name: str, spec: SpeechModelSpec, model_ref: ModelRef) -> Obj:
-    rt = spec.runtime
-    volumes, init_mounts, runtime_mounts = _volumes_and_mounts(spec, model_ref)
-    pull = {"imagePullPolicy": rt.image_pull_policy} if rt.image_pull_policy else {}
-    fetch: Obj = {
-        "name": INIT_CONTAINER_NAME,
-        "image": rt.fetch_image(),
-        **pull,
-        "command": ["kubescribe"],
-        "args": ["fetch"],
-        "env": fetch_env(spec, model_ref),
-        "resources": FETCH_RESOURCES,
-        "securityContext": _container_security(),
-        "volumeMounts": init_mounts,
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-    }
-    if spec.model.credentials_secret:
-        fetch["envFrom"] = [{"secretRef": {"name": spec.model.credentials_secret}}]
-    runtime: Obj = {
-        "name": CONTAINER_NAME,
-        "image": rt.runtime_image(),
-        **pull,
-        "command": ["kubescribe"],
-        "args": ["serve"],
-        "env": runtime_env(spec),
-        "ports": [{"name": PORT_NAME, "containerPort": HTTP_PORT, "protocol": "TCP"}],
-        "resources": _resources(spec),
-        "securityContext": _container_security(),
-        "volumeMounts": runtime_mounts,
-        # Startup: the model is loaded and warmed up (/readyz), within 5 minutes; only then does
-        # liveness start. Liveness: /healthz, which fails when the inference loop is wedged
-        # (30 s of failures restart the container). Readiness: /readyz (loaded, not draining).
-        "startupProbe": _http_probe("/readyz", period=5, failures=60),
-        "readinessProbe": _http_probe("/readyz", period=5, failures=2),
-        "livenessProbe": _http_probe("/healthz", period=10, failures=3, timeout=5),
-        "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRE_STOP_SECONDS)]}}},
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-    }
-    annotations = {
-        ANNOTATION_MODEL_REF: model_ref.digest(),
-        ANNOTATION_MODEL_URI: model_ref.uri,
-    }
-    if model_ref.sha256:
-        annotations[ANNOTATION_MODEL_SHA256] = model_ref.sha256
-    return {
-        "metadata": {
-            "labels": {**common_labels(name), LABEL_MODEL_VERSION: model_ref.version},
-            "annotations": annotations,
-        },
-        "spec": {
-            "automountServiceAccountToken": False,
-            "enableServiceLinks": False,
-            "securityContext": {
-                "runAsNonRoot": True,
-                "runAsUser": RUN_AS,
-                "runAsGroup": RUN_AS,
-                "fsGroup": RUN_AS,
-                # A cache claim is made group-writable once, not walked at every pod start.
-                "fsGroupChangePolicy": "OnRootMismatch",
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
-            "terminationGracePeriodSeconds": termination_grace_seconds(spec),
-            "initContainers": [*_cache_permissions(spec, rt.fetch_image()), fetch],
-            "containers": [runtime],
-            "volumes": volumes,
-            **_scheduling(spec),
-        },
-    }
 
 
 def build_deployment(
@@ -475,7 +135,7 @@ def build_deployment(
     }
     if spec.autoscaling is None:
         deployment_spec = {"replicas": spec.replicas, **deployment_spec}
-    metadata = _metadata(
+    metadata = child_metadata(
         name,
         namespace,
         uid,
@@ -492,11 +152,8 @@ def build_deployment(
     }
 
 
-# ------------------------------------------------------------------------- other children
-
-
 def build_service(name: str, namespace: str, uid: str, spec: SpeechModelSpec) -> Obj:
-    metadata = _metadata(name, namespace, uid)
+    metadata = child_metadata(name, namespace, uid)
     if spec.service.annotations:
         metadata["annotations"] = dict(spec.service.annotations)
     return {
@@ -550,7 +207,7 @@ def build_hpa(name: str, namespace: str, uid: str, spec: SpeechModelSpec) -> Obj
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": _metadata(name, namespace, uid),
+        "metadata": child_metadata(name, namespace, uid),
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
             "minReplicas": scaling.min_replicas,
@@ -576,7 +233,7 @@ def build_pdb(name: str, namespace: str, uid: str, spec: SpeechModelSpec) -> Obj
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": _metadata(name, namespace, uid),
+        "metadata": child_metadata(name, namespace, uid),
         "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(name)}},
     }
 
@@ -585,7 +242,7 @@ def build_service_monitor(name: str, namespace: str, uid: str, spec: SpeechModel
     monitor = spec.monitoring.service_monitor
     if not monitor.enabled:
         return None
-    metadata = _metadata(name, namespace, uid)
+    metadata = child_metadata(name, namespace, uid)
     metadata["labels"] = {**metadata["labels"], **(monitor.labels or {})}
     return {
         "apiVersion": "monitoring.coreos.com/v1",

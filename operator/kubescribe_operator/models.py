@@ -1,10 +1,8 @@
 """Compatibility: the SpeechModel API moved to `api`, `spec` and `status`; import from those."""
 
 from kubescribe_operator.api import API_VERSION, GROUP, KIND, PLURAL, VERSION, ModelRef
+from kubescribe_operator.runtime_spec import DEFAULT_IMAGE, RESERVED_ENV, TUNABLE_ENV
 from kubescribe_operator.spec import (
-    DEFAULT_IMAGE,
-    RESERVED_ENV,
-    TUNABLE_ENV,
     AutoscalingSpec,
     SpecError,
     SpeechModel,

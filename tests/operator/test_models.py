@@ -6,9 +6,8 @@ from typing import Any
 
 import pytest
 from kubescribe_operator.api import ModelRef
+from kubescribe_operator.runtime_spec import RESERVED_ENV, TUNABLE_ENV
 from kubescribe_operator.spec import (
-    RESERVED_ENV,
-    TUNABLE_ENV,
     SpecError,
     SpeechModelSpec,
     parse_spec,

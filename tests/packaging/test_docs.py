@@ -424,7 +424,7 @@ def test_relative_links_exist() -> None:
 
 
 def test_documented_images_match_the_code() -> None:
-    from kubescribe_operator.spec import DEFAULT_CPU_IMAGE, DEFAULT_IMAGE
+    from kubescribe_operator.runtime_spec import DEFAULT_CPU_IMAGE, DEFAULT_IMAGE
 
     images = (ROOT / "docs" / "images.md").read_text()
     assert DEFAULT_IMAGE in images and DEFAULT_CPU_IMAGE in images

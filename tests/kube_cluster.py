@@ -171,6 +171,39 @@ class Cluster:
         text = obj if isinstance(obj, str) else yaml.safe_dump(obj)
         self.kubectl("apply", "-f", "-", *args, input=text)
 
+    def install_stand_in_crd(self, group: str, version: str, kind: str, plural: str) -> str:
+        """A minimal CRD (real group, kind and scope; any spec) for a resource of a product the
+        local cluster does not run (Prometheus Operator, Argo CD); returns its name."""
+        name = f"{plural}.{group}"
+        schema = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+        self.apply(
+            {
+                "apiVersion": "apiextensions.k8s.io/v1",
+                "kind": "CustomResourceDefinition",
+                "metadata": {"name": name},
+                "spec": {
+                    "group": group,
+                    "scope": "Namespaced",
+                    "names": {
+                        "plural": plural,
+                        "singular": kind.lower(),
+                        "kind": kind,
+                        "listKind": f"{kind}List",
+                    },
+                    "versions": [
+                        {
+                            "name": version,
+                            "served": True,
+                            "storage": True,
+                            "schema": {"openAPIV3Schema": schema},
+                        }
+                    ],
+                },
+            }
+        )
+        self.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+        return name
+
     def api_client(self) -> kubernetes.client.ApiClient:
         """A client with the admin's credentials (the test acting as a cluster user)."""
         return kubernetes.config.new_client_from_config(config_file=str(self.kubeconfig))

@@ -292,39 +292,10 @@ def no_service_monitor_crd(cluster: Cluster) -> Iterator[Callable[[], None]]:
     """The Prometheus Operator's ServiceMonitor CRD absent; calling the fixture installs a
     minimal one (it is cluster-wide: removed afterwards)."""
     cluster.kubectl("delete", "crd", SERVICE_MONITOR_CRD, "--ignore-not-found", "--wait=true")
-    crd = {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": SERVICE_MONITOR_CRD},
-        "spec": {
-            "group": "monitoring.coreos.com",
-            "scope": "Namespaced",
-            "names": {
-                "plural": "servicemonitors",
-                "singular": "servicemonitor",
-                "kind": "ServiceMonitor",
-                "listKind": "ServiceMonitorList",
-            },
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "x-kubernetes-preserve-unknown-fields": True,
-                        }
-                    },
-                }
-            ],
-        },
-    }
 
     def install() -> None:
-        cluster.apply(crd)
-        cluster.kubectl(
-            "wait", "--for=condition=Established", f"crd/{SERVICE_MONITOR_CRD}", "--timeout=60s"
+        cluster.install_stand_in_crd(
+            "monitoring.coreos.com", "v1", "ServiceMonitor", "servicemonitors"
         )
 
     yield install

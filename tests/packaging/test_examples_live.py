@@ -21,29 +21,6 @@ from pkg_helpers import ROOT
 
 EXAMPLES = ROOT / "examples"
 EXAMPLE_NAMESPACE = "speech"
-ARGOCD_APPLICATION_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "applications.argoproj.io"},
-    "spec": {
-        "group": "argoproj.io",
-        "names": {"kind": "Application", "plural": "applications", "singular": "application"},
-        "scope": "Namespaced",
-        "versions": [
-            {
-                "name": "v1alpha1",
-                "served": True,
-                "storage": True,
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "x-kubernetes-preserve-unknown-fields": True,
-                    }
-                },
-            }
-        ],
-    },
-}
 
 
 def manifests() -> list[tuple[Path, list[dict[str, Any]]]]:
@@ -67,8 +44,7 @@ def in_namespace(objects: list[dict[str, Any]], namespace: str) -> str:
 
 @pytest.fixture()
 def argocd(cluster: Cluster) -> Iterator[None]:
-    cluster.apply(ARGOCD_APPLICATION_CRD)
-    cluster.kubectl("wait", "--for=condition=Established", "crd/applications.argoproj.io")
+    cluster.install_stand_in_crd("argoproj.io", "v1alpha1", "Application", "applications")
     cluster.kubectl("create", "namespace", "argocd", check=False)
     yield
     cluster.kubectl("delete", "namespace", "argocd", "--wait=false", check=False)

@@ -99,38 +99,8 @@ def service_monitor_crd(cluster: Cluster) -> Iterator[None]:
     """The Prometheus Operator's ServiceMonitor CRD (a minimal one) if the cluster lacks it."""
     present = cluster.kubectl("get", "crd", SERVICE_MONITOR_CRD, check=False).returncode == 0
     if not present:
-        cluster.apply(
-            {
-                "apiVersion": "apiextensions.k8s.io/v1",
-                "kind": "CustomResourceDefinition",
-                "metadata": {"name": SERVICE_MONITOR_CRD},
-                "spec": {
-                    "group": "monitoring.coreos.com",
-                    "scope": "Namespaced",
-                    "names": {
-                        "plural": "servicemonitors",
-                        "singular": "servicemonitor",
-                        "kind": "ServiceMonitor",
-                        "listKind": "ServiceMonitorList",
-                    },
-                    "versions": [
-                        {
-                            "name": "v1",
-                            "served": True,
-                            "storage": True,
-                            "schema": {
-                                "openAPIV3Schema": {
-                                    "type": "object",
-                                    "x-kubernetes-preserve-unknown-fields": True,
-                                }
-                            },
-                        }
-                    ],
-                },
-            }
-        )
-        cluster.kubectl(
-            "wait", "--for=condition=Established", f"crd/{SERVICE_MONITOR_CRD}", "--timeout=60s"
+        cluster.install_stand_in_crd(
+            "monitoring.coreos.com", "v1", "ServiceMonitor", "servicemonitors"
         )
     yield
     if not present:

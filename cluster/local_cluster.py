@@ -292,7 +292,9 @@ class LocalCluster:
             "--v=0",
         ]
 
-    def _controller_manager_args(self) -> list[str]:
+    def _component_args(self) -> list[str]:
+        """What controller-manager and scheduler share: admin credentials, one instance, no
+        serving port of their own."""
         return [
             f"--kubeconfig={self.kubeconfig}",
             f"--authentication-kubeconfig={self.kubeconfig}",
@@ -300,6 +302,11 @@ class LocalCluster:
             "--leader-elect=false",
             "--bind-address=127.0.0.1",
             "--secure-port=0",
+        ]
+
+    def _controller_manager_args(self) -> list[str]:
+        return [
+            *self._component_args(),
             f"--controllers={','.join(CONTROLLERS)}",
             f"--service-account-private-key-file={self.pki.sa_key}",
             f"--root-ca-file={self.pki.ca_cert}",
@@ -312,14 +319,7 @@ class LocalCluster:
         ]
 
     def _scheduler_args(self) -> list[str]:
-        return [
-            f"--kubeconfig={self.kubeconfig}",
-            f"--authentication-kubeconfig={self.kubeconfig}",
-            f"--authorization-kubeconfig={self.kubeconfig}",
-            "--leader-elect=false",
-            "--bind-address=127.0.0.1",
-            "--secure-port=0",
-        ]
+        return self._component_args()
 
     def _kwok_args(self) -> list[str]:
         return [
@@ -332,31 +332,34 @@ class LocalCluster:
             f"--server-address=127.0.0.1:{free_port()}",
         ]
 
-    def _write_kubeconfig(self) -> None:
-        assert self.state is not None
-        pki = self.pki
+    def write_kubeconfig(self, path: Path, user: str, credentials: dict[str, str]) -> Path:
+        """A kubeconfig for this cluster as ``user`` (client certificate or token)."""
         config = {
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [
                 {
                     "name": "local",
-                    "cluster": {"server": self.server, "certificate-authority": str(pki.ca_cert)},
-                }
-            ],
-            "users": [
-                {
-                    "name": "admin",
-                    "user": {
-                        "client-certificate": str(pki.admin_cert),
-                        "client-key": str(pki.admin_key),
+                    "cluster": {
+                        "server": self.server,
+                        "certificate-authority": str(self.pki.ca_cert),
                     },
                 }
             ],
-            "contexts": [{"name": "local", "context": {"cluster": "local", "user": "admin"}}],
+            "users": [{"name": user, "user": credentials}],
+            "contexts": [{"name": "local", "context": {"cluster": "local", "user": user}}],
             "current-context": "local",
         }
-        self.kubeconfig.write_text(json.dumps(config, indent=1))  # JSON is YAML
+        path.write_text(json.dumps(config, indent=1))  # JSON is YAML
+        return path
+
+    def _write_kubeconfig(self) -> None:
+        pki = self.pki
+        self.write_kubeconfig(
+            self.kubeconfig,
+            "admin",
+            {"client-certificate": str(pki.admin_cert), "client-key": str(pki.admin_key)},
+        )
 
 
 def _die_with_parent() -> None:

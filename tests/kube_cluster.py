@@ -226,24 +226,7 @@ class Cluster:
         token = self.kubectl(
             "create", "token", account, "-n", namespace, "--duration=12h"
         ).stdout.strip()
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": "local",
-                    "cluster": {
-                        "server": self.server,
-                        "certificate-authority": str(self.local.pki.ca_cert),
-                    },
-                }
-            ],
-            "users": [{"name": account, "user": {"token": token}}],
-            "contexts": [{"name": "local", "context": {"cluster": "local", "user": account}}],
-            "current-context": "local",
-        }
-        path.write_text(json.dumps(config))
-        return path
+        return self.local.write_kubeconfig(path, account, {"token": token})
 
     # ------------------------------------------------------------- namespaces
     def create_namespace(self, name: str) -> None:

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CLUSTER_DIR ?= .cluster
 
-.PHONY: install serve test lint typecheck tools cluster-build cluster demo down
+.PHONY: install serve test lint typecheck tools node-tools cluster-build cluster demo down
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,13 @@ typecheck: $(BIN)/.installed
 tools:
 	command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 	command -v espeak-ng >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends espeak-ng >/dev/null; }
+
+# The real node's runtime from Debian (cluster/node.py): containerd, runc, the CNI plugins
+# (bridge, host-local, loopback, portmap), iptables for kube-proxy and conntrack.
+NODE_PACKAGES := containerd runc containernetworking-plugins iptables conntrack
+node-tools:
+	@missing=$$(for p in $(NODE_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	[ -z "$$missing" ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 --no-install-recommends $$missing >/dev/null; }
 
 # Kubernetes, etcd, KWOK and Helm from their Go modules, cached by version outside the repo
 # (a cold build takes about 20 minutes on 2 cores; later runs reuse the cache).

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Builds the local control plane from Go modules into a version-keyed cache outside the
 # repository: kube-apiserver, kube-controller-manager, kube-scheduler, kubectl (k8s.io/kubernetes),
-# etcd (go.etcd.io/etcd/server/v3), kwok (sigs.k8s.io/kwok) and helm (helm.sh/helm/v3).
+# etcd (go.etcd.io/etcd/server/v3), kwok (sigs.k8s.io/kwok) and helm (helm.sh/helm/v3); and the
+# real node's kubelet and kube-proxy from the same k8s.io/kubernetes build (cluster/node.py).
 # Prints the bin directory on its last line. A finished entry is reused; nothing is committed.
 #
 #   cluster/build.sh            build what is missing, print the bin directory
-#   cluster/build.sh --print    print the bin directory if every binary is built, else exit 1
+#   cluster/build.sh --print    print the bin directory if the control plane is built, else exit 1
+#                               (the node's binaries may still be missing: cluster/node.py says so)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.env
@@ -13,17 +15,20 @@ here=$(cd "$(dirname "$0")" && pwd)
 cache=${KUBESCRIBE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kubescribe}/cluster
 bin="$cache/bin-k8s-$K8S_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION-helm-$HELM_VERSION"
 programs=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok helm)
+k8s_programs=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
 
 complete() { for p in "${programs[@]}"; do [ -x "$bin/$p" ] || return 1; done; }
 if [ "${1:-}" = "--print" ]; then complete && echo "$bin"; exit $?; fi
-if complete; then echo "$bin"; exit 0; fi
+# The node's binaries joined later: an entry built before them gains just those two.
+k8s_missing() { for p in "${k8s_programs[@]}"; do [ -x "$bin/$p" ] || echo "$p"; done; }
+if complete && [ -z "$(k8s_missing)" ]; then echo "$bin"; exit 0; fi
 
 command -v go >/dev/null || { echo "cluster/build.sh: go is needed to build the control plane" >&2; exit 2; }
 mkdir -p "$bin" "$cache/src"
 # One build at a time (make test and make demo may start together); the second reuses the first's.
 exec 9>"$cache/.build.lock"
 flock 9
-if complete; then echo "$bin"; exit 0; fi
+if complete && [ -z "$(k8s_missing)" ]; then echo "$bin"; exit 0; fi
 export CGO_ENABLED=0 GOFLAGS=-buildvcs=false GOTOOLCHAIN=local
 log() { printf '[cluster build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 start=$(date +%s)
@@ -47,7 +52,8 @@ replace_local_paths() {  # replace_local_paths GOMOD VERSION_FUNCTION
     done
 }
 
-if ! { [ -x "$bin/kube-apiserver" ] && [ -x "$bin/kube-controller-manager" ] && [ -x "$bin/kube-scheduler" ] && [ -x "$bin/kubectl" ]; }; then
+missing=$(k8s_missing)
+if [ -n "$missing" ]; then
     log "kubernetes $K8S_VERSION: resolving modules"
     wrapper kubernetes
     staging_version() { echo "v0.${K8S_VERSION#v1.}"; }
@@ -62,7 +68,7 @@ if ! { [ -x "$bin/kube-apiserver" ] && [ -x "$bin/kube-controller-manager" ] && 
         ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
         ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
     done
-    for p in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+    for p in $missing; do
         log "kubernetes: building $p (a cold build takes a while on 2 cores)"
         go build -mod=mod -trimpath -ldflags "$ldflags" -o "$bin/$p.tmp.$$" "k8s.io/kubernetes/cmd/$p"
         mv "$bin/$p.tmp.$$" "$bin/$p"

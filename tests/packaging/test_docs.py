@@ -369,7 +369,7 @@ def test_kubectl_names_real_objects(where: str, command: str) -> None:
 
 
 def test_speechmodel_snippets_are_valid() -> None:
-    from kubescribe_operator.models import SpeechModelSpec
+    from kubescribe_operator.spec import SpeechModelSpec
 
     checked = 0
     for doc in DOCS:

@@ -48,7 +48,7 @@ def find(kind: str, name: str, namespace: str) -> dict[str, Any] | None:
 
 
 def test_examples_cover_the_documented_cases() -> None:
-    from kubescribe_operator.models import SpeechModelSpec
+    from kubescribe_operator.spec import SpeechModelSpec
 
     specs = [SpeechModelSpec.model_validate(model["spec"]) for model in speechmodels()]
     assert any(s.runtime.device == "cpu" and "models/demo" in s.model.uri for s in specs)

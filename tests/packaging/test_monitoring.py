@@ -307,7 +307,7 @@ def test_every_alert_has_severity_summary_and_a_runbook_entry() -> None:
 
 
 def test_adapter_serves_the_metric_the_operator_scales_on() -> None:
-    from kubescribe_operator.models import AutoscalingSpec
+    from kubescribe_operator.spec import AutoscalingSpec
 
     default = AutoscalingSpec.model_fields["requests_in_flight_metric"].default
     served = {rule["name"]["as"] for rule in adapter_rules()}

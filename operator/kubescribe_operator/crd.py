@@ -56,6 +56,7 @@ _KEEP = (
     "minItems",
     "maxItems",
     "maxProperties",
+    "minProperties",
     "x-kubernetes-validations",
     "x-kubernetes-int-or-string",
     "x-kubernetes-preserve-unknown-fields",

@@ -138,16 +138,46 @@ def _pvc_claim(uri: str) -> str | None:
     return uri.removeprefix("pvc://").split("/", 1)[0]
 
 
-def _container_security() -> Obj:
+def _fixed_user(spec: SpeechModelSpec, *keys: str) -> Obj:
+    """The image's user, unless the platform assigns one (pod.fixedUser false: OpenShift's
+    restricted-v2 refuses a runAsUser or fsGroup outside the namespace's range)."""
+    return {key: RUN_AS for key in keys} if spec.pod.fixed_user else {}
+
+
+def _container_security(spec: SpeechModelSpec) -> Obj:
     return {
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,
         "runAsNonRoot": True,
-        "runAsUser": RUN_AS,
-        "runAsGroup": RUN_AS,
+        **_fixed_user(spec, "runAsUser", "runAsGroup"),
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+
+
+def _pod_security(spec: SpeechModelSpec) -> Obj:
+    security: Obj = {
+        "runAsNonRoot": True,
+        **_fixed_user(spec, "runAsUser", "runAsGroup", "fsGroup"),
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    if spec.pod.fixed_user:
+        # A cache claim is made group-writable once, not walked at every pod start.
+        security["fsGroupChangePolicy"] = "OnRootMismatch"
+    return security
+
+
+def _identity(spec: SpeechModelSpec) -> Obj:
+    """ServiceAccount and pull Secrets (pod options): the fetch's cloud identity comes from the
+    ServiceAccount (its platform webhook or metadata server), never from an API token unless
+    asked for."""
+    options = spec.pod
+    out: Obj = {"automountServiceAccountToken": options.automount_service_account_token}
+    if options.service_account_name:
+        out["serviceAccountName"] = options.service_account_name
+    if options.image_pull_secrets:
+        out["imagePullSecrets"] = [{"name": name} for name in options.image_pull_secrets]
+    return out
 
 
 def runtime_settings(spec: SpeechModelSpec) -> RuntimeSettings:
@@ -177,9 +207,9 @@ def _resources(spec: SpeechModelSpec) -> Obj:
     # The artifact volume counts against the pod's ephemeral storage: the scheduler must see it.
     resources.setdefault("requests", {}).setdefault(EPHEMERAL_STORAGE, spec.model.storage)
     if rt.device == "gpu":
-        resources.setdefault("limits", {})[GPU_RESOURCE] = rt.gpus
+        resources.setdefault("limits", {})[GPU_RESOURCE] = rt.gpu_count()
         if GPU_RESOURCE in resources.get("requests", {}):
-            resources["requests"][GPU_RESOURCE] = rt.gpus
+            resources["requests"][GPU_RESOURCE] = rt.gpu_count()
     return resources
 
 
@@ -320,7 +350,7 @@ def pod_template(name: str, spec: SpeechModelSpec, model_ref: ModelRef) -> Obj:
         "args": ["fetch"],
         "env": fetch_env(spec, model_ref),
         "resources": FETCH_RESOURCES,
-        "securityContext": _container_security(),
+        "securityContext": _container_security(spec),
         "volumeMounts": init_mounts,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
@@ -335,7 +365,7 @@ def pod_template(name: str, spec: SpeechModelSpec, model_ref: ModelRef) -> Obj:
         "env": runtime_env(spec),
         "ports": [{"name": PORT_NAME, "containerPort": HTTP_PORT, "protocol": "TCP"}],
         "resources": _resources(spec),
-        "securityContext": _container_security(),
+        "securityContext": _container_security(spec),
         "volumeMounts": runtime_mounts,
         # Startup: the model is loaded and warmed up (/readyz), within 5 minutes; only then does
         # liveness start. Liveness: /healthz, which fails when the inference loop is wedged
@@ -347,6 +377,7 @@ def pod_template(name: str, spec: SpeechModelSpec, model_ref: ModelRef) -> Obj:
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     annotations = {
+        **(spec.pod.annotations or {}),
         ANNOTATION_MODEL_REF: model_ref.digest(),
         ANNOTATION_MODEL_URI: model_ref.uri,
     }
@@ -354,21 +385,17 @@ def pod_template(name: str, spec: SpeechModelSpec, model_ref: ModelRef) -> Obj:
         annotations[ANNOTATION_MODEL_SHA256] = model_ref.sha256
     return {
         "metadata": {
-            "labels": {**common_labels(name), LABEL_MODEL_VERSION: model_ref.version},
+            "labels": {
+                **(spec.pod.labels or {}),
+                **common_labels(name),
+                LABEL_MODEL_VERSION: model_ref.version,
+            },
             "annotations": annotations,
         },
         "spec": {
-            "automountServiceAccountToken": False,
+            **_identity(spec),
             "enableServiceLinks": False,
-            "securityContext": {
-                "runAsNonRoot": True,
-                "runAsUser": RUN_AS,
-                "runAsGroup": RUN_AS,
-                "fsGroup": RUN_AS,
-                # A cache claim is made group-writable once, not walked at every pod start.
-                "fsGroupChangePolicy": "OnRootMismatch",
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
+            "securityContext": _pod_security(spec),
             "terminationGracePeriodSeconds": termination_grace_seconds(spec),
             "initContainers": [*_cache_permissions(spec, rt.fetch_image()), fetch],
             "containers": [runtime],

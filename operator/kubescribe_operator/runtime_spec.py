@@ -9,10 +9,13 @@ import re
 from typing import Any, Literal
 
 from pydantic import (
+    ConfigDict,
     Field,
     field_validator,
+    model_validator,
 )
 
+from kubescribe_operator import k8s_schema
 from kubescribe_operator.api import (
     DNS1123_SUBDOMAIN,
     ENV_NAME_PATTERN,
@@ -112,11 +115,27 @@ class EnvVar(ApiModel):
     name: str = Field(pattern=ENV_NAME_PATTERN, max_length=256)
     value: str | None = None
     value_from: dict[str, Any] | None = Field(
-        default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+        default=None,
+        json_schema_extra=k8s_schema.schema("EnvVarSource", "core/v1 EnvVarSource"),
     )
+
+    @field_validator("value_from")
+    @classmethod
+    def _value_from(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if value is None else k8s_schema.check("EnvVarSource", value)
+
+
+GPUS_MESSAGE = "runtime.gpus applies to device gpu only (a cpu pod gets no GPU)"
 
 
 class RuntimeSpec(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra=cel_field(
+            # gpus: 1 is accepted on cpu: the schema defaulted it on every model before.
+            cel_rule("self.device == 'gpu' || !has(self.gpus) || self.gpus == 1", GPUS_MESSAGE)
+        )
+    )
+
     image: str | None = Field(
         default=None,
         min_length=1,
@@ -126,7 +145,9 @@ class RuntimeSpec(ApiModel):
     )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
     device: Literal["cpu", "gpu"] = "cpu"
-    gpus: int = Field(default=1, ge=1, le=16, description="GPUs per pod when device is gpu")
+    gpus: int | None = Field(
+        default=None, ge=1, le=16, description="GPUs per pod, device gpu only (default 1)"
+    )
     model_file: str = Field(
         default="model.onnx", pattern=r"^[A-Za-z0-9._-]+\.onnx$", description="e.g. model.int8.onnx"
     )
@@ -151,6 +172,8 @@ class RuntimeSpec(ApiModel):
     env: list[EnvVar] = Field(
         default_factory=list,
         max_length=64,
+        # One entry per name, refused by the API server with the entry's path (a duplicate name
+        # would otherwise pass here and make the Deployment's server-side apply fail).
         json_schema_extra=cel_field(
             cel_rule(
                 f"self.all(e, !(e.name in {_cel_list(RESERVED_ENV)}))",
@@ -163,12 +186,17 @@ class RuntimeSpec(ApiModel):
                 "runtime.env has a KUBESCRIBE_ variable the runtime does not know "
                 "(see docs/runtime-config.md)",
             ),
+            **{"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
         ),
     )
 
     @field_validator("env")
     @classmethod
     def _no_reserved(cls, env: list[EnvVar]) -> list[EnvVar]:
+        names = [e.name for e in env]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError("runtime.env has duplicate names: " + ", ".join(duplicates))
         reserved = sorted({e.name for e in env} & set(RESERVED_ENV))
         if reserved:
             raise ValueError(
@@ -183,6 +211,15 @@ class RuntimeSpec(ApiModel):
                 "(see docs/runtime-config.md)"
             )
         return env
+
+    @model_validator(mode="after")
+    def _gpus_need_a_gpu(self) -> RuntimeSpec:
+        if self.device != "gpu" and self.gpus not in (None, 1):
+            raise ValueError(GPUS_MESSAGE)
+        return self
+
+    def gpu_count(self) -> int:
+        return self.gpus or 1
 
     def runtime_image(self) -> str:
         """The image of the runtime container: runtime.image, else the default for the device."""

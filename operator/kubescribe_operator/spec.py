@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from kubescribe.errors import KubescribeError
+from kubescribe_operator import k8s_schema
 from kubescribe_operator.api import (
     DNS1035_LABEL,
     DNS1123_SUBDOMAIN,
@@ -41,6 +42,7 @@ from kubescribe_operator.api import (
     check_int_or_percent,
     is_zero,
 )
+from kubescribe_operator.pod_options import PodOptions
 from kubescribe_operator.runtime_spec import RuntimeSpec
 
 # Room for an artifact of up to ~1 B parameters in fp16 (model.storage).
@@ -82,11 +84,19 @@ class CacheSpec(ApiModel):
         return self
 
 
+# A `..` path segment: `file:///../../etc/passwd`, `pvc://claim/../other`.
+DOT_DOT_RULE = cel_rule(
+    "!self.matches('(^|/)[.][.](/|$)')",
+    "model.uri may not contain '..' path segments",
+)
+
+
 class ModelSpec(ApiModel):
     uri: str = Field(
         pattern=URI_PATTERN,
         max_length=2048,
         description="file:///path, /path, https://..., s3://bucket/prefix or pvc://claim/path",
+        json_schema_extra=cel_field(DOT_DOT_RULE),
     )
     version: str = Field(
         pattern=VERSION_PATTERN,
@@ -117,6 +127,13 @@ class ModelSpec(ApiModel):
         if isinstance(value, str) and not re.fullmatch(QUANTITY_PATTERN, value):
             raise ValueError(f"{value!r} is not a Kubernetes quantity")
         return value
+
+    @field_validator("uri")
+    @classmethod
+    def _no_dot_dot(cls, uri: str) -> str:
+        if re.search(r"(^|/)\.\.(/|$)", uri):
+            raise ValueError(DOT_DOT_RULE["message"])
+        return uri
 
     def ref(self) -> ModelRef:
         return ModelRef(uri=self.uri, version=self.version, sha256=self.sha256)
@@ -215,7 +232,8 @@ class SchedulingSpec(ApiModel):
     node_selector: dict[str, str] | None = None
     tolerations: list[Toleration] | None = None
     affinity: dict[str, Any] | None = Field(
-        default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+        default=None,
+        json_schema_extra=k8s_schema.schema("Affinity", "the pods' affinity (core/v1 Affinity)"),
     )
     priority_class_name: str | None = Field(default=None, pattern=DNS1123_SUBDOMAIN, max_length=253)
     runtime_class_name: str | None = Field(
@@ -224,6 +242,11 @@ class SchedulingSpec(ApiModel):
         max_length=253,
         description='for device gpu the default is "nvidia"; "" sets none',
     )
+
+    @field_validator("affinity")
+    @classmethod
+    def _affinity(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if value is None else k8s_schema.check("Affinity", value)
 
 
 class ServiceMonitorSpec(ApiModel):
@@ -238,6 +261,9 @@ class MonitoringSpec(ApiModel):
     )
 
 
+HOST_PATH_USER_MESSAGE = (
+    "model.cache.hostPath needs pod.fixedUser: the cache is made writable for the image's user"
+)
 CPU_TARGET_MESSAGE = (
     "autoscaling.targetCPUUtilization (80 when no target is set) needs "
     "runtime.resources.requests.cpu (leave runtime.resources out to get the default request "
@@ -254,7 +280,12 @@ class SpeechModelSpec(ApiModel):
                 "!has(self.runtime.resources) || (has(self.runtime.resources.requests) && "
                 "'cpu' in self.runtime.resources.requests)",
                 CPU_TARGET_MESSAGE,
-            )
+            ),
+            cel_rule(
+                "!has(self.model.cache) || !has(self.model.cache.hostPath) || "
+                "!has(self.pod) || !has(self.pod.fixedUser) || self.pod.fixedUser",
+                HOST_PATH_USER_MESSAGE,
+            ),
         )
     )
 
@@ -266,6 +297,14 @@ class SpeechModelSpec(ApiModel):
     service: ServiceSpec = Field(default=ServiceSpec(), json_schema_extra={"default": {}})
     scheduling: SchedulingSpec | None = None
     monitoring: MonitoringSpec = Field(default=MonitoringSpec(), json_schema_extra={"default": {}})
+    pod: PodOptions = Field(default=PodOptions(), json_schema_extra={"default": {}})
+
+    @model_validator(mode="after")
+    def _host_path_needs_fixed_user(self) -> SpeechModelSpec:
+        cache = self.model.cache
+        if cache is not None and cache.host_path is not None and not self.pod.fixed_user:
+            raise ValueError(HOST_PATH_USER_MESSAGE)
+        return self
 
     @model_validator(mode="after")
     def _cpu_target_needs_a_cpu_request(self) -> SpeechModelSpec:

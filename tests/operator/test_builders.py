@@ -556,23 +556,20 @@ def test_service() -> None:
     assert builders.endpoint("demo", "speech", s) == "http://demo.speech.svc:9000"
 
 
-def test_unknown_keys_under_free_form_fields_are_pruned_as_the_api_server_would() -> None:
-    """The CRD keeps unknown keys under affinity and valueFrom; server-side apply of the
-    Deployment refuses them, so the builders keep only what Kubernetes' types declare."""
-    term = {"topologyKey": "zone", "labelSelector": {"matchLabels": {"a": "b"}}}
-    affinity = {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}
-    s = spec(
-        scheduling={"affinity": {**affinity, "x-unknown": {"a": 1}}},
-        runtime={
-            "env": [
-                {
-                    "name": "POD",
-                    "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}, "typo": 1},
-                }
-            ]
-        },
-    )
-    assert pod(s)["affinity"] == affinity
-    assert {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in container(
-        s
-    )["env"]
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"scheduling": {"affinity": {"podAntiAffinity": {}, "x-unknown": {"a": 1}}}}, "x-unknown"),
+        (
+            {"runtime": {"env": [{"name": "POD", "valueFrom": {"fieldRef": {}, "typo": 1}}]}},
+            "typo",
+        ),
+    ],
+)
+def test_unknown_keys_under_kubernetes_types_are_refused(
+    overrides: dict[str, Any], field: str
+) -> None:
+    """Issue 22.6: affinity and valueFrom are Kubernetes types, declared field by field (the CRD
+    too): a typo is named, never dropped silently by the API server or the builders."""
+    with pytest.raises(ValueError, match=f"'{field}' was unexpected"):
+        spec(**overrides)

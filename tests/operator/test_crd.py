@@ -117,6 +117,18 @@ def spec_del(path: str) -> Callable[[dict[str, Any]], None]:
     return change
 
 
+def _node_affinity(term: dict[str, Any]) -> dict[str, Any]:
+    required = {"nodeSelectorTerms": [term]}
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": required}}
+
+
+GPU_NODES = [{"key": "gpu", "operator": "In", "values": ["a100"]}]
+AFFINITY_TYPO = _node_affinity({"matchExpresions": GPU_NODES})
+# What the API server's pruning leaves of AFFINITY_TYPO (a client that does not ask for strict
+# field validation): a term that matches no node.
+AFFINITY_EMPTY_TERM = _node_affinity({})
+AFFINITY = _node_affinity({"matchExpressions": GPU_NODES})
+
 # (id, change, which check refuses it: "schema" or "cel", a fragment of the refusal)
 BAD_MANIFESTS: list[tuple[str, Callable[[dict[str, Any]], Any], str, str]] = [
     ("missing-uri", spec_del("model.uri"), "schema", "'uri' is a required property"),
@@ -196,6 +208,51 @@ BAD_MANIFESTS: list[tuple[str, Callable[[dict[str, Any]], Any], str, str]] = [
         "cel",
         "metadata.name",
     ),
+    # Issue 22.12: a `..` segment, GPUs on a cpu pod.
+    ("uri-dot-dot", spec_set("model.uri", "file:///../../etc/passwd"), "cel", "[.][.]"),
+    ("pvc-uri-dot-dot", spec_set("model.uri", "pvc://store/../other/x"), "cel", "[.][.]"),
+    ("gpus-on-cpu", spec_set("runtime.gpus", 2), "cel", "self.gpus"),
+    # Issue 22.6: the embedded Kubernetes types are declared field by field.
+    (
+        "unknown-field-in-affinity",
+        spec_set("scheduling.affinity", AFFINITY_TYPO),
+        "schema",
+        "'matchExpresions' was unexpected",
+    ),
+    (
+        "empty-node-selector-term",
+        spec_set("scheduling.affinity", AFFINITY_EMPTY_TERM),
+        "schema",
+        "non-empty",
+    ),
+    (
+        "unknown-field-in-value-from",
+        spec_set("runtime.env", [{"name": "TOKEN", "valueFrom": {"secretKeyRf": {"key": "t"}}}]),
+        "schema",
+        "'secretKeyRf' was unexpected",
+    ),
+    # Deliver 2: pod options.
+    (
+        "pod-label-reserved",
+        spec_set("pod.labels", {"app.kubernetes.io/instance": "other"}),
+        "cel",
+        "'app.kubernetes.io/instance'",
+    ),
+    (
+        "pod-annotation-reserved",
+        spec_set("pod.annotations", {"kubescribe.io/model-ref": "x"}),
+        "cel",
+        "startsWith('kubescribe.io/')",
+    ),
+    (
+        "host-path-cache-without-fixed-user",
+        lambda m: (
+            spec_set("model.cache", {"hostPath": "/var/cache/kubescribe"})(m),
+            spec_set("pod", {"fixedUser": False})(m),
+        ),
+        "cel",
+        "fixedUser",
+    ),
 ]
 
 
@@ -244,6 +301,11 @@ def test_bad_manifest_is_refused_by_the_crd_and_the_model(
         spec_set("runtime.env", [{"name": "KUBESCRIBE_MAX_QUEUE", "value": "8"}]),
         spec_set("runtime.resources", {"requests": {"cpu": "500m", "memory": 2}}),
         spec_set("replicas", 0),
+        spec_set("scheduling.affinity", AFFINITY),
+        spec_set("runtime.env", [{"name": "T", "valueFrom": {"secretKeyRef": {"key": "t"}}}]),
+        spec_set("runtime.gpus", 1),  # the old schema's default, on cpu models
+        spec_set("model.uri", "s3://bucket/models..v2/demo"),  # dots, not a `..` segment
+        spec_set("pod", {"labels": {"team": "speech"}, "fixedUser": False}),
     ],
 )
 def test_edge_manifests_are_accepted_by_both(change: Callable[[dict[str, Any]], Any]) -> None:

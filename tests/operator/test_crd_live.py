@@ -5,13 +5,14 @@ path in its message — before the operator ever sees it."""
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import kubernetes
 import pytest
 from kube_cluster import GROUP, PLURAL, VERSION, Cluster
-from test_crd import BAD_MANIFESTS, base, mutate
+from test_crd import AFFINITY, AFFINITY_TYPO, BAD_MANIFESTS, base, mutate, spec_set
 
 # The field path the server names for each case of BAD_MANIFESTS.
 FIELD_PATH = {
@@ -44,6 +45,17 @@ FIELD_PATH = {
     "bad-quantity": "spec.runtime.resources.limits.memory",
     "cpu-target-without-cpu-request": "spec",
     "name-not-dns": "metadata.name",
+    "uri-dot-dot": "spec.model.uri",
+    "pvc-uri-dot-dot": "spec.model.uri",
+    "gpus-on-cpu": "spec.runtime",
+    "unknown-field-in-affinity": "spec.scheduling.affinity.nodeAffinity."
+    "requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpresions",
+    "empty-node-selector-term": "spec.scheduling.affinity.nodeAffinity."
+    "requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0]",
+    "unknown-field-in-value-from": "spec.runtime.env[0].valueFrom.secretKeyRf",
+    "pod-label-reserved": "spec.pod.labels",
+    "pod-annotation-reserved": "spec.pod.annotations",
+    "host-path-cache-without-fixed-user": "spec",
 }
 
 
@@ -85,5 +97,50 @@ def test_the_api_server_refuses_a_bad_manifest_naming_the_field(
         create(cluster, crd_namespace, mutate(change))
     message = json.loads(refused.value.body)["message"]
     # Unknown fields are a decoding error (400) under strict field validation; all else is 422.
-    assert refused.value.status == (400 if case == "unknown-field" else 422), message
+    assert refused.value.status == (400 if case.startswith("unknown-field") else 422), message
     assert FIELD_PATH[case] in message, message
+
+
+def _kubectl_create(
+    cluster: Cluster, namespace: str, manifest: dict[str, Any], validate: str
+) -> subprocess.CompletedProcess[str]:
+    manifest["metadata"]["namespace"] = namespace
+    return cluster.kubectl(
+        "create", "--dry-run=server", f"--validate={validate}", "-o", "json", "-f", "-",
+        input=json.dumps(manifest), check=False,
+    )  # fmt: skip
+
+
+def test_a_typo_in_the_affinity_is_refused_by_kubectl_as_written(
+    cluster: Cluster, crd_namespace: str
+) -> None:
+    # Issue 22.6: `kubectl apply` validates strictly by default: the typo is named, nothing kept.
+    manifest = mutate(spec_set("scheduling.affinity", AFFINITY_TYPO))
+    out = _kubectl_create(cluster, crd_namespace, manifest, "strict")
+    assert out.returncode != 0
+    assert 'unknown field "spec.scheduling.affinity.nodeAffinity.' in out.stderr, out.stderr
+    assert "matchExpresions" in out.stderr, out.stderr
+
+
+def test_without_strict_validation_a_typo_is_warned_and_never_leaves_an_empty_term(
+    cluster: Cluster, crd_namespace: str
+) -> None:
+    # A client that only asks for warnings (as many GitOps tools do): the API server prunes the
+    # typo. The term it leaves empty would match no node (pods Pending for ever): refused.
+    out = _kubectl_create(
+        cluster, crd_namespace, mutate(spec_set("scheduling.affinity", AFFINITY_TYPO)), "warn"
+    )
+    assert out.returncode != 0
+    assert "nodeSelectorTerms[0]" in out.stderr, out.stderr
+    # A typo beside a valid term: accepted without the unknown field, with a warning saying so.
+    affinity = {
+        **AFFINITY,
+        "podAntiAffinity": {"preferredDuringSchedulingIgnoredDurinExecution": []},
+    }
+    out = _kubectl_create(
+        cluster, crd_namespace, mutate(spec_set("scheduling.affinity", affinity)), "warn"
+    )
+    assert out.returncode == 0, out.stderr
+    assert "Warning: unknown field" in out.stderr and "IgnoredDurinExecution" in out.stderr
+    stored = json.loads(out.stdout)["spec"]["scheduling"]["affinity"]
+    assert stored == {**AFFINITY, "podAntiAffinity": {}}

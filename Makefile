@@ -40,10 +40,15 @@ typecheck: $(BIN)/.installed
 	$(BIN)/mypy
 
 # promtool (Debian's prometheus package) checks the example alert rules in tests/packaging;
-# espeak-ng synthesises the speech of the modeling data tests (tests/modeling/test_data.py).
+# espeak-ng synthesises the speech of the modeling data tests (tests/modeling/test_data.py);
+# the Asterisk prompts (real recorded speech, CC-BY-SA-3.0) are the real-speech test sets
+# (tests/modeling/test_asterisk.py); sox codes the telephone channels of the real-voices recipe.
+SPEECH_PACKAGES := asterisk-core-sounds-en-wav asterisk-core-sounds-en asterisk-core-sounds-es-wav asterisk-core-sounds-es sox
 tools:
 	command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 	command -v espeak-ng >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends espeak-ng >/dev/null; }
+	@missing=$$(for p in $(SPEECH_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	[ -z "$$missing" ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 --no-install-recommends $$missing >/dev/null; }
 
 # The real node's runtime from Debian (cluster/node.py): containerd, runc, the CNI plugins
 # (bridge, host-local, loopback, portmap), iptables for kube-proxy and conntrack.

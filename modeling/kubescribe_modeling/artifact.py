@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from kubescribe_runtime.manifest import (
 
 from kubescribe_modeling.checkpoint import Checkpoint
 from kubescribe_modeling.dataset import read_audio, read_manifest
+from kubescribe_modeling.evaluate import EvalReport
 from kubescribe_modeling.model import SUBSAMPLING_FACTOR, subsampled_lengths
 from kubescribe_modeling.onnx_export import export_onnx, parity, quantize_int8, set_metadata
 from kubescribe_modeling.vocab import tokens_file_text
@@ -94,6 +96,7 @@ def write_manifest(
     model_type: str,
     evaluation: list[Evaluation],
     description: str,
+    languages: Sequence[str] = ("en",),
 ) -> ArtifactManifest:
     # Only the artifact's own files: a model card or notes next to them are not part of it.
     files = {
@@ -104,6 +107,7 @@ def write_manifest(
             "schema": MANIFEST_SCHEMA,
             "name": name,
             "version": version,
+            "languages": list(languages),
             "vocab_size": vocab_size,
             "subsampling_factor": subsampling_factor,
             "frontend": frontend,
@@ -124,11 +128,17 @@ def export_checkpoint(
     name: str = "kubescribe-conformer-ctc",
     version: str = "0.1.0",
     int8: bool = False,
-    testset: Path | None = None,
+    testset: Path | Sequence[Path] | None = None,
     description: str = "",
+    language: str = "en",
 ) -> ExportReport:
-    """Export, check parity, quantise, evaluate on ``testset`` and write the manifest."""
-    from kubescribe_modeling.evaluate import evaluate_artifact
+    """Export, check parity, quantise, evaluate on ``testset`` (one or several; each result
+    names its set, real or synthetic speech, channel and language) and write the manifest.
+
+    ``wer`` of the report is the first test set's."""
+    from kubescribe_modeling.evaluate import describe_testset, evaluate_artifact
+
+    testsets = [testset] if isinstance(testset, Path) else list(testset or [])
 
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("model.onnx", "model.int8.onnx", MANIFEST_NAME):
@@ -136,7 +146,7 @@ def export_checkpoint(
     model = checkpoint.build_model()
     frontend = NemoLogMelFrontend()
     tokens = checkpoint.vocab.tokens
-    inputs = parity_inputs(testset, frontend)
+    inputs = parity_inputs(testsets[0] if testsets else None, frontend)
     onnx_path = out_dir / "model.onnx"
     export_onnx(model, onnx_path, inputs)
     set_metadata(onnx_path, nemo_metadata(len(tokens) + 1, SUBSAMPLING_FACTOR))
@@ -164,21 +174,59 @@ def export_checkpoint(
         frontend=frontend,
         model_type=NEMO_MODEL_TYPE,
         description=description,
+        languages=[language],
     )
-    if testset is not None:
+    if testsets:
         # A provisional manifest lets the evaluator read the front end; rewritten below.
         write(evaluation=[])
+    for n, path in enumerate(testsets):
+        info = describe_testset(path)
         for model_file in model_files:
-            report = evaluate_artifact(out_dir, testset, model_file)
-            wer[model_file] = report.wer
+            report = evaluate_artifact(out_dir, path, model_file)
+            if n == 0:
+                wer[model_file] = report.wer
             evaluation.append(
                 Evaluation(
-                    test_set=str(testset),
+                    test_set=str(info.get("name", path)),
                     wer=round(report.wer, 4),
                     utterances=report.utterances,
                     model_file=model_file,
+                    speech=info.get("speech"),
+                    channel=str(info.get("channel", "")),
+                    language=str(info.get("language", language)),
                 )
             )
     write(evaluation=evaluation)
     files = {p.name: sha256_file(p) for p in sorted(out_dir.iterdir()) if p.is_file()}
     return ExportReport(out_dir=out_dir, parity_max_abs_diff=diff, files=files, wer=wer)
+
+
+def declare_evaluation(
+    artifact: Path, testset: Path, model_file: str = "model.onnx", report: EvalReport | None = None
+) -> Evaluation:
+    """Record ``model_file``'s WER on ``testset`` (measured here unless ``report`` is given) in
+    the artifact's manifest; a result on the same set and file is replaced, real-speech results
+    are listed first."""
+    from kubescribe_modeling.evaluate import describe_testset, evaluate_artifact
+
+    manifest = ArtifactManifest.load(artifact)
+    info = describe_testset(testset)
+    report = report or evaluate_artifact(artifact, testset, model_file)
+    result = Evaluation(
+        test_set=str(info.get("name", testset)),
+        wer=round(report.wer, 4),
+        utterances=report.utterances,
+        model_file=model_file,
+        speech=info.get("speech"),
+        channel=str(info.get("channel", "")),
+        language=str(info.get("language", manifest.languages[0])),
+    )
+    kept = [
+        e
+        for e in manifest.evaluation
+        if (e.test_set, e.model_file) != (result.test_set, result.model_file)
+    ]
+    ordered = sorted([*kept, result], key=lambda e: e.speech != "real")
+    updated = manifest.model_copy(update={"evaluation": ordered})
+    (artifact / MANIFEST_NAME).write_text(updated.to_yaml(), encoding="utf-8")
+    return result

@@ -161,7 +161,14 @@ def export_main(argv: Sequence[str]) -> int:
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--int8", action="store_true", help="also write model.int8.onnx")
-    parser.add_argument("--testset", type=Path, help="measure WER on this test set")
+    parser.add_argument(
+        "--testset",
+        type=Path,
+        action="append",
+        default=[],
+        help="measure WER on this test set (repeatable; the first is the report's wer)",
+    )
+    parser.add_argument("--language", default="en", help="the model's language (en, es)")
     parser.add_argument("--name", default="kubescribe-conformer-ctc")
     parser.add_argument("--version", default="0.1.0")
     parser.add_argument("--description", default="")
@@ -178,6 +185,7 @@ def export_main(argv: Sequence[str]) -> int:
         int8=args.int8,
         testset=args.testset,
         description=args.description,
+        language=args.language,
     )
     result: dict[str, object] = {
         "out_dir": str(report.out_dir),
@@ -220,22 +228,43 @@ def evaluate_main(argv: Sequence[str]) -> int:
         prog="kubescribe evaluate", description="Word error rate of an artifact on a test set."
     )
     parser.add_argument("artifact", type=Path)
-    parser.add_argument("--testset", type=Path, default=Path("examples/testset"))
+    parser.add_argument(
+        "--testset",
+        type=Path,
+        action="append",
+        help="test set folder or manifest (repeatable; default examples/testset); a real-speech "
+        "set comes from `kubescribe data asterisk`",
+    )
     parser.add_argument("--model-file", default="model.onnx")
+    parser.add_argument(
+        "--declare",
+        action="store_true",
+        help="also record each result in the artifact's kubescribe.yaml (same set and file "
+        "replaced; real speech listed first)",
+    )
     args = parser.parse_args(argv)
 
-    from kubescribe_modeling.evaluate import evaluate_artifact
+    from kubescribe_modeling.artifact import declare_evaluation
+    from kubescribe_modeling.evaluate import describe_testset, evaluate_artifact
 
-    report = evaluate_artifact(args.artifact, args.testset, args.model_file)
-    print(
-        json.dumps(
-            {
-                "wer": round(report.wer, 4),
-                "by_source": {k: round(v, 4) for k, v in report.by_source.items()},
-                "utterances": report.utterances,
-                "rtf": round(report.rtf, 4),
-                "pipeline": report.pipeline,
-            }
+    for testset in args.testset or [Path("examples/testset")]:
+        info = describe_testset(testset)
+        report = evaluate_artifact(args.artifact, testset, args.model_file)
+        if args.declare:
+            declare_evaluation(args.artifact, testset, args.model_file, report)
+        print(
+            json.dumps(
+                {
+                    "test_set": info.get("name", str(testset)),
+                    "speech": info.get("speech"),
+                    "channel": info.get("channel", ""),
+                    "wer": round(report.wer, 4),
+                    "by_source": {k: round(v, 4) for k, v in report.by_source.items()},
+                    "utterances": report.utterances,
+                    "rtf": round(report.rtf, 4),
+                    "pipeline": report.pipeline,
+                },
+                ensure_ascii=False,
+            )
         )
-    )
     return 0

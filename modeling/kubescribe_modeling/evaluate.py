@@ -8,11 +8,13 @@ runtime is not installed, a minimal path does the same steps: the runtime's nump
 
 from __future__ import annotations
 
+import json
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -130,7 +132,9 @@ def evaluate(
     pipeline: str = "",
     normalize: Callable[[str], str] | None = None,
 ) -> EvalReport:
-    """Transcribe every utterance of ``testset/manifest.jsonl``; WER overall and per source."""
+    """Transcribe every utterance of ``testset/manifest.jsonl``; WER overall and per source.
+
+    References and hypotheses go through the same ``normalize`` (English by default)."""
     from kubescribe_modeling.text import normalize_text
 
     norm = normalize or normalize_text
@@ -167,12 +171,34 @@ def evaluate(
     )
 
 
+def artifact_normalizer(artifact: Path) -> Callable[[str], str]:
+    """The text normaliser of the artifact's (first) language."""
+    from kubescribe_runtime.manifest import ArtifactManifest
+
+    from kubescribe_modeling.text_lang import normalizer
+
+    return normalizer(ArtifactManifest.load(artifact).languages[0])
+
+
+def describe_testset(testset: Path) -> dict[str, Any]:
+    """What a test set is (``testset.json`` beside its manifest: name, language, ``speech``
+    real or synthetic, ``channel``); a folder without one is a synthetic set of its own name."""
+    path = manifest_path(testset).parent / "testset.json"
+    if path.is_file():
+        info: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        return info
+    return {"name": str(testset), "speech": "synthetic"}
+
+
 def evaluate_artifact(
     artifact: Path, testset: Path, model_file: str = "model.onnx", use_runtime: bool = True
 ) -> EvalReport:
     if not (artifact / model_file).is_file():
         raise ModelingError(f"{artifact}: no {model_file}")
+    norm = artifact_normalizer(artifact)
     transcriber = runtime_transcriber(artifact, model_file) if use_runtime else None
     if transcriber is not None:
-        return evaluate(transcriber, testset, pipeline="kubescribe-runtime")
-    return evaluate(onnx_transcriber(artifact, model_file), testset, pipeline="onnxruntime")
+        return evaluate(transcriber, testset, pipeline="kubescribe-runtime", normalize=norm)
+    return evaluate(
+        onnx_transcriber(artifact, model_file), testset, pipeline="onnxruntime", normalize=norm
+    )

@@ -59,12 +59,19 @@ Frontend = Annotated[NemoLogMelFrontend | WaveformFrontend, Field(discriminator=
 
 
 class Evaluation(_Strict):
-    """The result the artifact was released with."""
+    """A result the artifact was released with, on a named test set.
+
+    ``speech`` says whether the test set is recorded human speech or synthesised, ``channel``
+    how it reached the model (e.g. ``telephone 8 kHz``, ``wideband 16 kHz``), ``language`` its
+    language: a synthetic figure must not pass for what real callers get."""
 
     test_set: str
     wer: float = Field(ge=0)
     utterances: int = Field(ge=0)
     model_file: str = "model.onnx"
+    speech: Literal["real", "synthetic"] | None = None
+    channel: str = ""
+    language: str = ""
 
 
 class ArtifactManifest(_Strict):

@@ -71,6 +71,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--templates", type=int, default=40, help="--testset: template sentences")
     p.add_argument("--independent", type=int, default=50, help="--testset: independent sentences")
     p.add_argument("--sample", type=Path, help="--testset: also write a ~5 s sample WAV (+ .txt)")
+    p.add_argument(
+        "--asterisk",
+        metavar="LANG",
+        help="write only a real-speech test set from Debian's Asterisk prompts (en, es; "
+        "make tools installs them): OUT/manifest.jsonl + testset.json",
+    )
+    p.add_argument("--split", choices=("test", "dev"), default="test", help="--asterisk: split")
+    p.add_argument("--limit", type=int, help="--asterisk: at most this many prompts")
     return p  # fmt: skip
 
 
@@ -98,6 +106,12 @@ def data_main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.workers < 1:
         raise DataConfigError("--workers must be at least 1")
+    if args.asterisk:
+        from kubescribe_modeling.data.asterisk import build_testset as build_asterisk
+
+        info = build_asterisk(args.asterisk, args.out, args.split, args.limit)
+        print(json.dumps(info, ensure_ascii=False))
+        return 0
     if args.testset:
         rows = build_testset(
             args.out, args.templates, args.independent, seed=args.seed, workers=args.workers

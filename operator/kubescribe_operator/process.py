@@ -16,9 +16,10 @@
 Note for packaging (chart): peering needs kopf's peering CRDs installed
 (``clusterkopfpeerings.kopf.dev`` for ``--all-namespaces``, ``kopfpeerings.kopf.dev`` for
 ``--namespace``) and the peering object named as ``--peering`` created (cluster-scoped, or one
-per watched namespace). Replicas with equal ``--priority`` all pause, so leave the default (a
-random priority per process). After a crash, a replica may wait up to ``--peering-lifetime`` for
-the dead one's entry to expire. The CRD must keep ``status.kopf`` (kopf's bookkeeping:
+per watched namespace). Replicas with equal ``--priority`` all pause, so leave the default (the
+process's start time in milliseconds: the newest replica acts, so a replica that replaces a
+crashed one never waits for the dead one's entry to expire; a replica started before a dead one
+would wait up to ``--peering-lifetime``). The CRD must keep ``status.kopf`` (kopf's bookkeeping:
 ``x-kubernetes-preserve-unknown-fields``); kopf also puts a finalizer on each SpeechModel (its
 per-object resync timer needs one) and removes it on deletion. RBAC: see ``apply.py``'s table.
 Reads come from kopf's in-memory indexes (``cache.py``), filled by one watch per kind.
@@ -29,7 +30,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import random
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -99,8 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--priority",
         type=int,
         default=None,
-        help="peering priority: of the live replicas, only the highest one acts (default: "
-        "random, so that replicas of one Deployment differ; equal priorities all pause)",
+        help="peering priority: of the live replicas, only the highest one acts (default: the "
+        "start time in milliseconds, so the newest acts and a replacement never waits for a "
+        "crashed replica's entry to expire; equal priorities all pause)",
     )
     parser.add_argument(
         "--peering-lifetime",
@@ -163,11 +165,16 @@ def _api_client() -> Any:
     return kubernetes.client.ApiClient(configuration=config)
 
 
+def default_priority() -> int:
+    """The process's start time in milliseconds: the newest replica wins, so one that replaces
+    a crashed replica acts at once instead of waiting out the dead one's peering entry (up to
+    --peering-lifetime) whenever a random priority had ranked the dead one higher."""
+    return time.time_ns() // 1_000_000
+
+
 def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
-    priority = (
-        args.priority if args.priority is not None else random.SystemRandom().randint(1, 10**9)
-    )
+    priority = args.priority if args.priority is not None else default_priority()
 
     import kopf
     from prometheus_client import start_http_server

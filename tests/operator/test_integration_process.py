@@ -30,6 +30,7 @@ from kube_cluster import (
     OperatorProcess,
     eventually,
 )
+from kubescribe_operator import process
 from kubescribe_operator.apply import API_USAGE
 from live import (
     HOLD_URI,
@@ -132,6 +133,41 @@ def test_two_replicas_never_both_act(
         high.kill()
         low.kill()
         print(high.logs()[-5000:], low.logs()[-5000:])
+
+
+def test_a_replacement_replica_acts_without_waiting_for_the_crashed_one(
+    cluster: Cluster, namespace: str, operator_kubeconfig: Path, tmp_path: Path
+) -> None:
+    """Issue 22.12: a single replica killed and replaced (a new pod) acts at once. Both use the
+    default priority and a peering lifetime far longer than any wait here: had the crashed one
+    ranked higher (a random priority did, half the time), the new one would pause until its
+    entry expired."""
+    models = Models(cluster, namespace)
+    lifetime = ("--peering-lifetime", "3600")
+    crashed = OperatorProcess(operator_kubeconfig, tmp_path / "crashed", *lifetime)
+    replacement = OperatorProcess(operator_kubeconfig, tmp_path / "new", *lifetime)
+    for replica in (crashed, replacement):
+        replica.log_dir.mkdir()
+    try:
+        before = set(_entries(cluster))
+        crashed.start()
+        eventually(lambda: set(_entries(cluster)) - before, "the first replica's peering entry")
+        crashed.kill()  # its entry stays in the peering, alive for an hour
+        replacement.start()
+        models.create(manifest())
+        models.wait_status(is_ready("1.0"), "1.0 ready by the replacement")
+        assert "Pausing operations" not in replacement.logs(), replacement.logs()[-3000:]
+    finally:
+        cluster.kubectl(
+            "delete", "speechmodels", "--all", "-n", namespace, "--timeout=60s", check=False
+        )
+        replacement.kill()
+        crashed.kill()
+
+
+def test_default_priority_grows_with_the_start_time() -> None:
+    first = process.default_priority()
+    eventually(lambda: process.default_priority() > first, "a later start")
 
 
 @pytest.fixture()

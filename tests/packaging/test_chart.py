@@ -63,9 +63,10 @@ def test_helm_lint_would_report_a_broken_template(tmp_path: Any) -> None:
 
 
 def chart_crds() -> dict[tuple[str, str], dict[str, Any]]:
-    """(group, kind) -> openAPIV3Schema of every CRD in the chart's crds/ directory."""
+    """(group, kind) -> openAPIV3Schema of every CRD in the chart's crds/ directories (its own
+    and its kopf-peering subchart's)."""
     schemas = {}
-    for path in sorted((CHART / "crds").glob("*.yaml")):
+    for path in sorted(CHART.glob("**/crds/*.yaml")):
         for crd in yaml.safe_load_all(path.read_text()):
             for version in crd["spec"]["versions"]:
                 key = (f"{crd['spec']['group']}/{version['name']}", crd["spec"]["names"]["kind"])
@@ -93,7 +94,7 @@ def test_rendered_objects_validate_against_kubernetes_schemas(
 
 
 def test_chart_crds_validate_and_speechmodel_crd_is_a_copy_of_the_source(tmp_path: Any) -> None:
-    for path in (CHART / "crds").glob("*.yaml"):
+    for path in CHART.glob("**/crds/*.yaml"):
         for crd in yaml.safe_load_all(path.read_text()):
             kubernetes_validate.validate(crd, KUBERNETES_VERSION, strict=True)
     # A real file (a symlink is lost by tools that copy or pack the chart: git on Windows,
@@ -107,11 +108,35 @@ def test_chart_crds_validate_and_speechmodel_crd_is_a_copy_of_the_source(tmp_pat
     with helm_python.Chart.load(str(CHART)) as chart:
         crds = {crd["name"]: crd for crd in chart.crds}
         archive = chart.save(str(tmp_path))
-    assert {"crds/speechmodel.yaml", "crds/kopf-peering.yaml"} <= crds.keys()
+    assert {"crds/speechmodel.yaml", "crds/kopf-peering.yaml"} <= crds.keys()  # with the subchart's
     assert crds["crds/speechmodel.yaml"]["data"].encode() == source
     with tarfile.open(archive) as packaged:
         member = packaged.extractfile("kubescribe/crds/speechmodel.yaml")
         assert member is not None and member.read() == source
+
+
+def test_kopf_peering_crds_are_not_in_the_charts_own_crds_directory() -> None:
+    # Issue 22.7: `kubectl delete -f charts/kubescribe/crds/` (the uninstall) deletes what is
+    # there; kopf's peering CRDs are cluster-wide and shared by every kopf operator, so they
+    # live in a subchart of their own, which Helm installs with the chart.
+    own = {
+        doc["metadata"]["name"]
+        for p in (CHART / "crds").glob("*.yaml")
+        for doc in yaml.safe_load_all(p.read_text())
+    }
+    assert own == {"speechmodels.kubescribe.io"}
+    subchart = CHART / "charts" / "kopf-peering"
+    shared = {
+        doc["metadata"]["name"]
+        for p in (subchart / "crds").glob("*.yaml")
+        for doc in yaml.safe_load_all(p.read_text())
+    }
+    assert shared == {"clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"}
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert {
+        "name": "kopf-peering",
+        "version": yaml.safe_load((subchart / "Chart.yaml").read_text())["version"],
+    } in chart["dependencies"]
 
 
 def test_crd_writer_writes_the_chart_copy_too(

@@ -22,6 +22,7 @@ from typing import Any
 from kubescribe_modeling.errors import ModelingError
 from kubescribe_modeling.evaluate import (
     EvalReport,
+    artifact_normalizer,
     evaluate,
     evaluate_artifact,
     onnx_transcriber,
@@ -84,7 +85,11 @@ def _wer_fields(report: EvalReport) -> dict[str, float]:
 
 
 def measure_row(spec: RowSpec, testset: Path) -> dict[str, Any]:
-    report = evaluate(onnx_transcriber(spec.artifact, spec.model_file, threads=1), testset)
+    report = evaluate(
+        onnx_transcriber(spec.artifact, spec.model_file, threads=1),
+        testset,
+        normalize=artifact_normalizer(spec.artifact),
+    )
     row: dict[str, Any] = {
         "label": spec.label,
         "artifact": str(spec.artifact),
@@ -103,17 +108,59 @@ def measure_interop(artifact: Path, testset: Path) -> list[dict[str, Any]]:
     from kubescribe_modeling.interop import onnx_asr_transcriber, sherpa_onnx_transcriber
 
     rows = []
+    norm = artifact_normalizer(artifact)
     for model_file in ("model.onnx", "model.int8.onnx"):
         if not (artifact / model_file).exists():
             continue
         reports = {
             "kubescribe": evaluate_artifact(artifact, testset, model_file),
-            "onnx-asr": evaluate(onnx_asr_transcriber(artifact, model_file), testset),
-            "sherpa-onnx": evaluate(sherpa_onnx_transcriber(artifact, model_file), testset),
+            "onnx-asr": evaluate(
+                onnx_asr_transcriber(artifact, model_file), testset, normalize=norm
+            ),
+            "sherpa-onnx": evaluate(
+                sherpa_onnx_transcriber(artifact, model_file), testset, normalize=norm
+            ),
         }
         for engine, report in reports.items():
             rows.append({"engine": engine, "model_file": model_file, **_wer_fields(report)})
     return rows
+
+
+def measure_real_speech(
+    artifact: Path, testsets: Sequence[Path], model_file: str = "model.onnx", examples: int = 3
+) -> dict[str, Any]:
+    """The artifact on recorded human speech (``kubescribe data --asterisk``), through the
+    runtime's pipeline: WER per test set, with a few transcripts to show what it means."""
+    import soundfile as sf
+
+    from kubescribe_modeling.dataset import read_manifest
+    from kubescribe_modeling.evaluate import describe_testset, manifest_path
+
+    results = []
+    for testset in testsets:
+        info = describe_testset(testset)
+        report = evaluate_artifact(artifact, testset, model_file)
+        utterances = read_manifest(manifest_path(testset))
+        minutes = sum(sf.info(str(u.audio)).duration for u in utterances) / 60
+        results.append(
+            {
+                "test_set": info.get("name", str(testset)),
+                **{k: info.get(k) for k in ("language", "speech", "channel", "voice", "license")},
+                "packages": info.get("packages", {}),
+                "model_file": model_file,
+                "utterances": report.utterances,
+                "minutes": round(minutes, 1),
+                "wer": round(report.wer, 4),
+                "pipeline": report.pipeline,
+                "examples": [
+                    {"reference": r, "hypothesis": h}
+                    for r, h in list(zip(report.references, report.hypotheses, strict=True))[
+                        :examples
+                    ]
+                ],
+            }
+        )
+    return {"artifact": str(artifact), "results": results}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -126,8 +173,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--corpus-info", type=Path, help="the corpus's corpus.json")
     parser.add_argument("--note", action="append", default=[], help="a line for the card's notes")
     parser.add_argument("--train-machine", help="where the models were trained, for the card")
+    parser.add_argument(
+        "--real-testset",
+        type=Path,
+        action="append",
+        default=[],
+        help="recorded-speech test set (kubescribe data --asterisk) for --real-speech; repeatable",
+    )
+    parser.add_argument(
+        "--real-speech", type=Path, help="artifact measured on --real-testset (the card leads)"
+    )
+    parser.add_argument("--commands", type=Path, help="shell file: the card's training commands")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="update the sections measured here in an existing --out, keep the others",
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
+    if args.merge:
+        merged = _merge_sections(args)
+        args.out.write_text(json.dumps(merged, indent=2, ensure_ascii=False) + "\n")
+        print(json.dumps(merged, indent=2, ensure_ascii=False))
+        return 0
 
     from kubescribe_modeling.dataset import read_manifest
     from kubescribe_modeling.evaluate import manifest_path
@@ -167,10 +235,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["train_machine"] = args.train_machine
     if args.demo_run is not None:
         results["demo_training"] = training_summary(args.demo_run)
+    if args.real_speech is not None:
+        results["real_speech"] = measure_real_speech(args.real_speech, args.real_testset)
+    if args.commands is not None:
+        results["commands"] = args.commands.read_text(encoding="utf-8")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps(results, indent=2))
+    args.out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(json.dumps(results, indent=2, ensure_ascii=False))
     return 0
+
+
+def _merge_sections(args: argparse.Namespace) -> dict[str, Any]:
+    """``--merge``: the existing results with only the sections asked for re-measured."""
+    results: dict[str, Any] = json.loads(args.out.read_text(encoding="utf-8"))
+    if args.real_speech is not None:
+        results["real_speech"] = measure_real_speech(args.real_speech, args.real_testset)
+    if args.demo_run is not None:
+        results["demo_training"] = training_summary(args.demo_run)
+    if args.note:
+        results["notes"] = list(args.note)
+    if args.train_machine:
+        results["train_machine"] = args.train_machine
+    if args.commands is not None:
+        results["commands"] = args.commands.read_text(encoding="utf-8")
+    if args.row:
+        results["rows"] = [measure_row(RowSpec.parse(r), args.testset) for r in args.row]
+    return results
 
 
 if __name__ == "__main__":

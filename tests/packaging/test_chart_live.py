@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -436,6 +437,37 @@ def test_uninstalling_the_operator_first_leaves_the_models_stuck(
     model = get_json(cluster, PLURAL, "demo", "-n", models_namespace)
     assert model is not None and "deletionTimestamp" in model["metadata"]
     assert model["metadata"]["finalizers"] == [OPERATOR_FINALIZER]
+
+    # Issue 22.7: the user guide's recovery for this order, run as written (the test's
+    # namespace for --all-namespaces): the models go, and with them the namespace.
+    guide = (ROOT / "docs" / "user-guide.md").read_text()
+    block = re.search(r"<!-- doc-test: release-stuck-models -->\n```sh\n(.*?)```", guide, re.DOTALL)
+    assert block, "docs/user-guide.md lost its recovery block"
+    script = block.group(1).replace("--all-namespaces", f"--namespace={models_namespace}")
+    env = {**os.environ, "PATH": f"{cluster.bin}:{os.environ['PATH']}"}
+    env["KUBECONFIG"] = str(cluster.kubeconfig)
+    out = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True, env=env,
+        timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0 and "patched" in out.stdout, (out.stdout, out.stderr)
+    eventually(
+        lambda: get_json(cluster, "namespace", models_namespace) is None,
+        "the models' namespace to be deleted after the recovery",
+        timeout=180,
+    )
+
+
+def test_deleting_the_chart_crds_leaves_kopf_peering_alone(cluster: Cluster) -> None:
+    # Issue 22.7: the documented `kubectl delete -f charts/kubescribe/crds/` (server dry run:
+    # other tests use the CRDs) deletes the SpeechModel CRD and nothing other kopf operators
+    # share; the cluster has kopf's CRDs all the same (installed from the subchart).
+    out = cluster.kubectl("delete", "-f", str(CHART / "crds"), "--dry-run=server", "-o", "name")
+    assert out.stdout.split() == [
+        "customresourcedefinition.apiextensions.k8s.io/speechmodels.kubescribe.io"
+    ]
+    for crd in ("clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"):
+        assert get_json(cluster, "crd", crd) is not None
 
 
 # ------------------------------------------------------------------ the GitOps example syncs

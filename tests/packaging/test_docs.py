@@ -279,12 +279,9 @@ def uninstall_steps(doc: Path) -> list[str]:
     text = doc.read_text()
     section = text[text.index("## Uninstall") :]
     section = section[: section.index("\n## ", 1)] if "\n## " in section[1:] else section
-    return [
-        command
-        for language, body, _ in code_blocks_in(section)
-        if language in SHELL
-        for command in shell_commands(body)
-    ]
+    # The first shell block is the procedure; later ones are recoveries from another order.
+    first = next(body for language, body, _ in code_blocks_in(section) if language in SHELL)
+    return list(shell_commands(first))
 
 
 @pytest.mark.parametrize(
@@ -361,7 +358,8 @@ def test_kubectl_names_real_objects(where: str, command: str) -> None:
         elif kind in names and index + 1 < len(tokens) and index > 0:
             following = tokens[index + 1]
             verbs = ("get", "describe", "delete", "patch", "edit", "label", "annotate")
-            if tokens[index - 1] in verbs and not following.startswith("-"):
+            # A shell variable ($name in a loop over real objects) names nothing by itself.
+            if tokens[index - 1] in verbs and not following.startswith(("-", "$")):
                 assert following in names[kind], f"{where}: no {kind} named {following}"
 
 

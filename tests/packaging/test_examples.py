@@ -34,14 +34,15 @@ def prerequisites() -> list[dict[str, Any]]:
     return load_all(sorted(PREREQUISITES.glob("*.yaml")))
 
 
-def find(kind: str, name: str, namespace: str) -> dict[str, Any] | None:
+def find(kind: str, name: str, namespace: str | None) -> dict[str, Any] | None:
+    """A prerequisite object (namespace None: cluster-scoped)."""
     return next(
         (
             obj
             for obj in prerequisites()
             if obj["kind"] == kind
             and obj["metadata"]["name"] == name
-            and obj["metadata"]["namespace"] == namespace
+            and obj["metadata"].get("namespace") == namespace
         ),
         None,
     )
@@ -88,6 +89,39 @@ def test_every_credentials_secret_is_shipped_with_keys_fetch_reads() -> None:
         assert secret is not None, f"no Secret {namespace}/{name} in {PREREQUISITES}"
         keys = set(secret.get("stringData", {})) | set(secret.get("data", {}))
         assert keys and keys <= allowed, f"{name}: {sorted(keys - allowed)} are not read"
+
+
+def references(model: dict[str, Any]) -> list[tuple[str, str, str | None]]:
+    """(kind, name, namespace) of every object a SpeechModel names (namespace None: cluster)."""
+    spec, namespace = model["spec"], model["metadata"]["namespace"]
+    found: list[tuple[str, str, str | None]] = []
+    for name in (
+        spec["model"].get("credentialsSecret"),
+        spec.get("runtime", {}).get("apiKeySecret"),
+    ):
+        if name:
+            found.append(("Secret", name, namespace))
+    pod = spec.get("pod", {})
+    found += [("Secret", name, namespace) for name in pod.get("imagePullSecrets", [])]
+    if pod.get("serviceAccountName"):
+        found.append(("ServiceAccount", pod["serviceAccountName"], namespace))
+    if spec.get("scheduling", {}).get("priorityClassName"):
+        found.append(("PriorityClass", spec["scheduling"]["priorityClassName"], None))
+    if spec["model"]["uri"].startswith("pvc://"):
+        claim = spec["model"]["uri"].removeprefix("pvc://").split("/")[0]
+        found.append(("PersistentVolumeClaim", claim, namespace))
+    if spec["model"].get("cache", {}).get("claimName"):
+        found.append(("PersistentVolumeClaim", spec["model"]["cache"]["claimName"], namespace))
+    return found
+
+
+def test_every_object_an_example_names_is_in_its_prerequisites() -> None:
+    # Issue 22.12: gpu.yaml's PriorityClass was missing; every example applies with what
+    # prerequisites/ holds (test_examples_live.py applies them all for real).
+    named = [ref for model in speechmodels() for ref in references(model)]
+    assert {kind for kind, _, _ in named} >= {"Secret", "ServiceAccount", "PriorityClass"}
+    missing = [ref for ref in named if find(*ref) is None]
+    assert not missing, f"not in {PREREQUISITES}: {missing}"
 
 
 def test_every_claim_an_example_uses_is_shipped_and_shared() -> None:

@@ -181,12 +181,12 @@ class ServeConfig(_Settings):
         "overlap between windows",
         ge=0,
     )
-    vad: Literal["energy", "off"] = _setting(
-        "energy",
+    vad: Literal["silero", "off"] = _setting(
+        "silero",
         "--vad",
         "KUBESCRIBE_VAD",
-        "voice activity detection: energy (windows without speech are not decoded, long "
-        "non-speech is cut) or off",
+        "voice activity detection: silero (Silero VAD's ONNX model, shipped in the package: "
+        "windows without speech are not decoded, long non-speech is cut) or off",
     )
     max_sessions: int = _setting(
         8,

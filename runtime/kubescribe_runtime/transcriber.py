@@ -7,6 +7,7 @@ One object per concern does the work; this one only chains them for a request, k
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable
@@ -19,10 +20,10 @@ import numpy.typing as npt
 from kubescribe.errors import KubescribeError
 from kubescribe_runtime import audio
 from kubescribe_runtime.batcher import DynamicBatcher, Flow
-from kubescribe_runtime.ctc import Segment, Word, greedy_words, segments_of, text_of
+from kubescribe_runtime.ctc import Segment, Word, segments_of, text_of
+from kubescribe_runtime.decoding import BlankTrack, Logprobs, WindowDecoder, WindowJob
 from kubescribe_runtime.model import AcousticModel, ModelInput, prepare
-from kubescribe_runtime.vad import crop_to_speech, no_speech_prob
-from kubescribe_runtime.windowing import Stitcher, WindowWords, seam, windows
+from kubescribe_runtime.windowing import Stitcher
 
 # How often a waiting request checks whether its client is still there.
 POLL_S = 0.1
@@ -46,44 +47,12 @@ class Transcript:
 
 
 @dataclass(frozen=True)
-class BlankTrack:
-    """The blank log-probabilities of one decoded window, for ``no_speech_prob``."""
-
-    start_s: float  # absolute time of the first output frame
-    frame_s: float
-    blank: npt.NDArray[np.float32]  # [T', 1] log-probabilities of the blank
-
-    def covers(self, start_s: float, end_s: float) -> bool:
-        return self.start_s <= start_s and end_s <= self.start_s + len(self.blank) * self.frame_s
-
-    def no_speech_prob(self, start_s: float, end_s: float) -> float:
-        span = (start_s - self.start_s, end_s - self.start_s)
-        return no_speech_prob(self.blank, self.frame_s, span, blank=0)
-
-
-@dataclass(frozen=True)
 class Progress:
     """Words that became final (absolute times, audio order) and the audio they cover."""
 
     words: list[Word]
     audio_s: float
     blanks: list[BlankTrack] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class _Pending:
-    start_s: float
-    end_s: float
-    seam_s: float
-    future: concurrent.futures.Future[npt.NDArray[np.float32]]
-    offset_s: float = 0.0  # where the decoded part starts in the window (non-speech cut)
-
-
-def _no_frames(vocabulary: int) -> concurrent.futures.Future[npt.NDArray[np.float32]]:
-    """The result of a window with no speech: decoded as nothing, without the model."""
-    future: concurrent.futures.Future[npt.NDArray[np.float32]] = concurrent.futures.Future()
-    future.set_result(np.zeros((0, vocabulary), dtype=np.float32))
-    return future
 
 
 def with_no_speech_probs(segments: list[Segment], blanks: list[BlankTrack]) -> list[Segment]:
@@ -129,9 +98,15 @@ class Transcriber:
         self.manifest = model.manifest
         self.max_pending = max(2, batcher.max_batch_size)
         self._on_window = on_window or (lambda: None)
-        # Seconds of audio given to the model; a window skipped as non-speech.
-        self._on_decoded = on_decoded or (lambda seconds: None)
-        self._on_skipped = on_skipped or (lambda: None)
+        # The one window → crop → batch → stitch path (Realtime turns take the same).
+        self.decoder = WindowDecoder(
+            model,
+            settings.window_seconds,
+            settings.window_overlap_seconds,
+            settings.vad,
+            on_decoded,
+            on_skipped,
+        )
         # Queued windows dropped unseen, by reason (disconnected, timeout, error).
         self._on_cancelled = on_cancelled or (lambda reason, count: None)
 
@@ -199,9 +174,7 @@ class Transcriber:
             self.settings.max_audio_seconds_per_mb,
             channel=channel,
         )
-        window = int(self.settings.window_seconds * rate)
-        overlap = int(self.settings.window_overlap_seconds * rate)
-        pending: deque[_Pending] = deque()
+        pending: deque[WindowJob] = deque()
         stitcher = Stitcher()
         total_samples = 0
 
@@ -223,17 +196,12 @@ class Transcriber:
                             f"no part of the audio was transcribed within {limit:g} s"
                         ) from exc
             deadline = time.monotonic() + limit  # progress: the timeout starts again
-            frame_s = self.model.frame_seconds
-            words = greedy_words(logprobs, self.model.artifact.tokens, frame_s)
-            if oldest.offset_s:
-                words = [w.shifted(oldest.offset_s) for w in words]
-            part = WindowWords(oldest.start_s, oldest.end_s, words)
-            track = BlankTrack(oldest.start_s + oldest.offset_s, frame_s, logprobs[:, -1:].copy())
+            part, track = self.decoder.read(oldest, logprobs)
             return Progress(stitcher.add(part, oldest.seam_s), oldest.end_s, [track])
 
         reason = "error"
         try:
-            upcoming = windows(blocks, window, overlap)
+            upcoming = self.decoder.windows(blocks)
             while True:
                 if gone():
                     raise ClientGone("the client closed the connection")
@@ -244,20 +212,10 @@ class Transcriber:
                     if win is None:
                         break
                     total_samples = max(total_samples, win.end)
-                    future, offset = self._submit(
-                        win.samples, flow, max(0.0, deadline - time.monotonic()), gone
-                    )
+                    timeout = max(0.0, deadline - time.monotonic())
+                    enqueue = functools.partial(_enqueue, flow, timeout_s=timeout, gone=gone)
+                    pending.append(self.decoder.submit(win, enqueue))
                 self._on_window()
-                next_start_s = (win.start + window - overlap) / rate
-                pending.append(
-                    _Pending(
-                        win.start / rate,
-                        win.end / rate,
-                        seam(win.end / rate, next_start_s),
-                        future,
-                        offset / rate,
-                    )
-                )
                 while pending and (
                     len(pending) >= min(self.max_pending, self.batcher.lookahead())
                     or pending[0].future.done()
@@ -284,35 +242,13 @@ class Transcriber:
             if dropped and reason:
                 self._on_cancelled(reason, dropped)
 
-    def _submit(
-        self,
-        samples: npt.NDArray[np.float32],
-        flow: Flow[ModelInput, npt.NDArray[np.float32]],
-        timeout_s: float,
-        gone: Callable[[], bool] = lambda: False,
-    ) -> tuple[concurrent.futures.Future[npt.NDArray[np.float32]], int]:
-        """Queue a window's speech for the model: (its result, the first sample decoded)."""
-        rate = self.manifest.sample_rate
-        if not self.settings.vad:
-            item = prepare(samples, self.manifest)
-            self._on_decoded(len(samples) / rate)
-            return _enqueue(flow, item, timeout_s, gone), 0
-        crop = crop_to_speech(samples, rate)
-        if crop is None:
-            self._on_skipped()
-            return _no_frames(len(self.model.artifact.tokens)), 0
-        speech = samples[crop.start : crop.end]
-        item = prepare(speech, self.manifest, crop.regions if crop.gaps else None)
-        self._on_decoded(len(speech) / rate)
-        return _enqueue(flow, item, timeout_s, gone), crop.start
-
 
 def _enqueue(
-    flow: Flow[ModelInput, npt.NDArray[np.float32]],
+    flow: Flow[ModelInput, Logprobs],
     item: ModelInput,
     timeout_s: float,
     gone: Callable[[], bool],
-) -> concurrent.futures.Future[npt.NDArray[np.float32]]:
+) -> concurrent.futures.Future[Logprobs]:
     """``flow.submit``, which may wait for room in the queue: a client that hangs up meanwhile
     is noticed within :data:`POLL_S` (:class:`ClientGone`), not at the timeout."""
     deadline = time.monotonic() + timeout_s

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+from kubescribe_runtime.config import DEMO_MODEL_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,6 +55,10 @@ def start_server(
 ) -> ServerProcess:
     port = free_port()
     log_path = log_dir / f"server-{port}.log"
+    if Path(model_dir).resolve() != DEMO_MODEL_DIR.resolve() and "--vad" not in args:
+        # The self-made models' audio is tones, which Silero VAD rightly hears as no speech:
+        # their servers decode every window (a test of the VAD itself says --vad).
+        args = (*args, "--vad", "off")
     command = [
         *wrapper,
         sys.executable, *entry,

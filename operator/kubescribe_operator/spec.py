@@ -261,6 +261,10 @@ class MonitoringSpec(ApiModel):
     )
 
 
+SCALE_WITH_AUTOSCALING_MESSAGE = (
+    "spec.replicas is not used while spec.autoscaling is set (the HorizontalPodAutoscaler keeps "
+    "the replicas between autoscaling.minReplicas and maxReplicas): change those instead"
+)
 HOST_PATH_USER_MESSAGE = (
     "model.cache.hostPath needs pod.fixedUser: the cache is made writable for the image's user"
 )
@@ -285,6 +289,13 @@ class SpeechModelSpec(ApiModel):
                 "!has(self.model.cache) || !has(self.model.cache.hostPath) || "
                 "!has(self.pod) || !has(self.pod.fixedUser) || self.pod.fixedUser",
                 HOST_PATH_USER_MESSAGE,
+            ),
+            # A transition rule (updates only), so it also refuses `kubectl scale`, which would
+            # otherwise succeed and change nothing.
+            cel_rule(
+                "!has(self.autoscaling) || !has(oldSelf.autoscaling) || "
+                "self.replicas == oldSelf.replicas",
+                SCALE_WITH_AUTOSCALING_MESSAGE,
             ),
         )
     )

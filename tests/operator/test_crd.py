@@ -59,12 +59,24 @@ def cel_rules(node: dict[str, Any], value: Any, path: str = "") -> Iterator[tupl
             yield from cel_rules(node["items"], item, f"{path}[{index}]")
 
 
-def cel_failures(manifest: dict[str, Any]) -> list[str]:
+def cel_failures(manifest: dict[str, Any], old: dict[str, Any] | None = None) -> list[str]:
+    """The CEL rules `manifest` breaks; transition rules (oldSelf) only as an update of `old`,
+    as the API server evaluates them."""
     root = schema()
     defaulted = crd.apply_defaults(root, manifest)
+    before = {}
+    if old is not None:
+        old_rules = cel_rules(root, crd.apply_defaults(root, old))
+        before = {(path, rule): value for path, rule, value in old_rules}
     failures = []
     for path, rule, value in cel_rules(root, defaulted):
-        if cel.evaluate(rule, {"self": value}) is not True:
+        if "oldSelf" in rule:
+            if (path, rule) not in before:
+                continue  # a create, or the field is new: the rule does not apply
+            variables = {"self": value, "oldSelf": before[path, rule]}
+        else:
+            variables = {"self": value}
+        if cel.evaluate(rule, variables) is not True:
             failures.append(f"{path or '(root)'}: {rule}")
     return failures
 
@@ -254,6 +266,21 @@ BAD_MANIFESTS: list[tuple[str, Callable[[dict[str, Any]], Any], str, str]] = [
         "fixedUser",
     ),
 ]
+
+
+def test_scaling_an_autoscaled_model_is_refused_as_an_update_only() -> None:
+    # Issue 22.12: `kubectl scale` (or an edit of replicas) on an autoscaled model changed
+    # nothing, silently. Creating one with any replicas stays valid; so does switching
+    # autoscaling on or off together with replicas.
+    autoscaled = base()
+    assert "autoscaling" in autoscaled["spec"]
+    scaled = mutate(spec_set("replicas", 5))
+    assert cel_failures(scaled) == []
+    assert any("oldSelf" in f for f in cel_failures(scaled, old=autoscaled))
+    assert cel_failures(autoscaled, old=autoscaled) == []
+    manual = mutate(spec_del("autoscaling"))
+    assert cel_failures(scaled, old=manual) == []  # autoscaling turned on with new replicas
+    assert cel_failures(mutate(spec_del("autoscaling")), old=autoscaled) == []
 
 
 def test_enough_bad_manifests() -> None:

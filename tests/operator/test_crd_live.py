@@ -144,3 +144,31 @@ def test_without_strict_validation_a_typo_is_warned_and_never_leaves_an_empty_te
     assert "Warning: unknown field" in out.stderr and "IgnoredDurinExecution" in out.stderr
     stored = json.loads(out.stdout)["spec"]["scheduling"]["affinity"]
     assert stored == {**AFFINITY, "podAntiAffinity": {}}
+
+
+def test_kubectl_scale_of_an_autoscaled_model_is_refused(
+    cluster: Cluster, crd_namespace: str
+) -> None:
+    # Issue 22.12: the scale subresource changes spec.replicas, which autoscaling ignores:
+    # `kubectl scale` succeeded and did nothing. The API server now says why it will not.
+    manifest = base()
+    manifest["metadata"].update(name="scaled", namespace=crd_namespace)
+    cluster.kubectl("create", "-f", "-", input=json.dumps(manifest))
+    try:
+        out = cluster.kubectl(
+            "scale", "speechmodel/scaled", "-n", crd_namespace, "--replicas=5", check=False
+        )
+        assert out.returncode != 0
+        assert "spec.replicas is not used while spec.autoscaling is set" in out.stderr, out.stderr
+        # Without autoscaling, kubectl scale is what it says.
+        cluster.kubectl(
+            "patch", "speechmodel", "scaled", "-n", crd_namespace, "--type=json",
+            "-p", '[{"op": "remove", "path": "/spec/autoscaling"}]',
+        )  # fmt: skip
+        cluster.kubectl("scale", "speechmodel/scaled", "-n", crd_namespace, "--replicas=5")
+        got = cluster.kubectl(
+            "get", "speechmodel", "scaled", "-n", crd_namespace, "-o", "jsonpath={.spec.replicas}"
+        )
+        assert got.stdout == "5"
+    finally:
+        cluster.kubectl("delete", "speechmodel", "scaled", "-n", crd_namespace, "--wait=false")

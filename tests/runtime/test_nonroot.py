@@ -9,6 +9,8 @@ import re
 import shutil
 import signal
 import stat
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,17 +69,31 @@ def test_write_detection() -> None:
     assert _writes(trace) == ["openat /tmp/x"]
 
 
-def test_serves_as_nobody_and_writes_nothing(public_model: Path, tmp_path: Path) -> None:
+# (uid, gid, supplementary groups): nobody; and a UID from no passwd file with group 0, as
+# OpenShift's restricted-v2 SCC runs a pod (spec.pod.fixedUser false: the platform picks the UID
+# from the namespace's range, the primary group is root's, the fsGroup a supplementary one).
+USERS = {
+    "nobody": (NOBODY, NOBODY, ()),
+    "openshift-arbitrary-uid": (1000680000, 0, (1000680000,)),
+}
+
+
+@pytest.mark.parametrize("user", USERS.values(), ids=USERS.keys())
+def test_serves_as_an_unprivileged_user_and_writes_nothing(
+    public_model: Path, tmp_path: Path, user: tuple[int, int, tuple[int, ...]]
+) -> None:
+    uid, gid, groups = user
     if os.geteuid() != 0:
         user_args: tuple[str, ...] = ()  # already unprivileged
     else:
-        # nobody may read and search (never write) wherever the checkout lies: CI's clone can sit
-        # under a 0700 directory (mktemp -d) that nobody could not otherwise traverse.
+        # The user may read and search (never write) wherever the checkout lies: CI's clone can
+        # sit under a 0700 directory (mktemp -d) that it could not otherwise traverse.
+        group_args = (f"--groups={','.join(map(str, groups))}",) if groups else ("--clear-groups",)
         user_args = (
             "setpriv",
-            f"--reuid={NOBODY}",
-            f"--regid={NOBODY}",
-            "--clear-groups",
+            f"--reuid={uid}",
+            f"--regid={gid}",
+            *group_args,
             "--inh-caps=+dac_read_search",
             "--ambient-caps=+dac_read_search",
         )
@@ -100,7 +116,7 @@ def test_serves_as_nobody_and_writes_nothing(public_model: Path, tmp_path: Path)
         )
         status = Path(f"/proc/{python_pid}/status").read_text()
         uid = int(re.search(r"^Uid:\s+(\d+)", status, re.MULTILINE).group(1))  # type: ignore[union-attr]
-        assert uid != 0
+        assert uid != 0 and (not user_args or uid == user[0])
         # A 3 MB upload: above the 1 MB spool threshold, so it goes to the scratch directory.
         rng = np.random.default_rng(0)
         speech = tone_sentence("lo hi lo hi")
@@ -127,3 +143,34 @@ def test_serves_as_nobody_and_writes_nothing(public_model: Path, tmp_path: Path)
     assert list(scratch.iterdir()) == []  # and nothing is left behind
     scratch.rmdir()
     assert stat.S_IMODE(public_model.stat().st_mode) == 0o755  # untouched
+
+
+@pytest.mark.parametrize("user", USERS.values(), ids=USERS.keys())
+def test_fetch_runs_as_an_unprivileged_user(
+    public_model: Path, user: tuple[int, int, tuple[int, ...]]
+) -> None:
+    # The init container: `kubescribe fetch` into the artifact emptyDir (world-writable, as the
+    # kubelet makes it) as the pod's user, whatever UID the platform assigned.
+    uid, gid, groups = user
+    volume = Path(tempfile.mkdtemp(prefix="kubescribe-artifact-"))
+    volume.chmod(0o1777)
+    dest = volume / "model"
+    user_args: tuple[str, ...] = ()
+    if os.geteuid() == 0:
+        group_args = (f"--groups={','.join(map(str, groups))}",) if groups else ("--clear-groups",)
+        user_args = (
+            "setpriv", f"--reuid={uid}", f"--regid={gid}", *group_args,
+            "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search",
+        )  # fmt: skip
+    env = {**os.environ, "HOME": "/nonexistent", "PYTHONDONTWRITEBYTECODE": "1"}
+    command = [sys.executable, "-m", "kubescribe.cli", "fetch", f"file://{public_model}", str(dest)]
+    try:
+        out = subprocess.run(
+            [*user_args, *command], capture_output=True, text=True, env=env, timeout=120
+        )
+        assert out.returncode == 0, out.stderr
+        assert (dest / "model.onnx").is_file() and (dest / "kubescribe.yaml").is_file()
+        if user_args:
+            assert dest.stat().st_uid == uid
+    finally:
+        shutil.rmtree(volume)

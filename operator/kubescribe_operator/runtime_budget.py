@@ -18,7 +18,8 @@ defaults the request is about 1.9 GiB and the limit about 3.8 GiB (the 4 GiB lim
 ``python -m bench.load`` measures the peak RSS of the demo model under 90 concurrent 25 MB
 uploads against this limit.
 
-Scratch volume: spooled uploads, at most ``max_requests × max_upload_mb``.
+Scratch volume: spooled uploads, at most ``2 × max_requests × max_upload_mb`` (admitted, and
+being received).
 
 Termination: ``PRE_STOP_SECONDS`` (endpoints drop the pod) + the longest drain (admitted requests,
 ``--drain-timeout``; a longest realtime session drain, when set, counts the same way) + a margin,
@@ -94,8 +95,9 @@ def memory_mib(s: RuntimeSettings) -> tuple[int, int]:
 
 
 def scratch_mib(s: RuntimeSettings) -> int:
-    """Size limit of the scratch emptyDir: every admitted upload spooled at its largest."""
-    return math.ceil(s.max_requests * s.max_upload_mb)
+    """Size limit of the scratch emptyDir: every admitted upload spooled at its largest, and
+    as much again of uploads being received (the runtime's intake holds that much at most)."""
+    return math.ceil(2 * s.max_requests * s.max_upload_mb)
 
 
 def termination_grace_seconds(s: RuntimeSettings, session_drain_s: float = 0.0) -> int:

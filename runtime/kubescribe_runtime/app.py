@@ -20,7 +20,7 @@ from typing import IO, Any
 from flask import Flask, Request, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from kubescribe_runtime import auth, sse
+from kubescribe_runtime import auth, probes, sse
 from kubescribe_runtime.admission import Refused, Ticket
 from kubescribe_runtime.audio import AudioError
 from kubescribe_runtime.batcher import BatcherClosed
@@ -190,6 +190,13 @@ def _form_flag(name: str) -> bool:
             400, f"{name} must be true or false, got {value!r}", f"invalid_{name}", param=name
         )
     return value in ("true", "1")
+
+
+def _probe_response(answer: tuple[int, dict[str, str]]) -> Response:
+    status, body = answer
+    response = jsonify(body)
+    response.status_code = status
+    return response
 
 
 def create_app(service: Service) -> Flask:
@@ -365,27 +372,12 @@ def create_app(service: Service) -> Flask:
 
     @app.get("/healthz")
     def healthz() -> Response:
-        """Alive unless the inference loop is wedged: work has waited longer than
-        ``--stall-timeout`` with no batch finishing (the liveness probe restarts the pod)."""
-        stalled = service.stalled_s()
-        if stalled > service.config.stall_timeout_s:
-            response = jsonify(
-                {
-                    "status": "stalled",
-                    "reason": f"no batch finished for {stalled:.0f} s while work was waiting",
-                }
-            )
-            response.status_code = 503
-            return response
-        return jsonify({"status": "alive"})
+        """Served by the server's event loop itself; this route answers the same elsewhere."""
+        return _probe_response(probes.healthz(service))
 
     @app.get("/readyz")
     def readyz() -> Response:
-        if service.ready:
-            return jsonify({"status": "ready"})
-        response = jsonify({"status": service.state.value, "reason": service.reason})
-        response.status_code = 503
-        return response
+        return _probe_response(probes.readyz(service))
 
     @app.get("/metrics")
     def prometheus() -> Response:

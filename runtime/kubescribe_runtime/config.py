@@ -161,6 +161,29 @@ class ServeConfig(_Settings):
     max_upload_mb: float = _setting(
         25, "--max-upload-mb", "KUBESCRIBE_MAX_UPLOAD_MB", "larger uploads get 413", gt=0
     )
+    # The server's intake (server.py, intake.py): a request is read whole before a thread
+    # serves it; these bound what a slow client may cost.
+    header_timeout_s: float = _setting(
+        10,
+        "--header-timeout",
+        "KUBESCRIBE_HEADER_TIMEOUT_S",
+        "seconds a client has to send a request's head; later: 408 (also the body's grace)",
+        gt=0,
+    )
+    body_min_rate_kb: float = _setting(
+        16,
+        "--body-min-rate-kb",
+        "KUBESCRIBE_BODY_MIN_RATE_KB",
+        "KiB/s an upload must average after the grace (--header-timeout); slower: 408",
+        gt=0,
+    )
+    max_connections: int = _setting(
+        1000,
+        "--max-connections",
+        "KUBESCRIBE_MAX_CONNECTIONS",
+        "open client connections (slow ones included); beyond, new ones wait to be accepted",
+        ge=1,
+    )
     max_audio_seconds: float = _setting(
         7200, "--max-audio-seconds", "KUBESCRIBE_MAX_AUDIO_SECONDS", "longer audio gets 400", gt=0
     )

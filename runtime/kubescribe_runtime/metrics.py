@@ -37,7 +37,18 @@ WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 
 INFERENCE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 # Why a request was refused before any work (429/503), and why queued windows were dropped; each
 # exported at 0 from the start, like the status codes.
-REFUSAL_REASONS = ("requests", "backlog", "draining", "not_ready")
+# Refused before any work: admission (429), readiness (503), and the intake's refusals of a
+# request not read whole in time or too large (408, 413, 431; see intake.py).
+REFUSAL_REASONS = (
+    "requests",
+    "backlog",
+    "draining",
+    "not_ready",
+    "header_timeout",
+    "body_too_slow",
+    "too_large",
+    "header_too_large",
+)
 CANCEL_REASONS = ("disconnected", "timeout", "error")
 
 
@@ -67,7 +78,8 @@ class Metrics:
         self.refused = Counter(
             "kubescribe_requests_refused",
             "Requests refused before any work, by reason (requests/backlog: 429, "
-            "draining/not_ready: 503)",
+            "draining/not_ready: 503, header_timeout/body_too_slow: 408, too_large: 413, "
+            "header_too_large: 431)",
             ["reason"],
             registry=r,
         )

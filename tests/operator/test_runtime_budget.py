@@ -39,19 +39,19 @@ def test_the_operator_knows_the_runtime_defaults_and_variables() -> None:
 def test_the_formula_with_the_defaults() -> None:
     # 1024 + 32 × (1 + 4) + (64 + 16) × 20 × 0.04 + 16 × 20 × 2 = 1888 MiB; the limit twice that
     assert memory_mib(RuntimeSettings()) == (1888, 3776)
-    assert scratch_mib(RuntimeSettings()) == 32 * 25
+    assert scratch_mib(RuntimeSettings()) == 2 * 32 * 25
 
 
 @pytest.mark.parametrize(
     ("runtime", "request_mib", "scratch"),
     [
-        ({}, 1888, 800),
-        ({"batching": {"maxBatchSize": 4}}, 1888 - 12 * 20 * 2 - 12 * 20 * 0.04, 800),
-        ({"env": [{"name": "KUBESCRIBE_MAX_REQUESTS", "value": "64"}]}, 1888 + 32 * 5, 1600),
-        ({"env": [{"name": "KUBESCRIBE_SPOOL_THRESHOLD_MB", "value": "0"}]}, 1888 - 32, 800),
-        ({"env": [{"name": "KUBESCRIBE_MAX_UPLOAD_MB", "value": "100"}]}, 1888, 3200),
-        ({"env": [{"name": "KUBESCRIBE_WINDOW_SECONDS", "value": "10"}]}, 1888 - 320 - 32, 800),
-        ({"env": [{"name": "KUBESCRIBE_MAX_REQUESTS", "value": "lots"}]}, 1888, 800),
+        ({}, 1888, 1600),
+        ({"batching": {"maxBatchSize": 4}}, 1888 - 12 * 20 * 2 - 12 * 20 * 0.04, 1600),
+        ({"env": [{"name": "KUBESCRIBE_MAX_REQUESTS", "value": "64"}]}, 1888 + 32 * 5, 3200),
+        ({"env": [{"name": "KUBESCRIBE_SPOOL_THRESHOLD_MB", "value": "0"}]}, 1888 - 32, 1600),
+        ({"env": [{"name": "KUBESCRIBE_MAX_UPLOAD_MB", "value": "100"}]}, 1888, 6400),
+        ({"env": [{"name": "KUBESCRIBE_WINDOW_SECONDS", "value": "10"}]}, 1888 - 320 - 32, 1600),
+        ({"env": [{"name": "KUBESCRIBE_MAX_REQUESTS", "value": "lots"}]}, 1888, 1600),
     ],
     ids=["defaults", "batch-4", "requests-64", "no-spooling", "upload-100", "window-10", "bad"],
 )

@@ -1,11 +1,15 @@
-"""The WebSocket edge's session loop with a scripted socket and clock: how a session ends
-(idle, maximum duration, draining with its open turn finished, a client that stops reading)."""
+"""The WebSocket edge's session loop with a scripted socket, clock and decode futures: how a
+session ends (idle, never configured, maximum duration, draining with its open turn finished, a
+client that stops reading), no final lost whatever the timing of its decode, and the audio
+backlog bound (an error, then no reading until the decodes catch up)."""
 
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import json
 from collections import deque
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
@@ -15,7 +19,7 @@ from kubescribe_runtime.ctc import Word
 from kubescribe_runtime.realtime.decode import PendingDecode
 from kubescribe_runtime.realtime.edge import SessionEnded, SessionRunner
 from kubescribe_runtime.realtime.metrics import RealtimeMetrics
-from kubescribe_runtime.realtime.session import DecodeRequest, Session
+from kubescribe_runtime.realtime.session import DecodeRequest, Session, SessionLimits
 from kubescribe_runtime.service import State
 from prometheus_client import CollectorRegistry
 
@@ -62,16 +66,71 @@ class InstantDecoder:
         pass
 
 
+@dataclass
+class HeldDecode(PendingDecode):
+    future: concurrent.futures.Future[None] | None = None
+
+    def done(self) -> bool:
+        return self.future is not None and self.future.done()
+
+
+class HeldDecoder(InstantDecoder):
+    """Every decode waits for its future, which the test completes."""
+
+    def __init__(self) -> None:
+        self.futures: list[concurrent.futures.Future[None]] = []
+
+    def submit(self, request: DecodeRequest) -> PendingDecode:
+        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self.futures.append(future)
+        return HeldDecode(request, [], future)
+
+    def finish_all(self) -> None:
+        for future in self.futures:
+            if not future.done():
+                future.set_result(None)
+
+
+@dataclass
+class FinishesRightAfterFirstLook(PendingDecode):
+    """A decode the batcher finishes just after the loop first asked whether it was done: the
+    interleaving that lost finals when the loop looked twice."""
+
+    looks: int = 0
+
+    def done(self) -> bool:
+        self.looks += 1
+        return self.looks > 1
+
+
 def runner(
-    frames: list[str], state: State = State.READY, **config: float
+    frames: list[str],
+    state: State = State.READY,
+    decoder: Any = None,
+    limits: SessionLimits | None = None,
+    **config: float,
 ) -> tuple[SessionRunner, ScriptedSocket, SimpleNamespace]:
     clock = Clock()
     ws = ScriptedSocket(clock, frames)
-    settings = {"session_idle_timeout_s": 5.0, "session_max_duration_s": 100.0} | config
+    settings = {
+        "session_idle_timeout_s": 5.0,
+        "session_max_duration_s": 100.0,
+        "session_configure_timeout_s": 10.0,
+        "session_max_backlog_seconds": 60.0,
+    } | config
     service = SimpleNamespace(config=SimpleNamespace(**settings), state=state)
-    session = Session("s", "demo", ["en"], 16000)
+    session = Session("s", "demo", ["en"], 16000, limits)
     metrics = RealtimeMetrics(CollectorRegistry())
-    return SessionRunner(ws, session, InstantDecoder(), service, metrics, clock), ws, service  # type: ignore[arg-type]
+    run = SessionRunner(
+        ws,
+        session,
+        decoder or InstantDecoder(),
+        service,  # type: ignore[arg-type]
+        metrics,
+        clock,
+        sleep=lambda seconds: None,  # the scripted clock moves on receives only
+    )
+    return run, ws, service
 
 
 UPDATE = json.dumps(
@@ -80,6 +139,12 @@ UPDATE = json.dumps(
         "session": {"type": "transcription", "audio": {"input": {"turn_detection": None}}},
     }
 )
+COMMIT = json.dumps({"type": "input_audio_buffer.commit"})
+COMPLETED = "conversation.item.input_audio_transcription.completed"
+
+
+def of(ws: ScriptedSocket, kind: str) -> list[dict[str, Any]]:
+    return [e for e in ws.sent if e["type"] == kind]
 
 
 def append(seconds: float) -> str:
@@ -129,3 +194,116 @@ def test_a_client_that_does_not_read_is_dropped_without_a_close_frame() -> None:
     with pytest.raises(SessionEnded) as ended:
         run.run()
     assert (ended.value.why, ended.value.abort) == ("slow_client", True)
+
+
+def test_a_session_that_never_configures_itself_is_closed_at_the_deadline() -> None:
+    run, ws, _ = runner([], session_configure_timeout_s=2.0)
+    with pytest.raises(SessionEnded) as ended:
+        run.run()
+    assert (ended.value.code, ended.value.why) == (1000, "unconfigured")
+    assert ws.sent[-1]["error"]["code"] == "session_not_configured"
+    assert ws.clock.now == pytest.approx(2.1, abs=0.11)
+
+
+def test_a_configured_session_is_not_held_to_the_configure_deadline() -> None:
+    run, ws, _ = runner([UPDATE] + [append(0.1)] * 40, session_configure_timeout_s=1.0)
+    run.start()
+    for _ in range(41):
+        run.step()
+    assert not [e for e in ws.sent if e["type"] == "error"]
+
+
+def test_a_final_finished_between_two_looks_is_delivered_and_later_ones_follow() -> None:
+    """Three turns committed, their decodes pending; the second turn's final finishes just
+    after the loop first asks whether it is done (forced by the decode itself, not by load)
+    while the others are done: every ``completed`` still goes out, in commit order, and the
+    drain ends at once."""
+    decoder = HeldDecoder()
+    run, ws, service = runner([], decoder=decoder)
+    run.start()
+    for frame in [UPDATE] + [append(1.0), COMMIT] * 3:
+        run._receive(frame)
+    finals = [i for i, p in enumerate(run.pending) if p.request.kind == "final"]
+    assert len(finals) == 3
+    racing = finals[1]
+    run.pending[racing] = FinishesRightAfterFirstLook(run.pending[racing].request, [])
+    decoder.finish_all()
+    run._collect()  # the first final goes out; the second is seen not done yet
+    run._collect()  # the second is done now: it and the third go out
+    completed = of(ws, COMPLETED)
+    committed = of(ws, "input_audio_buffer.committed")
+    assert [c["item_id"] for c in completed] == [c["item_id"] for c in committed]
+    assert len(completed) == 3
+    assert not run.pending and not run.session.pending_finals
+    service.state = State.DRAINING
+    with pytest.raises(SessionEnded) as ended:
+        run.step()
+    assert ended.value.why == "draining"
+
+
+def test_a_drain_with_finals_pending_sends_them_then_closes() -> None:
+    decoder = HeldDecoder()
+    frames = [UPDATE] + [append(1.0), COMMIT] * 2 + [append(1.5)]
+    run, ws, service = runner(frames, decoder=decoder)
+    run.start()
+    for _ in range(len(frames)):
+        run.step()
+    service.state = State.DRAINING
+    run.step()  # the open turn is committed: three finals wait
+    assert len(of(ws, "input_audio_buffer.committed")) == 3 and not of(ws, COMPLETED)
+    decoder.finish_all()
+    with pytest.raises(SessionEnded) as ended:
+        for _ in range(3):
+            run.step()
+    assert ended.value.why == "draining"
+    assert len(of(ws, COMPLETED)) == 3
+
+
+def test_past_the_backlog_the_client_gets_an_error_and_nothing_more_is_read() -> None:
+    decoder = HeldDecoder()
+    frames = [UPDATE] + [append(1.0)] * 20
+    run, ws, _ = runner(
+        frames,
+        decoder=decoder,
+        limits=SessionLimits(max_turn_s=2.0),
+        session_max_backlog_seconds=5.0,
+    )
+    run.start()
+    while not run.paused:
+        run.step()
+    (error,) = of(ws, "error")
+    assert error["error"]["code"] == "input_audio_buffer_backlog"
+    assert run.backlog_s > 5.0
+    left = len(ws.frames)
+    for _ in range(5):  # nothing is read while the decodes lag, and no error repeats
+        run.step()
+    assert len(ws.frames) == left and len(of(ws, "error")) == 1
+    decoder.finish_all()
+    run.step()  # the finished decodes are collected
+    run.step()
+    assert not run.paused
+    while ws.frames:
+        run.step()
+        decoder.finish_all()
+    run.step()
+    # Every commit got its transcript (20 s cut every 2 s; the resampler holds the last few ms).
+    assert len(of(ws, COMPLETED)) == len(of(ws, "input_audio_buffer.committed")) == 9
+
+
+def test_a_backlog_no_decode_can_bring_down_ends_the_session() -> None:
+    """An open turn longer than the backlog (only a server with a backlog under its
+    --max-turn-seconds, which the settings refuse, could get there)."""
+    decoder = HeldDecoder()
+    run, ws, _ = runner(
+        [UPDATE] + [append(1.0)] * 10,
+        decoder=decoder,
+        limits=SessionLimits(max_turn_s=30.0),
+        session_max_backlog_seconds=5.0,
+    )
+    run.start()
+    with pytest.raises(SessionEnded) as ended:
+        for _ in range(100):
+            run.step()
+            decoder.finish_all()  # the partials finish; only the open turn holds audio
+    assert (ended.value.code, ended.value.why) == (1008, "backlog")
+    assert ws.sent[-1]["error"]["code"] == "input_audio_buffer_backlog"

@@ -8,7 +8,13 @@ from typing import Any
 
 import pytest
 from kubescribe_runtime.realtime import events as ev
+from openai.types.beta.realtime import (
+    ConversationItemCreatedEvent,
+    TranscriptionSessionUpdatedEvent,
+)
 from openai.types.realtime import (
+    ConversationItemAdded,
+    ConversationItemDone,
     ConversationItemInputAudioTranscriptionCompletedEvent,
     ConversationItemInputAudioTranscriptionDeltaEvent,
     ConversationItemInputAudioTranscriptionFailedEvent,
@@ -16,6 +22,7 @@ from openai.types.realtime import (
     InputAudioBufferCommittedEvent,
     InputAudioBufferSpeechStartedEvent,
     InputAudioBufferSpeechStoppedEvent,
+    InputAudioBufferTimeoutTriggered,
     RealtimeErrorEvent,
     SessionCreatedEvent,
     SessionUpdatedEvent,
@@ -107,13 +114,13 @@ def test_beta_transcription_session_update(beta_format: str, expected: str) -> N
             '{"type": "session.update", "session": {"type": "transcription", "audio": {"input":'
             ' {"format": {"type": "audio/pcm", "rate": 16000}}}}}',
             "invalid_value",
-            "session.audio.input.format.audio/pcm.rate",
+            "session.audio.input.format.rate",
         ),
         (
             '{"type": "session.update", "session": {"type": "transcription", "audio": {"input":'
             ' {"format": {"type": "audio/opus"}}}}}',
             "invalid_value",
-            "session.audio.input.format",
+            "session.audio.input.format.type",
         ),
         (
             '{"type": "session.update", "session": {"type": "transcription", "audio": {"input":'
@@ -123,7 +130,13 @@ def test_beta_transcription_session_update(beta_format: str, expected: str) -> N
         ),
         (
             '{"type": "session.update", "session": {"type": "transcription", "audio": {"input":'
-            ' {"turn_detection": {"type": "semantic_vad"}}}}}',
+            ' {"turn_detection": {"type": "semantic_vad", "eagerness": "eager"}}}}}',
+            "invalid_value",
+            "session.audio.input.turn_detection.eagerness",
+        ),
+        (
+            '{"type": "session.update", "session": {"type": "transcription", "audio": {"input":'
+            ' {"turn_detection": {"type": "push_to_talk"}}}}}',
             "invalid_value",
             "session.audio.input.turn_detection.type",
         ),
@@ -177,6 +190,38 @@ SERVER_EVENTS = [
         ),
         ConversationItemInputAudioTranscriptionFailedEvent,
     ),
+    (
+        ev.TranscriptDelta(
+            event_id="e", item_id="i", delta=" été", logprobs=[ev.LogProb.of(" été", -0.25)]
+        ),
+        ConversationItemInputAudioTranscriptionDeltaEvent,
+    ),
+    (
+        ev.TranscriptCompleted(
+            event_id="e",
+            item_id="i",
+            transcript="a",
+            usage=ev.DurationUsage(seconds=1.5),
+            logprobs=[ev.LogProb.of("a", -0.1)],
+        ),
+        ConversationItemInputAudioTranscriptionCompletedEvent,
+    ),
+    (
+        ev.TimeoutTriggered(event_id="e", audio_start_ms=0, audio_end_ms=5000, item_id="i"),
+        InputAudioBufferTimeoutTriggered,
+    ),
+    (
+        ev.ItemEvent.of("conversation.item.added", "i", None, "in_progress", None),
+        ConversationItemAdded,
+    ),
+    (
+        ev.ItemEvent.of("conversation.item.done", "i", "h", "completed", None),
+        ConversationItemDone,
+    ),
+    (
+        ev.ItemEvent.of("conversation.item.created", "i", "h", "completed", None),
+        ConversationItemCreatedEvent,
+    ),
 ]
 
 
@@ -186,8 +231,16 @@ def test_server_events_validate_against_the_official_types(event: Any, official:
     assert parsed.type == event.type
 
 
+def test_a_logprob_is_the_word_as_utf8_bytes() -> None:
+    logprob = json.loads(ev.LogProb.of(" été", -0.25).model_dump_json())
+    assert logprob == {"token": " été", "bytes": list(" été".encode()), "logprob": -0.25}
+
+
 @pytest.mark.parametrize("fmt", ["pcm16", "pcmu", "pcma"])
-@pytest.mark.parametrize("vad", [ev.ServerVad(), None])
+@pytest.mark.parametrize(
+    "vad",
+    [ev.ServerVad(), ev.ServerVad(idle_timeout_ms=6000), ev.ServerVad(eagerness="high"), None],
+)
 def test_session_objects_validate_against_the_official_types(
     fmt: ev.InputFormat, vad: ev.ServerVad | None
 ) -> None:
@@ -206,3 +259,61 @@ def test_session_objects_validate_against_the_official_types(
     SessionUpdatedEvent.model_validate(
         json.loads(ev.SessionUpdated(event_id="e", session=session).render())
     )
+
+
+@pytest.mark.parametrize("model", ["demo", "whisper-1"])
+@pytest.mark.parametrize("vad", [ev.ServerVad(), ev.ServerVad(eagerness="low"), None])
+def test_the_beta_session_validates_against_the_official_type(
+    model: str, vad: ev.ServerVad | None
+) -> None:
+    config = ev.SessionConfig(model=model, turn_detection=vad, include=(ev.LOGPROBS,))
+    session = ev.session_object("s1", config, beta=True)
+    event = ev.SessionUpdated(event_id="e", type="transcription_session.updated", session=session)
+    parsed = TranscriptionSessionUpdatedEvent.model_validate(json.loads(event.render()))
+    transcription = parsed.session.input_audio_transcription
+    assert transcription is not None
+    # A model name outside the beta type's literals is shown as null there.
+    assert transcription.model == (model if model == "whisper-1" else None)
+
+
+@pytest.mark.parametrize(
+    ("eagerness", "silence_ms"), [("low", 1200), ("medium", 700), ("auto", 700), ("high", 350)]
+)
+def test_semantic_vad_is_accepted_as_server_vad_with_a_silence_by_eagerness(
+    eagerness: str, silence_ms: int
+) -> None:
+    update = {
+        "type": "session.update",
+        "session": {
+            "type": "transcription",
+            "audio": {
+                "input": {"turn_detection": {"type": "semantic_vad", "eagerness": eagerness}}
+            },
+        },
+    }
+    event = ev.parse_client_event(json.dumps(update))
+    assert isinstance(event, ev.SessionUpdate)
+    vad = ev.SessionConfig().updated(event).turn_detection
+    assert vad == ev.ServerVad(silence_duration_ms=silence_ms, eagerness=eagerness)
+    shown = ev.session_object("s", ev.SessionConfig(turn_detection=vad))
+    assert shown["audio"]["input"]["turn_detection"] == {
+        "type": "semantic_vad",
+        "eagerness": eagerness,
+    }
+
+
+def test_includes_this_server_cannot_give_are_left_out() -> None:
+    update = {
+        "type": "session.update",
+        "session": {"type": "transcription", "include": [ev.LOGPROBS, "item.something_else"]},
+    }
+    event = ev.parse_client_event(json.dumps(update))
+    assert isinstance(event, ev.SessionUpdate)
+    assert ev.SessionConfig().updated(event).include == (ev.LOGPROBS,)
+
+
+def test_an_unknown_event_type_is_not_echoed_at_length() -> None:
+    with pytest.raises(ev.ProtocolError) as raised:
+        ev.parse_client_event(json.dumps({"type": "x" * 100_000}))
+    assert raised.value.code == "unknown_event_type"
+    assert len(raised.value.message) < 400

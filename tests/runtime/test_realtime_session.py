@@ -80,8 +80,16 @@ def append(s: Session, payload: bytes, chunk_s: float = 0.1) -> list[Output]:
     return out
 
 
-def events(out: list[Output]) -> list[dict[str, Any]]:
+ITEM_EVENTS = ("conversation.item.added", "conversation.item.done", "conversation.item.created")
+
+
+def all_events(out: list[Output]) -> list[dict[str, Any]]:
     return [json.loads(o.render()) for o in out if isinstance(o, ev._Out)]
+
+
+def events(out: list[Output]) -> list[dict[str, Any]]:
+    """The events but the items' lifecycle (checked by the item tests)."""
+    return [e for e in all_events(out) if e["type"] not in ITEM_EVENTS]
 
 
 def kinds(out: list[Output]) -> list[str]:
@@ -401,3 +409,127 @@ def test_a_turn_the_model_heard_words_in_is_committed_at_the_energy_stop() -> No
     stopped = next(e for e in events(out) if e["type"] == "input_audio_buffer.speech_stopped")
     assert stopped["audio_end_ms"] == pytest.approx(2000, abs=64)
     assert kinds(out).count("input_audio_buffer.committed") == 1
+
+
+# -- items, as OpenAI's clients expect them -------------------------------------------------
+
+ADDED, DONE, CREATED = ITEM_EVENTS
+DELTA = "conversation.item.input_audio_transcription.delta"
+COMPLETED = "conversation.item.input_audio_transcription.completed"
+COMMIT = '{"type": "input_audio_buffer.commit"}'
+
+
+def partial_with_a_delta(s: Session) -> list[dict[str, Any]]:
+    """3.5 s of a turn, then a partial that makes "one two" stable: its events."""
+    s.decoded(requests(append(s, pcm24(3.0, hz=300)), "partial")[0], [])
+    partial = requests(append(s, pcm24(0.5, hz=300)), "partial")[0]
+    return all_events(s.decoded(partial, [Word("one", 0.05, 0.2), Word("two", 1.0, 1.4)]))
+
+
+def test_an_item_is_announced_before_its_first_delta_and_done_at_its_commit() -> None:
+    s = session(partial_interval_s=0.5)
+    update(s)
+    before = partial_with_a_delta(s)
+    assert [e["type"] for e in before] == [ADDED, DELTA]
+    added, delta = before
+    assert added["item"]["id"] == delta["item_id"]
+    assert (added["item"]["status"], added["item"]["role"]) == ("in_progress", "user")
+    out = s.receive_text(COMMIT)
+    assert [e["type"] for e in all_events(out)] == ["input_audio_buffer.committed", DONE]
+    (final,) = requests(out, "final")
+    done = all_events(s.decoded(final, [Word("one", 0.05, 0.2), Word("two", 1.0, 1.4)]))
+    assert [e["type"] for e in done] == [COMPLETED]  # announced once only
+
+
+def test_an_item_without_partials_is_announced_at_its_commit() -> None:
+    s = session(partial_interval_s=5.0)
+    update(s)
+    append(s, pcm24(1.0, hz=300))
+    out = all_events(s.receive_text(COMMIT))
+    assert [e["type"] for e in out] == ["input_audio_buffer.committed", ADDED, DONE]
+    assert out[1]["item"]["status"] == "completed"
+    assert out[1]["previous_item_id"] is None
+    append(s, pcm24(1.0, hz=300))
+    second = all_events(s.receive_text(COMMIT))
+    assert second[1]["previous_item_id"] == out[0]["item_id"]
+
+
+def test_a_beta_session_announces_items_with_conversation_item_created() -> None:
+    s = session(partial_interval_s=0.5)
+    beta = {"type": "transcription_session.update", "session": {"turn_detection": None}}
+    (updated,) = all_events(s.receive_text(json.dumps(beta)))
+    assert updated["type"] == "transcription_session.updated"
+    assert [e["type"] for e in partial_with_a_delta(s)] == [CREATED, DELTA]
+    assert [e["type"] for e in all_events(s.receive_text(COMMIT))] == [
+        "input_audio_buffer.committed"
+    ]
+
+
+def test_clear_during_a_turn_with_deltas_fails_its_item() -> None:
+    s = session(partial_interval_s=0.5)
+    update(s)
+    (added, _) = partial_with_a_delta(s)
+    out = all_events(s.receive_text('{"type": "input_audio_buffer.clear"}'))
+    assert [e["type"] for e in out] == [
+        "input_audio_buffer.cleared",
+        "conversation.item.input_audio_transcription.failed",
+    ]
+    assert out[1]["item_id"] == added["item"]["id"]
+    assert out[1]["error"]["code"] == "input_audio_buffer_cleared"
+    assert not s.turn_open
+
+
+def test_clear_of_a_turn_nobody_was_told_of_sends_only_cleared() -> None:
+    s = session(partial_interval_s=5.0)
+    update(s)
+    append(s, pcm24(1.0, hz=300))
+    out = all_events(s.receive_text('{"type": "input_audio_buffer.clear"}'))
+    assert [e["type"] for e in out] == ["input_audio_buffer.cleared"]
+
+
+def test_logprobs_come_with_deltas_and_transcripts_when_included() -> None:
+    s = session(partial_interval_s=0.5)
+    raw = {
+        "type": "session.update",
+        "session": {
+            "type": "transcription",
+            "audio": {"input": {"turn_detection": None}},
+            "include": ["item.input_audio_transcription.logprobs"],
+        },
+    }
+    s.receive_text(json.dumps(raw))
+    s.decoded(requests(append(s, pcm24(3.0, hz=300)), "partial")[0], [])
+    partial = requests(append(s, pcm24(0.5, hz=300)), "partial")[0]
+    words = [Word("one", 0.05, 0.2, logprob=-0.5, tokens=2), Word("two", 1.0, 1.4, logprob=-0.1)]
+    (delta,) = events(s.decoded(partial, words))
+    assert delta["logprobs"] == [
+        {"token": "one", "bytes": list(b"one"), "logprob": -0.5},
+        {"token": " two", "bytes": list(b" two"), "logprob": -0.1},
+    ]
+    assert "".join(p["token"] for p in delta["logprobs"]) == delta["delta"]
+    (final,) = requests(s.receive_text(COMMIT), "final")
+    three = Word("three", 2.0, 2.4, logprob=-2.0)
+    done = events(s.decoded(final, [*words, three]))
+    assert [p["token"] for p in done[0]["logprobs"]] == [" three"]
+    assert [p["logprob"] for p in done[1]["logprobs"]] == [-0.5, -0.1, -2.0]
+
+
+def test_without_the_include_there_are_no_logprobs() -> None:
+    s = session(partial_interval_s=0.5)
+    update(s)
+    (_, delta) = partial_with_a_delta(s)
+    assert delta["logprobs"] is None
+
+
+def test_server_vad_idle_timeout_commits_the_quiet_audio() -> None:
+    s = session()
+    update(s, vad={"type": "server_vad", "idle_timeout_ms": 2000})
+    out = append(s, pcm24(2.5))  # quiet line noise: no speech
+    kinds_ = [e["type"] for e in all_events(out)]
+    assert kinds_[:2] == ["input_audio_buffer.timeout_triggered", "input_audio_buffer.committed"]
+    (triggered,) = [e for e in all_events(out) if e["type"].endswith("timeout_triggered")]
+    assert triggered["audio_start_ms"] == 0
+    assert triggered["audio_end_ms"] == pytest.approx(2000, abs=100)
+    (final,) = requests(out, "final")
+    assert final.item_id == triggered["item_id"]
+    assert kinds_.count("input_audio_buffer.timeout_triggered") == 1  # once per idle period

@@ -7,29 +7,30 @@ thread runs the session: frames go into the pure :class:`~.session.Session`, its
 as text frames, its decode requests go to the shared batcher on the session's live flow.
 
 Bounds: ``--max-sessions`` (one more: an ``error`` event, then close 1013 with the reason),
-``--session-idle-timeout`` and ``--session-max-duration`` (an ``error`` event, then close
-1000), ``--max-append-kb`` (larger: an ``error`` event; a frame over twice that: close 1009),
-a client that stops reading (a send blocked for :data:`SEND_TIMEOUT_S`: the session ends).
+``--session-idle-timeout``, ``--session-max-duration`` and ``--session-configure-timeout`` (no
+``session.update`` yet) (an ``error`` event, then close 1000), ``--max-append-kb`` (larger: an
+``error`` event; a frame over twice that: close 1009), ``--session-max-backlog-seconds`` (audio
+received but not yet transcribed: past it an ``error`` event, and the session stops reading
+until its decodes bring the backlog under half of it, so TCP pushes back on the client), a
+client that stops reading (a send blocked for :data:`SEND_TIMEOUT_S`: the session ends).
 On SIGTERM the open turn is committed, its ``completed`` event sent, then close 1001: the
-client reconnects (to another replica).
+client reconnects (to another replica). A client's own close ends the session quietly
+(``client_closed``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import socket
-import struct
 import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NoReturn
 
 from flask import Flask, Response, jsonify, request
 from simple_websocket import ConnectionClosed
-from simple_websocket import Server as WebSocket
 
 from kubescribe.errors import KubescribeError
 from kubescribe_runtime.realtime import events as ev
@@ -42,6 +43,7 @@ from kubescribe_runtime.realtime.session import (
     Session,
     SessionLimits,
 )
+from kubescribe_runtime.realtime.websocket import BoundedWebSocket
 from kubescribe_runtime.service import NotReady, Service, State
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,7 @@ _POLL_IDLE_S = 0.05
 
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
 CLOSE_TRY_AGAIN_LATER = 1013
 
 
@@ -108,29 +111,18 @@ class _Arrivals:
         return None
 
 
-def _set_send_timeout(ws: WebSocket, seconds: float) -> None:
-    """A send blocked this long (a client that never reads) fails instead of hanging."""
-    sock = getattr(ws, "sock", None)
-    if isinstance(sock, socket.socket):
-        whole = int(seconds)
-        sock.setsockopt(
-            socket.SOL_SOCKET,
-            socket.SO_SNDTIMEO,
-            struct.pack("ll", whole, int((seconds - whole) * 1e6)),
-        )
-
-
 class SessionRunner:
     """Runs one accepted session until it ends; every exit path closes the socket once."""
 
     def __init__(
         self,
-        ws: WebSocket,
+        ws: Any,  # a BoundedWebSocket (receive, send)
         session: Session,
         decoder: SessionDecoder,
         service: Service,
         metrics: RealtimeMetrics,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.ws = ws
         self.session = session
@@ -138,12 +130,17 @@ class SessionRunner:
         self.service = service
         self.metrics = metrics
         self.clock = clock
+        self.sleep = sleep
         self.pending: list[PendingDecode] = []
         self.arrivals = _Arrivals()
         config = service.config
         self.idle_s = config.session_idle_timeout_s
         self.max_s = config.session_max_duration_s
+        self.configure_s = config.session_configure_timeout_s
+        self.max_backlog_s = config.session_max_backlog_seconds
         self.draining = False
+        self.paused = False  # the audio backlog is full: no event is read
+        self.started = self.last_event = 0.0
 
     # -- output ----------------------------------------------------------------------------
 
@@ -151,6 +148,8 @@ class SessionRunner:
         started = self.clock()
         try:
             self.ws.send(event.render())
+        except ConnectionClosed:
+            raise
         except OSError as exc:  # nothing could be sent for SEND_TIMEOUT_S
             raise SessionEnded(
                 CLOSE_GOING_AWAY, "the client does not read its events", "slow_client", abort=True
@@ -190,10 +189,15 @@ class SessionRunner:
             self._apply(self.session.decode_failed(request_, str(exc)))
 
     def _collect(self) -> None:
-        done = [p for p in self.pending if p.done()]
+        # One pass: each decode is asked once whether it is done. (Two passes dropped one that
+        # finished between them, and every later final of the session waited on it forever.)
+        done: list[PendingDecode] = []
+        waiting: list[PendingDecode] = []
+        for pending in self.pending:
+            (done if pending.done() else waiting).append(pending)
         if not done:
             return
-        self.pending = [p for p in self.pending if not p.done()]
+        self.pending = waiting
         for pending in done:
             try:
                 words = self.decoder.words(pending)
@@ -218,45 +222,89 @@ class SessionRunner:
             self.arrivals.mark(self.session.stream_s, self.clock())
         self._apply(outputs)
 
+    # -- the backlog ---------------------------------------------------------------------------
+
+    @property
+    def backlog_s(self) -> float:
+        """Audio received and not yet transcribed: the session's buffer and what its pending
+        decodes hold."""
+        pending = sum(len(p.request.samples) for p in self.pending)
+        return self.session.buffered_s + pending / self.session.rate
+
+    def _check_backlog(self) -> None:
+        backlog = self.backlog_s
+        if self.paused:  # read again at half the cap (or when no decode is left to wait for)
+            self.paused = bool(self.pending) and backlog > self.max_backlog_s / 2
+            return
+        if backlog <= self.max_backlog_s:
+            return
+        message = (
+            f"the session holds {backlog:.1f} s of audio not yet transcribed (at most "
+            f"{self.max_backlog_s:g} s): send audio at real-time pace; no event is read until "
+            "the backlog is transcribed"
+        )
+        if not self.pending:  # nothing in flight could bring it down
+            self._end_with_error("input_audio_buffer_backlog", message, CLOSE_POLICY, "backlog")
+        self._send(self.session.error_event("input_audio_buffer_backlog", message))
+        self.paused = True
+
     # -- the loop --------------------------------------------------------------------------
 
-    def run(self) -> str:
-        """Serve until the session ends; returns why (the metrics label)."""
-        started = last_event = self.clock()
-        self._apply(self.session.start())
+    def run(self) -> NoReturn:
+        """Serve until the session ends (:class:`SessionEnded` or the client's close)."""
+        self.start()
         while True:
-            now = self.clock()
-            if self.service.state is State.DRAINING and not self.draining:
-                self.draining = True
-                self._apply(self.session.drain())
-            if self.draining and not self.pending and not self.session.pending_finals:
-                raise SessionEnded(
-                    CLOSE_GOING_AWAY,
-                    "the server is shutting down; reconnect to continue",
-                    "draining",
-                )
-            if now - last_event > self.idle_s:
-                self._end_with_error(
-                    "session_idle_timeout",
-                    f"no client event for {self.idle_s:g} s; closing the session",
-                    CLOSE_NORMAL,
-                    "idle",
-                )
-            if now - started > self.max_s and not self.draining:
-                self._end_with_error(
-                    "session_expired",
-                    f"the session reached its maximum duration of {self.max_s:g} s; reconnect "
-                    "to continue",
-                    CLOSE_NORMAL,
-                    "expired",
-                )
+            self.step()
+
+    def start(self) -> None:
+        self.started = self.last_event = self.clock()
+        self._apply(self.session.start())
+
+    def step(self) -> None:
+        """One turn of the loop: the session's bounds, one client event (unless the backlog
+        is full), the decodes that finished."""
+        now = self.clock()
+        if not self.session.configured and now - self.started > self.configure_s:
+            self._end_with_error(
+                "session_not_configured",
+                f"no session.update in the first {self.configure_s:g} s; closing the session",
+                CLOSE_NORMAL,
+                "unconfigured",
+            )
+        if self.service.state is State.DRAINING and not self.draining:
+            self.draining = True
+            self._apply(self.session.drain())
+        if self.draining and not self.pending and not self.session.pending_finals:
+            raise SessionEnded(
+                CLOSE_GOING_AWAY, "the server is shutting down; reconnect to continue", "draining"
+            )
+        if now - self.last_event > self.idle_s:
+            self._end_with_error(
+                "session_idle_timeout",
+                f"no client event for {self.idle_s:g} s; closing the session",
+                CLOSE_NORMAL,
+                "idle",
+            )
+        if now - self.started > self.max_s and not self.draining:
+            self._end_with_error(
+                "session_expired",
+                f"the session reached its maximum duration of {self.max_s:g} s; reconnect "
+                "to continue",
+                CLOSE_NORMAL,
+                "expired",
+            )
+        self._check_backlog()
+        if self.paused:  # not idle: this side stopped reading
+            self.sleep(_POLL_BUSY_S)  # (as a receive would wait)
+            self.last_event = self.clock()
+        else:
             message = self.ws.receive(timeout=_POLL_BUSY_S if self.pending else _POLL_IDLE_S)
             if message is not None:
-                last_event = self.clock()
+                self.last_event = self.clock()
                 self._receive(message)
-            self._collect()
+        self._collect()
 
-    def _end_with_error(self, code: str, message: str, close: int, why: str) -> None:
+    def _end_with_error(self, code: str, message: str, close: int, why: str) -> NoReturn:
         self._send(self.session.error_event(code, message))
         raise SessionEnded(close, message[:120], why)
 
@@ -280,20 +328,6 @@ class _WebSocketResponse(Response):
         if self._mode == "werkzeug":
             return super().__call__(environ, start_response)
         return []
-
-
-def _close(ws: WebSocket, code: int, reason: str) -> None:
-    with contextlib.suppress(ConnectionClosed, OSError):
-        ws.close(code, reason[:120])
-
-
-def _abort(ws: WebSocket) -> None:
-    """Drop the connection without a close frame (the client stopped reading)."""
-    ws.connected = False
-    sock = getattr(ws, "sock", None)
-    if isinstance(sock, socket.socket):
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _refuse(status: int, message: str, code: str) -> Response:
@@ -339,8 +373,8 @@ def register(app: Flask, service: Service) -> RealtimeMetrics:
         if transcriber is None:
             raise NotReady(f"the model is not ready: {service.reason}")
         with service.session():  # refused (503) unless ready; the drain waits for it
-            ws = WebSocket(request.environ, max_message_size=2 * max_append + 64 * 1024)
-            _set_send_timeout(ws, SEND_TIMEOUT_S)
+            ws = BoundedWebSocket(request.environ, max_message_size=2 * max_append + 64 * 1024)
+            ws.set_send_timeout(SEND_TIMEOUT_S)
             manifest = transcriber.manifest
             session = Session(
                 uuid.uuid4().hex[:12],
@@ -356,7 +390,7 @@ def register(app: Flask, service: Service) -> RealtimeMetrics:
                 )
                 with contextlib.suppress(ConnectionClosed, OSError):
                     ws.send(session.error_event("session_limit_reached", reason).render())
-                _close(ws, CLOSE_TRY_AGAIN_LATER, reason)
+                ws.finish(CLOSE_TRY_AGAIN_LATER, reason)
                 metrics.sessions.labels("refused").inc()
                 return _WebSocketResponse(ws.mode)
             decoder = SessionDecoder(
@@ -372,14 +406,15 @@ def register(app: Flask, service: Service) -> RealtimeMetrics:
             except SessionEnded as end:
                 why = end.why
                 if end.abort:
-                    _abort(ws)
+                    ws.abort()
                 else:
-                    _close(ws, end.code, end.reason)
+                    ws.finish(end.code, end.reason)
             except ConnectionClosed:
                 why = "client_closed"
+                ws.finish(CLOSE_NORMAL, "")
             except Exception:
                 log.exception("realtime session %s failed", session.id)
-                _close(ws, 1011, "internal error")
+                ws.finish(1011, "internal error")
             finally:
                 runner.close()
                 slots.give_back()

@@ -74,12 +74,29 @@ class ServerVadIn(_In):
     threshold: float = Field(0.5, ge=0.0, le=1.0)
     prefix_padding_ms: int = Field(300, ge=0, le=5000)
     silence_duration_ms: int = Field(500, ge=100, le=10000)
+    idle_timeout_ms: int | None = Field(None, ge=1000, le=600_000)
+
+
+class SemanticVadIn(_In):
+    """Mapped onto server VAD: the eagerness picks the silence that ends a turn."""
+
+    type: Literal["semantic_vad"]
+    eagerness: Literal["low", "medium", "high", "auto"] = "auto"
+
+
+TurnDetectionIn = Annotated[ServerVadIn | SemanticVadIn, Field(discriminator="type")]
+# semantic_vad's eagerness → the silence (ms) that ends a turn: OpenAI waits at most 8, 4 and 2 s
+# for low, medium and high; this server has no model of a finished sentence, so it waits for a
+# pause, longer the less eager.
+SEMANTIC_SILENCE_MS = {"low": 1200, "medium": 700, "auto": 700, "high": 350}
+LOGPROBS = "item.input_audio_transcription.logprobs"
+INCLUDABLE = (LOGPROBS,)
 
 
 class AudioInputIn(_In):
     format: AudioFormat | None = None
     transcription: TranscriptionIn | None = None
-    turn_detection: ServerVadIn | None = None
+    turn_detection: TurnDetectionIn | None = None
     noise_reduction: Any = None
 
 
@@ -98,7 +115,7 @@ class BetaSessionIn(_In):
 
     input_audio_format: Literal["pcm16", "g711_ulaw", "g711_alaw"] | None = None
     input_audio_transcription: TranscriptionIn | None = None
-    turn_detection: ServerVadIn | None = None
+    turn_detection: TurnDetectionIn | None = None
     input_audio_noise_reduction: Any = None
     include: list[str] | None = None
 
@@ -141,8 +158,15 @@ _CLIENT_EVENTS: dict[str, type[_In]] = {
 }
 
 
-def _param(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in loc)
+_TAGS = frozenset({"audio/pcm", "audio/pcmu", "audio/pcma", "server_vad", "semantic_vad"})
+
+
+def _param(error: Any) -> str:
+    """The field an error is about, as the client wrote it (a union's tag is not a field)."""
+    parts = [str(part) for part in error["loc"] if part not in _TAGS]
+    if error["type"] == "union_tag_invalid":
+        parts.append("type")
+    return ".".join(parts)
 
 
 def parse_client_event(text: str) -> ClientEvent:
@@ -161,9 +185,10 @@ def parse_client_event(text: str) -> ClientEvent:
         )
     model = _CLIENT_EVENTS.get(kind)
     if model is None:
+        shown = kind if len(kind) <= 40 else kind[:40] + "…"  # never echo a long input back
         raise ProtocolError(
             "unknown_event_type",
-            f"unknown event type {kind!r}; a transcription session takes "
+            f"unknown event type {shown!r}; a transcription session takes "
             + ", ".join(_CLIENT_EVENTS),
             param="type",
             event_id=event_id,
@@ -172,7 +197,7 @@ def parse_client_event(text: str) -> ClientEvent:
         event: ClientEvent = model.model_validate(raw)  # type: ignore[assignment]
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = _param(first["loc"])
+        where = _param(first)
         if where == "session.type":
             raise ProtocolError(
                 "unsupported_session_type",
@@ -207,6 +232,20 @@ class ServerVad:
     threshold: float = 0.5
     prefix_padding_ms: int = 300
     silence_duration_ms: int = 500
+    idle_timeout_ms: int | None = None
+    eagerness: str | None = None  # set: the client asked for semantic_vad (mapped onto this)
+
+    @classmethod
+    def of(cls, given: ServerVadIn | SemanticVadIn) -> ServerVad:
+        if isinstance(given, SemanticVadIn):
+            silence = SEMANTIC_SILENCE_MS[given.eagerness]
+            return cls(silence_duration_ms=silence, eagerness=given.eagerness)
+        return cls(
+            given.threshold,
+            given.prefix_padding_ms,
+            given.silence_duration_ms,
+            given.idle_timeout_ms,
+        )
 
 
 @dataclass(frozen=True)
@@ -249,14 +288,9 @@ class SessionConfig:
                 prompt=transcription.prompt if "prompt" in fields else config.prompt,
             )
         if vad_given:
-            config = replace(
-                config,
-                turn_detection=None
-                if vad is None
-                else ServerVad(vad.threshold, vad.prefix_padding_ms, vad.silence_duration_ms),
-            )
-        if include is not None:
-            config = replace(config, include=tuple(include))
+            config = replace(config, turn_detection=None if vad is None else ServerVad.of(vad))
+        if include is not None:  # (what this server cannot include is left out)
+            config = replace(config, include=tuple(i for i in include if i in INCLUDABLE))
         return config
 
 
@@ -267,15 +301,24 @@ _GA_FORMAT_OUT: dict[str, dict[str, Any]] = {
 }
 
 
-def _vad_out(vad: ServerVad | None) -> dict[str, Any] | None:
+def _vad_out(vad: ServerVad | None, beta: bool = False) -> dict[str, Any] | None:
     if vad is None:
         return None
-    return {
+    if vad.eagerness is not None:
+        return {"type": "semantic_vad", "eagerness": vad.eagerness}
+    out: dict[str, Any] = {
         "type": "server_vad",
         "threshold": vad.threshold,
         "prefix_padding_ms": vad.prefix_padding_ms,
         "silence_duration_ms": vad.silence_duration_ms,
     }
+    if vad.idle_timeout_ms is not None and not beta:
+        out["idle_timeout_ms"] = vad.idle_timeout_ms
+    return out
+
+
+# The beta session type names the models it knows; another name is shown as null there.
+_BETA_MODELS = ("gpt-4o-transcribe", "gpt-4o-mini-transcribe", "whisper-1")
 
 
 def session_object(session_id: str, config: SessionConfig, beta: bool = False) -> dict[str, Any]:
@@ -283,12 +326,15 @@ def session_object(session_id: str, config: SessionConfig, beta: bool = False) -
     transcription = {"model": config.model, "language": config.language, "prompt": config.prompt}
     if beta:
         beta_format = {v: k for k, v in _BETA_FORMATS.items()}[config.format]
+        model = config.model if config.model in _BETA_MODELS else None
         return {
             "id": session_id,
             "object": "realtime.transcription_session",
+            # The beta type requires it though a WebSocket session has none: no key.
+            "client_secret": {"value": "", "expires_at": 0},
             "input_audio_format": beta_format,
-            "input_audio_transcription": transcription,
-            "turn_detection": _vad_out(config.turn_detection),
+            "input_audio_transcription": transcription | {"model": model},
+            "turn_detection": _vad_out(config.turn_detection, beta=True),
             "input_audio_noise_reduction": None,
             "include": list(config.include),
         }
@@ -351,6 +397,48 @@ class Cleared(_Out):
     type: Literal["input_audio_buffer.cleared"] = "input_audio_buffer.cleared"
 
 
+class TimeoutTriggered(_Out):
+    type: Literal["input_audio_buffer.timeout_triggered"] = "input_audio_buffer.timeout_triggered"
+    audio_start_ms: int
+    audio_end_ms: int
+    item_id: str
+
+
+class ItemEvent(_Out):
+    """The user message item of a turn: ``added`` (GA, or ``created`` in a beta session) before
+    anything else names it, ``done`` (GA) once its audio is committed."""
+
+    type: Literal["conversation.item.added", "conversation.item.done", "conversation.item.created"]
+    previous_item_id: str | None
+    item: dict[str, Any]
+
+    @classmethod
+    def of(
+        cls, kind: str, item_id: str, previous: str | None, status: str, transcript: str | None
+    ) -> ItemEvent:
+        item = {
+            "id": item_id,
+            "object": "realtime.item",
+            "type": "message",
+            "role": "user",
+            "status": status,
+            "content": [{"type": "input_audio", "transcript": transcript}],
+        }
+        return cls(type=kind, previous_item_id=previous, item=item)  # type: ignore[arg-type]
+
+
+class LogProb(BaseModel):
+    """A word's log-probability: the sum of its tokens' CTC posteriors on the best path."""
+
+    token: str
+    bytes: list[int]
+    logprob: float
+
+    @classmethod
+    def of(cls, token: str, logprob: float) -> LogProb:
+        return cls(token=token, bytes=list(token.encode("utf-8")), logprob=round(logprob, 4))
+
+
 class TranscriptDelta(_Out):
     type: Literal["conversation.item.input_audio_transcription.delta"] = (
         "conversation.item.input_audio_transcription.delta"
@@ -358,6 +446,7 @@ class TranscriptDelta(_Out):
     item_id: str
     content_index: int = 0
     delta: str
+    logprobs: list[LogProb] | None = None
 
 
 class DurationUsage(BaseModel):
@@ -373,6 +462,7 @@ class TranscriptCompleted(_Out):
     content_index: int = 0
     transcript: str
     usage: DurationUsage
+    logprobs: list[LogProb] | None = None
 
 
 class FailedError(BaseModel):
@@ -422,6 +512,8 @@ ServerEvent = (
     | SpeechStopped
     | Committed
     | Cleared
+    | TimeoutTriggered
+    | ItemEvent
     | TranscriptDelta
     | TranscriptCompleted
     | TranscriptFailed

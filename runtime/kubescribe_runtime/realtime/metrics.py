@@ -9,7 +9,17 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 PARTIAL_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10)
 # Why a session ended; each exported at 0 from the start (see metrics.INITIAL_CODES).
-END_REASONS = ("client_closed", "idle", "expired", "draining", "refused", "slow_client", "error")
+END_REASONS = (
+    "client_closed",
+    "idle",
+    "unconfigured",
+    "expired",
+    "draining",
+    "refused",
+    "slow_client",
+    "backlog",
+    "error",
+)
 VAD_EVENTS = ("speech_started", "speech_stopped")
 
 

@@ -11,6 +11,16 @@ decodes are the model's evidence (:class:`.turns.ModelEvidence`): a turn whose t
 decodes as blank for ``silence_duration_ms`` ends there, and energy "speech" the model hears
 nothing in is not committed (``speech_stopped`` closes it, no item). A committed turn is decoded
 whole (windowed as a file is), and its ``completed`` events go out in commit order.
+
+Items as OpenAI's clients expect them: a turn's item is announced (``conversation.item.added``,
+or ``conversation.item.created`` in a beta session) before any event names it by id other than
+``speech_started``: at its first partial delta (before the commit: this server's partials run
+while the caller speaks) or at its commit, which a GA ``conversation.item.done`` follows. Every
+announced item ends with ``completed`` or ``failed`` (``input_audio_buffer.clear`` during the
+turn fails it). With ``include: ["item.input_audio_transcription.logprobs"]`` deltas and
+``completed`` carry each word's log-probability (:class:`.events.LogProb`). Server VAD's
+``idle_timeout_ms``: that much audio without speech commits what the buffer holds, announced by
+``input_audio_buffer.timeout_triggered``.
 """
 
 from __future__ import annotations
@@ -68,6 +78,7 @@ class _Turn:
     partial_in_flight: bool = False
     last_partial_at: int = 0  # stream samples when the last partial was asked for
     evidence: ModelEvidence | None = None  # the model's view of a server-VAD turn
+    announced: bool = False  # its conversation.item.added (or .created) went out
 
 
 @dataclass
@@ -103,6 +114,8 @@ class Session:
         self._turn: _Turn | None = None
         self._previous_item: str | None = None
         self._finals: deque[_Final] = deque()
+        self._idle_since = 0  # stream sample where server VAD last saw speech end (or began)
+        self.beta = False  # configured by transcription_session.update: beta event names
         self.audio_seconds = 0.0  # input audio received, for metrics
 
     # -- ids -------------------------------------------------------------------------------
@@ -137,6 +150,11 @@ class Session:
     def stream_s(self) -> float:
         """Audio received so far, in seconds at the model's rate."""
         return self._seconds(self._stream_end)
+
+    @property
+    def buffered_s(self) -> float:
+        """Audio received and not yet committed (nor dropped), in seconds."""
+        return len(self._buffer) / self.rate
 
     @property
     def pending_finals(self) -> int:
@@ -186,8 +204,7 @@ class Session:
             end_ms = self._ms(self._stream_end)
             out.append(self._event(ev.SpeechStopped(audio_end_ms=end_ms, item_id=turn.item_id)))
         if self._stream_end - turn.start < MIN_COMMIT_S * self.rate:
-            self._turn = None
-            return out
+            return out + self._end_unfinished("server_shutting_down", "the server is draining")
         return out + self._commit_turn(self._stream_end)
 
     def decoded(self, request: DecodeRequest, words: list[Word]) -> list[Output]:
@@ -212,7 +229,11 @@ class Session:
             # (Words of a turn the model has not heard a sure word in yet wait: the turn may
             # be noise, dropped uncommitted, and its item must not have had deltas.)
             stable = turn.partials.update(absolute, window_end)
-            out = self._delta(turn.item_id, stable, first=len(turn.partials.emitted) == len(stable))
+            first = len(turn.partials.emitted) == len(stable)
+            out = self._delta(turn.item_id, stable, first)
+            if out and not turn.announced:
+                out.insert(0, self._announce(turn.item_id, self._previous_item))
+                turn.announced = True
         return out + self._model_endpoint(turn, window_end)
 
     def decode_failed(self, request: DecodeRequest, message: str) -> list[Output]:
@@ -256,6 +277,7 @@ class Session:
         self.config = config
         self.configured = True
         beta = isinstance(event, ev.TranscriptionSessionUpdate)
+        self.beta = beta
         session = ev.session_object(self.id, config, beta=beta)
         updated = ev.SessionUpdated(session=session)
         if beta:
@@ -266,6 +288,7 @@ class Session:
         if vad is None:
             return None
         self._detector_offset = self._stream_end  # its clock starts at the stream's present
+        self._idle_since = self._stream_end
         return TurnDetector(
             self.rate, vad.threshold, vad.silence_duration_ms, self.limits.max_turn_s
         )
@@ -295,6 +318,7 @@ class Session:
             for turn_event in self._detector.feed(samples):
                 out += self._on_turn_event(turn_event)
             if self._turn is None:
+                out += self._idle_timeout()
                 self._trim_idle()
         else:
             longest = round(self.limits.max_turn_s * self.rate)
@@ -331,11 +355,39 @@ class Session:
         return out
 
     def _clear(self) -> list[Output]:
-        self._turn = None
+        out = self._end_unfinished("input_audio_buffer_cleared", "the client cleared its audio")
         self._buffer_start = self._stream_end
         self._buffer = np.zeros(0, dtype=np.float32)
         self._detector = self._new_detector(self.config.turn_detection)
-        return [self._event(ev.Cleared())]
+        return [self._event(ev.Cleared()), *out]
+
+    def _end_unfinished(self, code: str, message: str) -> list[Output]:
+        """The open turn goes uncommitted: its item, if announced, fails."""
+        turn, self._turn = self._turn, None
+        if turn is None or not turn.announced:
+            return []
+        error = ev.FailedError(type="invalid_request_error", code=code, message=message)
+        return [self._event(ev.TranscriptFailed(item_id=turn.item_id, error=error))]
+
+    def _announce(self, item_id: str, previous: str | None, committed: bool = False) -> Output:
+        kind = "conversation.item.created" if self.beta else "conversation.item.added"
+        status = "completed" if committed else "in_progress"
+        return self._event(ev.ItemEvent.of(kind, item_id, previous, status, None))
+
+    def _idle_timeout(self) -> list[Output]:
+        """Server VAD's ``idle_timeout_ms`` of audio without speech: commit what is buffered."""
+        vad = self.config.turn_detection
+        if vad is None or vad.idle_timeout_ms is None:
+            return []
+        if self._stream_end - self._idle_since < vad.idle_timeout_ms / 1000 * self.rate:
+            return []
+        self._turn = self._open(self._buffer_start)
+        triggered = ev.TimeoutTriggered(
+            audio_start_ms=self._ms(self._idle_since),
+            audio_end_ms=self._ms(self._stream_end),
+            item_id=self._turn.item_id,
+        )
+        return [self._event(triggered), *self._commit_turn(self._stream_end)]
 
     # -- turns -----------------------------------------------------------------------------
 
@@ -359,6 +411,7 @@ class Session:
             padding = 0 if turn_event.cut else round(vad.prefix_padding_ms / 1000 * self.rate)
             start = max(self._buffer_start, at - padding)
             self._turn = self._open(start)
+            self._idle_since = self._stream_end
             self._turn.evidence = ModelEvidence(self._seconds(start), self._seconds(at))
             started = ev.SpeechStarted(audio_start_ms=self._ms(start), item_id=self._turn.item_id)
             return [self._event(started)]
@@ -394,10 +447,11 @@ class Session:
 
     def _drop_turn(self, end: int) -> list[Output]:
         """The open turn was noise: its audio up to stream sample ``end`` goes, uncommitted."""
-        self._turn = None
+        out = self._end_unfinished("not_speech", "the turn held no speech")
         self._buffer = self._buffer[end - self._buffer_start :]
         self._buffer_start = end
-        return []
+        self._idle_since = end
+        return out
 
     def _commit_turn(self, end: int) -> list[Output]:
         """Commit the open turn's audio up to stream sample ``end``; ask for its final decode."""
@@ -408,11 +462,22 @@ class Session:
         samples = self._buffer[offset : end - self._buffer_start].copy()
         self._buffer = self._buffer[end - self._buffer_start :]
         self._buffer_start = end
-        committed = ev.Committed(item_id=turn.item_id, previous_item_id=self._previous_item)
+        self._idle_since = end
+        previous = self._previous_item
+        out: list[Output] = [
+            self._event(ev.Committed(item_id=turn.item_id, previous_item_id=previous))
+        ]
+        if not turn.announced:
+            out.append(self._announce(turn.item_id, previous, committed=True))
+        if not self.beta:
+            done = ev.ItemEvent.of(
+                "conversation.item.done", turn.item_id, previous, "completed", None
+            )
+            out.append(self._event(done))
         self._previous_item = turn.item_id
         self._finals.append(_Final(turn.item_id, len(samples) / self.rate, turn.partials))
         request = DecodeRequest("final", turn.item_id, samples, self._seconds(turn.start))
-        return [self._event(committed), request]
+        return [*out, request]
 
     def _maybe_partial(self) -> list[Output]:
         turn = self._turn
@@ -437,10 +502,17 @@ class Session:
         turn.last_partial_at = self._stream_end
         return [DecodeRequest("partial", turn.item_id, samples, self._seconds(start))]
 
+    @property
+    def _with_logprobs(self) -> bool:
+        return ev.LOGPROBS in self.config.include
+
     def _delta(self, item_id: str, words: list[Word], first: bool) -> list[Output]:
         if not words:
             return []
-        delta = ev.TranscriptDelta(item_id=item_id, delta=delta_text(words, first))
+        logprobs = _logprobs(words, first) if self._with_logprobs else None
+        delta = ev.TranscriptDelta(
+            item_id=item_id, delta=delta_text(words, first), logprobs=logprobs
+        )
         return [self._event(delta), DeltaTiming(item_id, tuple(w.end for w in words))]
 
     def _flush_finals(self) -> list[Output]:
@@ -460,6 +532,16 @@ class Session:
                 item_id=final.item_id,
                 transcript=text_of(final.words),
                 usage=ev.DurationUsage(seconds=round(final.seconds, 3)),
+                logprobs=_logprobs(final.words, True) if self._with_logprobs else None,
             )
             out.append(self._event(completed))
         return out
+
+
+def _logprobs(words: list[Word], first: bool) -> list[ev.LogProb]:
+    """One entry a word, its text as the transcript spells it (a space before all but the
+    turn's first word)."""
+    return [
+        ev.LogProb.of(w.word if first and i == 0 else " " + w.word, w.logprob)
+        for i, w in enumerate(words)
+    ]

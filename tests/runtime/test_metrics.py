@@ -12,7 +12,8 @@ from kubescribe_runtime.config import ServeConfig
 from kubescribe_runtime.metrics import CANCEL_REASONS, REFUSAL_REASONS, Metrics
 from kubescribe_runtime.service import Service
 from prometheus_client.parser import text_string_to_metric_families
-from rt_fixtures import TONE_TOKENS, encode, tone_sentence, write_artifact
+from rt_calls import sentences
+from rt_fixtures import TONE_TOKENS, encode, write_artifact
 
 
 def families() -> dict[str, object]:
@@ -105,7 +106,9 @@ def test_a_request_moves_the_pipeline_series(tmp_path: Path) -> None:
     service = Service(ServeConfig(model_dir=write_artifact(tmp_path / "tone", TONE_TOKENS)))
     service.load()
     client = create_app(service).test_client()
-    audio = np.concatenate([silence_of(25.0), tone_sentence("lo hi hi lo")])
+    # Real speech after the silence: the VAD (Silero) hears tones as no speech.
+    (speech,) = sentences([0])
+    audio = np.concatenate([silence_of(25.0), speech.audio])
     try:
         answer = client.post(
             "/v1/audio/transcriptions",

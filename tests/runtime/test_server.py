@@ -146,7 +146,12 @@ def gated_app(
     tone_dir: Path,
 ) -> Iterator[tuple[object, threading.Event, threading.Event, Service]]:
     config = ServeConfig(
-        model_dir=tone_dir, max_requests=2, max_batch_size=1, max_delay_ms=0, request_timeout_s=2
+        model_dir=tone_dir,
+        max_requests=2,
+        max_batch_size=1,
+        max_delay_ms=0,
+        request_timeout_s=2,
+        vad="off",  # tones are no speech to Silero VAD: every window must reach the model
     )
     service = Service(config)
     service.load()

@@ -43,7 +43,16 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from kubescribe.errors import KubescribeError
-from kubescribe_operator import apply, builders, cache, metrics, observe, rollout, scaling
+from kubescribe_operator import (
+    apply,
+    builders,
+    cache,
+    kopf_storage,
+    metrics,
+    observe,
+    rollout,
+    scaling,
+)
 from kubescribe_operator.api import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from kubescribe_operator.kube import Kube, patch_status, post_event
 from kubescribe_operator.spec import SpecError, parse_spec
@@ -402,7 +411,8 @@ def settings_for(settings: kopf.OperatorSettings) -> None:
     """kopf settings the handlers rely on (called from the process's startup handler)."""
     # Keep kopf's bookkeeping in status.kopf: the operator never writes spec or annotations.
     settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
-    settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(
+    # A digest, not the whole spec as JSON (describe showed that blob): kopf_storage.py.
+    settings.persistence.diffbase_storage = kopf_storage.DigestDiffBaseStorage(
         field="status.kopf.lastHandledConfiguration"
     )
     settings.persistence.finalizer = "kubescribe.io/operator"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from kopf._cogs.structs import diffs
@@ -24,7 +24,7 @@ def body(version: str = "1.0", stored: str | None = None) -> kopf.Body:
     }
     if stored is not None:
         raw["status"]["kopf"] = {"lastHandledConfiguration": stored}
-    return kopf.Body(raw)
+    return kopf.Body(cast(kopf.RawBody, raw))
 
 
 def stored_by(storage: kopf.DiffBaseStorage, source: kopf.Body) -> str:
@@ -53,7 +53,7 @@ def test_changes_are_still_detected() -> None:
     assert changed(storage, body("2.0", stored))
     relabelled = copy.deepcopy(dict(body("1.0", stored)))
     relabelled["metadata"]["labels"] = {"team": "b"}
-    assert changed(storage, kopf.Body(relabelled))
+    assert changed(storage, kopf.Body(cast(kopf.RawBody, relabelled)))
     assert storage.fetch(body=body("1.0")) is None  # never handled: a create
 
 

@@ -50,7 +50,7 @@ def restricted_v2_violations(pod_spec: dict[str, Any]) -> list[str]:
 
 
 PLATFORM = {"fixedUser": False}
-SHAPES = {
+SHAPES: dict[str, dict[str, Any]] = {
     "cpu": {},
     "gpu": {"runtime": {"device": "gpu"}},
     "api keys": {"runtime": {"apiKeySecret": "keys"}},

@@ -42,8 +42,9 @@ typecheck: $(BIN)/.installed
 # promtool (Debian's prometheus package) checks the example alert rules in tests/packaging;
 # espeak-ng synthesises the speech of the modeling data tests (tests/modeling/test_data.py);
 # the Asterisk prompts (real recorded speech, CC-BY-SA-3.0) are the real-speech test sets
-# (tests/modeling/test_asterisk.py); sox codes the telephone channels of the real-voices recipe.
-SPEECH_PACKAGES := asterisk-core-sounds-en-wav asterisk-core-sounds-en asterisk-core-sounds-es-wav asterisk-core-sounds-es sox
+# (tests/modeling/test_asterisk.py); sox codes the telephone channels of the real-voices recipe,
+# whose English training voices include flite's.
+SPEECH_PACKAGES := asterisk-core-sounds-en-wav asterisk-core-sounds-en asterisk-core-sounds-es-wav asterisk-core-sounds-es sox flite
 tools:
 	command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 	command -v espeak-ng >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends espeak-ng >/dev/null; }

@@ -65,6 +65,10 @@ class TrainConfig(_Strict):
     """A training run: data, model sizes, optimisation, budget."""
 
     corpus: Path = Path("data/corpus")
+    language: str = Field("en", description="transcripts' language: picks the text normaliser")
+    dev_manifest: Path | None = Field(
+        None, description="model selection on this manifest instead of CORPUS/dev.jsonl"
+    )
     out_dir: Path = Path("runs/demo")
     cache_dir: Path | None = None
     model: ModelConfig = Field(default_factory=lambda: ModelConfig.model_validate({}))

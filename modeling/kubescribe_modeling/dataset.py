@@ -113,17 +113,19 @@ def load_features(
     normalize: bool = True,
     progress: bool = True,
     workers: int = 1,
+    language: str = "en",
 ) -> FeatureSet:
     """Features of every utterance of ``manifest``, computed once (in ``workers`` processes)
-    and cached."""
+    and cached; transcripts through ``language``'s normaliser."""
     from tqdm import tqdm
 
-    from kubescribe_modeling.text import normalize_text
+    from kubescribe_modeling.text_lang import normalizer
 
     utterances = read_manifest(manifest)
     key = hashlib.sha256(manifest.read_bytes() + frontend.model_dump_json().encode()).hexdigest()
     cache = cache_dir / f"{manifest.stem}-{key[:16]}.npz"
-    texts = [normalize_text(u.text) if normalize else u.text for u in utterances]
+    norm = normalizer(language)
+    texts = [norm(u.text) if normalize else u.text for u in utterances]
     sources = [u.source for u in utterances]
     if cache.exists():
         with np.load(cache) as data:

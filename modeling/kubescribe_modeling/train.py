@@ -13,6 +13,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -132,12 +133,9 @@ def _feature_sets(cfg: TrainConfig, progress: bool) -> tuple[FeatureSet, Feature
     frontend = NemoLogMelFrontend()
     cache_dir = cfg.cache_dir or cfg.corpus / "features"
     workers = cfg.feature_workers
-    train_set = load_features(
-        cfg.corpus / "train.jsonl", cache_dir, frontend, progress=progress, workers=workers
-    )
-    dev_set = load_features(
-        cfg.corpus / "dev.jsonl", cache_dir, frontend, progress=progress, workers=workers
-    )
+    load = partial(load_features, progress=progress, workers=workers, language=cfg.language)
+    train_set = load(cfg.corpus / "train.jsonl", cache_dir, frontend)
+    dev_set = load(cfg.dev_manifest or cfg.corpus / "dev.jsonl", cache_dir, frontend)
     return train_set, dev_set
 
 

@@ -13,6 +13,14 @@ and Prometheus). :func:`require_api_key` runs before every request (a WebSocket'
 request too, so a caller without a key is refused before the upgrade). Keys are compared in
 constant time (SHA-256 digests with :func:`hmac.compare_digest`, against every key) and are
 never logged or echoed: messages name the problem, not the key.
+
+Browsers cannot set headers on a WebSocket: there, as with OpenAI, the key comes as the
+sub-protocol ``openai-insecure-api-key.<key>``. Better than a long-lived key in a browser: an
+*ephemeral client secret* (``POST /v1/realtime/client_secrets`` with a key, as the OpenAI
+client's ``client.realtime.client_secrets.create``): ``ek_<expiry>_<nonce>_<mac>``, the MAC an
+HMAC-SHA256 keyed by the digest of the key that asked for it. It opens ``/v1/realtime`` only,
+until it expires (10 minutes unless asked otherwise) or its key is removed; no state is kept, so
+every replica with the same keys accepts it.
 """
 
 from __future__ import annotations
@@ -21,12 +29,13 @@ import hashlib
 import hmac
 import logging
 import re
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from flask import Flask, current_app, request
+from flask import Flask, current_app, g, request
 
 from kubescribe.errors import KubescribeError
 from kubescribe_runtime.config import ConfigError, ServeConfig
@@ -34,6 +43,9 @@ from kubescribe_runtime.config import ConfigError, ServeConfig
 log = logging.getLogger(__name__)
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+EPHEMERAL_PATHS = frozenset({"/v1/realtime"})  # what a client secret opens
+PROTOCOL_KEY_PREFIX = "openai-insecure-api-key."
+EPHEMERAL_PREFIX = "ek_"
 RECHECK_S = 1.0
 _EXTENSION = "kubescribe.api_keys"
 
@@ -152,18 +164,74 @@ class ApiKeys:
             found |= hmac.compare_digest(presented, digest)
         return found
 
-    def check(self, authorization: str | None) -> None:
-        """Raise :class:`Unauthorized` unless ``authorization`` is ``Bearer <a valid key>``."""
-        if not authorization:
-            raise MissingKey(
-                "missing API key: send the header 'Authorization: Bearer <key>' "
-                "(the OpenAI client's api_key)"
-            )
-        scheme, _, key = authorization.strip().partition(" ")
-        if scheme.lower() != "bearer" or not key.strip():
-            raise Unauthorized("the Authorization header must be 'Bearer <key>'")
-        if not self.valid(key.strip()):
+    def valid_client_secret(self, secret: str, now: float) -> bool:
+        """An unexpired client secret minted with one of the current keys."""
+        try:
+            expires, nonce, mac = secret.removeprefix(EPHEMERAL_PREFIX).split("_")
+            if int(expires) < now:
+                return False
+        except ValueError:
+            return False
+        found = False
+        for digest in self._current():
+            found |= hmac.compare_digest(mac, _mac(digest, expires, nonce))
+        return found
+
+    def check(
+        self, authorization: str | None, protocols: str | None = None, ephemeral: bool = False
+    ) -> str:
+        """The key presented (``Authorization: Bearer <key>``, or on a WebSocket the
+        sub-protocol ``openai-insecure-api-key.<key>``); :class:`Unauthorized` unless it is
+        valid (a client secret only where ``ephemeral``)."""
+        key = _protocol_key(protocols) if not authorization else None
+        if key is None:
+            if not authorization:
+                raise MissingKey(
+                    "missing API key: send the header 'Authorization: Bearer <key>' "
+                    "(the OpenAI client's api_key)"
+                )
+            scheme, _, key = authorization.strip().partition(" ")
+            if scheme.lower() != "bearer" or not key.strip():
+                raise Unauthorized("the Authorization header must be 'Bearer <key>'")
+            key = key.strip()
+        if key.startswith(EPHEMERAL_PREFIX):
+            if not ephemeral:
+                raise Unauthorized("a client secret opens realtime sessions only")
+            if not self.valid_client_secret(key, time.time()):
+                raise Unauthorized("invalid or expired client secret")
+        elif not self.valid(key):
             raise Unauthorized("invalid API key")
+        return key
+
+
+def _mac(digest: bytes, expires: str, nonce: str) -> str:
+    return hmac.new(digest, f"{expires}.{nonce}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def _protocol_key(protocols: str | None) -> str | None:
+    for protocol in (protocols or "").split(","):
+        protocol = protocol.strip()
+        if protocol.startswith(PROTOCOL_KEY_PREFIX):
+            return protocol.removeprefix(PROTOCOL_KEY_PREFIX) or None
+    return None
+
+
+_UNKEYED = secrets.token_bytes(32)  # signs client secrets where no key is configured
+
+
+def mint_client_secret(key: str | None, ttl_s: int, now: float) -> tuple[str, int]:
+    """A client secret for the caller that presented ``key`` (None: keys are off), and when it
+    expires (Unix seconds)."""
+    expires = str(int(now) + ttl_s)
+    nonce = secrets.token_hex(8)
+    digest = _digest(key) if key is not None else _UNKEYED
+    return f"{EPHEMERAL_PREFIX}{expires}_{nonce}_{_mac(digest, expires, nonce)}", int(expires)
+
+
+def presented_key() -> str | None:
+    """The long-lived key the current request was let in with (None: keys are off)."""
+    key: str | None = g.get("api_key")
+    return key
 
 
 def install(app: Flask, keys: ApiKeys | None) -> None:
@@ -179,4 +247,9 @@ def require_api_key() -> None:
     keys: ApiKeys | None = current_app.extensions.get(_EXTENSION)
     if keys is None or request.path in OPEN_PATHS:
         return
-    keys.check(request.headers.get("Authorization"))
+    key = keys.check(
+        request.headers.get("Authorization"),
+        request.headers.get("Sec-WebSocket-Protocol"),
+        ephemeral=request.path in EPHEMERAL_PATHS,
+    )
+    g.api_key = None if key.startswith(EPHEMERAL_PREFIX) else key

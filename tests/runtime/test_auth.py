@@ -4,6 +4,7 @@ without a restart, compared in constant time and never logged."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -17,11 +18,13 @@ from kubescribe_runtime import auth
 from kubescribe_runtime.app import create_app
 from kubescribe_runtime.config import ConfigError, ServeConfig, resolve
 from kubescribe_runtime.service import Service
+from openai.types.realtime import ClientSecretCreateResponse
 from pydantic import SecretStr
 from rt_fixtures import TONE_TOKENS, encode, tone_sentence, write_artifact
 from rt_server import ServerProcess, start_server
 from simple_websocket import Client, ConnectionError
 from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect as ws_connect
 
 pytestmark = pytest.mark.xdist_group("runtime-server")
 
@@ -317,3 +320,104 @@ def test_a_rotated_secret_takes_effect_without_a_restart(
 def _status(server: ServerProcess, key: str) -> int:
     headers = {"Authorization": f"Bearer {key}"}
     return requests.get(server.url + "/v1/models", headers=headers, timeout=10).status_code
+
+
+# -- browsers: the key as a sub-protocol, ephemeral client secrets ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("protocols", "error"),
+    [
+        (f"realtime, openai-insecure-api-key.{KEY}, openai-beta.realtime-v1", None),
+        (f"openai-insecure-api-key.{OTHER_KEY}", None),
+        ("realtime, openai-insecure-api-key.nobody", auth.Unauthorized),
+        ("realtime, openai-insecure-api-key.", auth.MissingKey),
+        ("realtime", auth.MissingKey),
+    ],
+)
+def test_a_browser_presents_its_key_as_a_sub_protocol(
+    protocols: str, error: type[Exception] | None
+) -> None:
+    keys = auth.ApiKeys([KEY, OTHER_KEY])
+    if error is None:
+        assert keys.check(None, protocols) in (KEY, OTHER_KEY)
+    else:
+        with pytest.raises(error):
+            keys.check(None, protocols)
+
+
+def test_a_client_secret_opens_realtime_sessions_only_until_it_expires() -> None:
+    keys = auth.ApiKeys([KEY, OTHER_KEY])
+    now = time.time()
+    secret, expires = auth.mint_client_secret(OTHER_KEY, 600, now)
+    assert secret.startswith("ek_") and expires == int(now) + 600
+    assert KEY not in secret and OTHER_KEY not in secret
+    assert keys.check(f"Bearer {secret}", ephemeral=True) == secret
+    assert keys.check(None, f"realtime, openai-insecure-api-key.{secret}", ephemeral=True)
+    with pytest.raises(auth.Unauthorized, match="realtime sessions only"):
+        keys.check(f"Bearer {secret}")
+    expired, _ = auth.mint_client_secret(KEY, 10, now - 60)
+    tampered = secret[:-1] + ("0" if secret[-1] != "0" else "1")
+    later = str(int(now) + 7200)
+    extended = "_".join(["ek", later, *secret.split("_")[2:]])
+    for bad in (expired, tampered, extended, "ek_", "ek_1_2", "ek_x_y_z"):
+        with pytest.raises(auth.Unauthorized):
+            keys.check(f"Bearer {bad}", ephemeral=True)
+
+
+def test_a_client_secret_dies_with_the_key_that_asked_for_it() -> None:
+    secret, _ = auth.mint_client_secret(OTHER_KEY, 600, time.time())
+    assert auth.ApiKeys([OTHER_KEY]).valid_client_secret(secret, time.time())
+    assert not auth.ApiKeys([KEY]).valid_client_secret(secret, time.time())
+
+
+def test_the_server_mints_client_secrets_a_browser_connects_with(server: ServerProcess) -> None:
+    """``client.realtime.client_secrets.create`` with a key; the secret, as the browser's
+    sub-protocol or as the official client's key, opens a realtime session and nothing else."""
+    created = _openai(server, KEY).realtime.client_secrets.create(
+        session={"type": "transcription", "audio": {"input": {"format": {"type": "audio/pcmu"}}}},
+        expires_after={"anchor": "created_at", "seconds": 120},
+    )
+    raw = created.model_dump(exclude_unset=True)
+    checked = ClientSecretCreateResponse.model_validate(raw)  # the SDK's strict type
+    assert checked.session.type == "transcription"
+    assert checked.expires_at == pytest.approx(time.time() + 120, abs=30)
+    secret = created.value
+    url = server.url.replace("http://", "ws://") + "/v1/realtime?intent=transcription"
+    protocols = ["realtime", f"openai-insecure-api-key.{secret}", "openai-beta.realtime-v1"]
+    with ws_connect(url, subprotocols=protocols, open_timeout=10) as ws:  # type: ignore[arg-type]
+        assert ws.subprotocol == "realtime"
+        assert json.loads(ws.recv(timeout=10))["type"] == "session.created"
+    with _openai(server, secret).realtime.connect(extra_query={"intent": "transcription"}) as conn:
+        assert conn.recv().type == "session.created"
+    assert _status(server, secret) == 401  # not a key for the other routes
+    with pytest.raises(openai.AuthenticationError):  # nor for minting more
+        _openai(server, secret).realtime.client_secrets.create(session={"type": "transcription"})
+
+
+def test_a_browser_with_a_wrong_key_sub_protocol_is_refused_at_the_upgrade(
+    server: ServerProcess,
+) -> None:
+    url = server.url.replace("http://", "ws://") + "/v1/realtime?intent=transcription"
+    with pytest.raises(InvalidStatus) as refused:
+        ws_connect(url, subprotocols=["realtime", f"openai-insecure-api-key.{OTHER_KEY}"])  # type: ignore[list-item]
+    assert refused.value.response.status_code == 401
+    with ws_connect(  # type: ignore[arg-type]
+        url, subprotocols=["realtime", f"openai-insecure-api-key.{KEY}"], open_timeout=10
+    ) as ws:
+        assert json.loads(ws.recv(timeout=10))["type"] == "session.created"
+
+
+def test_client_secrets_are_minted_with_keys_off_and_name_what_they_cannot_serve() -> None:
+    client = create_app(Service(ServeConfig())).test_client()
+    answer = client.post("/v1/realtime/client_secrets", json={"session": {"type": "transcription"}})
+    assert answer.status_code == 200
+    ClientSecretCreateResponse.model_validate(answer.get_json())
+    refused = client.post("/v1/realtime/client_secrets", json={"session": {"type": "realtime"}})
+    assert refused.status_code == 400
+    assert refused.get_json()["error"]["code"] == "unsupported_session_type"
+    too_long = client.post(
+        "/v1/realtime/client_secrets", json={"expires_after": {"seconds": 10**6}}
+    )
+    assert too_long.status_code == 400
+    assert too_long.get_json()["error"]["param"] == "expires_after.seconds"

@@ -68,18 +68,29 @@ def test_deltas_in_audio_order_then_done_with_the_whole_text_and_usage() -> None
         {
             "type": "transcript.text.done",
             "text": "good morning how are you today",
-            "usage": {"type": "duration", "seconds": 61.25},
+            "usage": {
+                "type": "tokens",
+                "input_tokens": 613,  # 61.25 s at one token per 100 ms, rounded up
+                "input_token_details": {"audio_tokens": 613, "text_tokens": 0},
+                "output_tokens": 6,  # one token a word here
+                "total_tokens": 619,
+            },
         },
         "[DONE]",
     ]
+    TranscriptionTextDoneEvent.model_validate(events[-2])
+    for delta in events[:-2]:
+        TranscriptionTextDeltaEvent.model_validate(delta)
 
 
 def test_silence_streams_only_an_empty_done() -> None:
     events = _parse(b"".join(sse.transcript_events([Progress([], 3.0)], _no_error)))
     assert events == [
-        {"type": "transcript.text.done", "text": "", "usage": {"type": "duration", "seconds": 3.0}},
+        {"type": "transcript.text.done", "text": "", "usage": sse.usage(3.0, 0)},
         "[DONE]",
     ]
+    assert events[0]["usage"]["input_tokens"] == 30
+    TranscriptionTextDoneEvent.model_validate(events[0])
 
 
 def test_a_failure_mid_stream_is_an_error_event_that_ends_the_stream() -> None:
@@ -176,9 +187,14 @@ def test_the_openai_client_yields_typed_events_that_add_up_to_the_transcript(
         assert isinstance(event, TranscriptionTextDeltaEvent)
         text += event.delta
     assert text == done.text == plain.text
-    usage = done.usage.model_dump() if done.usage else {}
-    assert usage["type"] == "duration"
-    assert usage["seconds"] == pytest.approx(sf.info(str(SAMPLE)).duration, abs=0.01)
+    # The SDK builds its events leniently: check them against its strict types too.
+    TranscriptionTextDoneEvent.model_validate(done.model_dump())
+    for event in deltas:
+        TranscriptionTextDeltaEvent.model_validate(event.model_dump())
+    assert done.usage is not None and done.usage.type == "tokens"
+    audio_s = sf.info(str(SAMPLE)).duration
+    assert done.usage.input_tokens == pytest.approx(audio_s * 10, abs=1)
+    assert done.usage.output_tokens >= len(done.text.split())
 
 
 @pytest.mark.parametrize(
@@ -212,7 +228,7 @@ def test_ten_minutes_stream_their_first_words_long_before_the_end(
     *deltas, (_, done), (ended, last) = events
     assert last == "[DONE]"
     assert done["type"] == "transcript.text.done"
-    assert done["usage"]["seconds"] >= 600
+    assert done["usage"]["input_tokens"] >= 6000  # 600 s at one audio token per 100 ms
     assert len(deltas) >= 10  # 20 s windows: about one delta per window
     assert all(e["type"] == "transcript.text.delta" for _, e in deltas)
     assert "".join(e["delta"] for _, e in deltas) == done["text"]

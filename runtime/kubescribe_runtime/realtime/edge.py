@@ -34,6 +34,7 @@ from simple_websocket import ConnectionClosed
 
 from kubescribe.errors import KubescribeError
 from kubescribe_runtime.realtime import events as ev
+from kubescribe_runtime.realtime import secrets
 from kubescribe_runtime.realtime.decode import PendingDecode, SessionDecoder
 from kubescribe_runtime.realtime.metrics import RealtimeMetrics
 from kubescribe_runtime.realtime.session import (
@@ -339,7 +340,8 @@ def _refuse(status: int, message: str, code: str) -> Response:
 
 
 def register(app: Flask, service: Service) -> RealtimeMetrics:
-    """Add the ``/v1/realtime`` route (and the sessions' metrics) to ``app``."""
+    """Add the ``/v1/realtime`` routes (and the sessions' metrics) to ``app``."""
+    secrets.register(app, service)  # POST /v1/realtime/client_secrets
     metrics = service.metrics.realtime
     config = service.config
     slots = SessionSlots(config.max_sessions, metrics.sessions_active.set)

@@ -31,7 +31,7 @@ class _ExpiresAfter(BaseModel):
 
 class _CreateRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    expires_after: _ExpiresAfter = _ExpiresAfter()
+    expires_after: _ExpiresAfter = Field(default_factory=_ExpiresAfter)
     session: dict[str, Any] | None = None
 
 

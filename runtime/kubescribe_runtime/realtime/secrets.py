@@ -31,7 +31,7 @@ class _ExpiresAfter(BaseModel):
 
 class _CreateRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    expires_after: _ExpiresAfter = Field(default_factory=_ExpiresAfter)
+    expires_after: _ExpiresAfter | None = None
     session: dict[str, Any] | None = None
 
 
@@ -75,7 +75,9 @@ def register(app: Flask, service: Service) -> None:
             config.include,
         )  # fmt: skip
         value, expires_at = auth.mint_client_secret(
-            auth.presented_key(), body.expires_after.seconds, time.time()
+            auth.presented_key(),
+            body.expires_after.seconds if body.expires_after else DEFAULT_TTL_S,
+            time.time(),
         )
         shown = ev.session_object("sess_" + uuid.uuid4().hex[:12], config)
         shown["expires_at"] = expires_at

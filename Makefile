@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CLUSTER_DIR ?= .cluster
 
-.PHONY: install serve test lint typecheck tools node-tools cluster-build cluster demo down
+.PHONY: install serve test lint typecheck tools node-tools image-tools images cluster-build cluster demo down
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,18 @@ node-tools:
 	@missing=$$(for p in $(NODE_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	[ -z "$$missing" ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 --no-install-recommends $$missing >/dev/null; }
 
+# The images the real node runs, built with no registry and no daemon (cluster/images.py):
+# buildah (the repository's Dockerfiles), mmdebstrap (the Debian Python base), catatonit (pause).
+IMAGE_PACKAGES := buildah mmdebstrap catatonit
+image-tools:
+	@missing=$$(for p in $(IMAGE_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	[ -z "$$missing" ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 --no-install-recommends $$missing >/dev/null; }
+
+# runtime-cpu, operator and pause image archives, cached by a hash of their inputs under
+# ~/.cache/kubescribe/images (cold: about 5 minutes; warm: a few seconds of hashing).
+images: image-tools
+	$(PYTHON) cluster/images.py build >/dev/null
+
 # Kubernetes, etcd, KWOK and Helm from their Go modules, cached by version outside the repo
 # (a cold build takes about 20 minutes on 2 cores; later runs reuse the cache).
 cluster-build:
@@ -66,11 +78,11 @@ cluster-build:
 cluster: cluster-build
 	$(PYTHON) cluster/local_cluster.py up --state-dir $(CLUSTER_DIR)
 
-demo: cluster-build $(BIN)/.operator-installed
+demo: cluster-build images $(BIN)/.operator-installed
 	VENV=$(VENV) KUBESCRIBE_CLUSTER_DIR=$(CLUSTER_DIR) bash cluster/demo.sh
 
 down:
 	$(PYTHON) cluster/local_cluster.py down --state-dir $(CLUSTER_DIR)
 
-test: lint typecheck tools cluster-build
+test: lint typecheck tools cluster-build images
 	KUBESCRIBE_CLUSTER_BIN=$$(bash cluster/build.sh --print) $(BIN)/python -m pytest -n 2 --dist loadgroup

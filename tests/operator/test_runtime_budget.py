@@ -37,23 +37,43 @@ def test_the_operator_knows_the_runtime_defaults_and_variables() -> None:
 
 
 def test_the_formula_with_the_defaults() -> None:
-    # 1024 + 32 × (1 + 4) + (64 + 16) × 20 × 0.04 + 16 × 20 × 2 = 1888 MiB; the limit twice that
-    assert memory_mib(RuntimeSettings()) == (1888, 3776)
+    # 1024 + 32 × (1 + 4) + (64 + 16) × 20 × 0.04 + 16 × 20 × 2 + 8 × (8 + 60 × 0.25)
+    # = 2072 MiB; the limit twice that
+    assert memory_mib(RuntimeSettings()) == (2072, 4144)
     assert scratch_mib(RuntimeSettings()) == 2 * 32 * 25
 
 
 @pytest.mark.parametrize(
     ("runtime", "request_mib", "scratch"),
     [
-        ({}, 1888, 1600),
-        ({"batching": {"maxBatchSize": 4}}, 1888 - 12 * 20 * 2 - 12 * 20 * 0.04, 1600),
-        ({"env": [{"name": "KUBESCRIBE_MAX_REQUESTS", "value": "64"}]}, 1888 + 32 * 5, 3200),
-        ({"env": [{"name": "KUBESCRIBE_SPOOL_THRESHOLD_MB", "value": "0"}]}, 1888 - 32, 1600),
-        ({"env": [{"name": "KUBESCRIBE_MAX_UPLOAD_MB", "value": "100"}]}, 1888, 6400),
-        ({"env": [{"name": "KUBESCRIBE_WINDOW_SECONDS", "value": "10"}]}, 1888 - 320 - 32, 1600),
-        ({"env": [{"name": "KUBESCRIBE_MAX_REQUESTS", "value": "lots"}]}, 1888, 1600),
+        ({}, 2072, 1600),
+        ({"batching": {"maxBatchSize": 4}}, 2072 - 12 * 20 * 2 - 12 * 20 * 0.04, 1600),
+        ({"env": [{"name": "KUBESCRIBE_MAX_REQUESTS", "value": "64"}]}, 2072 + 32 * 5, 3200),
+        ({"env": [{"name": "KUBESCRIBE_SPOOL_THRESHOLD_MB", "value": "0"}]}, 2072 - 32, 1600),
+        ({"env": [{"name": "KUBESCRIBE_MAX_UPLOAD_MB", "value": "100"}]}, 2072, 6400),
+        ({"env": [{"name": "KUBESCRIBE_WINDOW_SECONDS", "value": "10"}]}, 2072 - 320 - 32, 1600),
+        ({"env": [{"name": "KUBESCRIBE_MAX_REQUESTS", "value": "lots"}]}, 2072, 1600),
+        # realtime sessions: each holds up to its backlog of audio
+        ({"env": [{"name": "KUBESCRIBE_MAX_SESSIONS", "value": "32"}]}, 2072 + 24 * 23, 1600),
+        (
+            {"env": [{"name": "KUBESCRIBE_SESSION_MAX_BACKLOG_SECONDS", "value": "120"}]},
+            2072 + 8 * 60 * 0.25,
+            1600,
+        ),
+        ({"env": [{"name": "KUBESCRIBE_MAX_SESSIONS", "value": "0"}]}, 2072 - 8 * 23, 1600),
     ],
-    ids=["defaults", "batch-4", "requests-64", "no-spooling", "upload-100", "window-10", "bad"],
+    ids=[
+        "defaults",
+        "batch-4",
+        "requests-64",
+        "no-spooling",
+        "upload-100",
+        "window-10",
+        "bad",
+        "sessions-32",
+        "backlog-120",
+        "no-sessions",
+    ],
 )
 def test_pods_are_sized_by_their_settings(
     runtime: dict[str, Any], request_mib: float, scratch: int

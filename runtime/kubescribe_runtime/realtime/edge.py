@@ -400,6 +400,7 @@ def register(app: Flask, service: Service) -> RealtimeMetrics:
                 transcriber.batcher,
                 config.window_seconds,
                 config.window_overlap_seconds,
+                transcriber.settings.vad,  # a final decode crops as the file path does
             )
             runner = SessionRunner(ws, session, decoder, service, metrics)
             why = "error"

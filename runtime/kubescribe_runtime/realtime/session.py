@@ -13,9 +13,9 @@ nothing in is not committed (``speech_stopped`` closes it, no item). A committed
 whole (windowed as a file is), and its ``completed`` events go out in commit order.
 
 Items as OpenAI's clients expect them: a turn's item is announced (``conversation.item.added``,
-or ``conversation.item.created`` in a beta session) before any event names it by id other than
-``speech_started``: at its first partial delta (before the commit: this server's partials run
-while the caller speaks) or at its commit, which a GA ``conversation.item.done`` follows. Every
+or ``conversation.item.created`` in a beta session) before its first delta: at that delta
+(before the commit: this server's partials run while the caller speaks) or right after its
+``committed`` (as OpenAI sends it), which a GA ``conversation.item.done`` then follows. Every
 announced item ends with ``completed`` or ``failed`` (``input_audio_buffer.clear`` during the
 turn fails it). With ``include: ["item.input_audio_transcription.logprobs"]`` deltas and
 ``completed`` carry each word's log-probability (:class:`.events.LogProb`). Server VAD's

@@ -1,0 +1,161 @@
+"""Clients that send faster than real time, against the real server with the demo model: every
+commit still gets its item, its deltas and its transcript, in order, each event valid under the
+official client's strict types; past the backlog the client is told once and pushed back by
+TCP; and the memory the sessions took is given back when they end (issue 20.1, 20.3, 20.6)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from openai.types.realtime import RealtimeServerEvent
+from pydantic import TypeAdapter
+from rt_calls import ROOT, sentences
+from rt_realtime import pcm24, raw_connect, recv_json
+from rt_server import ServerProcess, start_server
+
+pytestmark = pytest.mark.xdist_group("runtime-server")
+
+DEMO = ROOT / "examples" / "models" / "demo"
+SR = 16000
+FLOOD_S = 40.0
+COMMIT_EVERY_S = 2.0
+BACKLOG_S = 6.0
+OFFICIAL = TypeAdapter(RealtimeServerEvent)
+COMMITTED = "input_audio_buffer.committed"
+DELTA = "conversation.item.input_audio_transcription.delta"
+COMPLETED = "conversation.item.input_audio_transcription.completed"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    process = start_server(
+        DEMO, tmp_path_factory.mktemp("logs"),
+        "--max-sessions", "4", "--max-turn-seconds", "5",
+        "--session-max-backlog-seconds", str(BACKLOG_S),
+    )  # fmt: skip
+    yield process
+    assert process.stop() == 0
+    assert " ERROR " not in process.log() and "Traceback" not in process.log()
+
+
+def speech(seconds: float) -> bytes:
+    """Test-set sentences back to back, ``seconds`` long, as the protocol's audio/pcm."""
+    parts, total, index = [], 0, 0
+    while total < seconds * SR:
+        (sentence,) = sentences([index % 20])
+        parts.append(sentence.audio)
+        total += len(sentence.audio)
+        index += 1
+    return pcm24(np.concatenate(parts)[: int(seconds * SR)].astype(np.float32))
+
+
+def flood(base_url: str, seconds: float) -> tuple[list[dict[str, Any]], int]:
+    """One session sending ``seconds`` of speech as fast as TCP takes it, committed every
+    COMMIT_EVERY_S of audio (manual turns); every server event until the last commit's
+    ``completed`` (each validated by the official types), and the commits sent."""
+    audio = speech(seconds)
+    step = int(48000 * 0.1)  # 100 ms appends
+    per_commit = int(COMMIT_EVERY_S / 0.1)
+    events: list[dict[str, Any]] = []
+    with raw_connect(base_url) as ws:
+        assert recv_json(ws)["type"] == "session.created"
+        update = {
+            "type": "session.update",
+            "session": {"type": "transcription", "audio": {"input": {"turn_detection": None}}},
+        }
+        ws.send(json.dumps(update))
+        assert recv_json(ws)["type"] == "session.updated"
+        commits = 0
+        frames = []
+        for i, offset in enumerate(range(0, len(audio), step)):
+            chunk = base64.b64encode(audio[offset : offset + step]).decode()
+            frames.append(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
+            if (i + 1) % per_commit == 0:
+                frames.append('{"type": "input_audio_buffer.commit"}')
+                commits += 1
+        sender = threading.Thread(target=lambda: [ws.send(f) for f in frames], daemon=True)
+        sender.start()
+        deadline = time.monotonic() + 300
+        while sum(e["type"] == COMPLETED for e in events) < commits:
+            assert time.monotonic() < deadline, [e["type"] for e in events][-20:]
+            event = recv_json(ws, timeout=max(0.1, deadline - time.monotonic()))
+            OFFICIAL.validate_python(event)  # strict: the SDK's own parse is lenient
+            events.append(event)
+        sender.join(60)
+    return events, commits
+
+
+def check_every_commit(events: list[dict[str, Any]], commits: int) -> None:
+    kinds = [e["type"] for e in events]
+    committed = [e["item_id"] for e in events if e["type"] == COMMITTED]
+    completed = [e["item_id"] for e in events if e["type"] == COMPLETED]
+    assert len(committed) == commits and completed == committed  # all, in commit order
+    for item in committed:
+        mine = [i for i, e in enumerate(events) if e.get("item_id") == item]
+        named = [i for i, e in enumerate(events) if e.get("item", {}).get("id") == item]
+        added = [i for i in named if kinds[i] == "conversation.item.added"]
+        deltas = [i for i in mine if kinds[i] == DELTA]
+        (done,) = [i for i in mine if kinds[i] == COMPLETED]
+        transcribed = [i for i in mine if kinds[i] in (DELTA, COMPLETED)]
+        assert len(added) == 1 and added[0] < min(transcribed), "announced before its deltas"
+        if events[done]["transcript"]:
+            assert deltas and max(deltas) < done  # its words came as deltas, before the end
+            streamed = "".join(events[i]["delta"] for i in deltas)
+            assert streamed.split()[-1] == events[done]["transcript"].split()[-1]
+
+
+def test_a_flood_gets_every_commit_transcribed_and_is_pushed_back_past_the_backlog(
+    server: ServerProcess,
+) -> None:
+    events, commits = flood(server.url, FLOOD_S)
+    check_every_commit(events, commits)
+    errors = [e["error"]["code"] for e in events if e["type"] == "error"]
+    # Whether the decodes fall behind 40 s sent at once depends on the machine; if they do,
+    # the client is told (once each time the session stops reading), nothing else is wrong.
+    print(f"backlog errors: {len(errors)} for {commits} commits")
+    assert set(errors) <= {"input_audio_buffer_backlog"} and len(errors) < commits
+
+
+def _rss_kib(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1])
+
+
+def _server_rss_kib(server: ServerProcess) -> int:
+    """The server process and its workers."""
+    pids = [server.process.pid]
+    for task in Path(f"/proc/{server.process.pid}/task").iterdir():
+        pids += [int(p) for p in (task / "children").read_text().split()]
+    return sum(_rss_kib(pid) for pid in pids)
+
+
+def test_memory_goes_back_after_flooding_sessions_end(server: ServerProcess) -> None:
+    """Two floods side by side after a first one (whose allocations stay: the baseline): the
+    server ends no bigger than the baseline plus a few MB, though each session held up to
+    its backlog of audio (and, before the bound, the WebSocket layer all of it)."""
+    flood(server.url, 10.0)
+    baseline = _server_rss_kib(server)
+    results: list[tuple[list[dict[str, Any]], int]] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(flood(server.url, FLOOD_S)))
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(600)
+    assert len(results) == 2
+    for events, commits in results:
+        check_every_commit(events, commits)
+    after = _server_rss_kib(server)
+    growth_mib = (after - baseline) / 1024
+    print(f"server RSS: baseline {baseline / 1024:.0f} MiB, after {after / 1024:.0f} MiB")
+    assert growth_mib < 48, f"{growth_mib:.0f} MiB more after the sessions ended"

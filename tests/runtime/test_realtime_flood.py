@@ -19,7 +19,7 @@ from openai.types.realtime import RealtimeServerEvent
 from pydantic import TypeAdapter
 from rt_calls import ROOT, sentences
 from rt_realtime import pcm24, raw_connect, recv_json
-from rt_server import ServerProcess, start_server
+from rt_server import ServerProcess, metric, start_server
 
 pytestmark = pytest.mark.xdist_group("runtime-server")
 
@@ -159,3 +159,28 @@ def test_memory_goes_back_after_flooding_sessions_end(server: ServerProcess) -> 
     growth_mib = (after - baseline) / 1024
     print(f"server RSS: baseline {baseline / 1024:.0f} MiB, after {after / 1024:.0f} MiB")
     assert growth_mib < 48, f"{growth_mib:.0f} MiB more after the sessions ended"
+
+
+def test_clients_that_close_mid_stream_end_quietly(server: ServerProcess) -> None:
+    """A client's own close, however it falls between the server's sends, is counted as
+    ``client_closed``: not ``error``, and no ERROR in the log (the fixture checks the log)."""
+    name = "kubescribe_realtime_sessions_total"
+    closed_before = metric(server, f'{name}{{reason="client_closed"}}')
+    errors_before = metric(server, f'{name}{{reason="error"}}')
+    audio = speech(10.0)
+    for _ in range(3):
+        with raw_connect(server.url) as ws:
+            recv_json(ws)
+            update = {"type": "session.update", "session": {"type": "transcription"}}
+            ws.send(json.dumps(update))
+            recv_json(ws)
+            for offset in range(0, len(audio), 4800):
+                chunk = base64.b64encode(audio[offset : offset + 4800]).decode()
+                ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
+            while recv_json(ws, timeout=60)["type"] != DELTA:  # the server is sending
+                pass
+    deadline = time.monotonic() + 30
+    while metric(server, f'{name}{{reason="client_closed"}}') < closed_before + 3:
+        assert time.monotonic() < deadline, "the closed sessions were never counted"
+        time.sleep(0.1)
+    assert metric(server, f'{name}{{reason="error"}}') == errors_before

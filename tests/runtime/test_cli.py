@@ -38,7 +38,8 @@ def test_transcribe_prints_one_line_per_file(
         path = tmp_path / f"clip{i}.flac"
         path.write_bytes(encode(tone_sentence(pattern), fmt="FLAC", subtype="PCM_16"))
         files.append(str(path))
-    assert main(["transcribe", "--model-dir", str(tone_dir), *files]) == 0
+    # Tones are no speech to Silero VAD: the tone model's clips are decoded whole.
+    assert main(["transcribe", "--model-dir", str(tone_dir), "--vad", "off", *files]) == 0
     assert capsys.readouterr().out.splitlines() == [
         "low high",
         "high high low",

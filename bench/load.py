@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.load            # full run (a few minutes), updates the doc
     .venv/bin/python -m bench.load --smoke    # seconds: checks that it runs
+    .venv/bin/python -m bench.load --mixed    # the mixed section (bench/mixed.py)
 
 One `kubescribe serve` process on loopback, with the runtime's admission defaults. Each *mix*
 starts requests for a fixed time: ``long`` clients send long files back to back (a refused one
@@ -267,7 +268,16 @@ def server_flags(s: Settings) -> list[str]:
 def run(argv: Sequence[str] | None) -> int:
     parser = base_parser(__doc__.splitlines()[0] if __doc__ else "load benchmark")
     add_artifact_options(parser)
+    parser.add_argument(
+        "--mixed",
+        action="store_true",
+        help="the mixed section instead: Realtime sessions, files and clips at once (bench.mixed)",
+    )
     args = parser.parse_args(argv)
+    if args.mixed:
+        from bench import mixed
+
+        return mixed.run(args)
     s = SMOKE if args.smoke else FULL
     artifact = require_artifact(args.artifact).resolve()
     utterances = read_testset()

@@ -8,8 +8,10 @@ API (file requests and real-time sessions alike)::
     # leaving the block (or flow.cancel()) drops the flow's queued windows
 
 - ``open_flow(live=True)`` marks a real-time session: its windows go before every file
-  window (``Priority``); within a class, windows are scheduled fairly across flows on audio
-  length (:mod:`kubescribe_runtime.scheduling`), and a batch holds only similar lengths.
+  window (``Priority``), and while one is open batches hold at most ``live_budget`` units (a
+  running batch is never interrupted: small ones bound a live window's wait); within a class,
+  windows are scheduled fairly across flows on audio length
+  (:mod:`kubescribe_runtime.scheduling`), and a batch holds only similar lengths.
 - :meth:`Flow.submit` never refuses for lack of space: when ``max_queue`` windows are queued
   it waits (a live flow does not wait: its windows are few and must not queue behind files).
   It raises :class:`FlowCancelled` once the flow was cancelled (the client hung up) and
@@ -97,6 +99,7 @@ class DynamicBatcher(Generic[In, Out]):
         on_lengths: Callable[[list[int]], None] | None = None,
         on_queue_wait: Callable[[float], None] | None = None,
         on_inference: Callable[[float], None] | None = None,
+        live_budget: int = 0,
     ) -> None:
         self._run_batch = run_batch
         self.max_batch_size = max_batch_size
@@ -112,7 +115,7 @@ class DynamicBatcher(Generic[In, Out]):
         self._producers = 0
         self._open_flows = 0
         self._scheduler: Scheduler[Future[Out]] = Scheduler(
-            max_batch_size, length_ratio, length_slack
+            max_batch_size, length_ratio, length_slack, live_budget
         )
         self._payloads: dict[int, In] = {}
         self._cond = threading.Condition()
@@ -144,6 +147,7 @@ class DynamicBatcher(Generic[In, Out]):
     def open_flow(self, live: bool = False) -> Flow[In, Out]:
         with self._cond:
             self._open_flows += 1
+            self._scheduler.live_flows += live
         return Flow(self, live, counted=True)
 
     def submit(self, payload: In, length: int, live: bool = False) -> Future[Out]:
@@ -177,6 +181,7 @@ class DynamicBatcher(Generic[In, Out]):
         with self._cond:
             if flow.counted and not flow.cancelled:
                 self._open_flows -= 1
+                self._scheduler.live_flows -= flow.live
             flow.cancelled = True
             dropped = self._scheduler.discard(flow.state)
             for future in dropped:

@@ -184,6 +184,15 @@ class ServeConfig(_Settings):
         "open client connections (slow ones included); beyond, new ones wait to be accepted",
         ge=1,
     )
+    live_batch_seconds: float = _setting(
+        30,
+        "--live-batch-seconds",
+        "KUBESCRIBE_LIVE_BATCH_SECONDS",
+        "while realtime sessions are open, a batch holds at most this much audio, padding "
+        "included (a running batch is never interrupted: small ones keep partials on time; "
+        "0: no bound)",
+        ge=0,
+    )
     max_audio_seconds: float = _setting(
         7200, "--max-audio-seconds", "KUBESCRIBE_MAX_AUDIO_SECONDS", "longer audio gets 400", gt=0
     )

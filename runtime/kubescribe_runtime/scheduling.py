@@ -11,6 +11,11 @@ restarts at ``V`` (no credit for idleness).
 
 Priority: windows of live flows (real-time sessions) go before every file window.
 
+Live budget: while a live flow is open (a session, even between its windows), a batch holds at
+most ``live_budget`` length units of audio, padding included (its head always fits). A running
+batch cannot be interrupted, so a live window that arrives meanwhile waits for it: small
+batches bound that wait, at the cost of some throughput for files while sessions are open.
+
 Bucketing: the head (the live or lowest-tag window) decides the batch's length; the next
 windows in order join only while the batch stays *similar*: ``longest ≤ shortest × ratio +
 slack`` (a 2 s window is never padded to 20 s). Windows that do not fit keep their place for
@@ -58,6 +63,8 @@ class Scheduler(Generic[T]):
     max_batch_size: int
     length_ratio: float = DEFAULT_LENGTH_RATIO
     length_slack: int = 0
+    live_budget: int = 0  # units per batch while live flows are open (0: no bound)
+    live_flows: int = 0  # open live flows, queued windows or not (kept by the batcher)
     virtual_time: float = 0.0
     _entries: list[Entry[T]] = field(default_factory=list)
     _seq: Iterator[int] = field(default_factory=itertools.count)
@@ -102,10 +109,14 @@ class Scheduler(Generic[T]):
         head = ordered[0]
         batch = [head]
         shortest = longest = head.length
+        budget = self.live_budget if self.live_flows and self.live_budget else None
         for entry in ordered[1:]:
             if len(batch) >= self.max_batch_size:
                 break
             low, high = min(shortest, entry.length), max(longest, entry.length)
+            # padded to the longest: that is what the batch costs
+            if budget is not None and high * (len(batch) + 1) > budget:
+                continue
             if self.similar(low, high):
                 batch.append(entry)
                 shortest, longest = low, high

@@ -75,6 +75,7 @@ def build_transcriber(config: ServeConfig, metrics: Metrics | None = None) -> Tr
         on_queue_wait=metrics.queue_wait.observe if metrics else None,
         on_inference=metrics.batch_inference.observe if metrics else None,
         on_lengths=metrics.observe_batch_lengths if metrics else None,
+        live_budget=int(config.live_batch_seconds * units_per_second(artifact.manifest)),
     )
     settings = PipelineSettings(
         window_seconds=config.window_seconds,
@@ -186,6 +187,36 @@ class Service:
     @property
     def in_flight(self) -> int:
         return self._in_flight
+
+    @property
+    def draining(self) -> bool:
+        return self.state is State.DRAINING
+
+    def languages(self) -> list[str]:
+        """The languages the loaded model speaks (NotReady before it is loaded)."""
+        return list(self._ready().manifest.languages)
+
+    def model_card(self) -> dict[str, object]:
+        """``GET /v1/models``' entry for the loaded model (NotReady before it is loaded)."""
+        model = self._ready().model
+        manifest = model.manifest
+        return {
+            "id": manifest.name,
+            "object": "model",
+            "created": 0,
+            "owned_by": "kubescribe",
+            "version": manifest.version,
+            "digest": model.artifact.digest,
+            "model_file": self.config.model_file,
+            "languages": manifest.languages,
+            "device": model.device,
+            "evaluation": [e.model_dump() for e in manifest.evaluation],
+        }
+
+    def queue_depth(self) -> int:
+        """Windows waiting in the batcher (0 before the model is loaded)."""
+        transcriber = self.transcriber
+        return 0 if transcriber is None else transcriber.batcher.depth
 
     def stalled_s(self) -> float:
         """How long the inference loop has had work without finishing a batch (0: healthy)."""

@@ -17,7 +17,6 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 from kubescribe_runtime import g711
-from openai import OpenAI
 from websockets.sync.client import ClientConnection, connect
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import Message, Request
@@ -82,6 +81,8 @@ def stream_with_official_client(
 ) -> Received:
     """One session: ``session.update``, the audio at real-time pace in 100 ms appends (then a
     commit when asked), and every server event until ``completions`` turns completed."""
+    from openai import OpenAI  # here: the unit tests that share this module need no client
+
     client = OpenAI(base_url=base_url + "/v1", api_key="unused", max_retries=0)
     received = Received()
     with client.realtime.connect(extra_query={"intent": "transcription"}) as conn:

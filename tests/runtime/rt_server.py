@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,17 @@ import requests
 from kubescribe_runtime.config import DEMO_MODEL_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def wait_until(
+    condition: Callable[[], object], what: str, seconds: float = 60.0, step: float = 0.005
+) -> None:
+    """Poll ``condition`` until it holds; fail with ``what`` (the condition that never came)
+    after ``seconds``: every wait in the runtime tests is bounded."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting: {what}"
+        time.sleep(step)
 
 
 def free_port() -> int:

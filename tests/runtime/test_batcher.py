@@ -9,6 +9,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 from kubescribe_runtime.batcher import BatcherClosed, DynamicBatcher, FlowCancelled
+from rt_server import wait_until
 
 
 class _Recorder:
@@ -45,8 +46,7 @@ def test_a_full_queue_makes_the_submitter_wait_instead_of_refusing() -> None:
     recorder = _Recorder(gate)
     batcher = DynamicBatcher(recorder, max_batch_size=1, max_delay_s=0, max_queue=2)
     first = batcher.submit(1, 1)  # taken by the worker, which blocks on the gate
-    while batcher.depth:
-        time.sleep(0.001)
+    wait_until(lambda: not batcher.depth, "the first window taken into a batch")
     flow = batcher.open_flow()
     queued = [flow.submit(2, 1), flow.submit(3, 1)]
     fourth: list[Future[int]] = []
@@ -76,8 +76,7 @@ def test_a_cancelled_flow_loses_its_queued_windows_and_makes_no_more() -> None:
     )
     with batcher.open_flow() as flow:
         running = flow.submit(1, 1)
-        while batcher.depth:
-            time.sleep(0.001)
+        wait_until(lambda: not batcher.depth, "the first window taken into a batch")
         queued = [flow.submit(i, 1) for i in (2, 3, 4)]
         other = batcher.submit(7, 1)
         assert flow.cancel() == 3  # the client hung up
@@ -96,13 +95,11 @@ def test_stall_is_measured_while_a_batch_hangs_and_is_zero_when_idle() -> None:
     later = time.monotonic() + 100
     assert batcher.stalled_s(later) == 0.0  # idle for 100 s is healthy
     stuck = batcher.submit(1, 1)
-    while batcher.depth:
-        time.sleep(0.001)
+    wait_until(lambda: not batcher.depth, "the window taken into a batch")
     assert batcher.stalled_s(later) >= 99  # a batch running for 100 s
     gate.set()
     assert stuck.result(10) == 10
-    while batcher.stalled_s():
-        time.sleep(0.001)
+    wait_until(lambda: not batcher.stalled_s(), "the batch finished")
     assert batcher.stalled_s(later) == 0.0
     batcher.close()
 
@@ -112,8 +109,7 @@ def test_cancelled_jobs_are_skipped_and_failures_reach_every_caller() -> None:
     recorder = _Recorder(gate)
     batcher = DynamicBatcher(recorder, max_batch_size=1, max_delay_s=0, max_queue=10)
     blocker = batcher.submit(1, 1)
-    while batcher.depth:
-        time.sleep(0.001)
+    wait_until(lambda: not batcher.depth, "the first window taken into a batch")
     abandoned = batcher.submit(2, 1)
     assert abandoned.cancel()  # what a timed-out request does
     kept = batcher.submit(3, 1)

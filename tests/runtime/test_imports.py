@@ -7,6 +7,7 @@ import json
 import pkgutil
 import subprocess
 import sys
+from pathlib import Path
 
 import kubescribe_runtime
 
@@ -45,3 +46,31 @@ def test_server_master_imports_no_onnxruntime() -> None:
         ).stdout
     )
     assert [m for m in loaded if m.split(".")[0] == "onnxruntime"] == []
+
+
+# The protocol-conformance and end-to-end tests check the server with the official `openai`
+# client (its strict types are the point); every other runtime test is a unit test of the
+# runtime alone and must not need the client, nor the modeling toolkit (torch).
+CONFORMANCE = {"test_e2e", "test_sse", "test_auth", "test_realtime_events", "test_imports"}
+NOT_FOR_UNIT_TESTS = ("openai", "kubescribe_modeling", "torch")
+
+
+def test_runtime_unit_tests_import_neither_openai_nor_the_modeling_toolkit() -> None:
+    here = Path(__file__).parent
+    units = sorted(p.stem for p in here.glob("test_*.py") if p.stem not in CONFORMANCE)
+    assert "test_scheduling" in units and "test_intake" in units
+    code = (
+        "import importlib, json, sys\n"
+        f"sys.path[:0] = [{str(here)!r}, {str(here.parent)!r}]\n"
+        f"forbidden = {NOT_FOR_UNIT_TESTS!r}\n"
+        "culprits = {}\n"
+        f"for name in {units!r}:\n"
+        "    importlib.import_module(name)\n"
+        "    for m in list(sys.modules):\n"
+        "        if m.split('.')[0] in forbidden and m.split('.')[0] not in culprits:\n"
+        "            culprits[m.split('.')[0]] = name\n"
+        "print(json.dumps(culprits))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == {}

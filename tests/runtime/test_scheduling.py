@@ -84,3 +84,47 @@ def test_discarding_a_flow_keeps_the_others_in_order() -> None:
     assert scheduler.discard(gone) == ["gone-0", "gone-1", "gone-2"]
     assert (gone.queued, kept.queued) == (0, 3)
     assert order(scheduler) == [["kept-0"], ["kept-1"], ["kept-2"]]
+
+
+def test_while_a_session_is_open_batches_stay_within_the_live_budget() -> None:
+    """A running batch is never interrupted: with a session open, file batches are cut to the
+    live budget (padding included), so a live window waits for at most that much audio."""
+    scheduler: Scheduler[str] = Scheduler(max_batch_size=16, live_budget=30 * SECOND)
+    file = FlowState()
+    for i in range(6):
+        scheduler.add(f"file-{i}", 20 * SECOND, file, now=0)
+    clips = [FlowState() for _ in range(20)]
+    for i, clip in enumerate(clips):
+        scheduler.add(f"clip-{i}", 2 * SECOND, clip, now=0)
+    scheduler.live_flows = 1  # a session is open, none of its windows queued
+    batches = order(scheduler)
+    assert max(len(b) for b in batches if b[0].startswith("file")) == 1
+    assert max(len(b) for b in batches if b[0].startswith("clip")) == 15  # 15 × 2 s = 30 s
+    assert sorted(item for batch in batches for item in batch) == sorted(
+        [f"file-{i}" for i in range(6)] + [f"clip-{i}" for i in range(20)]
+    )
+
+
+def test_the_live_budget_holds_a_sessions_windows_together_and_lapses_when_it_closes() -> None:
+    scheduler: Scheduler[str] = Scheduler(max_batch_size=16, live_budget=30 * SECOND)
+    sessions = [FlowState(live=True) for _ in range(4)]
+    file = FlowState()
+    for i in range(4):
+        scheduler.add(f"file-{i}", 20 * SECOND, file, now=0)
+    for i, session in enumerate(sessions):
+        scheduler.add(f"live-{i}", 6 * SECOND, session, now=1)
+    scheduler.live_flows = 4
+    # four partial windows of 6 s fit in one batch; a file window does not join them
+    assert [entry.item for entry in scheduler.take()] == [f"live-{i}" for i in range(4)]
+    assert [entry.item for entry in scheduler.take()] == ["file-0"]
+    scheduler.live_flows = 0  # the sessions ended: files batch as before
+    assert [entry.item for entry in scheduler.take()] == ["file-1", "file-2", "file-3"]
+
+
+def test_without_a_live_budget_a_session_does_not_shrink_batches() -> None:
+    scheduler: Scheduler[str] = Scheduler(max_batch_size=16)
+    file = FlowState()
+    for i in range(4):
+        scheduler.add(f"file-{i}", 20 * SECOND, file, now=0)
+    scheduler.live_flows = 1
+    assert len(scheduler.take()) == 4

@@ -19,7 +19,7 @@ from kubescribe_runtime.config import ServeConfig
 from kubescribe_runtime.service import Service
 from kubescribe_runtime.transcriber import Transcriber
 from rt_fixtures import TONE_TOKENS, encode, tone_sentence, write_artifact
-from rt_server import ServerProcess, metric, post, start_server
+from rt_server import ServerProcess, metric, post, start_server, wait_until
 
 pytestmark = pytest.mark.xdist_group("runtime-server")
 
@@ -188,8 +188,7 @@ def test_over_the_admission_limit_is_429_with_retry_after_and_no_progress_is_504
         first = pool.submit(_post, client, audio)  # taken by the worker, stuck at the gate
         assert running.wait(30)
         second = pool.submit(_post, client, audio)  # admitted: waits behind the first
-        while service.admission.requests < 2:
-            time.sleep(0.005)
+        wait_until(lambda: service.admission.requests == 2, "the second request admitted")
         third = _post(client, audio)  # --max-requests 2: refused before any work
         assert third.status_code == 429  # type: ignore[attr-defined]
         assert int(third.headers["Retry-After"]) >= 1  # type: ignore[attr-defined]

@@ -172,8 +172,8 @@ BEHAVIOURS: list[tuple[str, Callable[[str], None]]] = [
         expect_error(update_input(transcription={"language": "fr"}), code="unsupported_language"),
     ),
     (
-        "semantic VAD",
-        expect_error(update_input(turn_detection={"type": "semantic_vad"}), code="invalid_value"),
+        "a turn detection that does not exist",
+        expect_error(update_input(turn_detection={"type": "push_to_talk"}), code="invalid_value"),
     ),
     (
         "a VAD threshold above 1",

@@ -223,7 +223,6 @@ def iter_mono(
         )
         block = max(1, int(_BLOCK_SECONDS * info.sample_rate))
         seen = 0
-        produced = 0
         try:
             for chunk in handle.blocks(blocksize=block, dtype="float32", always_2d=True):
                 seen += chunk.shape[0]
@@ -235,12 +234,10 @@ def iter_mono(
                     downmix(chunk) if channel is None else np.ascontiguousarray(chunk[:, channel])
                 )
                 out = mono if resampler is None else resampler.resample_chunk(mono)
-                produced += len(out)
                 if len(out):
                     yield np.ascontiguousarray(out, dtype=np.float32)
             if resampler is not None:
                 tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
-                produced += len(tail)
                 if len(tail):
                     yield np.ascontiguousarray(tail, dtype=np.float32)
         except sf.LibsndfileError as exc:

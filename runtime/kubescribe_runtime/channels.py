@@ -10,12 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Literal
 
 from kubescribe_runtime.ctc import text_of
 from kubescribe_runtime.transcriber import Transcript
 
-ChannelMode = Literal["mix", "separate"]
 CHANNEL_MODES: tuple[str, ...] = ("mix", "separate")
 
 

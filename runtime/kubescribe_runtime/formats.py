@@ -13,12 +13,11 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any
 
 from kubescribe_runtime.ctc import SEGMENT_PAUSE_S, Word
 from kubescribe_runtime.transcriber import Transcript
 
-ResponseFormat = Literal["json", "text", "verbose_json", "srt", "vtt"]
 RESPONSE_FORMATS: tuple[str, ...] = ("json", "text", "verbose_json", "srt", "vtt")
 GRANULARITIES: tuple[str, ...] = ("segment", "word")
 CONTENT_TYPES: dict[str, str] = {

@@ -215,7 +215,6 @@ class AcousticModel:
         self.io_binding = settings.io_binding == "on" or (
             settings.io_binding == "auto" and self.device == "gpu"
         )
-        self.fallback_warning = warning
         names = {i.name for i in self.session.get_inputs()}
         if not {"audio_signal", "length"} <= names:
             raise ModelUnavailable(

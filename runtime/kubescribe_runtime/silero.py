@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import json
-import threading
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -58,8 +57,6 @@ class SileroModel:
         self.session = ort.InferenceSession(
             str(path or model_path()), options, providers=["CPUExecutionProvider"]
         )
-        self.runs = 0  # chunks scored, for the cost figures
-        self._lock = threading.Lock()
 
     def run(
         self, chunk: npt.NDArray[np.float32], state: npt.NDArray[np.float32], rate: int
@@ -68,8 +65,6 @@ class SileroModel:
         out, next_state = self.session.run(
             None, {"input": chunk[None, :], "state": state, "sr": np.array(rate, dtype=np.int64)}
         )
-        with self._lock:
-            self.runs += 1
         return float(out[0, 0]), np.asarray(next_state, dtype=np.float32)
 
 

@@ -23,6 +23,7 @@ from kubescribe_runtime.batcher import DynamicBatcher, Flow
 from kubescribe_runtime.ctc import Segment, Word, segments_of, text_of
 from kubescribe_runtime.decoding import BlankTrack, Logprobs, WindowDecoder, WindowJob
 from kubescribe_runtime.model import AcousticModel, ModelInput, prepare
+from kubescribe_runtime.vad import crop_to_speech
 from kubescribe_runtime.windowing import Stitcher
 
 # How often a waiting request checks whether its client is still there.
@@ -111,10 +112,13 @@ class Transcriber:
         self._on_cancelled = on_cancelled or (lambda reason, count: None)
 
     def warm_up(self) -> None:
-        """One inference on a second of quiet noise, outside the batcher."""
+        """One inference on a second of quiet noise, outside the batcher (and one pass of the
+        VAD, which loads its model)."""
         rng = np.random.default_rng(0)
         samples = (1e-3 * rng.standard_normal(self.manifest.sample_rate)).astype(np.float32)
         self.model.infer([prepare(samples, self.manifest)])
+        if self.settings.vad:
+            crop_to_speech(samples, self.manifest.sample_rate)
 
     def transcribe(
         self,

@@ -4,6 +4,7 @@ model, driven by the official `openai` client at real-time pace (issue 13.2-13.5
 from __future__ import annotations
 
 import base64
+import io
 import json
 import signal
 import subprocess
@@ -15,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+import soundfile as sf
+import soxr
 from rt_calls import ROOT, sentences
 from rt_realtime import (
     g711_8k,
@@ -58,6 +61,20 @@ def padded(index: int, before_s: float = 0.5, after_s: float = 1.0) -> tuple[np.
     return audio, sentence.text
 
 
+def as_session_holds(payload: bytes) -> np.ndarray:
+    """24 kHz PCM16 at the model's rate, resampled as a session does (one soxr stream)."""
+    samples = np.frombuffer(payload, dtype="<i2").astype(np.float32) / 32768.0
+    stream = soxr.ResampleStream(24000, SR, 1, dtype="float32")
+    return np.concatenate([stream.resample_chunk(samples), stream.resample_chunk(
+        np.zeros(0, np.float32), last=True)])  # fmt: skip
+
+
+def float_wav(samples: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, SR, subtype="FLOAT", format="WAV")
+    return buffer.getvalue()
+
+
 def test_deltas_arrive_while_the_caller_speaks_and_the_final_equals_offline(
     server: ServerProcess,
 ) -> None:
@@ -82,10 +99,12 @@ def test_deltas_arrive_while_the_caller_speaks_and_the_final_equals_offline(
     streamed = "".join(d.delta for d in deltas)
     assert word_error_rate([completed.transcript], [streamed]) <= 0.2
     # The final comes from one decode of the turn: the same text as the offline route on
-    # the same audio (the turn: from its padded start, for its duration).
+    # the same audio (the turn as the session holds it: the client's 24 kHz PCM at the
+    # model's rate, from its padded start, for its duration; the 16 kHz original differs
+    # from it by the round trip, enough to change a letter of a word).
     start = got.of("input_audio_buffer.speech_started")[0].audio_start_ms * SR // 1000
-    turn = audio[start : start + round(completed.usage.seconds * SR)]
-    offline = post(server.url, wav_bytes(turn), mime="audio/wav").json()["text"]
+    turn = as_session_holds(pcm24(audio))[start : start + round(completed.usage.seconds * SR)]
+    offline = post(server.url, float_wav(turn), mime="audio/wav").json()["text"]
     assert completed.transcript == offline
     assert word_error_rate([reference], [completed.transcript]) <= 0.2
     assert completed.usage.type == "duration"

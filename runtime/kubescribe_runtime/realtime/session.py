@@ -8,9 +8,9 @@ at ``speech_stopped``; without it (``turn_detection: null``), the client commits
 open, every ``partial_interval_s`` of new audio its last ``partial_window_s`` are decoded, and
 stable words go out as append-only deltas (:mod:`.partials`). With server VAD the same partial
 decodes are the model's evidence (:class:`.turns.ModelEvidence`): a turn whose tail the model
-decodes as blank for ``silence_duration_ms`` ends there, and energy "speech" the model hears
+decodes as blank for ``silence_duration_ms`` ends there, and detected "speech" the model hears
 nothing in is not committed (``speech_stopped`` closes it, no item). A committed turn is decoded
-whole (windowed as a file is), and its ``completed`` events go out in commit order.
+whole, through the file path itself, and its ``completed`` events go out in commit order.
 
 Items as OpenAI's clients expect them: a turn's item is announced (``conversation.item.added``,
 or ``conversation.item.created`` in a beta session) before its first delta: at that delta
@@ -439,8 +439,8 @@ class Session:
             at, commit = end, self._drop_turn
         else:
             return []
-        # The energy may still be up (noise the model hears nothing in): that level is the
-        # background now, and speech must rise above it to start a new turn.
+        # The detector may still hear speech (a sound the model hears nothing in): a new turn
+        # waits until that sound stops.
         self._detector.end_turn(background_s=evidence.blank_tail_s)
         stopped = ev.SpeechStopped(audio_end_ms=self._ms(at), item_id=turn.item_id)
         return [self._event(stopped), *commit(end)]

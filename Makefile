@@ -63,8 +63,9 @@ node-tools:
 	[ -z "$$missing" ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 --no-install-recommends $$missing >/dev/null; }
 
 # The images the real node runs, built with no registry and no daemon (cluster/images.py):
-# buildah (the repository's Dockerfiles), mmdebstrap (the Debian Python base), catatonit (pause).
-IMAGE_PACKAGES := buildah mmdebstrap catatonit
+# buildah (the repository's Dockerfiles), mmdebstrap (the Debian Python base), catatonit (pause);
+# runc runs the built runtime image in tests/packaging/test_image_serves.py.
+IMAGE_PACKAGES := buildah mmdebstrap catatonit runc
 image-tools:
 	@missing=$$(for p in $(IMAGE_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	[ -z "$$missing" ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 --no-install-recommends $$missing >/dev/null; }

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from kubescribe_runtime.ctc import Word
 from kubescribe_runtime.realtime.decode import PendingDecode
-from kubescribe_runtime.realtime.edge import SessionEnded, SessionRunner
 from kubescribe_runtime.realtime.metrics import RealtimeMetrics
+from kubescribe_runtime.realtime.runner import PAUSE_LIMIT_S, SessionEnded, SessionRunner
 from kubescribe_runtime.realtime.session import DecodeRequest, Session, SessionLimits
 from kubescribe_runtime.service import State
 from prometheus_client import CollectorRegistry
@@ -307,3 +307,25 @@ def test_a_backlog_no_decode_can_bring_down_ends_the_session() -> None:
             decoder.finish_all()  # the partials finish; only the open turn holds audio
     assert (ended.value.code, ended.value.why) == (1008, "backlog")
     assert ws.sent[-1]["error"]["code"] == "input_audio_buffer_backlog"
+
+
+def test_a_client_still_flooding_after_the_pause_limit_is_closed() -> None:
+    decoder = HeldDecoder()
+    run, ws, _ = runner(
+        [UPDATE] + [append(1.0)] * 20,
+        decoder=decoder,
+        limits=SessionLimits(max_turn_s=2.0),
+        session_max_backlog_seconds=5.0,
+        session_idle_timeout_s=60.0,
+    )
+    run.start()
+    while not run.paused:
+        run.step()
+    run.step()
+    ws.clock.now += PAUSE_LIMIT_S + 0.1  # the decodes never catch up
+    with pytest.raises(SessionEnded) as ended:
+        run.step()
+    assert (ended.value.code, ended.value.why) == (1008, "backlog")
+    codes = [e["error"]["code"] for e in of(ws, "error")]
+    assert codes == ["input_audio_buffer_backlog"] * 2
+    assert "closing" in of(ws, "error")[-1]["error"]["message"]

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from kubescribe_runtime.realtime import events as ev
+from kubescribe_runtime.realtime import session_config as sc
 from openai.types.beta.realtime import (
     ConversationItemCreatedEvent,
     TranscriptionSessionUpdatedEvent,
@@ -55,23 +56,23 @@ GA_UPDATE: dict[str, Any] = {
 def test_ga_session_update_sets_every_field() -> None:
     event = ev.parse_client_event(json.dumps(GA_UPDATE))
     assert isinstance(event, ev.SessionUpdate)
-    config = ev.SessionConfig(model="demo").updated(event)
-    assert config == ev.SessionConfig(
+    config = sc.SessionConfig(model="demo").updated(event)
+    assert config == sc.SessionConfig(
         format="pcmu",
         model="gpt-4o-transcribe",
         language="en",
-        turn_detection=ev.ServerVad(0.6, 200, 700),
+        turn_detection=sc.ServerVad(0.6, 200, 700),
     )
 
 
 def test_only_fields_present_change_and_null_turn_detection_means_manual_commits() -> None:
-    start = ev.SessionConfig(format="pcma", model="demo", language="en")
+    start = sc.SessionConfig(format="pcma", model="demo", language="en")
     update = {
         "type": "session.update",
         "session": {"type": "transcription", "audio": {"input": {"turn_detection": None}}},
     }
     config = start.updated(ev.parse_client_event(json.dumps(update)))  # type: ignore[arg-type]
-    assert config == ev.SessionConfig(
+    assert config == sc.SessionConfig(
         format="pcma", model="demo", language="en", turn_detection=None
     )
     untouched = {"type": "session.update", "session": {"type": "transcription"}}
@@ -92,7 +93,7 @@ def test_beta_transcription_session_update(beta_format: str, expected: str) -> N
     }
     event = ev.parse_client_event(json.dumps(raw))
     assert isinstance(event, ev.TranscriptionSessionUpdate)
-    config = ev.SessionConfig().updated(event)
+    config = sc.SessionConfig().updated(event)
     assert (config.format, config.language, config.turn_detection) == (expected, "en", None)
 
 
@@ -239,13 +240,13 @@ def test_a_logprob_is_the_word_as_utf8_bytes() -> None:
 @pytest.mark.parametrize("fmt", ["pcm16", "pcmu", "pcma"])
 @pytest.mark.parametrize(
     "vad",
-    [ev.ServerVad(), ev.ServerVad(idle_timeout_ms=6000), ev.ServerVad(eagerness="high"), None],
+    [sc.ServerVad(), sc.ServerVad(idle_timeout_ms=6000), sc.ServerVad(eagerness="high"), None],
 )
 def test_session_objects_validate_against_the_official_types(
-    fmt: ev.InputFormat, vad: ev.ServerVad | None
+    fmt: sc.InputFormat, vad: sc.ServerVad | None
 ) -> None:
-    config = ev.SessionConfig(format=fmt, model="demo", language="en", turn_detection=vad)
-    session = ev.session_object("s1", config)
+    config = sc.SessionConfig(format=fmt, model="demo", language="en", turn_detection=vad)
+    session = sc.session_object("s1", config)
     parsed = RealtimeTranscriptionSessionCreateRequest.model_validate(session)
     assert parsed.audio and parsed.audio.input and parsed.audio.input.format
     assert (
@@ -262,12 +263,12 @@ def test_session_objects_validate_against_the_official_types(
 
 
 @pytest.mark.parametrize("model", ["demo", "whisper-1"])
-@pytest.mark.parametrize("vad", [ev.ServerVad(), ev.ServerVad(eagerness="low"), None])
+@pytest.mark.parametrize("vad", [sc.ServerVad(), sc.ServerVad(eagerness="low"), None])
 def test_the_beta_session_validates_against_the_official_type(
-    model: str, vad: ev.ServerVad | None
+    model: str, vad: sc.ServerVad | None
 ) -> None:
-    config = ev.SessionConfig(model=model, turn_detection=vad, include=(ev.LOGPROBS,))
-    session = ev.session_object("s1", config, beta=True)
+    config = sc.SessionConfig(model=model, turn_detection=vad, include=(sc.LOGPROBS,))
+    session = sc.session_object("s1", config, beta=True)
     event = ev.SessionUpdated(event_id="e", type="transcription_session.updated", session=session)
     parsed = TranscriptionSessionUpdatedEvent.model_validate(json.loads(event.render()))
     transcription = parsed.session.input_audio_transcription
@@ -293,9 +294,9 @@ def test_semantic_vad_is_accepted_as_server_vad_with_a_silence_by_eagerness(
     }
     event = ev.parse_client_event(json.dumps(update))
     assert isinstance(event, ev.SessionUpdate)
-    vad = ev.SessionConfig().updated(event).turn_detection
-    assert vad == ev.ServerVad(silence_duration_ms=silence_ms, eagerness=eagerness)
-    shown = ev.session_object("s", ev.SessionConfig(turn_detection=vad))
+    vad = sc.SessionConfig().updated(event).turn_detection
+    assert vad == sc.ServerVad(silence_duration_ms=silence_ms, eagerness=eagerness)
+    shown = sc.session_object("s", sc.SessionConfig(turn_detection=vad))
     assert shown["audio"]["input"]["turn_detection"] == {
         "type": "semantic_vad",
         "eagerness": eagerness,
@@ -305,11 +306,11 @@ def test_semantic_vad_is_accepted_as_server_vad_with_a_silence_by_eagerness(
 def test_includes_this_server_cannot_give_are_left_out() -> None:
     update = {
         "type": "session.update",
-        "session": {"type": "transcription", "include": [ev.LOGPROBS, "item.something_else"]},
+        "session": {"type": "transcription", "include": [sc.LOGPROBS, "item.something_else"]},
     }
     event = ev.parse_client_event(json.dumps(update))
     assert isinstance(event, ev.SessionUpdate)
-    assert ev.SessionConfig().updated(event).include == (ev.LOGPROBS,)
+    assert sc.SessionConfig().updated(event).include == (sc.LOGPROBS,)
 
 
 def test_an_unknown_event_type_is_not_echoed_at_length() -> None:

@@ -13,7 +13,8 @@ import numpy.typing as npt
 import soxr
 
 from kubescribe_runtime import g711
-from kubescribe_runtime.realtime.events import InputFormat, ProtocolError
+from kubescribe_runtime.realtime.events import ProtocolError
+from kubescribe_runtime.realtime.session_config import InputFormat
 
 INPUT_RATES: dict[str, int] = {"pcm16": 24000, "pcmu": g711.SAMPLE_RATE, "pcma": g711.SAMPLE_RATE}
 BYTES_PER_SAMPLE: dict[str, int] = {"pcm16": 2, "pcmu": 1, "pcma": 1}

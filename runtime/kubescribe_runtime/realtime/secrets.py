@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kubescribe_runtime import auth
 from kubescribe_runtime.realtime import events as ev
+from kubescribe_runtime.realtime import session_config as sc
 from kubescribe_runtime.service import Service
 
 DEFAULT_TTL_S = 600
@@ -69,8 +70,8 @@ def register(app: Flask, service: Service) -> None:
         assert isinstance(update, ev.SessionUpdate)
         transcriber = service.transcriber
         model = transcriber.manifest.name if transcriber is not None else ""
-        config = ev.SessionConfig(model=model).updated(update)
-        config = ev.SessionConfig(
+        config = sc.SessionConfig(model=model).updated(update)
+        config = sc.SessionConfig(
             config.format, model, config.language, config.prompt, config.turn_detection,
             config.include,
         )  # fmt: skip
@@ -79,6 +80,6 @@ def register(app: Flask, service: Service) -> None:
             body.expires_after.seconds if body.expires_after else DEFAULT_TTL_S,
             time.time(),
         )
-        shown = ev.session_object("sess_" + uuid.uuid4().hex[:12], config)
+        shown = sc.session_object("sess_" + uuid.uuid4().hex[:12], config)
         shown["expires_at"] = expires_at
         return jsonify({"value": value, "expires_at": expires_at, "session": shown})

@@ -34,6 +34,7 @@ import numpy.typing as npt
 
 from kubescribe_runtime.ctc import Word, text_of
 from kubescribe_runtime.realtime import events as ev
+from kubescribe_runtime.realtime import session_config as sc
 from kubescribe_runtime.realtime.audio_in import InputAudio, b64_decoded_size, decode_base64
 from kubescribe_runtime.realtime.partials import StablePartials, delta_text
 from kubescribe_runtime.realtime.turns import ModelEvidence, TurnDetector, TurnEvent, confident
@@ -103,7 +104,7 @@ class Session:
         self.languages = languages
         self.rate = sample_rate
         self.limits = limits or SessionLimits()
-        self.config = ev.SessionConfig(model=model_name)
+        self.config = sc.SessionConfig(model=model_name)
         self.configured = False
         self._counter = 0
         self._audio: InputAudio | None = None
@@ -167,7 +168,7 @@ class Session:
     # -- inputs ----------------------------------------------------------------------------
 
     def start(self) -> list[Output]:
-        return [self._event(ev.SessionCreated(session=ev.session_object(self.id, self.config)))]
+        return [self._event(ev.SessionCreated(session=sc.session_object(self.id, self.config)))]
 
     def receive_text(self, text: str) -> list[Output]:
         try:
@@ -262,7 +263,7 @@ class Session:
                 event_id=event.event_id,
             )
         model = self.config.model  # the served model, whatever name the client gave
-        config = ev.SessionConfig(
+        config = sc.SessionConfig(
             config.format,
             model,
             config.language,
@@ -278,13 +279,13 @@ class Session:
         self.configured = True
         beta = isinstance(event, ev.TranscriptionSessionUpdate)
         self.beta = beta
-        session = ev.session_object(self.id, config, beta=beta)
+        session = sc.session_object(self.id, config, beta=beta)
         updated = ev.SessionUpdated(session=session)
         if beta:
             updated = ev.SessionUpdated(type="transcription_session.updated", session=session)
         return [self._event(updated)]
 
-    def _new_detector(self, vad: ev.ServerVad | None) -> TurnDetector | None:
+    def _new_detector(self, vad: sc.ServerVad | None) -> TurnDetector | None:
         if vad is None:
             return None
         self._detector_offset = self._stream_end  # its clock starts at the stream's present
@@ -504,7 +505,7 @@ class Session:
 
     @property
     def _with_logprobs(self) -> bool:
-        return ev.LOGPROBS in self.config.include
+        return sc.LOGPROBS in self.config.include
 
     def _delta(self, item_id: str, words: list[Word], first: bool) -> list[Output]:
         if not words:

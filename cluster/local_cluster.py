@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -171,10 +171,13 @@ class LocalCluster:
         self.state.pids[name] = pid
         self.state_file.write_text(json.dumps(asdict(self.state), indent=1))
 
-    def restart_apiserver(self) -> None:
-        """Stop the API server (SIGTERM) and start it again on the same port."""
+    def restart_apiserver(self, while_down: Callable[[], object] | None = None) -> None:
+        """Stop the API server (SIGTERM) and start it again on the same port; ``while_down``
+        runs in between (an outage of its length)."""
         assert self.state is not None
         _terminate(self.state.pids.pop("kube-apiserver"), "kube-apiserver")
+        if while_down is not None:
+            while_down()
         self._spawn("kube-apiserver", self._apiserver_args())
         self._wait(self._api_ready, "kube-apiserver")
 

@@ -103,12 +103,13 @@ def refused_requests(cluster: Cluster, user: str) -> list[str]:
 
 
 @pytest.fixture()
-def restart_apiserver(cluster: Cluster) -> Callable[[], None]:
-    """Restart the API server (SIGTERM, then started again on its port; returns once ready)."""
+def restart_apiserver(cluster: Cluster) -> Callable[..., None]:
+    """Restart the API server (SIGTERM, then started again on its port; returns once ready).
+    ``restart(while_down)`` runs ``while_down`` while it is stopped (an outage)."""
 
-    def restart() -> None:
+    def restart(while_down: Callable[[], object] | None = None) -> None:
         start = cluster.audit_offset()
-        cluster.local.restart_apiserver()
+        cluster.local.restart_apiserver(while_down)
         _RESTARTS.append((start, cluster.audit_offset()))
 
     return restart

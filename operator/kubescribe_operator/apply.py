@@ -33,7 +33,9 @@ How a child is applied:
   only takes fields the operator declares, i.e. its own.
 - A child the watch cache does not show is first created as a dry run: the cache only sees
   objects with the operator's labels, and apply would take over someone else's object of that
-  name; the API server's 409 makes it a ``ChildConflict`` instead.
+  name. On the API server's 409 the object is read once: ownership is its ownerReference, not
+  its labels, so one that still names the SpeechModel as owner (relabelled by hand) is adopted
+  (the apply puts the labels back); any other is a ``ChildConflict``, left alone.
 - No request when nothing changed: the operator remembers, per child, the digest of what it
   applied and the field set the server recorded for it (``managedFields``). A child whose
   desired digest is unchanged and whose field set in the watch cache is the one recorded is
@@ -45,9 +47,13 @@ How a child is applied:
   the Deployment to one replica; the HPA takes it from there.
 - Children of a kind the SpeechModel no longer needs (an HPA after autoscaling is turned off, a
   PDB at one replica) are deleted; objects not owned by the SpeechModel are never touched.
-- A child the API server refuses (422/400: invalid, or refused by admission) raises
-  :class:`ChildRefused` with the server's message; the same desired child is not sent again
-  before a back-off (doubling from ``Memory.base_backoff`` up to ``max_backoff``) has passed.
+- A child the API server refuses (422/400/403: invalid, or refused by admission; a 500 that
+  only the server's apply finds, e.g. duplicate list-map keys) raises :class:`ChildRefused` with
+  the server's message, a kind the cluster does not serve (404) :class:`ResourceNotInstalled`;
+  the same desired child is not sent again before a back-off (doubling from
+  ``Memory.base_backoff`` up to ``max_backoff``) has passed. An optional child (a
+  ServiceMonitor) raises neither: it is skipped (``ApplyResult.skipped``, a warning condition on
+  the SpeechModel) and the others are applied.
 
 The SpeechModel itself is only ever patched on ``/status`` (GitOps owns the spec); kopf adds and
 removes its finalizer in ``metadata.finalizers``.
@@ -70,7 +76,8 @@ from kubescribe.errors import KubescribeError
 from kubescribe_operator import builders
 from kubescribe_operator.api import GROUP, PLURAL
 from kubescribe_operator.cache import Overlay, Snapshot, object_key, owned_by
-from kubescribe_operator.kube import CHILD_KINDS, FIELD_MANAGER, Kube, kind_of, server_message
+from kubescribe_operator.kinds import CHILD_KINDS, FIELD_MANAGER, kind_of
+from kubescribe_operator.kube import Kube, server_message
 
 HANDOVER_MANAGER = f"{FIELD_MANAGER}-handover"
 
@@ -112,16 +119,70 @@ class ChildConflict(ApplyError):
     """A child's name is taken by an object the SpeechModel does not own."""
 
 
-class ResourceNotInstalled(ApplyError):
-    """The cluster does not serve a child's kind (e.g. no ServiceMonitor CRD)."""
-
-
 class ChildRefused(ApplyError):
-    """The API server refused a child (invalid, or refused by an admission plugin)."""
+    """The API server refused a child (invalid, refused by an admission plugin, or a merge
+    only the server's apply finds wrong); not sent again before ``retry_in`` seconds."""
 
     def __init__(self, message: str, retry_in: float) -> None:
         super().__init__(message)
         self.retry_in = retry_in
+
+
+class ResourceNotInstalled(ChildRefused):
+    """The cluster does not serve a required child's kind; retried with the same back-off."""
+
+
+NOT_SERVED = "the cluster does not serve"
+# What a server-side apply answers 500 for when the object itself is wrong, not the server
+# (e.g. duplicate keys of a list-map): as permanent as a 422 until the object changes.
+_APPLY_MERGE_ERRORS = ("duplicate entries for key", "failed to create typed", "typed patch")
+
+
+def _refusal(
+    exc: ApiException, kind: str, api_version: str, plural: str, namespace: str, name: str
+) -> str | None:
+    """The message of an answer that will not change by retrying the same object (None: a
+    conflict or a server error worth a retry)."""
+    reason, text = server_message(exc)
+    if exc.status == 404:  # the resource itself is unknown to the cluster
+        return (
+            f"cannot apply {kind} {namespace}/{name}: {NOT_SERVED} "
+            f"{api_version} {plural} (is its CRD installed?)"
+        )
+    merge_error = exc.status == 500 and any(m in text for m in _APPLY_MERGE_ERRORS)
+    if exc.status in (400, 403, 422) or merge_error:
+        return f"the API server refused {kind} {namespace}/{name} ({exc.status} {reason}): {text}"
+    return None
+
+
+def _not_owned(kind: str, namespace: str, name: str, model: str) -> str:
+    return (
+        f"{kind} {namespace}/{name} exists and has no ownerReference to SpeechModel {model}: "
+        "it is someone else's and is left alone; give the SpeechModel another name, or remove "
+        "that object if nothing else uses it"
+    )
+
+
+def _owned(kube: Kube, path: str, owner_uid: str, conflict: str) -> Obj:
+    """The object at ``path`` if the SpeechModel owns it by ownerReference (whatever its
+    labels say), else ChildConflict."""
+    found = kube.get(path)
+    if not owned_by(found, owner_uid):
+        raise ChildConflict(conflict)
+    return found
+
+
+def _send(kube: Kube, path: str, child: Obj, live: Obj | None, result: ApplyResult) -> Obj:
+    """Apply ``child`` (after handing ``spec.replicas`` over where needed); counts requests."""
+    given = handover(child, live)
+    if given is not None:
+        log.info("handing %s spec.replicas over", path)
+        live = kube.apply(path, given, manager=HANDOVER_MANAGER)
+        result.requests += 1
+    log.info("applying %s", path)
+    after = kube.apply(path, child, new=live is None)
+    result.requests += 1 if live is not None else 2
+    return after
 
 
 # ---------------------------------------------------------------------------- pure planning
@@ -248,6 +309,9 @@ class ApplyResult:
     patched: list[Identity] = field(default_factory=list)
     deleted: list[Identity] = field(default_factory=list)
     requests: int = 0
+    # Optional children (a ServiceMonitor) that could not be applied, and why: a warning on
+    # the SpeechModel, never a failure; retried after the same back-off as a refusal.
+    skipped: list[str] = field(default_factory=list)
 
     @property
     def writes(self) -> int:
@@ -269,48 +333,44 @@ def apply_children(
         name = child["metadata"]["name"]
         live = next((o for o in snap.of_kind(kind.kind) if o["metadata"]["name"] == name), None)
         if live is not None and not owned_by(live, owner_uid):
-            raise ChildConflict(
-                f"{kind.kind} {namespace}/{name} exists and is not owned by SpeechModel "
-                f"{snap.name}; delete or rename it"
-            )
+            raise ChildConflict(_not_owned(kind.kind, namespace, name, snap.name))
         if is_intact(child, live, memory.applied(namespace, identity)):
             continue
         want = digest(child)
         backing_off = memory.refusal(namespace, identity, want)
         if backing_off is not None:
+            if kind.optional:
+                result.skipped.append(backing_off[0])
+                continue
             raise ChildRefused(*backing_off)
         path = kind.path(namespace, name)
-        given = handover(child, live)
         try:
-            if given is not None:
-                log.info("handing %s %s/%s spec.replicas over", kind.kind, namespace, name)
-                live = kube.apply(path, given, manager=HANDOVER_MANAGER)
-                result.requests += 1
-            log.info("applying %s %s/%s", kind.kind, namespace, name)
-            after = kube.apply(path, child, new=live is None)
-            result.requests += 1 if live is not None else 2
+            try:
+                after = _send(kube, path, child, live, result)
+            except ApiException as exc:
+                if exc.status != 409 or live is not None:
+                    raise
+                # The name is taken by an object the watch does not show: ours by
+                # ownerReference but relabelled (adopted: the apply puts the labels back), or
+                # someone else's (a conflict).
+                result.requests += 2  # the dry-run create and the look-up
+                conflict = _not_owned(kind.kind, namespace, name, snap.name)
+                live = _owned(kube, path, owner_uid, conflict)
+                log.info("adopting %s %s/%s: relabelled by someone", kind.kind, namespace, name)
+                after = _send(kube, path, child, live, result)
         except ApiException as exc:
             result.requests += 1
-            if exc.status == 409 and live is None:  # the name is taken by an object not ours
-                raise ChildConflict(
-                    f"{kind.kind} {namespace}/{name} exists and is not owned by SpeechModel "
-                    f"{snap.name}; delete or rename it"
-                ) from exc
-            if exc.status == 404:  # the resource itself is unknown to the cluster
-                raise ResourceNotInstalled(
-                    f"cannot apply {kind.kind} {namespace}/{name}: the cluster does not serve "
-                    f"{kind.api_version} {kind.plural} (is its CRD installed?)"
-                ) from exc
-            if exc.status in (400, 403, 422):
-                reason, text = server_message(exc)
-                message = (
-                    f"the API server refused {kind.kind} {namespace}/{name} "
-                    f"({exc.status} {reason}): {text}"
-                )
-                raise ChildRefused(
-                    message, memory.refused(namespace, identity, want, message)
-                ) from exc
-            raise
+            refusal = _refusal(exc, kind.kind, kind.api_version, kind.plural, namespace, name)
+            if refusal is None:
+                raise
+            delay = memory.refused(namespace, identity, want, refusal)
+            if kind.optional:
+                log.warning("optional child not applied: %s", refusal)
+                result.skipped.append(refusal)
+                continue
+            if exc.status == 404:
+                raise ResourceNotInstalled(refusal, delay) from exc
+            raise ChildRefused(refusal, delay) from exc
         memory.overlay.wrote(object_key(after), live, after)
         memory.remember(namespace, identity, Applied(want, managed_fields(after)))
         (result.patched if live is not None else result.created).append(identity)

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from kubescribe_operator.api import ModelRef
+from kubescribe_operator.kinds import CHILD_KINDS as CHILD_KINDS
 from kubescribe_operator.naming import (
     ANNOTATION_MODEL_REF as ANNOTATION_MODEL_REF,
 )
@@ -106,14 +107,6 @@ from kubescribe_operator.pod import (
 from kubescribe_operator.spec import SpeechModelSpec
 
 Obj = dict[str, Any]
-
-CHILD_KINDS: tuple[tuple[str, str], ...] = (
-    ("v1", "Service"),
-    ("apps/v1", "Deployment"),
-    ("autoscaling/v2", "HorizontalPodAutoscaler"),
-    ("policy/v1", "PodDisruptionBudget"),
-    ("monitoring.coreos.com/v1", "ServiceMonitor"),
-)
 
 
 def build_deployment(

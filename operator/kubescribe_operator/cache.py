@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubescribe_operator import builders
-from kubescribe_operator.kube import (
+from kubescribe_operator.kinds import (
     CHILD_KINDS,
     DEPLOYMENT,
     FIELD_MANAGER,

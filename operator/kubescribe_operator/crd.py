@@ -60,6 +60,8 @@ _KEEP = (
     "x-kubernetes-validations",
     "x-kubernetes-int-or-string",
     "x-kubernetes-preserve-unknown-fields",
+    "x-kubernetes-list-type",
+    "x-kubernetes-list-map-keys",
 )
 
 

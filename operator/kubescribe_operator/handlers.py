@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 import kopf
 import urllib3
@@ -56,7 +56,12 @@ from kubescribe_operator import (
 from kubescribe_operator.api import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from kubescribe_operator.kube import Kube, patch_status, post_event
 from kubescribe_operator.spec import SpecError, parse_spec
-from kubescribe_operator.status import Condition, ConditionType, SpeechModelStatus
+from kubescribe_operator.status import (
+    SpeechModelStatus,
+    blocked_status,
+    status_patch,
+    with_optional_children,
+)
 
 log = logging.getLogger(__name__)
 
@@ -147,17 +152,19 @@ def reconcile(
             name=snap.name,
             namespace=snap.namespace,
         )
-        children = builders.build_children(snap.name, snap.namespace, uid, spec, decision.model_ref)
+        children = builders.build_children(
+            snap.name, snap.namespace, uid, decision.spec or spec, decision.model_ref
+        )
         try:
             result = apply.apply_children(ctx.kube, ctx.memory, snap, uid, children)
         except apply.ChildConflict as exc:
             _block(ctx, body, raw_status, "ChildConflict", str(exc))
             raise
-        except apply.ChildRefused as exc:
-            _block(ctx, body, raw_status, "ChildRefused", str(exc))
-            raise
         except apply.ResourceNotInstalled as exc:
             _block(ctx, body, raw_status, "ResourceNotInstalled", str(exc))
+            raise
+        except apply.ChildRefused as exc:
+            _block(ctx, body, raw_status, "ChildRefused", str(exc))
             raise
         for verb, identities in (
             ("apply", result.created + result.patched),
@@ -171,7 +178,16 @@ def reconcile(
         new_status, scaling_events = scaling.with_scaling_condition(
             decision.status, status, scaling.hpa_health(hpa), generation, now
         )
-        patch = rollout.status_patch(raw_status, new_status)
+        skipped = "; ".join(result.skipped)
+        new_status, optional_events = with_optional_children(
+            new_status,
+            status,
+            spec.monitoring.service_monitor.enabled,
+            skipped,
+            "ResourceNotInstalled" if apply.NOT_SERVED in skipped else "ChildRefused",
+            now,
+        )
+        patch = status_patch(raw_status, new_status)
         writes, requests = result.writes, result.requests
         if patch:
             _patch_status(ctx, body, patch)
@@ -179,7 +195,7 @@ def reconcile(
             writes, requests = writes + 1, requests + 1
         # Events only once the status that records the transition is stored: never twice for
         # one transition; a crash right here loses them (Events are best effort anyway).
-        events = (*decision.events, *scaling_events)
+        events = (*decision.events, *scaling_events, *optional_events)
         for event in events:
             post_event(ctx.kube, body, event.type, event.reason, event.message)
             metrics.WRITES.labels("Event", "create").inc()
@@ -198,40 +214,6 @@ def _patch_status(ctx: Context, body: Mapping[str, Any], patch: dict[str, Any]) 
         ctx.memory.overlay.wrote(cache.object_key(after), dict(body), after)
 
 
-def blocked_status(
-    prev: Mapping[str, Any], generation: int, reason: str, message: str, now: datetime
-) -> dict[str, Any]:
-    """The status of a SpeechModel the operator cannot act on (invalid spec, a child's name
-    taken): Stalled, not Ready, not Reconciling; the rest of the status is kept. Pure."""
-    old = SpeechModelStatus.model_validate(prev) if prev else SpeechModelStatus()
-    ts = rollout.timestamp(now)
-
-    def condition(type_: ConditionType, flag: bool, text: str) -> Condition:
-        value: Literal["True", "False"] = "True" if flag else "False"
-        before = old.condition(type_)
-        unchanged = before is not None and before.status == value
-        return Condition(
-            type=type_,
-            status=value,
-            reason=reason,
-            message=text,
-            last_transition_time=before.last_transition_time if before and unchanged else ts,
-            observed_generation=generation,
-        )
-
-    return old.model_copy(
-        update={
-            "observed_generation": generation,
-            "phase": "Degraded" if old.current_version else "Failed",
-            "conditions": [
-                condition("Ready", False, message),
-                condition("Reconciling", False, ""),
-                condition("Stalled", True, message),
-            ],
-        }
-    ).dump()
-
-
 def _block(
     ctx: Context,
     body: Mapping[str, Any],
@@ -242,7 +224,7 @@ def _block(
     """Record why the SpeechModel is stuck (once: nothing is written if it already says so)."""
     generation = int(body["metadata"].get("generation") or 1)
     new = blocked_status(raw_status, generation, reason, message, datetime.now(UTC))
-    patch = rollout.status_patch(raw_status, new)
+    patch = status_patch(raw_status, new)
     if patch:
         _patch_status(ctx, body, patch)
         post_event(ctx.kube, body, "Warning", reason, message)
@@ -256,10 +238,10 @@ def _error_kind(exc: Exception) -> str:
         return "api_unreachable"
     if isinstance(exc, apply.ChildConflict):
         return "child_conflict"
-    if isinstance(exc, apply.ChildRefused):
-        return "child_refused"
     if isinstance(exc, apply.ResourceNotInstalled):
         return "resource_not_installed"
+    if isinstance(exc, apply.ChildRefused):
+        return "child_refused"
     if isinstance(exc, SpecError):
         return "invalid_spec"
     return type(exc).__name__

@@ -10,7 +10,6 @@ import json
 import os
 import socket
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -18,60 +17,13 @@ from urllib.parse import quote
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
-from kubescribe_operator import builders
 from kubescribe_operator.api import GROUP, PLURAL, VERSION
+from kubescribe_operator.kinds import FIELD_MANAGER
 
-FIELD_MANAGER = builders.FIELD_MANAGER
 USER_AGENT = "kubescribe-operator"
 APPLY_PATCH = "application/apply-patch+yaml"  # a JSON body is YAML too
 
 Obj = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class ChildKind:
-    api_version: str
-    kind: str
-    plural: str
-
-    @property
-    def group(self) -> str:
-        return self.api_version.rpartition("/")[0]
-
-    @property
-    def version(self) -> str:
-        return self.api_version.rpartition("/")[2]
-
-    def collection(self, namespace: str) -> str:
-        prefix = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
-        return f"{prefix}/namespaces/{quote(namespace)}/{self.plural}"
-
-    def path(self, namespace: str, name: str) -> str:
-        return f"{self.collection(namespace)}/{quote(name)}"
-
-
-# Every kind the builders may produce; the ones a SpeechModel no longer needs are deleted.
-CHILD_KINDS: dict[tuple[str, str], ChildKind] = {
-    (k.api_version, k.kind): k
-    for k in (
-        ChildKind("v1", "Service", "services"),
-        ChildKind("apps/v1", "Deployment", "deployments"),
-        ChildKind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
-        ChildKind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
-        ChildKind("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors"),
-    )
-}
-DEPLOYMENT = CHILD_KINDS["apps/v1", "Deployment"]
-# Watched for a rollout's progress, never written.
-REPLICASETS = ChildKind("apps/v1", "ReplicaSet", "replicasets")
-PODS = ChildKind("v1", "Pod", "pods")
-
-
-def kind_of(obj: Mapping[str, Any]) -> ChildKind:
-    key = (str(obj.get("apiVersion")), str(obj.get("kind")))
-    if key not in CHILD_KINDS:
-        raise ValueError(f"the operator does not manage {key[1]} ({key[0]}) children")
-    return CHILD_KINDS[key]
 
 
 def speechmodel_path(namespace: str, name: str, subresource: str = "") -> str:
@@ -129,6 +81,19 @@ class Kube:
         value = json.loads(text) if text else {}
         return value if isinstance(value, dict) else {}
 
+    def ready(self, timeout: float = 5.0) -> bool:
+        """Whether the API server answers ``/readyz`` (any failure: False)."""
+        try:
+            m, url, hdrs, _, _ = self.api.param_serialize(
+                "GET", "/readyz", header_params={"Accept": "text/plain"},
+                auth_settings=["BearerToken"],
+            )  # fmt: skip
+            response = self.api.call_api(m, url, header_params=hdrs, _request_timeout=timeout)
+            response.read()
+            return 200 <= int(response.status) <= 299
+        except Exception:
+            return False
+
     def apply(
         self, path: str, body: Obj, *, manager: str = FIELD_MANAGER, new: bool = False
     ) -> Obj:
@@ -146,6 +111,10 @@ class Kube:
             )  # fmt: skip
         query = [("fieldManager", manager), ("force", "true"), ("fieldValidation", "Warn")]
         return self.request("PATCH", path, body=body, query=query, content_type=APPLY_PATCH)
+
+    def get(self, path: str) -> Obj:
+        """One object (only where the watch cache cannot answer: a relabelled child)."""
+        return self.request("GET", path)
 
     def merge_patch(self, path: str, patch: Obj) -> Obj:
         return self.request(

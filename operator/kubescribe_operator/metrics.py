@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 RECONCILES = Counter(
     "kubescribe_operator_reconciles_total",
@@ -42,3 +42,9 @@ ROLLOUT_RESULTS = {
 # failed rollout of a process only if the series existed before it (one born at 1 has no step).
 for _result in ROLLOUT_RESULTS.values():
     ROLLOUTS.labels(_result)
+
+HEARTBEAT = Gauge(
+    "kubescribe_operator_heartbeat_timestamp_seconds",
+    "Unix time at which the operator last saw the API server and its own liveness endpoint "
+    "answer (a process that cannot see them exits after --api-outage-exit-seconds)",
+)

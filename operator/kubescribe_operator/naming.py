@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from kubescribe_operator.api import API_VERSION, KIND
+from kubescribe_operator.kinds import FIELD_MANAGER as FIELD_MANAGER
 from kubescribe_operator.spec import SpeechModelSpec
 
 Obj = dict[str, Any]
 
-FIELD_MANAGER = "kubescribe-operator"
 LABEL_NAME = "app.kubernetes.io/name"
 LABEL_INSTANCE = "app.kubernetes.io/instance"
 LABEL_COMPONENT = "app.kubernetes.io/component"

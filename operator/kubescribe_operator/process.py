@@ -6,7 +6,10 @@
 
 - Scope: ``--all-namespaces`` (the default) watches SpeechModels cluster-wide, ``--namespace``
   (repeatable; kopf globs allowed) only there.
-- Liveness: kopf's probe at ``http://0.0.0.0:<liveness-port>/healthz``.
+- Liveness: kopf's probe at ``http://0.0.0.0:<liveness-port>/healthz``. kopf runs in a thread;
+  the main thread exits the process when the API server or that probe has not answered for
+  ``--api-outage-exit-seconds`` (kopf does not come back reliably from long outages: a zombie
+  would serve ``/metrics`` and reconcile nothing), and within 10 s of SIGTERM (``watchdog.py``).
 - Metrics: Prometheus text at ``http://0.0.0.0:<metrics-port>/metrics`` (see ``metrics.py``).
 - Logs: one JSON object per line with ``--log-format json`` (kopf's JSON formatter, with the
   object reference under ``k8s``).
@@ -28,17 +31,23 @@ Reads come from kopf's in-memory indexes (``cache.py``), filled by one watch per
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
+import signal
+import sys
+import threading
 import time
-from collections.abc import Sequence
+import urllib.request
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from kubescribe.errors import KubescribeError
-from kubescribe_operator import apply, handlers
+from kubescribe_operator import apply, handlers, watchdog
 from kubescribe_operator.kube import Kube
 
 DEFAULT_PEERING = "kubescribe"
+log = logging.getLogger(__name__)
 
 
 class OperatorError(KubescribeError):
@@ -117,6 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         default=30.0,
         help="re-observe every SpeechModel this often (default 30)",
+    )
+    parser.add_argument(
+        "--api-outage-exit-seconds",
+        type=_positive,
+        default=float(os.environ.get("KUBESCRIBE_OPERATOR_API_OUTAGE_EXIT_SECONDS", 60)),
+        metavar="SECONDS",
+        help="exit (for the Deployment to restart the operator with fresh watches) when the API "
+        "server or the operator's own liveness endpoint has not answered this long (default 60)",
     )
     parser.add_argument(
         "--retry-backoff-seconds",
@@ -210,21 +227,107 @@ def main(argv: Sequence[str]) -> int:
 
     if args.metrics_port:
         start_http_server(args.metrics_port)
-        logging.getLogger(__name__).info("metrics on :%d/metrics", args.metrics_port)
+        log.info("metrics on :%d/metrics", args.metrics_port)
     liveness = f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None
-    kopf.run(
-        registry=registry,
-        clusterwide=not args.namespace,
-        namespaces=args.namespace,
-        liveness_endpoint=liveness,
-        standalone=args.standalone,
-        peering_name=None if args.standalone else args.peering,
-        priority=priority,
-    )
-    return 0
+    stop = threading.Event()
+
+    def run_kopf() -> None:
+        kopf.run(
+            loop=asyncio.new_event_loop(),
+            registry=registry,
+            clusterwide=not args.namespace,
+            namespaces=args.namespace,
+            liveness_endpoint=liveness,
+            standalone=args.standalone,
+            peering_name=None if args.standalone else args.peering,
+            priority=priority,
+            stop_flag=stop,
+        )
+
+    alive = _answers(f"http://127.0.0.1:{args.liveness_port}/healthz") if liveness else None
+    dog = watchdog.Watchdog(ctx.kube.ready, alive, outage_limit=args.api_outage_exit_seconds)
+    return _supervise(run_kopf, stop, dog)
+
+
+# Longest wait for kopf to stop after a stop was asked for; then the process exits anyway.
+STOP_GRACE_SECONDS = 10.0
+WATCH_INTERVAL_SECONDS = 5.0
+
+
+def _answers(url: str) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return 200 <= int(response.status) <= 299
+        except OSError:  # refused, reset, timed out, an HTTP error status
+            return False
+
+    return check
+
+
+def _supervise(run: Callable[[], None], stop: threading.Event, dog: watchdog.Watchdog) -> int:
+    """Run kopf (``run``) in a thread; exit on a signal, a failed kopf or the watchdog's word,
+    within STOP_GRACE_SECONDS of the stop whatever kopf does."""
+    failed: list[BaseException] = []
+    stopping: list[tuple[float, int]] = []  # (deadline, exit code) once a stop was asked for
+
+    def target() -> None:
+        try:
+            run()
+        except BaseException as exc:
+            failed.append(exc)
+
+    def request_stop(why: str, code: int) -> None:
+        if not stopping:
+            log.warning("stopping: %s", why)
+            stopping.append((time.monotonic() + STOP_GRACE_SECONDS, code))
+            stop.set()
+
+    previous = {
+        signum: signal.signal(signum, lambda n, _f: request_stop(signal.Signals(n).name, 0))
+        for signum in (signal.SIGTERM, signal.SIGINT)
+    }
+    thread = threading.Thread(target=target, name="kopf", daemon=True)
+    thread.start()
+    try:
+        _watch(thread, stopping, dog, request_stop)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if failed:
+        log.error("the operator failed: %r", failed[0])
+        return 1
+    if not stopping:
+        log.error("kopf stopped on its own: exiting for a restart")
+        return 1
+    return stopping[0][1]
+
+
+def _watch(
+    thread: threading.Thread,
+    stopping: list[tuple[float, int]],
+    dog: watchdog.Watchdog,
+    request_stop: Callable[[str, int], None],
+) -> None:
+    while thread.is_alive():
+        thread.join(WATCH_INTERVAL_SECONDS if not stopping else 0.5)
+        if stopping:
+            deadline, code = stopping[0]
+            if thread.is_alive() and time.monotonic() > deadline:
+                log.error("kopf did not stop within %.0f s: exiting anyway", STOP_GRACE_SECONDS)
+                _exit_now(code)
+            continue
+        reason = dog.check() if thread.is_alive() else None
+        if reason is not None:
+            request_stop(reason, 1)
+
+
+def _exit_now(code: int) -> None:
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(main(sys.argv[1:]))

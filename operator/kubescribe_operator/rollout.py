@@ -31,10 +31,11 @@ Rules (issue 3, point 4):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Literal, NamedTuple
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
 
 from kubescribe_operator import builders
 from kubescribe_operator.api import ModelRef
@@ -42,19 +43,19 @@ from kubescribe_operator.observe import Assessment, Observed, Progress, assess
 from kubescribe_operator.spec import SpeechModelSpec
 from kubescribe_operator.status import (
     MAX_HISTORY,
-    Condition,
+    POD_SECTIONS,
     ConditionType,
+    Event,
     HistoryEntry,
     Phase,
     RolloutResult,
     SpeechModelStatus,
+    set_condition,
+    status_patch,
+    timestamp,
 )
 
-
-class Event(NamedTuple):
-    type: Literal["Normal", "Warning"]
-    reason: str
-    message: str
+__all__ = ["Decision", "Event", "decide", "status_patch"]
 
 
 # ------------------------------------------------------------------------------- decide
@@ -66,10 +67,27 @@ class Decision:
     status: dict[str, Any]  # the whole new .status, wire form
     events: tuple[Event, ...]
     rolled_back: bool = False  # model_ref is lastKnownGood, not the spec's model
+    # The spec to render the children from: the spec itself, or after a rollback the spec with
+    # its pod sections as they were when lastKnownGood served (the whole last good template).
+    spec: SpeechModelSpec | None = None
 
 
-def timestamp(now: datetime) -> str:
-    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def pod_sections(spec: SpeechModelSpec) -> dict[str, Any]:
+    """The spec's sections that make the pod template, wire form (`lastKnownGoodSpec`)."""
+    wire = spec.dump()
+    return {key: wire[key] for key in POD_SECTIONS if key in wire}
+
+
+def with_pod_sections(spec: SpeechModelSpec, sections: dict[str, Any] | None) -> SpeechModelSpec:
+    """``spec`` with its pod sections replaced by ``sections`` (a rollback's template). A stored
+    set that no longer validates (an older schema) leaves the spec's own sections."""
+    if not sections:
+        return spec
+    wire = {key: value for key, value in spec.dump().items() if key not in POD_SECTIONS}
+    try:
+        return SpeechModelSpec.model_validate({**wire, **sections})
+    except ValidationError:
+        return spec
 
 
 # A condition as (is it true, reason, message).
@@ -87,6 +105,7 @@ class _Rollout:
     ts: str
     desired: ModelRef
     lkg: ModelRef | None
+    lkg_spec: dict[str, Any] | None
     history: list[HistoryEntry]
     failed_model: ModelRef | None
     failed_generation: int | None
@@ -159,6 +178,7 @@ def decide(
         ts=timestamp(now),
         desired=spec.model.ref(),
         lkg=prev.last_known_good,
+        lkg_spec=prev.last_known_good_spec,
         history=list(prev.history),
         failed_model=prev.failed_model,
         failed_generation=prev.failed_generation,
@@ -169,16 +189,13 @@ def decide(
     conditions, phase = _conditions(state, deploy, seen)
     new_status = SpeechModelStatus(
         observed_generation=generation,
-        conditions=[
-            _condition(prev, type_, flag, reason, message, generation, state.ts)
-            for type_, (flag, reason, message) in conditions.items()
-        ],
         phase=phase,
         current_version=(
             deploy.version if seen.progress is Progress.COMPLETE else prev.current_version
         ),
         target_version=state.desired.version,
         last_known_good=state.lkg,
+        last_known_good_spec=state.lkg_spec if state.lkg is not None else None,
         failed_version=state.failed_model.version if state.failed_model else None,
         failed_model=state.failed_model,
         failed_generation=state.failed_generation,
@@ -189,11 +206,20 @@ def decide(
         endpoint=builders.endpoint(name, namespace, spec) if name and namespace else prev.endpoint,
         history=state.history[-MAX_HISTORY:],
     )
+    for type_, (flag, reason, message) in conditions.items():
+        new_status = set_condition(new_status, prev, type_, flag, reason, message, now=now)
+    stalled = conditions["Stalled"]
+    before = prev.condition("Stalled")
+    if stalled[1] == "RollbackFailed" and (before is None or before.reason != "RollbackFailed"):
+        state.events.append(Event("Warning", "RollbackFailed", stalled[2]))
+    rolled_back = deploy != state.desired
+    render = with_pod_sections(spec, state.lkg_spec) if rolled_back else spec
     return Decision(
         model_ref=deploy,
         status=new_status.dump(),
         events=tuple(state.events),
-        rolled_back=deploy != state.desired,
+        rolled_back=rolled_back,
+        spec=render,
     )
 
 
@@ -237,7 +263,7 @@ def _advance(state: _Rollout) -> Assessment:
         state.finish("Failed", seen.message)
     elif state.rolling_model and seen.progress is Progress.COMPLETE:
         state.finish("Succeeded")
-        state.lkg = desired
+        state.lkg, state.lkg_spec = desired, pod_sections(state.spec)
         state.events.append(
             Event(
                 "Normal",
@@ -250,7 +276,7 @@ def _advance(state: _Rollout) -> Assessment:
         # Declared failed without a rollback, and the Deployment got there after all.
         state.record("Succeeded", "recovered after the rollout had been declared failed")
         state.failed_model = state.failed_generation = None
-        state.lkg = desired
+        state.lkg, state.lkg_spec = desired, pod_sections(state.spec)
         state.events.append(
             Event(
                 "Normal",
@@ -271,6 +297,18 @@ def _conditions(
         failed = next((h for h in reversed(state.history) if h.ref() == desired), None)
         why = (failed.message if failed else None) or "it did not become ready"
         rolled_back = deploy != desired
+        if rolled_back and seen.progress is Progress.FAILING:
+            # The last good template fails now too: say so, never "rolled back" for ever.
+            reason = "RollbackFailed"
+            message = (
+                f"model version {desired.version} failed ({why}); the rollback to model version "
+                f"{deploy.version} fails too: {seen.message}"
+            )
+            return {
+                "Ready": (ready_count > 0, reason, message),
+                "Reconciling": (False, reason, ""),
+                "Stalled": (True, reason, message),
+            }, "Degraded" if ready_count > 0 else "Failed"
         if rolled_back:
             reason = "RolledBack"
             message = (
@@ -359,45 +397,3 @@ def _progress_detail(observed: Observed, seen: Assessment) -> str:
         f"{observed.available_replicas} available"
     )
     return f"{detail}; {seen.message}" if seen.message else detail
-
-
-def _condition(
-    prev: SpeechModelStatus,
-    type_: ConditionType,
-    flag: bool,
-    reason: str,
-    message: str,
-    generation: int,
-    ts: str,
-) -> Condition:
-    value: Literal["True", "False"] = "True" if flag else "False"
-    old = prev.condition(type_)
-    since = old.last_transition_time if old is not None and old.status == value else ts
-    return Condition(
-        type=type_,
-        status=value,
-        reason=reason,
-        message=message,
-        last_transition_time=since,
-        observed_generation=generation,
-    )
-
-
-STATUS_FIELDS = tuple(field.alias or name for name, field in SpeechModelStatus.model_fields.items())
-
-
-def status_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:
-    """A JSON merge patch from `old` to `new` for the fields this module owns.
-
-    Empty when nothing changed (a resync writes nothing); a field gone from `new` is set to None
-    (merge-patch deletion); keys other controllers keep under `.status` (e.g. kopf's) are left.
-    """
-    old = old or {}
-    patch: dict[str, Any] = {}
-    for key in STATUS_FIELDS:
-        if key in new:
-            if old.get(key) != new[key]:
-                patch[key] = new[key]
-        elif old.get(key) is not None:
-            patch[key] = None
-    return patch

@@ -17,10 +17,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Any, Final
 
-from kubescribe_operator.rollout import Event, timestamp
-from kubescribe_operator.status import Condition, SpeechModelStatus
+from kubescribe_operator.status import Event, SpeechModelStatus, set_condition, turned
 
 CONDITION: Final = "AutoscalingActive"
 # The HPA's conditions that say it cannot scale when False, in the order they are reported.
@@ -72,21 +71,11 @@ def with_scaling_condition(
     """``status`` (a new status, wire form, as `rollout.decide` made it) with the
     `AutoscalingActive` condition set from ``health`` (removed when None), and the Event of a
     turn to False. ``prev`` is the stored status (for the condition's transition time)."""
-    conditions = [c for c in status.get("conditions") or [] if c.get("type") != CONDITION]
+    new = SpeechModelStatus.model_validate(status)
     if health is None:
-        return {**status, "conditions": conditions}, ()
-    old = prev.condition(CONDITION) if prev is not None else None
-    value: Literal["True", "False"] = "True" if health.active else "False"
-    unchanged = old is not None and old.status == value
-    condition = Condition(
-        type=CONDITION,
-        status=value,
-        reason=health.reason,
-        message=health.message,
-        last_transition_time=old.last_transition_time if old and unchanged else timestamp(now),
-        observed_generation=generation,
-    )
+        return set_condition(new, prev, CONDITION, None, now=now).dump(), ()
     events: tuple[Event, ...] = ()
-    if not health.active and not unchanged:
+    if not health.active and turned(prev, CONDITION, False):
         events = (Event("Warning", "AutoscalingInactive", health.message),)
-    return {**status, "conditions": [*conditions, condition.dump()]}, events
+    new = set_condition(new, prev, CONDITION, health.active, health.reason, health.message, now=now)
+    return new.dump(), events

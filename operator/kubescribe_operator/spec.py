@@ -55,6 +55,13 @@ class SpecError(KubescribeError):
     exit_code = 2
 
 
+# The only node directories a hostPath cache may use (docs/user-guide.md): a root init step
+# chowns the directory to the runtime user, so anything else (`/`, /etc, /var/lib/kubelet) would
+# hand node directories to whoever may create SpeechModels. No `.`/`..` segments.
+HOST_PATH_ROOTS = ("/var/cache/kubescribe", "/var/lib/kubescribe")
+HOST_PATH_PATTERN = r"^/var/(cache|lib)/kubescribe(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$"
+
+
 class CacheSpec(ApiModel):
     """A digest-keyed artifact cache shared across pods, so a scale-up need not fetch again."""
 
@@ -72,9 +79,11 @@ class CacheSpec(ApiModel):
     )
     host_path: str | None = Field(
         default=None,
-        pattern=r"^/",
-        max_length=4096,
-        description="a node-local directory (not allowed under the restricted Pod Security level)",
+        pattern=HOST_PATH_PATTERN,
+        max_length=1024,
+        description="a node-local directory under /var/cache/kubescribe or /var/lib/kubescribe "
+        "(nothing else: the pod makes it writable as root; not allowed under the restricted Pod "
+        "Security level)",
     )
 
     @model_validator(mode="after")

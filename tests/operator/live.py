@@ -86,6 +86,20 @@ def env_marker(name: str) -> Obj:
     return {"env": [{"name": name, "value": "1"}]}
 
 
+RELEASE = "kwok.kubescribe.io/release"  # the annotation that lets a held pod go on
+
+
+def _held(pod: Obj) -> bool:
+    """Whether the fake nodes hold ``pod`` until it is released (cluster/kwok-stages.yaml)."""
+    spec = pod.get("spec") or {}
+    env = [e for c in spec.get("containers") or [] for e in c.get("env") or []]
+    init_env = [e for c in spec.get("initContainers") or [] for e in c.get("env") or []]
+    return any(e.get("name") == "KWOK_HOLD" for e in env) or any(
+        e.get("name") == "KUBESCRIBE_MODEL_URI" and "kwok-hold" in str(e.get("value"))
+        for e in init_env
+    )
+
+
 class Models:
     """SpeechModels and their children in one namespace, through the admin's client."""
 
@@ -181,16 +195,34 @@ class Models:
             counts[pod["metadata"].get("labels", {}).get(VERSION_LABEL, "?")] += 1
         return dict(counts)
 
-    def release_held_pods(self) -> None:
-        """Let pods started with KWOK_HOLD (or a `kwok-hold` model) become Ready. (Old pods go
-        as soon as the first new one is Ready: one gone meanwhile is no error.)"""
-        patch = {"metadata": {"annotations": {"kwok.kubescribe.io/release": "true"}}}
-        for pod in self.pods():
-            try:
-                self.core.patch_namespaced_pod(pod["metadata"]["name"], self.ns, patch)
-            except kubernetes.client.ApiException as exc:
-                if exc.status != 404:
-                    raise
+    def release_held_pods(self, count: int | None = None) -> None:
+        """Let pods started with KWOK_HOLD (or a `kwok-hold` model) become Ready: wait until
+        ``count`` of them (default: the Deployment's replicas) exist, and release each. The
+        ReplicaSet may not have created them yet when this is called (it failed under load once
+        when the pods listed at the call were patched and later ones stayed held); old pods go
+        as soon as the first new one is Ready: one gone meanwhile is no error."""
+        patch = {"metadata": {"annotations": {RELEASE: "true"}}}
+
+        def released() -> bool:
+            want = count
+            if want is None:
+                want = ((self.deployment() or {}).get("spec") or {}).get("replicas")
+            done = 0
+            for pod in self.pods():
+                meta = pod["metadata"]
+                if meta.get("deletionTimestamp") or not _held(pod):
+                    continue
+                if (meta.get("annotations") or {}).get(RELEASE) != "true":
+                    try:
+                        self.core.patch_namespaced_pod(meta["name"], self.ns, patch)
+                    except kubernetes.client.ApiException as exc:
+                        if exc.status != 404:
+                            raise
+                        continue
+                done += 1
+            return want is not None and done >= want
+
+        eventually(released, lambda: f"held pods to release: {self.rollout_state()}")
 
     def model_ref(self, name: str = "demo") -> str:
         """The artifact the Deployment's pod template runs (the operator's digest of it)."""

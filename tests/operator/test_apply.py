@@ -53,10 +53,22 @@ def with_fields(obj: Obj, manager: str = apply.FIELD_MANAGER, *, rv: str = "1") 
 class FakeKube:
     """Records requests; answers applies as the API server would."""
 
-    def __init__(self, refuse: dict[str, ApiException] | None = None) -> None:
+    def __init__(
+        self,
+        refuse: dict[str, ApiException] | None = None,
+        existing: dict[str, Obj] | None = None,
+    ) -> None:
         self.requests: list[tuple[str, str, str]] = []  # (verb, kind, manager)
         self.refuse = refuse or {}
+        self.existing = existing or {}  # kind -> an object the watch cache does not show
         self.rv = 100
+
+    def get(self, path: str) -> Obj:
+        kind = next((k for k, o in self.existing.items() if path.endswith(_plural(k))), None)
+        self.requests.append(("get", kind or "?", ""))
+        if kind is None:
+            raise ApiException(status=404, reason="Not Found")
+        return self.existing[kind]
 
     def apply(
         self, path: str, body: Obj, *, manager: str = apply.FIELD_MANAGER, new: bool = False
@@ -64,11 +76,17 @@ class FakeKube:
         self.requests.append(("apply", body["kind"], manager))
         if body["kind"] in self.refuse:
             raise self.refuse[body["kind"]]
+        if new and body["kind"] in self.existing:  # the dry-run create finds the name taken
+            raise ApiException(status=409, reason="Conflict")
         self.rv += 1
         return with_fields(body, manager, rv=str(self.rv))
 
     def delete(self, path: str, uid: str | None = None) -> None:
         self.requests.append(("delete", path.rsplit("/", 2)[-2], ""))
+
+
+def _plural(kind: str) -> str:
+    return f"/{kind.lower()}s/demo"
 
 
 def snap(*objs: Obj) -> Snapshot:
@@ -110,12 +128,12 @@ def test_an_intact_child_gets_no_request() -> None:
 
 def test_values_the_server_normalises_or_prunes_cause_no_request() -> None:
     """Defect 2.4: the field set is compared, not the values ("1000m" stored as "1")."""
-    desired = children(replicas=2, scheduling={"affinity": {"nodeAffinity": {"x-unknown": 1}}})
+    desired = children(replicas=2)
     kube, memory, live = converge(desired)
     deployment = next(o for o in live if o["kind"] == "Deployment")
     pod = deployment["spec"]["template"]["spec"]
     pod["containers"][0]["resources"]["requests"]["cpu"] = "1000m"
-    pod["affinity"] = {"nodeAffinity": {}}
+    pod["terminationGracePeriodSeconds"] = 30  # a default the server filled in
     deployment["status"] = {"replicas": 2}
     kube.requests.clear()
     run(kube, memory, live, desired)
@@ -196,16 +214,83 @@ def test_a_child_owned_by_someone_else_is_a_conflict() -> None:
     desired = children(replicas=1)
     service = with_fields(desired[0])
     service["metadata"]["ownerReferences"] = [{"uid": "someone-else"}]
-    with pytest.raises(apply.ChildConflict, match="not owned by SpeechModel demo"):
+    with pytest.raises(apply.ChildConflict, match="no ownerReference to SpeechModel demo"):
         run(FakeKube(), apply.Memory(), [service], desired)
 
 
 def test_a_name_taken_by_an_object_the_cache_does_not_show_is_a_conflict() -> None:
     """The watch cache sees only labelled children; the dry-run create before the first apply
     answers 409 when someone else's object has the name (apply would take it over)."""
-    taken = ApiException(status=409, reason="Conflict")
-    with pytest.raises(apply.ChildConflict, match="not owned by SpeechModel demo"):
-        run(FakeKube(refuse={"Service": taken}), apply.Memory(), [], children(replicas=1))
+    desired = children(replicas=1)
+    theirs = with_fields(desired[0])
+    theirs["metadata"]["ownerReferences"] = [{"uid": "someone-else"}]
+    kube = FakeKube(existing={"Service": theirs})
+    with pytest.raises(apply.ChildConflict, match="no ownerReference to SpeechModel demo"):
+        run(kube, apply.Memory(), [], desired)
+    assert kube.requests == [("apply", "Service", apply.FIELD_MANAGER), ("get", "Service", "")]
+
+
+def test_a_relabelled_child_still_owned_by_reference_is_adopted() -> None:
+    """Finding 22.9: ownership is the ownerReference, not the labels: a child whose labels were
+    changed by hand (so the labelled watch lost it) is applied again, which restores them."""
+    desired = children(replicas=1)
+    ours = with_fields(desired[0])
+    ours["metadata"]["ownerReferences"] = [{"uid": UID}]
+    ours["metadata"]["labels"]["app.kubernetes.io/managed-by"] = "Helm"
+    kube = FakeKube(existing={"Service": ours})
+    result = run(kube, apply.Memory(), [], desired)
+    assert kube.requests[:3] == [
+        ("apply", "Service", apply.FIELD_MANAGER),  # the dry-run create: 409
+        ("get", "Service", ""),
+        ("apply", "Service", apply.FIELD_MANAGER),  # the apply that takes it back
+    ]
+    assert ("v1", "Service", "demo") in result.patched
+
+
+def test_an_optional_child_whose_kind_is_missing_is_skipped_with_a_backoff() -> None:
+    """Finding 22.5: no ServiceMonitor CRD: the other children are applied, the ServiceMonitor
+    is reported (not raised) and not sent again before its back-off has passed."""
+    missing = ApiException(status=404, reason="Not Found")
+    kube, memory = FakeKube(refuse={"ServiceMonitor": missing}), apply.Memory(base_backoff=10)
+    desired = children(replicas=1, monitoring={"serviceMonitor": {"enabled": True}})
+    result = run(kube, memory, [], desired)
+    assert [k for _, k, _ in kube.requests] == ["Service", "Deployment", "ServiceMonitor"]
+    assert len(result.skipped) == 1 and apply.NOT_SERVED in result.skipped[0]
+    kube.requests.clear()
+    again = run(kube, memory, [], desired)
+    assert "ServiceMonitor" not in [k for _, k, _ in kube.requests]
+    assert again.skipped == result.skipped
+
+
+def test_a_required_kind_missing_is_backed_off_like_a_refusal() -> None:
+    missing = ApiException(status=404, reason="Not Found")
+    kube, memory = FakeKube(refuse={"Deployment": missing}), apply.Memory(base_backoff=10)
+    with pytest.raises(apply.ResourceNotInstalled) as first:
+        run(kube, memory, [], children(replicas=1))
+    assert first.value.retry_in == 10
+    with pytest.raises(apply.ChildRefused):
+        run(kube, memory, [], children(replicas=1))
+    assert [k for _, k, _ in kube.requests].count("Deployment") == 1
+
+
+def test_a_merge_error_only_the_servers_apply_finds_is_a_refusal_with_backoff() -> None:
+    """Finding 22.3: server-side apply answers 500 for duplicate list-map keys: a refusal with
+    the server's message and a back-off, not an error retried every few seconds."""
+    message = (
+        "failed to create typed patch object (speech/demo; apps/v1, Kind=Deployment): "
+        '.spec.template.spec.containers[name="runtime"].env: duplicate entries for key [name="A"]'
+    )
+    status = {"reason": "InternalError", "message": message}
+    failed = ApiException(status=500, reason="Internal Server Error")
+    failed.body = json.dumps(status)
+    kube, memory = FakeKube(refuse={"Deployment": failed}), apply.Memory(base_backoff=10)
+    with pytest.raises(apply.ChildRefused, match="duplicate entries for key") as first:
+        run(kube, memory, [], children(replicas=1))
+    assert first.value.retry_in == 10
+    other = ApiException(status=500, reason="Internal Server Error")
+    other.body = json.dumps({"message": "etcdserver: request timed out"})
+    with pytest.raises(ApiException):  # a server in trouble: retried as an API error
+        run(FakeKube(refuse={"Deployment": other}), apply.Memory(), [], children(replicas=1))
 
 
 def test_a_refused_child_says_why_and_is_retried_after_a_growing_backoff() -> None:

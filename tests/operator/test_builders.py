@@ -233,8 +233,8 @@ def test_artifact_volume_is_shared_between_fetch_and_runtime() -> None:
     [
         ({"claimName": "shared"}, {"persistentVolumeClaim": {"claimName": "shared"}}),
         (
-            {"hostPath": "/var/cache/ks"},
-            {"hostPath": {"path": "/var/cache/ks", "type": "DirectoryOrCreate"}},
+            {"hostPath": "/var/cache/kubescribe/ks"},
+            {"hostPath": {"path": "/var/cache/kubescribe/ks", "type": "DirectoryOrCreate"}},
         ),
     ],
 )
@@ -252,7 +252,7 @@ def test_cache_volume(cache: dict[str, str], volume: dict[str, Any]) -> None:
     ("cache", "init_step"),
     [
         ({"claimName": "shared"}, False),  # the kubelet applies fsGroup to a claim
-        ({"hostPath": "/var/cache/ks"}, True),  # but never to a hostPath: chown it first
+        ({"hostPath": "/var/cache/kubescribe/ks"}, True),  # but never to a hostPath: chown it first
     ],
 )
 def test_cache_volume_is_writable_by_the_runtime_user(

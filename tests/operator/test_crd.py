@@ -141,7 +141,7 @@ AFFINITY_TYPO = _node_affinity({"matchExpresions": GPU_NODES})
 AFFINITY_EMPTY_TERM = _node_affinity({})
 AFFINITY = _node_affinity({"matchExpressions": GPU_NODES})
 
-# (id, change, which check refuses it: "schema" or "cel", a fragment of the refusal)
+# (id, change, which check refuses it: "schema", "cel" or "list-map", a fragment of the refusal)
 BAD_MANIFESTS: list[tuple[str, Callable[[dict[str, Any]], Any], str, str]] = [
     ("missing-uri", spec_del("model.uri"), "schema", "'uri' is a required property"),
     ("missing-version", spec_del("model.version"), "schema", "'version' is a required property"),
@@ -197,9 +197,35 @@ BAD_MANIFESTS: list[tuple[str, Callable[[dict[str, Any]], Any], str, str]] = [
     ),
     (
         "cache-both-kinds",
-        spec_set("model.cache", {"claimName": "cache", "hostPath": "/var/cache"}),
+        spec_set("model.cache", {"claimName": "cache", "hostPath": "/var/cache/kubescribe"}),
         "cel",
         "claimName",
+    ),
+    # Finding 22.4: a hostPath cache only under the documented allow-list (a root init step
+    # chowns it), no `..`; finding 22.3: one runtime.env entry per name.
+    (
+        "cache-host-path-root",
+        spec_set("model.cache", {"hostPath": "/"}),
+        "schema",
+        "does not match",
+    ),
+    (
+        "cache-host-path-system-dir",
+        spec_set("model.cache", {"hostPath": "/var/lib/kubelet"}),
+        "schema",
+        "does not match",
+    ),
+    (
+        "cache-host-path-escapes",
+        spec_set("model.cache", {"hostPath": "/var/cache/kubescribe/../../../etc"}),
+        "schema",
+        "does not match",
+    ),
+    (
+        "env-duplicate-name",
+        spec_set("runtime.env", [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]),
+        "list-map",
+        "Duplicate",
     ),
     ("cache-empty", spec_set("model.cache", {}), "cel", "claimName"),
     (
@@ -285,7 +311,7 @@ def test_scaling_an_autoscaled_model_is_refused_as_an_update_only() -> None:
 
 def test_enough_bad_manifests() -> None:
     assert len(BAD_MANIFESTS) >= 10
-    assert {kind for _, _, kind, _ in BAD_MANIFESTS} == {"schema", "cel"}
+    assert {kind for _, _, kind, _ in BAD_MANIFESTS} == {"schema", "cel", "list-map"}
 
 
 def test_base_manifest_is_accepted() -> None:
@@ -304,6 +330,14 @@ def test_bad_manifest_is_refused_by_the_crd_and_the_model(
     schema_errors = crd.manifest_errors(manifest, committed_crd())
     if kind == "schema":
         assert any(fragment in e for e in schema_errors), schema_errors
+    elif kind == "list-map":
+        # The API server refuses a repeated key of a list-map ("Duplicate value", with the
+        # entry's path: test_crd_live); the schema declares the list as one.
+        env = schema()["properties"]["spec"]["properties"]["runtime"]["properties"]["env"]
+        assert (env["x-kubernetes-list-type"], env["x-kubernetes-list-map-keys"]) == (
+            "map",
+            ["name"],
+        )
     else:
         # The OpenAPI part lets it through: only the CEL rule catches it.
         assert schema_errors == []

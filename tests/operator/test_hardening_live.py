@@ -316,7 +316,7 @@ def test_a_hostpath_cache_is_made_writable_for_the_runtime_user(
 ) -> None:
     """2.7: the kubelet never applies fsGroup to a hostPath: an init step chowns it."""
     models = Models(cluster, namespace)
-    cache = {"hostPath": "/var/cache/kubescribe-test"}
+    cache = {"hostPath": "/var/cache/kubescribe/test"}
     models.create(manifest(model={"uri": "s3://models/demo/1.0", "version": "1.0", "cache": cache}))
     models.wait_status(ready_on(2), "ready")
     pod = models.pods()[0]["spec"]

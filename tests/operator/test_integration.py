@@ -302,21 +302,51 @@ def no_service_monitor_crd(cluster: Cluster) -> Iterator[Callable[[], None]]:
     cluster.kubectl("delete", "crd", SERVICE_MONITOR_CRD, "--ignore-not-found", "--wait=false")
 
 
-def test_service_monitor_without_its_crd_is_reported(
+def test_a_missing_optional_child_is_a_warning_and_the_real_blocker_shows(
     cluster: Cluster,
     namespace: str,
     no_service_monitor_crd: Callable[[], None],
     live_operator: OperatorProcess,
 ) -> None:
+    """Finding 22.5: no ServiceMonitor CRD: the model still serves and says so (Ready, phase
+    Ready, currentVersion), with a warning condition and Event; the ServiceMonitor is retried
+    with a back-off, not on every reconcile; a real blocker (a missing PriorityClass) shows."""
     models = Models(cluster, namespace)
     models.create(manifest(monitoring={"serviceMonitor": {"enabled": True}}))
-    stalled = models.wait_status(
-        lambda s: condition(s, "Stalled").get("reason") == "ResourceNotInstalled",
-        "ResourceNotInstalled",
+    warned = models.wait_status(
+        lambda s: (
+            is_ready("1.0")(s)
+            and condition(s, "OptionalChildrenApplied").get("reason") == "ResourceNotInstalled"
+        ),
+        "Ready, with the ServiceMonitor's warning",
     )
-    assert "monitoring.coreos.com/v1 servicemonitors" in condition(stalled, "Stalled")["message"]
-    # Once the Prometheus Operator's CRD is there, the model converges.
+    assert condition(warned, "OptionalChildrenApplied")["status"] == "False"
+    assert "monitoring.coreos.com/v1 servicemonitors" in str(warned["conditions"])
+    assert condition(warned, "Stalled")["status"] == "False"
+    models.wait_events(lambda r: "ResourceNotInstalled" in r, "the Warning event")
+    # Back-off: fewer attempts than resyncs (each resync used to send it again).
+    since = cluster.audit_offset()
+    wait_resyncs(live_operator, 12)
+    attempts = [
+        e for e in operator_requests(cluster, since, namespace) if e.resource == "servicemonitors"
+    ]
+    assert len(attempts) < 12, [e.uri for e in attempts]
+    # The real blocker: pods refused for a PriorityClass that does not exist.
+    models.patch_spec("demo", {"scheduling": {"priorityClassName": "no-such-class"}})
+    blocked = models.wait_status(
+        lambda s: condition(s, "Stalled").get("reason") == "FailedCreate",
+        "the missing PriorityClass in the status",
+    )
+    assert "no-such-class" in condition(blocked, "Stalled")["message"]
+    assert condition(blocked, "Ready")["status"] == "True"  # the old pods still serve
+    models.patch_spec("demo", {"scheduling": None})
+    # Once the Prometheus Operator's CRD is there, the ServiceMonitor follows (after its back-off).
     no_service_monitor_crd()
-    models.wait_status(is_ready("1.0"), "ready once the CRD is installed")
+    models.wait_status(
+        lambda s: (
+            is_ready("1.0")(s) and condition(s, "OptionalChildrenApplied").get("status") == "True"
+        ),
+        "the ServiceMonitor applied once the CRD is installed",
+    )
     monitor = cluster.kubectl("get", "servicemonitor", "demo", "-n", namespace, "-o", "yaml")
     assert yaml.safe_load(monitor.stdout)["spec"]["endpoints"][0]["path"] == "/metrics"

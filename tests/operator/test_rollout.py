@@ -833,10 +833,9 @@ def _check_invariants(
     if decision.rolled_back:
         assert decision.model_ref == status.last_known_good == prior_lkg
         assert status.failed_version == spec.model.version
-        assert (conditions["Stalled"].status, conditions["Stalled"].reason) == (
-            "True",
-            "RolledBack",
-        )
+        # Rolled back, or the rollback fails too (the last good template fails now).
+        assert conditions["Stalled"].status == "True"
+        assert conditions["Stalled"].reason in ("RolledBack", "RollbackFailed")
     if status.phase == "Ready":
         assert [conditions[t].status for t in ("Ready", "Reconciling", "Stalled")] == [
             "True",
@@ -887,3 +886,47 @@ def test_random_walks_keep_the_invariants_and_stay_idempotent() -> None:
                 decision.model_ref,
             )
             running = decision.model_ref
+
+
+# ------------------------------------------------------------- the whole template (22.1)
+
+
+def test_a_rollback_renders_the_last_good_pod_sections_not_the_failed_ones() -> None:
+    """One edit changes the version and runtime.env: the rollback renders lastKnownGood's
+    model with the runtime it served with, not with the failed edit's env."""
+    story = steady_v1()
+    assert story.status is not None and story.status.last_known_good_spec is not None
+    assert story.status.last_known_good_spec["model"]["version"] == "1.0.0"
+    crashing = SpeechModelSpec.model_validate(
+        {
+            "model": {"uri": V2.uri, "version": V2.version, "sha256": V2.sha256},
+            "replicas": 2,
+            "runtime": {"env": [{"name": "CRASH", "value": "1"}]},
+        }
+    )
+    story.step(crashing, pending_over(V1), generation=2)
+    decision = story.step(
+        crashing,
+        deployed(V2, updated=1, available=0, old=2, old_ready=2, old_ref=V1, failing="Crash"),
+    )
+    assert decision.rolled_back and decision.model_ref == V1
+    assert decision.spec is not None
+    assert decision.spec.runtime.env == [] and decision.spec.model.ref() == V1
+    assert decision.spec.replicas == 2  # what is not the pod template stays the spec's
+    built = builders.build_children("demo", "speech", "uid", decision.spec, decision.model_ref)
+    good = builders.build_children("demo", "speech", "uid", make_spec(V1), V1)
+    assert built == good  # the same template: the old ReplicaSet serves again
+
+
+def test_a_rollback_that_fails_too_says_so() -> None:
+    """The last good template fails now as well (e.g. its image is gone): the status says the
+    rollback fails, not "rolled back" for ever, and a Warning Event says it once."""
+    story = rolled_back_v2()
+    decision = story.step(make_spec(V2), deployed(V1, available=0, failing="ImagePullFailed"))
+    stalled = _conditions(decision.status)["Stalled"]
+    assert stalled["reason"] == "RollbackFailed"
+    assert "the rollback to model version 1.0.0 fails too" in stalled["message"]
+    assert decision.status["phase"] == "Failed"  # nothing ready
+    assert [e.reason for e in decision.events] == ["RollbackFailed"]
+    again = story.step(make_spec(V2), deployed(V1, available=0, failing="ImagePullFailed"))
+    assert again.events == ()

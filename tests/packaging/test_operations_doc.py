@@ -14,6 +14,7 @@ OPERATOR = ROOT / "operator" / "kubescribe_operator"
 ROLLOUT_SOURCE = OPERATOR / "rollout.py"
 OBSERVE_SOURCE = OPERATOR / "observe.py"
 HANDLERS_SOURCE = OPERATOR / "handlers.py"
+STATUS_SOURCE = OPERATOR / "status.py"  # the conditions every part shares (issue 22.6)
 
 
 def documented_reasons() -> set[str]:
@@ -31,7 +32,7 @@ def written_reasons() -> set[str]:
         for _, obj, _ in rollout_scenarios()
         for condition in obj["status"]["conditions"]
     }
-    source = ROLLOUT_SOURCE.read_text() + OBSERVE_SOURCE.read_text()
+    source = ROLLOUT_SOURCE.read_text() + OBSERVE_SOURCE.read_text() + STATUS_SOURCE.read_text()
     reasons |= set(observe.BAD_WAITING_REASONS.values())
     reasons |= set(re.findall(r'reason="(\w+)"', source))
     reasons |= set(re.findall(r'Progress\.FAILING, "(\w+)"', source))
@@ -46,7 +47,10 @@ def test_every_reason_the_operator_writes_is_documented() -> None:
 
 
 def test_documented_reasons_exist_in_the_operator() -> None:
-    source = ROLLOUT_SOURCE.read_text() + OBSERVE_SOURCE.read_text() + HANDLERS_SOURCE.read_text()
+    source = "".join(
+        path.read_text()
+        for path in (ROLLOUT_SOURCE, OBSERVE_SOURCE, HANDLERS_SOURCE, STATUS_SOURCE)
+    )
     invented = {reason for reason in documented_reasons() if f'"{reason}"' not in source}
     assert not invented, f"docs/operations.md documents unknown reasons {sorted(invented)}"
 

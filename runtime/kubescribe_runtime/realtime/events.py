@@ -9,11 +9,13 @@ into an ``error`` event naming the offending ``event_id`` (when the client gave 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kubescribe.errors import KubescribeError
+from kubescribe_runtime.ctc import Word
 
 # -- errors --------------------------------------------------------------------------------
 
@@ -288,6 +290,15 @@ class LogProb(BaseModel):
     @classmethod
     def of(cls, token: str, logprob: float) -> LogProb:
         return cls(token=token, bytes=list(token.encode("utf-8")), logprob=round(logprob, 4))
+
+    @classmethod
+    def of_words(cls, words: Sequence[Word], first: bool) -> list[LogProb]:
+        """One entry a word, spelt as the text has it: a space before each word but the
+        turn's ``first``."""
+        return [
+            cls.of(w.word if first and i == 0 else " " + w.word, w.logprob)
+            for i, w in enumerate(words)
+        ]
 
 
 class TranscriptDelta(_Out):

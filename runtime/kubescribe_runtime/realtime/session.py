@@ -25,7 +25,6 @@ turn fails it). With ``include: ["item.input_audio_transcription.logprobs"]`` de
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -36,6 +35,7 @@ from kubescribe_runtime.ctc import Word, text_of
 from kubescribe_runtime.realtime import events as ev
 from kubescribe_runtime.realtime import session_config as sc
 from kubescribe_runtime.realtime.audio_in import InputAudio, b64_decoded_size, decode_base64
+from kubescribe_runtime.realtime.finals import Finals
 from kubescribe_runtime.realtime.partials import StablePartials, delta_text
 from kubescribe_runtime.realtime.turns import ModelEvidence, TurnDetector, TurnEvent, confident
 
@@ -82,15 +82,6 @@ class _Turn:
     announced: bool = False  # its conversation.item.added (or .created) went out
 
 
-@dataclass
-class _Final:
-    item_id: str
-    seconds: float
-    partials: StablePartials
-    words: list[Word] | None = None
-    failed: str | None = None
-
-
 class Session:
     def __init__(
         self,
@@ -114,7 +105,7 @@ class Session:
         self._buffer_start = 0  # stream sample of _buffer[0]
         self._turn: _Turn | None = None
         self._previous_item: str | None = None
-        self._finals: deque[_Final] = deque()
+        self._finals = Finals()
         self._idle_since = 0  # stream sample where server VAD last saw speech end (or began)
         self.beta = False  # configured by transcription_session.update: beta event names
         self.audio_seconds = 0.0  # input audio received, for metrics
@@ -212,10 +203,7 @@ class Session:
         """Words of ``request`` (times relative to its samples)."""
         absolute = [w.shifted(request.offset_s) for w in words]
         if request.kind == "final":
-            for final in self._finals:
-                if final.item_id == request.item_id and final.words is None:
-                    final.words = absolute
-                    break
+            self._finals.decoded(request.item_id, absolute)
             return self._flush_finals()
         turn = self._turn
         if turn is None or turn.item_id != request.item_id:
@@ -242,11 +230,7 @@ class Session:
             if self._turn is not None and self._turn.item_id == request.item_id:
                 self._turn.partial_in_flight = False
             return []
-        for final in self._finals:
-            if final.item_id == request.item_id and final.words is None:
-                final.failed = message
-                final.words = []
-                break
+        self._finals.failed(request.item_id, message)
         return self._flush_finals()
 
     # -- client events ---------------------------------------------------------------------
@@ -476,7 +460,7 @@ class Session:
             )
             out.append(self._event(done))
         self._previous_item = turn.item_id
-        self._finals.append(_Final(turn.item_id, len(samples) / self.rate, turn.partials))
+        self._finals.add(turn.item_id, len(samples) / self.rate, turn.partials)
         request = DecodeRequest("final", turn.item_id, samples, self._seconds(turn.start))
         return [*out, request]
 
@@ -510,7 +494,7 @@ class Session:
     def _delta(self, item_id: str, words: list[Word], first: bool) -> list[Output]:
         if not words:
             return []
-        logprobs = _logprobs(words, first) if self._with_logprobs else None
+        logprobs = ev.LogProb.of_words(words, first) if self._with_logprobs else None
         delta = ev.TranscriptDelta(
             item_id=item_id, delta=delta_text(words, first), logprobs=logprobs
         )
@@ -518,8 +502,7 @@ class Session:
 
     def _flush_finals(self) -> list[Output]:
         out: list[Output] = []
-        while self._finals and self._finals[0].words is not None:
-            final = self._finals.popleft()
+        for final in self._finals.ready():
             assert final.words is not None
             if final.failed is not None:
                 error = ev.FailedError(
@@ -533,16 +516,7 @@ class Session:
                 item_id=final.item_id,
                 transcript=text_of(final.words),
                 usage=ev.DurationUsage(seconds=round(final.seconds, 3)),
-                logprobs=_logprobs(final.words, True) if self._with_logprobs else None,
+                logprobs=ev.LogProb.of_words(final.words, True) if self._with_logprobs else None,
             )
             out.append(self._event(completed))
         return out
-
-
-def _logprobs(words: list[Word], first: bool) -> list[ev.LogProb]:
-    """One entry a word, its text as the transcript spells it (a space before all but the
-    turn's first word)."""
-    return [
-        ev.LogProb.of(w.word if first and i == 0 else " " + w.word, w.logprob)
-        for i, w in enumerate(words)
-    ]

@@ -29,6 +29,8 @@ from kubescribe_operator.kinds import (
     ChildKind,
 )
 
+# (kinds.FIELD_MANAGER + "@": overlap.STATUS_MANAGER_PREFIX, without importing a higher layer)
+STATUS_MANAGER_PREFIX = f"{FIELD_MANAGER}@"
 Obj = dict[str, Any]
 Key = tuple[str, str]  # (namespace, SpeechModel name)
 ObjectKey = tuple[str, str, str, str]  # (apiVersion, kind, namespace, name)
@@ -71,7 +73,13 @@ def stored(body: Mapping[str, Any]) -> Obj:
     """A plain, private copy of what the operator reads of a watched object."""
     meta = body.get("metadata") or {}
     kept: Obj = {k: copy.deepcopy(meta[k]) for k in _META if k in meta}
-    ours = [e for e in meta.get("managedFields") or [] if e.get("manager") == FIELD_MANAGER]
+    ours = [
+        e
+        for e in meta.get("managedFields") or []
+        if e.get("manager") == FIELD_MANAGER
+        # Which operator releases wrote a SpeechModel's status, and when (overlap.py).
+        or str(e.get("manager") or "").startswith(STATUS_MANAGER_PREFIX)
+    ]
     if ours:  # whether a child is intact (apply.is_intact, apply.handover)
         kept["managedFields"] = copy.deepcopy(ours)
     obj: Obj = {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"), "metadata": kept}

@@ -50,6 +50,7 @@ from kubescribe_operator import (
     kopf_storage,
     metrics,
     observe,
+    overlap,
     rollout,
     scaling,
 )
@@ -95,8 +96,11 @@ class Context:
     executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(RECONCILE_THREADS, "reconcile")
     )
+    release: str = "kubescribe"  # this operator release (its peering name): overlap.py
     _locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
     _waiting: Counter[tuple[str, str]] = field(default_factory=Counter)
+    _unobserved_since: dict[tuple[str, str], float] = field(default_factory=dict)
+    _overlaps_warned: set[tuple[str, str, str]] = field(default_factory=set)
 
     def lock(self, namespace: str, name: str) -> asyncio.Lock:
         return self._locks.setdefault((namespace, name), asyncio.Lock())
@@ -130,6 +134,8 @@ def reconcile(
         snap = ctx.memory.overlay.apply_to(snap)
         body = snap.speechmodel
         if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+            return None
+        if _left_to_another_release(ctx, body):
             return None
         meta = body["metadata"]
         uid, generation = str(meta["uid"]), int(meta.get("generation") or 1)
@@ -203,6 +209,37 @@ def reconcile(
                 metrics.ROLLOUTS.labels(metrics.ROLLOUT_RESULTS[event.reason]).inc()
         n = len(events)
         return Outcome(writes=writes + n, requests=requests + n, phase=new_status.get("phase"))
+
+
+def _left_to_another_release(ctx: Context, body: Mapping[str, Any]) -> bool:
+    """Whether another operator release reconciles this SpeechModel (its namespace is watched
+    by both) and this one leaves it to that one; warns once (overlap.py)."""
+    meta = body["metadata"]
+    key = (str(meta.get("namespace")), str(meta.get("name")))
+    other = overlap.newer_writer(body, ctx.release)
+    if other is None:
+        ctx._unobserved_since.pop(key, None)
+        return False
+    if overlap.unobserved(body):
+        since = ctx._unobserved_since.setdefault(key, time.monotonic())
+        if time.monotonic() - since > overlap.TAKEOVER_SECONDS:
+            log.warning("%s/%s: release %s does not act on it; taking it back", *key, other)
+            ctx._unobserved_since.pop(key, None)
+            return False
+    else:
+        ctx._unobserved_since.pop(key, None)
+    if (*key, other) not in ctx._overlaps_warned:
+        ctx._overlaps_warned.add((*key, other))
+        message = (
+            f"SpeechModel {key[0]}/{key[1]} is also reconciled by operator release {other}; "
+            f"release {ctx.release} leaves it to that one. Watch each namespace with one release "
+            "only (watchNamespaces of one must not overlap another's; a cluster-wide release "
+            "watches every namespace)"
+        )
+        log.warning(message)
+        post_event(ctx.kube, body, "Warning", "OverlappingReleases", message)
+        metrics.ERRORS.labels("overlapping_release").inc()
+    return True
 
 
 def _patch_status(ctx: Context, body: Mapping[str, Any], patch: dict[str, Any]) -> None:

@@ -45,8 +45,15 @@ def server_message(exc: ApiException) -> tuple[str, str]:
 class Kube:
     """Raw API calls as the operator's field manager."""
 
-    def __init__(self, api: ApiClient, *, timeout: tuple[float, float] = (5.0, 30.0)) -> None:
+    def __init__(
+        self,
+        api: ApiClient,
+        *,
+        timeout: tuple[float, float] = (5.0, 30.0),
+        status_manager: str = FIELD_MANAGER,
+    ) -> None:
         self.api = api
+        self.status_manager = status_manager  # the release's own (overlap.py)
         self.timeout = timeout  # (connect, read) seconds: a hung call must not hang a handler
         # Which replica made a request shows in the API server's audit log.
         self.api.user_agent = f"{USER_AGENT} ({socket.gethostname()}/{os.getpid()})"
@@ -117,8 +124,9 @@ class Kube:
         return self.request("GET", path)
 
     def merge_patch(self, path: str, patch: Obj) -> Obj:
+        """A merge patch of a SpeechModel's status, under the release's status manager."""
         return self.request(
-            "PATCH", path, body=patch, query=[("fieldManager", FIELD_MANAGER)],
+            "PATCH", path, body=patch, query=[("fieldManager", self.status_manager)],
             content_type="application/merge-patch+json",
         )  # fmt: skip
 

@@ -43,7 +43,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from kubescribe.errors import KubescribeError
-from kubescribe_operator import apply, handlers, watchdog
+from kubescribe_operator import apply, handlers, overlap, watchdog
 from kubescribe_operator.kube import Kube
 
 DEFAULT_PEERING = "kubescribe"
@@ -205,7 +205,8 @@ def main(argv: Sequence[str]) -> int:
         resync_seconds=args.resync_seconds, retry_backoff_seconds=args.retry_backoff_seconds
     )
     ctx = handlers.Context(
-        kube=Kube(_api_client()),
+        kube=Kube(_api_client(), status_manager=overlap.status_manager(args.peering)),
+        release=args.peering,
         options=options,
         memory=apply.Memory(base_backoff=args.retry_backoff_seconds),
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from pydantic import TypeAdapter
 from rt_calls import ROOT, sentences
 from rt_realtime import pcm24, raw_connect, recv_json
 from rt_server import ServerProcess, metric, start_server
+from websockets.exceptions import ConnectionClosed
 
 pytestmark = pytest.mark.xdist_group("runtime-server")
 
@@ -184,3 +186,38 @@ def test_clients_that_close_mid_stream_end_quietly(server: ServerProcess) -> Non
         assert time.monotonic() < deadline, "the closed sessions were never counted"
         time.sleep(0.1)
     assert metric(server, f'{name}{{reason="error"}}') == errors_before
+
+
+def test_a_drain_with_finals_pending_sends_them_all_then_closes(tmp_path: Path) -> None:
+    """SIGTERM while a flooding session has turns committed and not yet transcribed: every
+    one of them gets its ``completed``, then the close 1001, and the server exits."""
+    process = start_server(DEMO, tmp_path, "--max-turn-seconds", "3")
+    try:
+        audio = speech(30.0)
+        with raw_connect(process.url) as ws:
+            recv_json(ws)
+            update = {
+                "type": "session.update",
+                "session": {"type": "transcription", "audio": {"input": {"turn_detection": None}}},
+            }
+            ws.send(json.dumps(update))
+            recv_json(ws)
+            for offset in range(0, len(audio), 4800):  # 30 s at once: 10 turns cut
+                chunk = base64.b64encode(audio[offset : offset + 4800]).decode()
+                ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
+            events = [recv_json(ws, timeout=60)]
+            while events[-1]["type"] != COMMITTED:  # the first turn is committed
+                events.append(recv_json(ws, timeout=60))
+            process.process.send_signal(signal.SIGTERM)
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    event = recv_json(ws, timeout=60)
+                    OFFICIAL.validate_python(event)
+                    events.append(event)
+            assert ws.close_code == 1001
+        committed = [e["item_id"] for e in events if e["type"] == COMMITTED]
+        completed = [e["item_id"] for e in events if e["type"] == COMPLETED]
+        assert len(committed) >= 2 and completed == committed
+        assert process.process.wait(60) == 0
+    finally:
+        process.stop()

@@ -75,6 +75,14 @@ def real_speech_section(results: dict[str, Any]) -> list[str]:
         ),
         "",
     ]
+    twins = [r for r in rows if r.get("synthetic_twin")]
+    out += [
+        f"The same {r['utterances']} sentences spoken by espeak-ng `{t['voice']}` (a voice it "
+        f"never trained on) and carried as a call ({t['channel']}): {_pct(t['wer'])} WER, "
+        f"against {_pct(r['wer'])} for the recorded voice."
+        for r in rows
+        if (t := r.get("synthetic_twin"))
+    ] + ([""] if twins else [])
     examples = [(r["test_set"], e) for r in rows for e in r.get("examples", [])]
     if examples:
         out += ["What that means — the first prompts of the set, reference → transcript:", ""]

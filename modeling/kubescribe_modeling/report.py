@@ -127,10 +127,15 @@ def measure_interop(artifact: Path, testset: Path) -> list[dict[str, Any]]:
 
 
 def measure_real_speech(
-    artifact: Path, testsets: Sequence[Path], model_file: str = "model.onnx", examples: int = 3
+    artifact: Path,
+    testsets: Sequence[Path],
+    model_file: str = "model.onnx",
+    examples: int = 3,
+    twin_voice: str | None = None,
 ) -> dict[str, Any]:
     """The artifact on recorded human speech (``kubescribe data --asterisk``), through the
-    runtime's pipeline: WER per test set, with a few transcripts to show what it means."""
+    runtime's pipeline: WER per test set, with a few transcripts to show what it means; with
+    ``twin_voice``, also on the same sentences spoken by that espeak-ng voice over the phone."""
     import soundfile as sf
 
     from kubescribe_modeling.dataset import read_manifest
@@ -160,7 +165,22 @@ def measure_real_speech(
                 ],
             }
         )
+        if twin_voice:
+            results[-1]["synthetic_twin"] = _synthetic_twin(
+                artifact, testset, model_file, twin_voice
+            )
     return {"artifact": str(artifact), "results": results}
+
+
+def _synthetic_twin(artifact: Path, testset: Path, model_file: str, voice: str) -> dict[str, Any]:
+    import tempfile
+
+    from kubescribe_modeling.data.asterisk import build_synthetic_twin
+
+    with tempfile.TemporaryDirectory() as tmp:
+        info = build_synthetic_twin(testset, Path(tmp), voice)
+        report = evaluate_artifact(artifact, Path(tmp), model_file)
+    return {"voice": voice, "channel": info["channel"], "wer": round(report.wer, 4)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -182,6 +202,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--real-speech", type=Path, help="artifact measured on --real-testset (the card leads)"
+    )
+    parser.add_argument(
+        "--twin-voice", help="also the real sets' sentences in this espeak-ng voice, as a call"
     )
     parser.add_argument("--commands", type=Path, help="shell file: the card's training commands")
     parser.add_argument(
@@ -236,7 +259,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.demo_run is not None:
         results["demo_training"] = training_summary(args.demo_run)
     if args.real_speech is not None:
-        results["real_speech"] = measure_real_speech(args.real_speech, args.real_testset)
+        results["real_speech"] = measure_real_speech(
+            args.real_speech, args.real_testset, twin_voice=args.twin_voice
+        )
     if args.commands is not None:
         results["commands"] = args.commands.read_text(encoding="utf-8")
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -249,7 +274,9 @@ def _merge_sections(args: argparse.Namespace) -> dict[str, Any]:
     """``--merge``: the existing results with only the sections asked for re-measured."""
     results: dict[str, Any] = json.loads(args.out.read_text(encoding="utf-8"))
     if args.real_speech is not None:
-        results["real_speech"] = measure_real_speech(args.real_speech, args.real_testset)
+        results["real_speech"] = measure_real_speech(
+            args.real_speech, args.real_testset, twin_voice=args.twin_voice
+        )
     if args.demo_run is not None:
         results["demo_training"] = training_summary(args.demo_run)
     if args.note:

@@ -221,3 +221,35 @@ def _write_rows(path: Path, rows: Iterable[dict[str, object]]) -> None:
     with path.open("w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def build_synthetic_twin(testset: Path, out: Path, voice: str = "en-gb+m5") -> dict[str, object]:
+    """The same sentences as ``testset`` spoken by espeak-ng ``voice`` and carried as a call
+    (8 kHz G.711 μ-law WAVs): a control that tells the voice from the text and the channel."""
+    import soxr
+    from kubescribe_runtime import g711
+
+    from kubescribe_modeling.data.synth import synthesize
+    from kubescribe_modeling.dataset import read_manifest
+    from kubescribe_modeling.heldout import g711_wav
+
+    info = json.loads((testset / "testset.json").read_text(encoding="utf-8"))
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, object]] = []
+    for i, utt in enumerate(read_manifest(testset / "manifest.jsonl")):
+        wave = synthesize(utt.text, voice, 160, 50)
+        phone = soxr.resample(wave, 16000, g711.SAMPLE_RATE, quality="HQ")
+        name = f"{i:04d}.wav"
+        (out / name).write_bytes(g711_wav(g711.from_float(phone, "pcmu"), "pcmu"))
+        rows.append({"audio": name, "text": utt.text, "source": "espeak-ng", "voice": voice})
+    _write_rows(out / "manifest.jsonl", rows)
+    twin: dict[str, object] = {
+        "name": f"{info['name']}, sentences spoken by espeak-ng {voice}",
+        "language": info["language"],
+        "speech": "synthetic",
+        "channel": "telephone 8 kHz μ-law",
+        "voice": voice,
+        "utterances": len(rows),
+    }
+    (out / "testset.json").write_text(json.dumps(twin, indent=2, ensure_ascii=False) + "\n")
+    return twin

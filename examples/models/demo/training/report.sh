@@ -34,7 +34,7 @@ python -m kubescribe_modeling.heldout measure examples/models/demo --data data/h
 # installs the packages), through the runtime, into results.json; the card leads with it.
 python -m kubescribe data --asterisk en --split test --out data/asterisk/en-test
 python -m kubescribe_modeling.report --merge --real-speech examples/models/demo \
-  --real-testset data/asterisk/en-test --out examples/models/demo/results.json
+  --real-testset data/asterisk/en-test --twin-voice en-gb+m5 --out examples/models/demo/results.json
 python -m kubescribe evaluate examples/models/demo --testset data/asterisk/en-test --declare
 python -m kubescribe_modeling.card examples/models/demo/results.json \
   --manifest examples/models/demo/kubescribe.yaml --out examples/models/demo/MODEL_CARD.md

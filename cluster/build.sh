@@ -2,7 +2,8 @@
 # Builds the local control plane from Go modules into a version-keyed cache outside the
 # repository: kube-apiserver, kube-controller-manager, kube-scheduler, kubectl (k8s.io/kubernetes),
 # etcd (go.etcd.io/etcd/server/v3), kwok (sigs.k8s.io/kwok) and helm (helm.sh/helm/v3); and the
-# real node's kubelet and kube-proxy from the same k8s.io/kubernetes build (cluster/node.py).
+# real node's kubelet and kube-proxy from the same k8s.io/kubernetes build (cluster/node.py); and
+# argocd-lua (cluster/argocd-lua: Argo CD's gopher-lua, for the health-check tests).
 # Prints the bin directory on its last line. A finished entry is reused; nothing is committed.
 #
 #   cluster/build.sh            build what is missing, print the bin directory
@@ -19,16 +20,20 @@ k8s_programs=(kube-apiserver kube-controller-manager kube-scheduler kubectl kube
 
 complete() { for p in "${programs[@]}"; do [ -x "$bin/$p" ] || return 1; done; }
 if [ "${1:-}" = "--print" ]; then complete && echo "$bin"; exit $?; fi
+# Argo CD's Lua (gopher-lua) for the health-check tests: cluster/argocd-lua, keyed by its source
+# and the gopher-lua version, so an edit of main.go builds it again (linked as argocd-lua).
+argocd_lua_key() { echo "argocd-lua-$GOPHER_LUA_VERSION-$(sha256sum "$here/argocd-lua/main.go" | cut -c1-12)"; }
+argocd_lua_built() { [ -x "$bin/$(argocd_lua_key)" ] && [ "$(readlink "$bin/argocd-lua")" = "$(argocd_lua_key)" ]; }
 # The node's binaries joined later: an entry built before them gains just those two.
 k8s_missing() { for p in "${k8s_programs[@]}"; do [ -x "$bin/$p" ] || echo "$p"; done; }
-if complete && [ -z "$(k8s_missing)" ]; then echo "$bin"; exit 0; fi
+if complete && [ -z "$(k8s_missing)" ] && argocd_lua_built; then echo "$bin"; exit 0; fi
 
 command -v go >/dev/null || { echo "cluster/build.sh: go is needed to build the control plane" >&2; exit 2; }
 mkdir -p "$bin" "$cache/src"
 # One build at a time (make test and make demo may start together); the second reuses the first's.
 exec 9>"$cache/.build.lock"
 flock 9
-if complete && [ -z "$(k8s_missing)" ]; then echo "$bin"; exit 0; fi
+if complete && [ -z "$(k8s_missing)" ] && argocd_lua_built; then echo "$bin"; exit 0; fi
 export CGO_ENABLED=0 GOFLAGS=-buildvcs=false GOTOOLCHAIN=local
 log() { printf '[cluster build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 start=$(date +%s)
@@ -114,6 +119,16 @@ if [ ! -x "$bin/helm" ]; then
     go build -mod=mod -trimpath -ldflags "$helm_ldflags" \
         -o "$bin/helm.tmp" helm.sh/helm/v3/cmd/helm
     mv "$bin/helm.tmp" "$bin/helm"
+fi
+
+if ! argocd_lua_built; then
+    log "argocd-lua (gopher-lua $GOPHER_LUA_VERSION): building"
+    wrapper argocd-lua
+    cp "$here/argocd-lua/main.go" .
+    go get "github.com/yuin/gopher-lua@$GOPHER_LUA_VERSION" >/dev/null 2>&1 || go get "github.com/yuin/gopher-lua@$GOPHER_LUA_VERSION"
+    go build -mod=mod -trimpath -ldflags "-s -w" -o "$bin/argocd-lua.tmp" .
+    mv "$bin/argocd-lua.tmp" "$bin/$(argocd_lua_key)"
+    ln -sfn "$(argocd_lua_key)" "$bin/argocd-lua"
 fi
 
 log "done in $(( $(date +%s) - start )) s"

@@ -1,38 +1,17 @@
-"""The Argo CD health check (examples/argocd/health.lua), run by a real Lua interpreter (lupa).
-
-Argo CD runs the script with the live object as the global `obj` and reads the returned table's
-`status` and `message`; this harness does the same.
-"""
+"""The Argo CD health check (examples/argocd/health.lua) under Argo CD's own Lua settings:
+gopher-lua with only the package, base and table libraries (tests/packaging/argocd_lua.py), the
+live object as the global `obj`, the returned table's `status` and `message` read back."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from lupa import LuaRuntime
+from argocd_lua import HEALTH_LUA, ROOT, LuaError, health, run_health
 from pkg_helpers import rollout_scenarios
 
-ROOT = Path(__file__).resolve().parents[2]
-HEALTH_LUA = ROOT / "examples" / "argocd" / "health.lua"
 ARGOCD_CM = ROOT / "examples" / "argocd" / "argocd-cm.yaml"
-
-
-def to_lua(lua: LuaRuntime, value: Any) -> Any:
-    """Python JSON-like data as Lua values: dicts to tables, lists to 1-based sequences."""
-    if isinstance(value, dict):
-        return lua.table_from({key: to_lua(lua, item) for key, item in value.items()})
-    if isinstance(value, list):
-        return lua.table_from([to_lua(lua, item) for item in value])
-    return value
-
-
-def health(obj: dict[str, Any]) -> tuple[str, str]:
-    lua = LuaRuntime(unpack_returned_tuples=True)
-    lua.globals().obj = to_lua(lua, obj)
-    result = lua.execute(HEALTH_LUA.read_text())
-    return str(result["status"]), str(result["message"])
 
 
 def cond(kind: str, status: str, reason: str, message: str = "", generation: int = 3) -> dict:
@@ -222,3 +201,57 @@ def test_health_of_statuses_the_operator_writes(obj: dict[str, Any], expected: s
     # Each status comes from the operator's own rollout decision (kubescribe_operator.rollout).
     status, message = health(obj)
     assert status == expected, message
+
+
+# What Argo CD's Lua for a custom health check has and lacks (util/lua in argoproj/argo-cd:
+# SkipOpenLibs, then package, base and table; `os` only as require("os") with time and date).
+LIBRARY_PROBES = [
+    ("string.format", 'return {status = "Healthy", message = string.format("%d", 3)}', False),
+    ("method on a string", 'return {status = "Healthy", message = ("x"):upper()}', False),
+    ("math.max", 'return {status = "Healthy", message = tostring(math.max(1, 2))}', False),
+    ("io", 'io.write("x") return {status = "Healthy"}', False),
+    ("global os", 'return {status = "Healthy", message = tostring(os.time())}', False),
+    ("require os", 'local os = require("os") return {status = "Healthy", message = "ok"}', True),
+    (
+        "base and table",
+        "local t = {} table.insert(t, tostring(#obj.items)) "
+        'return {status = "Healthy", message = table.concat(t, ",") .. " " .. type(ipairs)}',
+        True,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("script", "works"),
+    [(script, works) for _, script, works in LIBRARY_PROBES],
+    ids=[what for what, _, _ in LIBRARY_PROBES],
+)
+def test_only_the_libraries_argocd_opens_are_there(script: str, works: bool) -> None:
+    # A script that uses string.format passes under a full Lua and fails in Argo CD: here too.
+    obj = {"items": [1, 2]}
+    if works:
+        assert run_health(script, obj)["status"] == "Healthy"
+    else:
+        with pytest.raises(LuaError):
+            run_health(script, obj)
+
+
+def test_an_invalid_status_is_unknown_as_in_argocd() -> None:
+    result = run_health('return {status = "Fine", message = "x"}', {})
+    assert result == {"status": "Unknown", "message": "Lua returned an invalid health status"}
+
+
+def test_numbers_compare_as_numbers() -> None:
+    # Argo CD hands JSON integers over as Lua numbers: generation 10 > observedGeneration 9.
+    status = {"observedGeneration": 9, "conditions": [READY, NOT_RECONCILING, NOT_STALLED]}
+    assert health(model(status, generation=10))[0] == "Progressing"
+    status["observedGeneration"] = 10
+    ready = {**READY, "observedGeneration": 10}
+    status["conditions"] = [ready, NOT_RECONCILING, NOT_STALLED]
+    assert health(model(status, generation=10))[0] == "Healthy"
+
+
+def test_argocd_cm_does_not_open_the_standard_libraries() -> None:
+    # resource.customizations.useOpenLibs.<group_kind> would open them: the check must not need it.
+    data = yaml.safe_load(ARGOCD_CM.read_text())["data"]
+    assert not any(key.startswith("resource.customizations.useOpenLibs") for key in data)

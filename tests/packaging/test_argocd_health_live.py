@@ -2,7 +2,8 @@
 leaves them on the real control plane: every health state it returns, seen live.
 
 Each object is captured from the API server at the moment the cluster is in that state and
-handed to the same Lua harness as test_argocd_health.py (lupa), as Argo CD would hand it over.
+handed to the same runner as test_argocd_health.py (gopher-lua with Argo CD's library set), as
+Argo CD would hand it over.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from argocd_lua import health
 from kube_cluster import Cluster, OperatorProcess, eventually
 from pkg_helpers import ROOT
-from test_argocd_health import health
 
 sys.path.insert(0, str(ROOT / "tests" / "operator"))
 from live import Models, condition, env_marker, is_ready, manifest

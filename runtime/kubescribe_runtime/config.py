@@ -185,7 +185,7 @@ class ServeConfig(_Settings):
         ge=1,
     )
     live_batch_seconds: float = _setting(
-        30,
+        12,
         "--live-batch-seconds",
         "KUBESCRIBE_LIVE_BATCH_SECONDS",
         "while realtime sessions are open, a batch holds at most this much audio, padding "

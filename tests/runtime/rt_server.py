@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -9,9 +10,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import requests
 from kubescribe_runtime.config import DEMO_MODEL_DIR
@@ -20,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def wait_until(
-    condition: Callable[[], object], what: str, seconds: float = 60.0, step: float = 0.005
+    condition: Callable[[], object], what: str, seconds: float = 60.0, step: float = 0.02
 ) -> None:
     """Poll ``condition`` until it holds; fail with ``what`` (the condition that never came)
     after ``seconds``: every wait in the runtime tests is bounded."""
@@ -97,6 +99,21 @@ def start_server(
         time.sleep(0.1)
     server.stop()
     raise RuntimeError(f"server did not become ready:\n{server.log()}")
+
+
+@contextlib.contextmanager
+def running(
+    model_dir: Path, log_dir: Path, *args: str, drains_clean: bool = True, **kw: Any
+) -> Iterator[ServerProcess]:
+    """The runtime tests' one server fixture: a server for the block; stopped after it with
+    SIGTERM, and (``drains_clean``) its drain asserted clean: exit status 0."""
+    server = start_server(model_dir, log_dir, *args, **kw)
+    try:
+        yield server
+    finally:
+        code = server.stop()
+    if drains_clean:
+        assert code == 0, f"the server did not drain cleanly (exit {code}):\n{server.log()}"
 
 
 def post(

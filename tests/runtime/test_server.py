@@ -18,8 +18,8 @@ from kubescribe_runtime.app import create_app
 from kubescribe_runtime.config import ServeConfig
 from kubescribe_runtime.service import Service
 from kubescribe_runtime.transcriber import Transcriber
-from rt_fixtures import TONE_TOKENS, encode, tone_sentence, write_artifact
-from rt_server import ServerProcess, metric, post, start_server, wait_until
+from rt_fixtures import encode, tone_sentence
+from rt_server import ServerProcess, metric, post, running, start_server, wait_until
 
 pytestmark = pytest.mark.xdist_group("runtime-server")
 
@@ -29,17 +29,11 @@ def expected(pattern: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def tone_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_artifact(tmp_path_factory.mktemp("model") / "tone", TONE_TOKENS)
-
-
-@pytest.fixture(scope="module")
 def server(tone_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = start_server(
+    with running(
         tone_dir, tmp_path_factory.mktemp("logs"), "--max-delay-ms", "150", "--max-batch-size", "8"
-    )
-    yield process
-    assert process.stop() == 0
+    ) as process:
+        yield process
 
 
 def transcribe(server: ServerProcess, data: bytes, **form: str) -> requests.Response:

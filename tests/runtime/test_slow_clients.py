@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from rt_fixtures import TONE_TOKENS, encode, tone_sentence, write_artifact
-from rt_server import ServerProcess, post, start_server
+from rt_fixtures import encode, tone_sentence
+from rt_server import ServerProcess, post, running
 
 pytestmark = pytest.mark.xdist_group("runtime-server")
 
@@ -26,29 +26,20 @@ SMALL = ("--http-threads", "4", "--max-requests", "2")
 
 
 @pytest.fixture(scope="module")
-def tone_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_artifact(tmp_path_factory.mktemp("model") / "tone", TONE_TOKENS)
-
-
-@pytest.fixture(scope="module")
 def server(tone_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """Deadlines far longer than a test: slow clients stay open, unanswered, meanwhile."""
-    server = start_server(
-        tone_dir, tmp_path_factory.mktemp("logs"), *SMALL, "--header-timeout", "600"
-    )
-    yield server
-    assert server.stop() == 0
+    with running(tone_dir, tmp_path_factory.mktemp("logs"), *SMALL, "--header-timeout", "600") as s:
+        yield s
 
 
 @pytest.fixture(scope="module")
 def strict(tone_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """Short deadlines, 1 MiB uploads: two held at once at most (--max-requests 2)."""
-    server = start_server(
+    with running(
         tone_dir, tmp_path_factory.mktemp("logs"), *SMALL,
         "--header-timeout", "1", "--body-min-rate-kb", "256", "--max-upload-mb", "1",
-    )  # fmt: skip
-    yield server
-    assert server.stop() == 0
+    ) as server:  # fmt: skip
+        yield server
 
 
 def connect(server: ServerProcess) -> socket.socket:

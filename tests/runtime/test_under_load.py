@@ -11,7 +11,6 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,8 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
-from rt_fixtures import TONE_TOKENS, encode, tone_sentence, write_artifact
-from rt_server import ServerProcess, metric, post, start_server
+from rt_fixtures import encode, tone_sentence
+from rt_server import ServerProcess, metric, post, start_server, wait_until
 
 pytestmark = pytest.mark.xdist_group("runtime-server")
 
@@ -35,18 +34,6 @@ def words(n: int) -> str:
 
 def expected(pattern: str) -> str:
     return " ".join("low" if w == "lo" else "high" for w in pattern.split())
-
-
-@pytest.fixture(scope="module")
-def tone_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_artifact(tmp_path_factory.mktemp("model") / "tone", TONE_TOKENS)
-
-
-def wait_until(condition: Callable[[], bool], what: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.02)
 
 
 def windows_decoded(server: ServerProcess) -> float:

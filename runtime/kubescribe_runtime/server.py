@@ -196,6 +196,8 @@ class IntakeWorker(ThreadWorker):
         except OSError:
             data = b""
         if not data:  # the client went away before its request was whole
+            if intake.head is not None and intake.head.path.startswith("/v1/audio/"):
+                self._count_abandoned()  # an upload abandoned mid-way: nginx's 499
             self._drop(conn)
             return
         self._advance(conn, intake, intake.feed(data, time.monotonic()))
@@ -262,6 +264,10 @@ class IntakeWorker(ThreadWorker):
         self._finish_intake(conn, self.intakes.get(conn))
         self.nr_conns -= 1
         conn.close()
+
+    def _count_abandoned(self) -> None:
+        if self.app.service is not None:
+            self.app.service.metrics.requests.labels("499").inc()
 
     def _count_rejection(self, reason: str) -> None:
         service = self.app.service

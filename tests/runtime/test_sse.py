@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import time
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
@@ -284,3 +285,36 @@ def _windows_decoded(server: ServerProcess) -> float:
 def utterance_ok() -> Callable[[str], bool]:
     reference = (ROOT / "examples" / "audio" / "sample.txt").read_text(encoding="utf-8").split()
     return lambda text: len(set(text.split()) & set(reference)) >= len(set(reference)) // 2
+
+
+def _requests_with_code(server: ServerProcess, code: str) -> float:
+    text = requests.get(server.url + "/metrics", timeout=10).text
+    prefix = f'kubescribe_requests_total{{code="{code}"}} '
+    return next((float(ln.split()[-1]) for ln in text.splitlines() if ln.startswith(prefix)), 0.0)
+
+
+def test_an_upload_abandoned_mid_way_is_counted_499(server: ServerProcess) -> None:
+    """The client hangs up halfway through its body (a stream or not, nobody will read an
+    answer): counted as nginx's 499, not as the client's error 400."""
+    before = {code: _requests_with_code(server, code) for code in ("400", "499")}
+    body = SAMPLE.read_bytes()
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        boundary = "kubescribe-abandoned"
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+            f'filename="sample.wav"\r\nContent-Type: audio/wav\r\n\r\n'
+        ).encode()
+        length = len(head) + len(body) + 64
+        sock.sendall(
+            f"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: {host}\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+            f"Content-Length: {length}\r\n\r\n".encode()
+            + head
+            + body[: len(body) // 2]
+        )
+    deadline = time.monotonic() + 30
+    while _requests_with_code(server, "499") < before["499"] + 1:
+        assert time.monotonic() < deadline, "the abandoned upload was never counted 499"
+        time.sleep(0.1)
+    assert _requests_with_code(server, "400") == before["400"]

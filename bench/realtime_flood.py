@@ -10,8 +10,8 @@ as fast as the server takes them (a send blocks when TCP pushes back), while a r
 every event. The server's RSS (the process and its workers) is sampled every second: before
 (after one warm-up transcription), at its peak, and once the sessions have ended (``after``:
 the sessions gauge back at 0, at most 60 s after the clients closed). The baseline is taken
-after a 3-minute file was transcribed: the engine's memory arena (kept, as for any request) has
-grown to full batches by then.
+after a 3-minute file was transcribed and every session flooded for 20 s: the engine's memory
+arena (kept, as for any request) has grown to full batches and to turns' decodes by then.
 """
 
 from __future__ import annotations
@@ -135,6 +135,18 @@ def _sessions_open(url: str) -> float:
     return float(line.split()[1])
 
 
+def _start(
+    url: str, audio: bytes, args: argparse.Namespace, flows: list[Flow], seconds: float
+) -> list[threading.Thread]:
+    threads = [
+        threading.Thread(target=_flood, args=(url, audio, args.speed, seconds, flow))
+        for flow in flows
+    ]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
 def measure(
     label: str, tree: Path, artifact: Path, args: argparse.Namespace, extra: Sequence[str]
 ) -> Run:
@@ -152,16 +164,15 @@ def measure(
         requests.post(
             server.url + "/v1/audio/transcriptions", files={"file": ("w.wav", clip)}, timeout=600
         )
+        # ... and a short flood of every session: the decodes of turns have run too.
+        warm = _start(server.url, audio, args, [Flow() for _ in range(args.sessions)], 20.0)
+        for thread in warm:
+            thread.join()
+        while _sessions_open(server.url) > 0:
+            time.sleep(0.5)
         run.before_mib = _rss_mib(pid)
         run.flows = [Flow() for _ in range(args.sessions)]
-        threads = [
-            threading.Thread(
-                target=_flood, args=(server.url, audio, args.speed, args.seconds, flow)
-            )
-            for flow in run.flows
-        ]
-        for thread in threads:
-            thread.start()
+        threads = _start(server.url, audio, args, run.flows, args.seconds)
         while any(t.is_alive() for t in threads):
             run.peak_mib = max(run.peak_mib, _rss_mib(pid))
             time.sleep(1.0)

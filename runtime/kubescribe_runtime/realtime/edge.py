@@ -41,7 +41,7 @@ from kubescribe_runtime.realtime.runner import (
     SessionRunner,
 )
 from kubescribe_runtime.realtime.session import Session, SessionLimits
-from kubescribe_runtime.realtime.websocket import BoundedWebSocket
+from kubescribe_runtime.realtime.websocket import BoundedWebSocket, give_memory_back
 from kubescribe_runtime.service import NotReady, Service
 
 log = logging.getLogger(__name__)
@@ -179,6 +179,8 @@ def register(app: Flask, service: Service) -> RealtimeMetrics:
                 runner.close()
                 slots.give_back()
                 metrics.sessions.labels(why).inc()
+                del runner, session, decoder
+                give_memory_back()
         return _WebSocketResponse(ws.mode)
 
     return metrics

@@ -11,6 +11,8 @@ that never reads), and a client's own close seen as a close, not as a failed sen
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import socket
 import struct
 import threading
@@ -120,3 +122,21 @@ class BoundedWebSocket(_Server):
         with self._room:
             self._closing = True
             self._room.notify_all()
+
+
+def _malloc_trim() -> Any:
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
+def give_memory_back() -> None:
+    """Hand freed heap memory back to the system (glibc keeps it otherwise: a session's audio
+    arrays are freed when it ends, but the process would stay at its peak)."""
+    if _TRIM is not None:
+        _TRIM(0)

@@ -70,6 +70,9 @@ STOP_MARGIN_S = 10.0
 _QUIET_CHECKS = 3
 # How often the event loop checks the intake's deadlines (408 comes this much late at most).
 _SWEEP_S = 0.25
+# How long a connection answered by the loop (a probe, a refusal) drains what its client still
+# sends before it closes.
+_LINGER_S = 2.0
 
 
 def _heartbeat_dir() -> str | None:
@@ -159,6 +162,7 @@ class IntakeWorker(ThreadWorker):
         self.reserved: dict[TConn, int] = {}  # body bytes held, by connection
         self.spooled = 0  # their sum
         self._next_sweep = 0.0
+        self.lingering: dict[TConn, float] = {}  # answered from the loop, closing: until when
         super().init_process()
 
     # -- connections enter the intake instead of the pool ----------------------------------------
@@ -251,14 +255,34 @@ class IntakeWorker(ThreadWorker):
 
     def _send_and_forget(self, conn: TConn, data: bytes, close: bool = True) -> None:
         """A short answer from the loop: it fits the socket's empty send buffer, so a
-        non-blocking send never waits; then the connection closes."""
+        non-blocking send never waits. Then the connection closes, lingering: what the client
+        still sends (the body of a refused upload) is read and dropped for a moment, since
+        closing on unread bytes resets the connection, and the client may lose the answer."""
         with contextlib.suppress(OSError):
             conn.sock.send(data)
-        if close:
-            with contextlib.suppress(OSError):
-                conn.sock.shutdown(socket.SHUT_WR)
-            self.nr_conns -= 1
-            conn.close()
+        if not close:
+            return
+        with contextlib.suppress(OSError):
+            conn.sock.shutdown(socket.SHUT_WR)
+        self.lingering[conn] = time.monotonic() + _LINGER_S
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_lingering, conn))
+
+    def _on_lingering(self, conn: TConn, client: socket.socket) -> None:
+        try:
+            if conn.sock.recv(256 * 1024):
+                return
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            pass
+        self._close_lingering(conn)  # the client closed too
+
+    def _close_lingering(self, conn: TConn) -> None:
+        self.lingering.pop(conn, None)
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self.poller.unregister(conn.sock)
+        self.nr_conns -= 1
+        conn.close()
 
     def _drop(self, conn: TConn) -> None:
         self._finish_intake(conn, self.intakes.get(conn))
@@ -288,6 +312,9 @@ class IntakeWorker(ThreadWorker):
                 self._drop(conn)
             elif intake.check(now) is Verdict.REJECT:
                 self._advance(conn, intake, Verdict.REJECT)
+        for conn, until in list(self.lingering.items()):
+            if until <= now or not self.alive:
+                self._close_lingering(conn)
 
     def finish_request(self, conn: TConn, fs: Any) -> None:
         # Bytes the loop read past the request (pipelining) no longer make the socket

@@ -157,3 +157,18 @@ def test_keep_alive_chunked_and_expect_continue_uploads(server: ServerProcess) -
         sock.sendall(body)
         answer = response_of(sock)
     assert answer.startswith(b"HTTP/1.1 200 ") and TEXT.encode() in answer
+
+
+def test_an_upload_over_the_limit_is_answered_413_while_its_body_still_comes(
+    strict: ServerProcess,
+) -> None:
+    """Refused from its head, while the client goes on sending the body (as clients do that
+    do not wait for 100 Continue): the answer is read, not lost to a reset connection."""
+    with connect(strict) as sock:
+        sock.sendall(upload_head(3 * 1024 * 1024) + b"x" * (1024 * 1024))
+        for _ in range(16):  # 2 MiB more, after the server has answered
+            sock.sendall(b"x" * (128 * 1024))
+        sock.shutdown(socket.SHUT_WR)
+        answer = response_of(sock)
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
+    assert b'"code": "file_too_large"' in answer

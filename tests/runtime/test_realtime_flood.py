@@ -1,7 +1,8 @@
 """Clients that send faster than real time, against the real server with the demo model: every
 commit still gets its item, its deltas and its transcript, in order, each event valid under the
 official client's strict types; past the backlog the client is told once and pushed back by
-TCP; and the memory the sessions took is given back when they end (issue 20.1, 20.3, 20.6)."""
+TCP; and the memory the sessions took is given back when they end (issue 20.1, 20.3, 20.6).
+Beside them, what a client meets at the edges: logprobs when asked for, the configure deadline."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     process = start_server(
         DEMO, tmp_path_factory.mktemp("logs"),
         "--max-sessions", "4", "--max-turn-seconds", "5",
-        "--session-max-backlog-seconds", str(BACKLOG_S),
+        "--session-max-backlog-seconds", str(BACKLOG_S), "--session-configure-timeout", "2",
     )  # fmt: skip
     yield process
     assert process.stop() == 0
@@ -221,3 +222,47 @@ def test_a_drain_with_finals_pending_sends_them_all_then_closes(tmp_path: Path) 
         assert process.process.wait(60) == 0
     finally:
         process.stop()
+
+
+def test_logprobs_when_included_spell_the_deltas_and_the_transcript(server: ServerProcess) -> None:
+    audio = speech(6.0)
+    with raw_connect(server.url) as ws:
+        recv_json(ws)
+        update = {
+            "type": "session.update",
+            "session": {
+                "type": "transcription",
+                "audio": {"input": {"turn_detection": None}},
+                "include": ["item.input_audio_transcription.logprobs"],
+            },
+        }
+        ws.send(json.dumps(update))
+        assert recv_json(ws)["session"]["include"] == ["item.input_audio_transcription.logprobs"]
+        for offset in range(0, len(audio), 4800):
+            chunk = base64.b64encode(audio[offset : offset + 4800]).decode()
+            ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
+        ws.send('{"type": "input_audio_buffer.commit"}')
+        events = [recv_json(ws, timeout=60)]
+        while events[-1]["type"] != COMPLETED:
+            events.append(recv_json(ws, timeout=60))
+    for event in events:
+        OFFICIAL.validate_python(event)
+    deltas = [e for e in events if e["type"] == DELTA]
+    completed = events[-1]
+    assert completed["transcript"] and deltas
+    for event in deltas:
+        assert "".join(p["token"] for p in event["logprobs"]) == event["delta"]
+    probs = completed["logprobs"]
+    assert "".join(p["token"] for p in probs) == completed["transcript"]
+    assert all(p["logprob"] <= 0 and p["bytes"] == list(p["token"].encode()) for p in probs)
+    assert any(p["logprob"] < 0 for p in probs)  # posteriors, not a constant
+
+
+def test_a_session_that_never_configures_itself_is_closed(server: ServerProcess) -> None:
+    with raw_connect(server.url) as ws:
+        assert recv_json(ws)["type"] == "session.created"
+        error = recv_json(ws, timeout=30)
+        assert error["error"]["code"] == "session_not_configured"
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=10)
+        assert ws.close_code == 1000

@@ -131,7 +131,9 @@ def recv_until(ws: ClientConnection, kind: str, timeout: float = 30) -> list[dic
     out = []
     deadline = time.monotonic() + timeout
     while True:
-        event = recv_json(ws, max(0.1, deadline - time.monotonic()))
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"no {kind} event in {timeout:g} s; the last ones: {out[-3:]}"
+        event = recv_json(ws, remaining)
         out.append(event)
         if event["type"] == kind:
             return out

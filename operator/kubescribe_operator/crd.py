@@ -176,8 +176,9 @@ def build_crd() -> dict[str, Any]:
                     "additionalPrinterColumns": [
                         column("Version", ".status.currentVersion"),
                         column("Target", ".status.targetVersion"),
-                        column("Ready", ".status.readyReplicas", "integer"),
-                        column("Replicas", ".status.replicas", "integer"),
+                        # ready/desired, as Deployments show it; the pod count in -o wide.
+                        column("Ready", ".status.ready"),
+                        column("Replicas", ".status.replicas", "integer", priority=1),
                         column("Phase", ".status.phase"),
                         column("Age", ".metadata.creationTimestamp", "date"),
                         column("Failed", ".status.failedVersion", priority=1),

@@ -201,6 +201,7 @@ def decide(
         failed_generation=state.failed_generation,
         replicas=observed.replicas,
         ready_replicas=observed.ready_replicas,
+        ready=f"{observed.ready_replicas}/{observed.desired_replicas}",
         updated_replicas=observed.updated_replicas,
         selector=builders.selector_string(name) if name else prev.selector,
         endpoint=builders.endpoint(name, namespace, spec) if name and namespace else prev.endpoint,

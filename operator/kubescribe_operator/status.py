@@ -89,6 +89,9 @@ class SpeechModelStatus(ApiModel):
     failed_generation: int | None = None
     replicas: int | None = None
     ready_replicas: int | None = None
+    ready: str | None = Field(
+        default=None, description="ready/desired replicas, as kubectl get shows them (READY)"
+    )
     updated_replicas: int | None = None
     selector: str | None = None
     endpoint: str | None = None

@@ -490,7 +490,7 @@ def test_crd_names_columns_and_subresources() -> None:
     columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
     assert columns["Version"] == ".status.currentVersion"
     assert columns["Target"] == ".status.targetVersion"
-    assert columns["Ready"] == ".status.readyReplicas"
+    assert columns["Ready"] == ".status.ready"  # "2/3": ready/desired (issue 22.12)
     assert columns["Phase"] == ".status.phase"
     assert columns["Age"] == ".metadata.creationTimestamp"
     status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]

@@ -481,6 +481,8 @@ def test_scenario(case: Case) -> None:
         case.observed.ready_replicas,
         case.observed.updated_replicas,
     )
+    # kubectl get's READY column: ready/desired, as a Deployment's (issue 22.12).
+    assert status["ready"] == f"{case.observed.ready_replicas}/{case.observed.desired_replicas}"
     STATUS_SCHEMA.validate(status)
 
     again = decide(

@@ -61,6 +61,7 @@ from kubescribe_operator.status import (
     SpeechModelStatus,
     blocked_status,
     status_patch,
+    timestamp,
     with_optional_children,
 )
 
@@ -97,6 +98,7 @@ class Context:
         default_factory=lambda: ThreadPoolExecutor(RECONCILE_THREADS, "reconcile")
     )
     release: str = "kubescribe"  # this operator release (its peering name): overlap.py
+    started: str = field(default_factory=lambda: timestamp(datetime.now(UTC)))
     _locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
     _waiting: Counter[tuple[str, str]] = field(default_factory=Counter)
     _unobserved_since: dict[tuple[str, str], float] = field(default_factory=dict)
@@ -216,7 +218,7 @@ def _left_to_another_release(ctx: Context, body: Mapping[str, Any]) -> bool:
     by both) and this one leaves it to that one; warns once (overlap.py)."""
     meta = body["metadata"]
     key = (str(meta.get("namespace")), str(meta.get("name")))
-    other = overlap.newer_writer(body, ctx.release)
+    other = overlap.leaves_to(body, ctx.release, ctx.started)
     if other is None:
         ctx._unobserved_since.pop(key, None)
         return False

@@ -4,12 +4,12 @@ one): detected from the SpeechModel itself, and only one of them acts. Pure.
 Each release writes a SpeechModel's status under a field manager of its own,
 ``kubescribe-operator@<release>`` (the release: its peering name, which the chart makes the
 release's full name), so the SpeechModel's managedFields say which releases wrote its status and
-when. A release that finds another's status write newer than its own knows that release is alive
-and reconciles the model too: it warns once (log, Warning Event `OverlappingReleases`) and leaves
-the model to the other. It takes the model back if a spec change stays unobserved for
-``TAKEOVER_SECONDS`` (the other release was removed), and then the other, if alive, yields in
-turn. A stale entry of a removed release never makes anyone yield: it is older than the writes
-of the release still running.
+when. A release that finds a status write of another release made since it started knows that
+release is alive and reconciles the model too; of the two, the one whose name sorts last warns
+once (log, Warning Event `OverlappingReleases`) and leaves the model to the other. It takes the
+model back if a spec change stays unobserved for ``TAKEOVER_SECONDS`` (the other release was
+removed). An entry of a release removed before this process started is older than its start:
+it makes nobody yield.
 """
 
 from __future__ import annotations
@@ -38,15 +38,15 @@ def status_writes(body: Mapping[str, Any]) -> dict[str, str]:
     return writes
 
 
-def newer_writer(body: Mapping[str, Any], release: str) -> str | None:
-    """Another release that wrote the status after ``release`` last did (None: none, or
-    ``release`` never wrote it: nothing tells that the other is still alive)."""
-    writes = status_writes(body)
-    mine = writes.pop(release, None)
-    if not mine:
-        return None
-    newer = sorted((time, other) for other, time in writes.items() if time > mine)
-    return newer[-1][1] if newer else None
+def leaves_to(body: Mapping[str, Any], release: str, since: str) -> str | None:
+    """The other release ``release`` leaves this SpeechModel to, or None. Another release that
+    wrote its status at or after ``since`` (when this process started: that release is alive,
+    not a stale entry of one removed before) and whose name sorts first keeps it: both sides
+    decide alike without talking to each other."""
+    writers = sorted(
+        other for other, time in status_writes(body).items() if other != release and time >= since
+    )
+    return writers[0] if writers and writers[0] < release else None
 
 
 def unobserved(body: Mapping[str, Any]) -> bool:

@@ -225,10 +225,13 @@ def main(argv: Sequence[str]) -> int:
         settings.peering.lifetime = args.peering_lifetime
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
+        # /metrics comes up with kopf (and its liveness endpoint), not before: both answer or
+        # neither does (the process exits when kopf cannot work), so KubescribeOperatorAbsent
+        # and the liveness probe agree.
+        if args.metrics_port:
+            start_http_server(args.metrics_port)
+            log.info("metrics on :%d/metrics", args.metrics_port)
 
-    if args.metrics_port:
-        start_http_server(args.metrics_port)
-        log.info("metrics on :%d/metrics", args.metrics_port)
     liveness = f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None
     stop = threading.Event()
 

@@ -36,24 +36,27 @@ def model(*writes: tuple[str, str], generation: int = 1, observed: int = 1) -> d
 A, B = overlap.status_manager("team-a"), overlap.status_manager("cluster")
 
 
-def test_a_release_whose_write_is_older_than_anothers_leaves_the_model() -> None:
-    body = model((A, "2026-01-01T12:00:00Z"), (B, "2026-01-01T12:00:05Z"))
-    assert overlap.newer_writer(body, "team-a") == "cluster"
-    assert overlap.newer_writer(body, "cluster") is None  # the newest writer goes on
+STARTED = "2026-01-01T12:00:00Z"  # this process's start
 
 
-def test_a_stale_entry_of_a_removed_release_makes_nobody_yield() -> None:
-    # Only a release that has written itself can tell the other is alive: its own write is newer.
-    assert overlap.newer_writer(model((A, "2026-01-01T11:00:00Z")), "cluster") is None
-    body = model((A, "2026-01-01T11:00:00Z"), (B, "2026-01-01T12:00:00Z"))
-    assert overlap.newer_writer(body, "cluster") is None
+def test_of_two_live_releases_the_one_that_sorts_last_leaves_the_model() -> None:
+    body = model((A, "2026-01-01T12:00:01Z"), (B, "2026-01-01T12:00:05Z"))
+    assert overlap.leaves_to(body, "team-a", STARTED) == "cluster"
+    assert overlap.leaves_to(body, "cluster", STARTED) is None  # "cluster" sorts first: acts
+    # It needs no write of its own: the other's write since it started tells it all.
+    assert overlap.leaves_to(model((B, "2026-01-01T12:00:05Z")), "team-a", STARTED) == "cluster"
+
+
+def test_an_entry_of_a_release_removed_before_the_start_makes_nobody_yield() -> None:
+    body = model((B, "2026-01-01T11:00:00Z"), (A, "2026-01-01T12:00:05Z"))
+    assert overlap.leaves_to(body, "team-a", STARTED) is None
 
 
 def test_the_watch_cache_keeps_the_release_status_writers() -> None:
     body = model((A, "2026-01-01T12:00:00Z"))
     kept = cache.stored(body)
     assert [e["manager"] for e in kept["metadata"]["managedFields"]] == [A]
-    assert overlap.newer_writer(kept, "team-a") is None
+    assert overlap.status_writes(kept) == {"team-a": "2026-01-01T12:00:00Z"}
 
 
 def test_an_unobserved_generation_is_seen() -> None:

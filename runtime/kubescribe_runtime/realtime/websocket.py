@@ -23,6 +23,9 @@ from simple_websocket import Server as _Server
 from wsproto.utilities import LocalProtocolError
 
 MAX_QUEUED_MESSAGES = 4  # events read ahead of the session; each at most max_message_size
+# The kernel's receive buffer for a session (Linux doubles it): a few seconds of real-time audio,
+# so that what a paused session leaves unread is small, and a client's ping behind it near.
+RECEIVE_BUFFER_BYTES = 128 * 1024
 # Sub-protocols a browser may offer (it must get one of them back); the API key one
 # (``openai-insecure-api-key.<key>``) is read by :mod:`kubescribe_runtime.auth`, never echoed.
 SUBPROTOCOLS = ("realtime", "openai-beta.realtime-v1")
@@ -56,6 +59,11 @@ class BoundedWebSocket(_Server):
                 self.raw_socket = environ[key]
                 environ[key] = _GatedSocket(environ[key], self)
                 break
+        if isinstance(self.raw_socket, socket.socket):
+            with contextlib.suppress(OSError):
+                self.raw_socket.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES
+                )
         super().__init__(
             environ, subprotocols=list(SUBPROTOCOLS), max_message_size=max_message_size
         )

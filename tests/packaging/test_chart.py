@@ -38,6 +38,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "highly-available": {"replicaCount": 3, "imagePullSecrets": [{"name": "registry.example"}]},
     "created-namespaces": {"watchNamespaces": ["speech"], "createNamespaces": True},
     "as-a-subchart": {"global": {"imageRegistry": "registry.example"}},
+    "platform-assigned-user": {"fixedUser": False},
 }
 
 
@@ -548,3 +549,16 @@ def test_notes_deploy_the_demo_where_the_operator_watches(
     assert used == {namespace}
     if values:
         assert "kubectl create namespace" not in notes  # a watched namespace exists already
+
+
+@pytest.mark.parametrize(("fixed", "pinned"), [(True, True), (False, False)])
+def test_operator_user_is_left_to_the_platform_on_request(fixed: bool, pinned: bool) -> None:
+    # OpenShift's restricted-v2 SCC refuses a pod that pins a UID outside the namespace's range.
+    objects, _ = render_chart({"fixedUser": fixed})
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    security = pod["securityContext"]
+    assert ("runAsUser" in security and "runAsGroup" in security) is pinned, security
+    assert security["runAsNonRoot"] is True
+    for container in pod["containers"]:
+        assert "runAsUser" not in container["securityContext"]
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False

@@ -317,13 +317,20 @@ class IntakeWorker(ThreadWorker):
                 self._close_lingering(conn)
 
     def finish_request(self, conn: TConn, fs: Any) -> None:
-        # Bytes the loop read past the request (pipelining) no longer make the socket
-        # readable: give them to the parser, so gthread serves them at once.
+        """After a request: bytes already read past it (a pipelined next request, in the
+        loop's buffer or the parser's) start the next intake, deadlines and all; handed to
+        the parser as they are, a partial head would hold a thread reading the socket."""
         unreader = getattr(conn.parser, "unreader", None)
         if isinstance(unreader, _ReplayUnreader):
-            rest = unreader.leftover()
+            rest = unreader.take_buffered() + unreader.leftover()
             if rest:
-                unreader.unread(rest)
+                try:
+                    keep = bool(fs.result()) and not fs.cancelled()
+                except Exception:
+                    keep = False
+                if keep and self.alive:
+                    self._start_intake(conn, rest)
+                    return
         super().finish_request(conn, fs)
 
 

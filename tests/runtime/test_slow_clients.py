@@ -172,3 +172,21 @@ def test_an_upload_over_the_limit_is_answered_413_while_its_body_still_comes(
         answer = response_of(sock)
     assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
     assert b'"code": "file_too_large"' in answer
+
+
+def test_a_partial_request_pipelined_behind_a_whole_one_holds_no_thread(
+    strict: ServerProcess,
+) -> None:
+    """Eight connections each send a whole request and, in the same packet, the start of a
+    next one that never ends (twice --http-threads): each gets its answer, then a 408 for
+    the partial one, and a transcription meanwhile is served."""
+    audio = encode(tone_sentence(PATTERN))
+    with ExitStack() as stack:
+        socks = [stack.enter_context(connect(strict)) for _ in range(8)]
+        for sock in socks:
+            sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: k\r\n\r\nGET /v1/models HTTP/1.1\r\nHo")
+        answer = post(strict.url, audio, mime="audio/wav", timeout=60)
+        assert answer.status_code == 200 and answer.json()["text"] == TEXT
+        for sock in socks:
+            both = response_of(sock)
+            assert both.startswith(b"HTTP/1.1 200 ") and b"HTTP/1.1 408 " in both, both[-300:]

@@ -316,9 +316,9 @@ def render(
         ["audio (no speech)", *(f"words per clip, {MODE_NAMES[v]}" for v in MODES)],
         [[n, *(f"{by['nothing', n, v].wer:.2f}" for v in MODES)] for n in NOTHING],
     )
-    quiet = [p for p in PADDINGS if "-30 dBFS" not in p]
-    worst = {
-        v: max(abs(by["testset", p, v].wer - by["testset", "none", v].wer) for p in quiet)
+    quiet = [p for p in PADDINGS if "-30 dBFS" not in p and p != "none"]
+    moves = {
+        v: [by["testset", p, v].wer - by["testset", "none", v].wer for p in quiet]
         for v in ("energy", "silero")
     }
     mode = "smoke (tiny sizes: not a measurement)" if args.smoke else "full"
@@ -348,11 +348,13 @@ def render(
             "Audio with no speech (8 kHz WAV, "
             f"{4 if args.smoke else 20} clips each): words the transcript invents:",
             nothing,
-            "Goal (issue 12.6): with VAD on, padding with silence or quiet noise moves the WER by "
-            "at most 1 point; the largest move in this run: "
-            f"{100 * worst['silero']:.2f} points after, {100 * worst['energy']:.2f} before. "
-            "Noise 10 dB below the speech is harder for the model itself; the VAD must not make "
-            "it worse by cutting speech.",
+            "Goal (issue 12.6): with VAD on, padding with silence or quiet noise costs at most "
+            "1 point of WER; in this run it moves the WER by "
+            f"{100 * min(moves['silero']):+.2f} to {100 * max(moves['silero']):+.2f} points "
+            f"after, {100 * min(moves['energy']):+.2f} to {100 * max(moves['energy']):+.2f} "
+            "before (a gain: the crop keeps 0.3 s around the speech, where a clean clip's own "
+            "quiet edges, under 1 s, are decoded as they came). Noise 10 dB below the speech is "
+            "harder for the model itself; the VAD must not make it worse by cutting speech.",
         ]
     )
 

@@ -152,8 +152,8 @@ def test_audio_without_speech_is_not_decoded(
 def test_speech_under_steady_noise_is_not_cut(
     transcriber: Transcriber, without_vad: Transcriber, clips: list[Clip]
 ) -> None:
-    # White noise at -30 dBFS under and around the speech (about 10 dB below it): the noise
-    # floor follows the noise, and the speech above it is still decoded whole.
+    # White noise at -30 dBFS under and around the speech (about 10 dB below it): the
+    # detector hears the speech through it, and the speech is still decoded whole.
     subset = clips[:16]
     clean = wer_of(transcriber, subset, lambda c: c.samples)
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import requests
 from rt_fixtures import encode, tone_sentence
-from rt_server import ServerProcess, metric, post, start_server, wait_until
+from rt_server import ServerProcess, metric, post, running, start_server, wait_until
 
 pytestmark = pytest.mark.xdist_group("runtime-server")
 
@@ -53,8 +53,7 @@ def test_concurrent_long_requests_are_refused_at_once_or_complete(
 ) -> None:
     """Eight calls of 8 windows each overfill the old window queue (--max-queue 2) many times:
     every request is either refused before any of its windows is decoded, or completes."""
-    server = start_server(tone_dir, tmp_path, *WINDOWS, *SLOW, "--max-queue", "2", *limits)
-    try:
+    with running(tone_dir, tmp_path, *WINDOWS, *SLOW, "--max-queue", "2", *limits) as server:
         pattern = words(32)
         audio = encode(tone_sentence(pattern))
         before = windows_decoded(server)
@@ -73,8 +72,6 @@ def test_concurrent_long_requests_are_refused_at_once_or_complete(
         assert all(int(a.headers["Retry-After"]) >= 1 for a in refused)
         # refused at once: a refused request cost no window, an admitted one was never aborted
         assert windows_decoded(server) - before == per_request * len(done)
-    finally:
-        assert server.stop() == 0
 
 
 def raw_upload(url: str, audio: bytes) -> socket.socket:
@@ -103,8 +100,7 @@ def raw_upload(url: str, audio: bytes) -> socket.socket:
 def test_a_client_that_hangs_up_stops_costing_compute(tone_dir: Path, tmp_path: Path) -> None:
     """A 100-window upload closed after its first windows: at most the windows already handed
     to the batcher (max(2, --max-batch-size) = 2) are decoded after the close."""
-    server = start_server(tone_dir, tmp_path, *WINDOWS, *SLOW)
-    try:
+    with running(tone_dir, tmp_path, *WINDOWS, *SLOW) as server:
         audio = encode(tone_sentence(words(400)))  # 320 s: 92 windows
         before = windows_decoded(server)
         sock = raw_upload(server.url, audio)
@@ -123,8 +119,6 @@ def test_a_client_that_hangs_up_stops_costing_compute(tone_dir: Path, tmp_path: 
         pattern = words(8)
         answer = post(server.url, encode(tone_sentence(pattern)), mime="audio/wav")
         assert answer.json()["text"] == expected(pattern)
-    finally:
-        assert server.stop() == 0
 
 
 def test_sigterm_during_a_long_request_finishes_it(tone_dir: Path, tmp_path: Path) -> None:
@@ -180,13 +174,10 @@ def test_liveness_fails_while_the_inference_loop_is_wedged(tone_dir: Path, tmp_p
 
 
 def test_idle_is_alive(tone_dir: Path, tmp_path: Path) -> None:
-    server = start_server(tone_dir, tmp_path, "--stall-timeout", "0.2")
-    try:
+    with running(tone_dir, tmp_path, "--stall-timeout", "0.2") as server:
         time.sleep(0.5)  # idle for longer than the stall timeout
         assert requests.get(server.url + "/healthz", timeout=5).json() == {"status": "alive"}
         assert np.isfinite(metric(server, "kubescribe_queued_windows"))
-    finally:
-        assert server.stop() == 0
 
 
 def test_a_hang_up_is_noticed_while_waiting_for_room_in_the_queue(tone_dir: Path) -> None:

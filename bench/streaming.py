@@ -18,8 +18,8 @@ to *t* leaves at *t*, as from a live microphone. Measured:
   turns all complete;
 - **accuracy**: the word error rate of the sessions' final transcripts against the offline
   transcription of the same test-set sentences; the test set offline through 8 kHz G.711
-  (μ-law, A-law) beside wideband (telephone audio); and the server VAD's turn boundaries on
-  noisy synthetic calls (no server needed).
+  (μ-law, A-law) beside wideband (telephone audio). The server VAD's turn boundaries, before
+  and after Silero VAD, are ``bench.turns``'s.
 """
 
 from __future__ import annotations
@@ -72,14 +72,11 @@ TARGET_P95_S = 1.5
 class Settings:
     levels: tuple[int, ...]  # concurrent streams
     sentences_per_stream: int
-    vad_calls: int  # per (noise, SNR) cell
     utterances: int | None  # test-set size used (None: all)
 
 
-FULL = Settings(
-    levels=(1, 2, 4, 8, 16, 32, 48), sentences_per_stream=4, vad_calls=3, utterances=None
-)
-SMOKE = Settings(levels=(1, 2), sentences_per_stream=1, vad_calls=1, utterances=4)
+FULL = Settings(levels=(1, 2, 4, 8, 16, 32, 48), sentences_per_stream=4, utterances=None)
+SMOKE = Settings(levels=(1, 2), sentences_per_stream=1, utterances=4)
 
 
 # ---- pure helpers -------------------------------------------------------------------------
@@ -290,40 +287,6 @@ def telephone_wer(url: str, utterances: Sequence[Utterance]) -> dict[str, float]
     return {name: word_error_rate(references, hyps) for name, hyps in hypotheses.items()}
 
 
-def vad_grid(utterances: Sequence[Utterance], calls_per_cell: int) -> list[list[object]]:
-    from kubescribe_runtime.realtime.turns import TurnDetector
-
-    rows: list[list[object]] = []
-    rng = np.random.default_rng(0)
-    for kind in ("white", "pink", "brown"):
-        for snr in (10.0, 15.0, 20.0):
-            exact = 0
-            errors: list[float] = []
-            for c in range(calls_per_cell):
-                picked = [utterances[i] for i in rng.choice(len(utterances), 4, replace=False)]
-                pauses = list(rng.uniform(1.0, 2.5, 4))
-                call = make_call(picked, pauses, snr, kind, seed=c)
-                detector = TurnDetector(SAMPLE_RATE)
-                events = []
-                for i in range(0, len(call.samples), 1600):
-                    events += detector.feed(call.samples[i : i + 1600])
-                events += detector.flush()
-                starts = [e.time_s for e in events if e.kind == "started"]
-                stops = [e.time_s for e in events if e.kind == "stopped"]
-                if len(starts) != len(call.truth):
-                    continue
-                exact += 1
-                for (a, b), s, e in zip(call.truth, starts, stops, strict=True):
-                    errors += [abs(s - a), abs(e - b)]
-            within = sum(x <= 0.2 for x in errors) / len(errors) if errors else 0.0
-            worst = max(errors) if errors else float("nan")
-            rows.append(
-                [kind, f"{snr:g} dB", f"{exact}/{calls_per_cell}", f"{100 * within:.0f} %",
-                 f"{worst:.2f} s"]
-            )  # fmt: skip
-    return rows
-
-
 # ---- the run ------------------------------------------------------------------------------
 
 
@@ -343,7 +306,6 @@ def render(
     levels: list[Level],
     offline_cpu_per_s: float,
     telephone: dict[str, float],
-    vad_rows: list[list[object]],
     artifact: Path,
     threads: int,
     test_set: Sequence[Utterance],
@@ -409,14 +371,7 @@ def render(
             ["audio", "WER"], [[name, f"{100 * wer:.1f} %"] for name, wer in telephone.items()]
         ),
         "",
-        "Server VAD turn boundaries on synthetic calls (4 test-set sentences, 1–2.5 s pauses, "
-        "stationary noise; truth: each sentence's first and last 20 ms frame within 30 dB of "
-        "its loudest); a call counts as exact when it gives one turn per sentence:",
-        "",
-        markdown_table(
-            ["noise", "SNR", "calls exact", "boundaries within 0.2 s", "worst boundary"],
-            vad_rows,
-        ),
+        "Server VAD turn boundaries, before and after Silero VAD: `python -m bench.turns`.",
     ]
     return "\n".join(lines)
 
@@ -430,8 +385,6 @@ def run(argv: Sequence[str] | None) -> int:
     utterances = read_testset()
     if settings.utterances:
         utterances = utterances[: settings.utterances]
-    progress(f"VAD grid on {settings.vad_calls} call(s) per cell")
-    vad_rows = vad_grid(utterances, settings.vad_calls)
     levels: list[Level] = []
     with tempfile.TemporaryDirectory(prefix="kubescribe-bench-") as tmp:
         extra = ["--max-sessions", "64"]
@@ -456,7 +409,7 @@ def run(argv: Sequence[str] | None) -> int:
                     offline_cpu += server_metric(srv.url, "process_cpu_seconds_total") - before
                     offline_audio += stream.seconds
     body = render(
-        args, settings, levels, offline_cpu / max(offline_audio, 1e-9), telephone, vad_rows,
+        args, settings, levels, offline_cpu / max(offline_audio, 1e-9), telephone,
         artifact, args.threads, utterances,
     )  # fmt: skip
     finish(args, SECTION, "Realtime sessions (`python -m bench.streaming`)", body)

@@ -48,6 +48,7 @@ REFUSAL_REASONS = (
     "body_too_slow",
     "too_large",
     "header_too_large",
+    "connections",
 )
 CANCEL_REASONS = ("disconnected", "timeout", "error")
 
@@ -79,7 +80,7 @@ class Metrics:
             "kubescribe_requests_refused",
             "Requests refused before any work, by reason (requests/backlog: 429, "
             "draining/not_ready: 503, header_timeout/body_too_slow: 408, too_large: 413, "
-            "header_too_large: 431)",
+            "header_too_large: 431, connections: 503 at --max-connections)",
             ["reason"],
             registry=r,
         )

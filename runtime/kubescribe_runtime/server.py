@@ -129,6 +129,16 @@ def _error_response(
     return probes.raw_response(status, payload, "application/json", headers=headers)
 
 
+def _too_many_connections() -> bytes:
+    return _error_response(
+        503,
+        "the server holds --max-connections connections; retry later",
+        "too_many_connections",
+        "server_error",
+        **{"Retry-After": "1"},
+    )
+
+
 def _too_many_uploads() -> bytes:
     return _error_response(
         429,
@@ -175,7 +185,18 @@ class IntakeWorker(ThreadWorker):
                 raise
             return
         self.nr_conns += 1
-        self._start_intake(TConn(self.cfg, client, address, listener.getsockname()))
+        conn = TConn(self.cfg, client, address, listener.getsockname())
+        if self.nr_conns - len(self.lingering) > self.app.config.max_connections:
+            # Full: the oldest connection still sending its head makes room (a slow client,
+            # most likely), so that a probe or a real client is never left in the backlog.
+            victim = next((c for c, i in self.intakes.items() if i.head is None), None)
+            self._count_rejection("connections")
+            if victim is None:  # every connection is a request or a session: refuse this one
+                self._send_and_forget(conn, _too_many_connections(), linger=False)
+                return
+            self._finish_intake(victim, self.intakes.get(victim))  # unregistered before closed
+            self._send_and_forget(victim, _too_many_connections(), linger=False)
+        self._start_intake(conn)
 
     def on_client_socket_readable(self, conn: TConn, client: socket.socket) -> None:
         """A kept-alive connection's next request: read it like a new one."""
@@ -253,7 +274,9 @@ class IntakeWorker(ThreadWorker):
         with contextlib.suppress(KeyError, ValueError, OSError):
             self.poller.unregister(conn.sock)
 
-    def _send_and_forget(self, conn: TConn, data: bytes, close: bool = True) -> None:
+    def _send_and_forget(
+        self, conn: TConn, data: bytes, close: bool = True, linger: bool = True
+    ) -> None:
         """A short answer from the loop: it fits the socket's empty send buffer, so a
         non-blocking send never waits. Then the connection closes, lingering: what the client
         still sends (the body of a refused upload) is read and dropped for a moment, since
@@ -264,6 +287,10 @@ class IntakeWorker(ThreadWorker):
             return
         with contextlib.suppress(OSError):
             conn.sock.shutdown(socket.SHUT_WR)
+        if not linger:
+            self.nr_conns -= 1
+            conn.close()
+            return
         self.lingering[conn] = time.monotonic() + _LINGER_S
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_lingering, conn))
 
@@ -425,7 +452,10 @@ class Application(BaseApplication):
             "workers": 1,
             "worker_class": DrainingWorker,
             "threads": c.http_threads,
-            "worker_connections": c.max_connections,
+            # The intake keeps open connections at --max-connections by evicting the slowest
+            # (IntakeWorker.accept); gthread's own gate, which stops accepting (probes would
+            # wait in the backlog), stays above it.
+            "worker_connections": c.max_connections + c.http_threads + 64,
             "graceful_timeout": math.ceil(c.drain_timeout_s + STOP_MARGIN_S),
             # The worker's main loop (not a request) silent this long is restarted; the clock
             # runs from the fork, so it must cover importing onnxruntime (CUDA libraries from a

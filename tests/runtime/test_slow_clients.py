@@ -190,3 +190,29 @@ def test_a_partial_request_pipelined_behind_a_whole_one_holds_no_thread(
         for sock in socks:
             both = response_of(sock)
             assert both.startswith(b"HTTP/1.1 200 ") and b"HTTP/1.1 408 " in both, both[-300:]
+
+
+def test_at_max_connections_the_slowest_make_room_for_probes_and_requests(
+    tone_dir: Path, tmp_path: Path
+) -> None:
+    """Three times --max-connections trickling heads: each new connection evicts the oldest
+    of them (503), so probes and a transcription still get in instead of waiting in the
+    listen backlog."""
+    audio = encode(tone_sentence(PATTERN))
+    with (
+        running(
+            tone_dir, tmp_path, *SMALL, "--header-timeout", "600", "--max-connections", "8"
+        ) as server,
+        ExitStack() as stack,
+    ):
+        slow = [stack.enter_context(connect(server)) for _ in range(24)]
+        for sock in slow:
+            sock.sendall(b"GET /v1/models HTTP/1.1\r\nHo")
+        for path in ("/healthz", "/readyz"):
+            assert requests.get(server.url + path, timeout=60).status_code == 200
+        answer = post(server.url, audio, mime="audio/wav", timeout=60)
+        assert answer.status_code == 200 and answer.json()["text"] == TEXT
+        evicted = [response_of(sock) for sock in slow[:8]]  # the oldest went first
+        assert all(b"HTTP/1.1 503 " in e and b"too_many_connections" in e for e in evicted)
+        metrics = requests.get(server.url + "/metrics", timeout=60).text
+        assert 'kubescribe_requests_refused_total{reason="connections"}' in metrics

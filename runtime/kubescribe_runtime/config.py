@@ -262,6 +262,21 @@ class ServeConfig(_Settings):
         "a realtime turn longer than this is cut (committed) there",
         ge=1,
     )
+    session_max_backlog_seconds: float = _setting(
+        60,
+        "--session-max-backlog-seconds",
+        "KUBESCRIBE_SESSION_MAX_BACKLOG_SECONDS",
+        "audio a realtime session may hold not yet transcribed; past it the client gets an "
+        "error event, and is closed if it goes on to 1.5 times this",
+        gt=0,
+    )
+    session_configure_timeout_s: float = _setting(
+        10,
+        "--session-configure-timeout",
+        "KUBESCRIBE_SESSION_CONFIGURE_TIMEOUT_S",
+        "a new realtime session that sends no session.update for this long is closed",
+        gt=0,
+    )
     drain_timeout_s: float = _setting(
         30, "--drain-timeout", "KUBESCRIBE_DRAIN_TIMEOUT_S", "on SIGTERM, longest drain", ge=0
     )
@@ -288,6 +303,8 @@ class ServeConfig(_Settings):
     def model_post_init(self, __context: Any) -> None:
         if self.window_overlap_seconds * 2 >= self.window_seconds:
             raise ValueError("window overlap must be less than half the window length")
+        if self.session_max_backlog_seconds <= self.max_turn_seconds:
+            raise ValueError("--session-max-backlog-seconds must exceed --max-turn-seconds")
 
     @property
     def max_upload_bytes(self) -> int:

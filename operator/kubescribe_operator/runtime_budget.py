@@ -46,7 +46,7 @@ FEATURES_MIB_PER_S = 0.04  # 80 log-mel bins × 100 frames/s × float32, with sl
 ACTIVATIONS_MIB_PER_S = 2.0  # a Conformer-CTC's activations per second of audio in a batch
 SESSION_MIB = 8  # a session's WebSocket inbox (4 frames of up to 1 MiB), resampler, thread
 # Per second of a session's backlog: 16 kHz float32 samples (0.06 MiB) held in the buffer and
-# again in a queued decode, their features, with slack.
+# again in a queued decode, their features; a session is closed at 1.5 times its backlog.
 BACKLOG_MIB_PER_S = 0.25
 
 

@@ -10,9 +10,9 @@ Bounds: ``--max-sessions`` (one more: an ``error`` event, then close 1013 with t
 ``--session-idle-timeout``, ``--session-max-duration`` and ``--session-configure-timeout`` (no
 ``session.update`` yet) (an ``error`` event, then close 1000), ``--max-append-kb`` (larger: an
 ``error`` event; a frame over twice that: close 1009), ``--session-max-backlog-seconds`` (audio
-received but not yet transcribed: past it an ``error`` event, and the session stops reading
-until its decodes bring the backlog under half of it, so TCP pushes back on the client), a
-client that stops reading (a send blocked for :data:`SEND_TIMEOUT_S`: the session ends).
+received but not yet transcribed: past it an ``error`` event, at 1.5 times it a last one and
+close 1008), a client that stops reading (a send blocked for :data:`SEND_TIMEOUT_S`: the
+session ends).
 On SIGTERM the open turn is committed, its ``completed`` event sent, then close 1001: the
 client reconnects (to another replica). A client's own close ends the session quietly
 (``client_closed``).

@@ -4,11 +4,11 @@ configure deadline, maximum duration, audio backlog, drain) enforced on the way.
 
 Decodes finish on the batcher's threads; the loop collects them in one pass (each pending decode
 is asked once whether it is done), so none can be missed, and the session sends finals in
-commit order. Past ``--session-max-backlog-seconds`` of audio not yet transcribed, the loop
-sends an ``error`` event and stops reading until the decodes bring the backlog under half of
-it: the WebSocket's bounded inbox (:mod:`.websocket`) fills and TCP pushes back on the client.
-A session still over half its backlog after :data:`PAUSE_LIMIT_S` without reading goes on
-flooding: it is closed (1008) with a last ``error``.
+commit order. Past ``--session-max-backlog-seconds`` of audio not yet transcribed the client
+gets an ``error`` event (once, until the backlog is back under the bound); a client that goes
+on to :data:`CLOSE_AT` times the bound is closed (1008) with a last ``error``. The loop keeps
+reading all along: a client's keepalive pings are answered, and the WebSocket's bounded inbox
+(:mod:`.websocket`) holds what it has not taken yet.
 """
 
 from __future__ import annotations
@@ -33,9 +33,10 @@ log = logging.getLogger(__name__)
 SEND_TIMEOUT_S = 5.0
 _POLL_BUSY_S = 0.01  # while decodes are pending
 _POLL_IDLE_S = 0.05
-# The longest a session stops reading: a client's keepalive pings wait behind its audio (the
-# websockets library, under OpenAI's client, gives up on a pong after 20 s).
-PAUSE_LIMIT_S = 10.0
+# A backlog this many times --session-max-backlog-seconds closes the session. (Not reading
+# instead, so that TCP pushes back, would stall the client's keepalive pings behind its own
+# queued audio: OpenAI's client gives up on a pong after 20 s.)
+CLOSE_AT = 1.5
 
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
@@ -83,7 +84,6 @@ class SessionRunner:
         service: Service,
         metrics: RealtimeMetrics,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.ws = ws
         self.session = session
@@ -91,7 +91,6 @@ class SessionRunner:
         self.service = service
         self.metrics = metrics
         self.clock = clock
-        self.sleep = sleep
         self.pending: list[PendingDecode] = []
         self.arrivals = _Arrivals()
         config = service.config
@@ -100,8 +99,7 @@ class SessionRunner:
         self.configure_s = config.session_configure_timeout_s
         self.max_backlog_s = config.session_max_backlog_seconds
         self.draining = False
-        self.paused = False  # the audio backlog is full: no event is read
-        self.paused_at = 0.0
+        self.warned = False  # the client was told its backlog passed the bound
         self.started = self.last_event = 0.0
 
     # -- output ----------------------------------------------------------------------------
@@ -190,35 +188,33 @@ class SessionRunner:
     def backlog_s(self) -> float:
         """Audio received and not yet transcribed: the session's buffer and what its pending
         decodes hold."""
-        pending = sum(len(p.request.samples) for p in self.pending)
+        # (A partial decode copies at most its window of the open turn: not counted again.)
+        pending = sum(len(p.request.samples) for p in self.pending if p.request.kind == "final")
         return self.session.buffered_s + pending / self.session.rate
 
     def _check_backlog(self) -> None:
         backlog = self.backlog_s
-        if self.paused:  # read again at half the cap (or when no decode is left to wait for)
-            self.paused = bool(self.pending) and backlog > self.max_backlog_s / 2
-            if self.paused and self.clock() - self.paused_at > PAUSE_LIMIT_S:
-                self._end_with_error(
-                    "input_audio_buffer_backlog",
-                    f"the session still holds {backlog:.1f} s of audio not yet transcribed "
-                    f"after {PAUSE_LIMIT_S:g} s without reading: the audio comes much faster "
-                    "than real time; closing the session",
-                    CLOSE_POLICY,
-                    "backlog",
-                )
-            return
         if backlog <= self.max_backlog_s:
+            self.warned = False
             return
-        message = (
-            f"the session holds {backlog:.1f} s of audio not yet transcribed (at most "
-            f"{self.max_backlog_s:g} s): send audio at real-time pace; no event is read until "
-            "the backlog is transcribed"
-        )
-        if not self.pending:  # nothing in flight could bring it down
-            self._end_with_error("input_audio_buffer_backlog", message, CLOSE_POLICY, "backlog")
-        self._send(self.session.error_event("input_audio_buffer_backlog", message))
-        self.paused = True
-        self.paused_at = self.clock()
+        held = f"the session holds {backlog:.1f} s of audio not yet transcribed"
+        finals = any(p.request.kind == "final" for p in self.pending)
+        if backlog > CLOSE_AT * self.max_backlog_s or not finals:  # (none: it cannot go down)
+            self._end_with_error(
+                "input_audio_buffer_backlog",
+                f"{held}: the audio comes much faster than real time; closing the session",
+                CLOSE_POLICY,
+                "backlog",
+            )
+        if not self.warned:
+            self.warned = True
+            self._send(
+                self.session.error_event(
+                    "input_audio_buffer_backlog",
+                    f"{held} (at most {self.max_backlog_s:g} s): send audio at real-time pace; "
+                    f"at {CLOSE_AT * self.max_backlog_s:g} s the session is closed",
+                )
+            )
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -265,16 +261,12 @@ class SessionRunner:
                 CLOSE_NORMAL,
                 "expired",
             )
-        self._check_backlog()
-        if self.paused:  # not idle: this side stopped reading
-            self.sleep(_POLL_BUSY_S)  # (as a receive would wait)
+        message = self.ws.receive(timeout=_POLL_BUSY_S if self.pending else _POLL_IDLE_S)
+        if message is not None:
             self.last_event = self.clock()
-        else:
-            message = self.ws.receive(timeout=_POLL_BUSY_S if self.pending else _POLL_IDLE_S)
-            if message is not None:
-                self.last_event = self.clock()
-                self._receive(message)
+            self._receive(message)
         self._collect()
+        self._check_backlog()
 
     def _end_with_error(self, code: str, message: str, close: int, why: str) -> NoReturn:
         self._send(self.session.error_event(code, message))

@@ -3,8 +3,8 @@
 simple-websocket reads the socket on a thread of its own into an unbounded list; a client that
 sends faster than its session takes events would grow the process without limit. Here the
 reader waits while :data:`MAX_QUEUED_MESSAGES` events are queued, so the kernel's receive
-buffer fills and TCP pushes back on the client; the session stops taking events (its audio
-backlog is full) the same way. Also here: the browser sub-protocols, a send timeout (a client
+buffer fills and TCP pushes back on the client (the session's own bound is its audio backlog,
+:mod:`.runner`). Also here: the browser sub-protocols, a send timeout (a client
 that never reads), and a client's own close seen as a close, not as a failed send.
 """
 

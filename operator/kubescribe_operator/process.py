@@ -43,7 +43,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from kubescribe.errors import KubescribeError
-from kubescribe_operator import apply, handlers, overlap, watchdog
+from kubescribe_operator import apply, crd_release, handlers, overlap, watchdog
 from kubescribe_operator.kube import Kube
 
 DEFAULT_PEERING = "kubescribe"
@@ -212,6 +212,9 @@ def main(argv: Sequence[str]) -> int:
     )
     registry = kopf.OperatorRegistry()
     handlers.register(registry, ctx)
+    metrics_servers: list[Any] = []
+    # Its CRD deleted while it runs: kopf stops serving SpeechModels, this releases them.
+    crd_release.register(registry, ctx.kube.api, args.namespace or None)
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -229,11 +232,16 @@ def main(argv: Sequence[str]) -> int:
         # neither does (the process exits when kopf cannot work), so KubescribeOperatorAbsent
         # and the liveness probe agree.
         if args.metrics_port:
-            start_http_server(args.metrics_port)
+            metrics_servers.append(start_http_server(args.metrics_port)[0])
             log.info("metrics on :%d/metrics", args.metrics_port)
 
     liveness = f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None
     stop = threading.Event()
+
+    def stopping() -> None:  # /metrics goes as soon as the process stops working
+        for server in metrics_servers:
+            server.shutdown()
+            server.server_close()
 
     def run_kopf() -> None:
         kopf.run(
@@ -250,12 +258,16 @@ def main(argv: Sequence[str]) -> int:
 
     alive = _answers(f"http://127.0.0.1:{args.liveness_port}/healthz") if liveness else None
     dog = watchdog.Watchdog(ctx.kube.ready, alive, outage_limit=args.api_outage_exit_seconds)
-    return _supervise(run_kopf, stop, dog)
+    code = _supervise(run_kopf, stop, dog, stopping)
+    # Not a normal interpreter exit: it joins every worker thread, and one still blocked in a
+    # request (or on kopf's stop flag) would keep a process that does nothing alive.
+    _exit_now(code)
+    return code
 
 
 # Longest wait for kopf to stop after a stop was asked for; then the process exits anyway.
 STOP_GRACE_SECONDS = 10.0
-WATCH_INTERVAL_SECONDS = 5.0
+WATCH_INTERVAL_SECONDS = 2.0
 
 
 def _answers(url: str) -> Callable[[], bool]:
@@ -269,9 +281,15 @@ def _answers(url: str) -> Callable[[], bool]:
     return check
 
 
-def _supervise(run: Callable[[], None], stop: threading.Event, dog: watchdog.Watchdog) -> int:
+def _supervise(
+    run: Callable[[], None],
+    stop: threading.Event,
+    dog: watchdog.Watchdog,
+    on_stop: Callable[[], None] = lambda: None,
+) -> int:
     """Run kopf (``run``) in a thread; exit on a signal, a failed kopf or the watchdog's word,
-    within STOP_GRACE_SECONDS of the stop whatever kopf does."""
+    within STOP_GRACE_SECONDS of the stop whatever kopf does. ``on_stop`` runs once, when the
+    stop starts (or kopf ended by itself)."""
     failed: list[BaseException] = []
     stopping: list[tuple[float, int]] = []  # (deadline, exit code) once a stop was asked for
 
@@ -286,6 +304,7 @@ def _supervise(run: Callable[[], None], stop: threading.Event, dog: watchdog.Wat
             log.warning("stopping: %s", why)
             stopping.append((time.monotonic() + STOP_GRACE_SECONDS, code))
             stop.set()
+            on_stop()
 
     previous = {
         signum: signal.signal(signum, lambda n, _f: request_stop(signal.Signals(n).name, 0))
@@ -298,6 +317,9 @@ def _supervise(run: Callable[[], None], stop: threading.Event, dog: watchdog.Wat
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+    if not stopping:
+        stop.set()  # kopf ended by itself: release what waits on its stop flag
+        on_stop()
     if failed:
         log.error("the operator failed: %r", failed[0])
         return 1

@@ -5,12 +5,13 @@ watch tasks either fail (the process exits) or die quietly while the process, it
 endpoint's socket and `/metrics` live on, reconciling nothing and ignoring SIGTERM. So kopf runs
 in a thread of its own and the main thread watches it (`process.main`):
 
-- the API server: `GET /readyz` every ``interval`` seconds (a non-resource URL every
+- the API server: `GET /readyz` every 2 s (a non-resource URL every
   authenticated user may read; not counted against any namespace). Unreachable for longer than
   ``outage_limit``: the process exits (code 1) so its Deployment restarts it with fresh watches
   and caches, which then reconcile everything once (`on.resume`);
-- kopf's liveness endpoint (when enabled): refused or failing for longer than ``outage_limit``
-  after it had answered: the same;
+- kopf's liveness endpoint (when enabled): refused or failing for longer than ``alive_limit``
+  (5 s) after it had answered: the same (kopf is stopping, or its tasks died);
+- a stop also closes `/metrics` at once, so that it and the liveness endpoint go together;
 - a stop (SIGTERM, SIGINT, or either of the above) asks kopf to stop and exits after at most
   ``grace`` seconds whatever kopf does, so a pod's termination never waits for SIGKILL.
 
@@ -34,6 +35,9 @@ class Watchdog:
     api_ok: Callable[[], bool]
     alive: Callable[[], bool] | None  # kopf's liveness endpoint; None: disabled
     outage_limit: float = 60.0
+    # kopf's liveness endpoint refusing after it had answered: kopf is stopping or its tasks
+    # died (the zombie); no reason to wait as long as for the API server.
+    alive_limit: float = 5.0
     clock: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
     _api_since: float | None = None  # the last time the API answered
@@ -63,6 +67,6 @@ class Watchdog:
             )
         if self._alive_seen and self._alive_since is not None:
             dead = now - self._alive_since
-            if dead > self.outage_limit:
+            if dead > self.alive_limit:
                 return f"kopf's liveness endpoint has not answered for {dead:.0f} s: exiting"
         return None

@@ -1,17 +1,18 @@
 """Realtime sessions flooded faster than real time (issue 20.3): the server's memory during and
 after, on this tree and on a baseline commit's server.
 
-    .venv/bin/python -m bench.realtime_flood            # full run (about 6 minutes)
+    .venv/bin/python -m bench.realtime_flood            # full run (about 8 minutes)
     .venv/bin/python -m bench.realtime_flood --smoke    # seconds: checks that it runs
 
-Each of ``--sessions`` sessions (manual turns: the server cuts one every --max-turn-seconds)
-sends speech at ``--speed`` times real time for ``--seconds`` of wall time, in 100 ms appends,
-as fast as the server takes them (a send blocks when TCP pushes back), while a reader takes
-every event. The server's RSS (the process and its workers) is sampled every second: before
-(after one warm-up transcription), at its peak, and once the sessions have ended (``after``:
-the sessions gauge back at 0, at most 60 s after the clients closed). The baseline is taken
-after a 3-minute file was transcribed and every session flooded for 20 s: the engine's memory
-arena (kept, as for any request) has grown to full batches and to turns' decodes by then.
+Each of ``--sessions`` clients (manual turns: the server cuts one every --max-turn-seconds)
+sends speech at ``--speed`` times real time for ``--seconds`` of wall time, in 100 ms appends
+(a send blocks when TCP pushes back), while a reader takes every event; a session the server
+closes is opened again at once, as a client that retries would. The server's RSS (the process
+and its workers) is sampled every second: before, at its peak, and once the sessions have
+ended (``after``: the sessions gauge back at 0, at most 60 s after the clients closed). The
+baseline is taken after a 3-minute file was transcribed and every client flooded for 20 s: the
+engine's memory arena (kept, as for any request) has grown to full batches and to turns'
+decodes by then.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import requests
 import soxr
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from bench.common import (
@@ -57,8 +59,9 @@ APPEND_S = 0.1
 class Flow:
     sent_s: float = 0.0
     completed: int = 0
+    sessions: int = 0
     errors: dict[str, int] = field(default_factory=dict)
-    closed: str = ""
+    closes: dict[str, int] = field(default_factory=dict)  # by the server's close code
 
 
 @dataclass
@@ -90,6 +93,18 @@ def _speech(seconds: float) -> bytes:
 
 
 def _flood(url: str, audio: bytes, speed: float, seconds: float, flow: Flow) -> None:
+    """Send at ``speed`` × real time for ``seconds``; a session the server closes is opened
+    again at once (as a client that retries would)."""
+    started = time.monotonic()
+    offset = 0
+    while time.monotonic() - started < seconds:
+        offset = _session(url, audio, speed, started, seconds, flow, offset)
+        flow.sessions += 1
+
+
+def _session(
+    url: str, audio: bytes, speed: float, started: float, seconds: float, flow: Flow, offset: int
+) -> int:
     ws_url = url.replace("http://", "ws://") + "/v1/realtime?intent=transcription"
     step = int(48000 * APPEND_S)
     with connect(ws_url, max_size=None, open_timeout=30) as ws:
@@ -109,22 +124,26 @@ def _flood(url: str, audio: bytes, speed: float, seconds: float, flow: Flow) -> 
                     elif event["type"] == "error":
                         code = event["error"]["code"]
                         flow.errors[code] = flow.errors.get(code, 0) + 1
-            except Exception as exc:  # the connection closed
-                flow.closed = type(exc).__name__
+            except ConnectionClosed as exc:
+                flow.closes[str(exc.rcvd.code if exc.rcvd else "none")] = (
+                    flow.closes.get(str(exc.rcvd.code if exc.rcvd else "none"), 0) + 1
+                )
 
         reader = threading.Thread(target=read, daemon=True)
         reader.start()
-        started = time.monotonic()
-        offset = 0
-        while time.monotonic() - started < seconds:
-            chunk = base64.b64encode(audio[offset : offset + step]).decode()
-            ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
-            offset = (offset + step) % (len(audio) - step)
-            flow.sent_s += APPEND_S
-            ahead = started + flow.sent_s / speed - time.monotonic()
-            if ahead > 0:
-                time.sleep(ahead)
+        try:
+            while time.monotonic() - started < seconds:
+                chunk = base64.b64encode(audio[offset : offset + step]).decode()
+                ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
+                offset = (offset + step) % (len(audio) - step)
+                flow.sent_s += APPEND_S
+                ahead = started + flow.sent_s / speed - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)
+        except ConnectionClosed:
+            pass  # the server closed it
     reader.join(10)
+    return offset
 
 
 def _sessions_open(url: str) -> float:
@@ -212,10 +231,16 @@ def run(argv: Sequence[str] | None) -> int:
     for r in runs:
         sent = sum(f.sent_s for f in r.flows)
         errors = sum(sum(f.errors.values()) for f in r.flows)
+        closes: dict[str, int] = {}
+        for f in r.flows:
+            for code, n in f.closes.items():
+                closes[code] = closes.get(code, 0) + n
         rows.append(
             [
                 r.label,
                 fmt(sent / args.seconds / len(r.flows), 1) + "×",
+                sum(f.sessions for f in r.flows),
+                ", ".join(f"{n}× {code}" for code, n in sorted(closes.items())) or "—",
                 sum(f.completed for f in r.flows),
                 errors,
                 fmt(r.before_mib, 0),
@@ -227,7 +252,9 @@ def run(argv: Sequence[str] | None) -> int:
     table = markdown_table(
         [
             "server",
-            "audio taken per session (× real time)",
+            "audio taken per client (× real time)",
+            "sessions",
+            "closes (code)",
             "turns completed",
             "error events",
             "RSS before (MiB)",

@@ -73,7 +73,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from kubescribe.errors import KubescribeError
-from kubescribe_operator import builders
+from kubescribe_operator import naming
 from kubescribe_operator.api import GROUP, PLURAL
 from kubescribe_operator.cache import Overlay, Snapshot, object_key, owned_by
 from kubescribe_operator.kinds import CHILD_KINDS, FIELD_MANAGER, kind_of
@@ -249,12 +249,12 @@ def handover(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> Obj 
 
 def stale_children(snap: Snapshot, desired: Sequence[Mapping[str, Any]], uid: str) -> list[Obj]:
     """Children owned by ``uid`` of the kinds the operator writes that are no longer desired."""
-    wanted = {builders.child_identity(dict(d)) for d in desired}
+    wanted = {naming.child_identity(dict(d)) for d in desired}
     return [
         obj
         for kind in CHILD_KINDS.values()
         for obj in snap.owned(kind.kind, uid)
-        if builders.child_identity(obj) not in wanted
+        if naming.child_identity(obj) not in wanted
     ]
 
 
@@ -329,7 +329,7 @@ def apply_children(
     namespace, result = snap.namespace, ApplyResult()
     for child in desired:
         kind = kind_of(child)
-        identity = builders.child_identity(child)
+        identity = naming.child_identity(child)
         name = child["metadata"]["name"]
         live = next((o for o in snap.of_kind(kind.kind) if o["metadata"]["name"] == name), None)
         if live is not None and not owned_by(live, owner_uid):
@@ -375,7 +375,7 @@ def apply_children(
         memory.remember(namespace, identity, Applied(want, managed_fields(after)))
         (result.patched if live is not None else result.created).append(identity)
     for obj in stale_children(snap, desired, owner_uid):
-        identity = builders.child_identity(obj)
+        identity = naming.child_identity(obj)
         kind = kind_of(obj)
         log.info("deleting %s %s/%s", kind.kind, namespace, identity[2])
         kube.delete(kind.path(namespace, identity[2]), uid=obj["metadata"].get("uid"))

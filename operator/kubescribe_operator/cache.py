@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubescribe_operator import builders
+from kubescribe_operator import naming
 from kubescribe_operator.kinds import (
     CHILD_KINDS,
     DEPLOYMENT,
@@ -63,9 +63,9 @@ _META = (
 def owner_name(body: Mapping[str, Any]) -> str | None:
     """The SpeechModel a child belongs to, by its labels (None: not one of ours)."""
     labels = (body.get("metadata") or {}).get("labels") or {}
-    if labels.get(builders.LABEL_NAME) != "kubescribe":
+    if labels.get(naming.LABEL_NAME) != "kubescribe":
         return None
-    instance = labels.get(builders.LABEL_INSTANCE)
+    instance = labels.get(naming.LABEL_INSTANCE)
     return str(instance) if instance else None
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kubescribe_operator import builders
+from kubescribe_operator import naming
 from kubescribe_operator.api import ModelRef
 
 # Waiting reasons of a container that will not get better by waiting.
@@ -80,7 +80,7 @@ def _get(obj: Mapping[str, Any] | None, *path: str) -> Any:
 
 
 def _ref_of_template(obj: Mapping[str, Any]) -> str | None:
-    ref = _get(obj, "spec", "template", "metadata", "annotations", builders.ANNOTATION_MODEL_REF)
+    ref = _get(obj, "spec", "template", "metadata", "annotations", naming.ANNOTATION_MODEL_REF)
     return str(ref) if ref is not None else None
 
 
@@ -219,7 +219,7 @@ def observe(
     for pod in sorted(pods, key=lambda p: str(_get(p, "metadata", "name"))):
         if _get(pod, "metadata", "deletionTimestamp"):
             continue
-        ref = _get(pod, "metadata", "annotations", builders.ANNOTATION_MODEL_REF)
+        ref = _get(pod, "metadata", "annotations", naming.ANNOTATION_MODEL_REF)
         if ref is None:
             continue
         found = _pod_problems(pod)

@@ -37,7 +37,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from kubescribe_operator import builders
+from kubescribe_operator import naming
 from kubescribe_operator.api import ModelRef
 from kubescribe_operator.observe import Assessment, Observed, Progress, assess
 from kubescribe_operator.spec import SpeechModelSpec
@@ -203,8 +203,8 @@ def decide(
         ready_replicas=observed.ready_replicas,
         ready=f"{observed.ready_replicas}/{observed.desired_replicas}",
         updated_replicas=observed.updated_replicas,
-        selector=builders.selector_string(name) if name else prev.selector,
-        endpoint=builders.endpoint(name, namespace, spec) if name and namespace else prev.endpoint,
+        selector=naming.selector_string(name) if name else prev.selector,
+        endpoint=naming.endpoint(name, namespace, spec) if name and namespace else prev.endpoint,
         history=state.history[-MAX_HISTORY:],
     )
     for type_, (flag, reason, message) in conditions.items():

@@ -23,7 +23,7 @@ BENCHMARKS = [
     ("bench.pipeline", "pipeline", "| batch | kubescribe (audio s/s) |"),
     ("bench.server", "server", "| clip | clients | mode | requests ok |"),
     ("bench.server --cpu", "server-cpu", "| variant | clients | requests ok |"),
-    ("bench.nonspeech", "nonspeech", "| padding | WER, VAD on |"),
+    ("bench.nonspeech", "nonspeech", "| condition | WER, before (energy) |"),
     ("bench.streaming", "streaming", "| streams | turns complete | delta words |"),
     ("bench.turns", "turns", "| noise | SNR | detector | calls exact |"),
     ("bench.int8_long", "int8-long", "| `model.int8.onnx` |"),

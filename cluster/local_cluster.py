@@ -2,10 +2,13 @@
 
 etcd, kube-apiserver (TLS, RBAC, service-account issuer, OwnerReferencesPermissionEnforcement,
 an audit log of every request), kube-controller-manager, kube-scheduler and KWOK, whose fake
-CPU and GPU nodes run the pods (cluster/kwok-stages.yaml). Only the standard library and the
-`openssl` command are needed, so `make cluster` runs before any virtualenv exists.
+CPU and GPU nodes run the pods (cluster/kwok-stages.yaml); with ``real_node``, one real node
+beside them (cluster/node.py: containerd, kubelet, kube-proxy in a network namespace of its own),
+and the API server then listens on the host side of the node's veth instead of loopback. Only
+the standard library and the `openssl` command are needed, so `make cluster` runs before any
+virtualenv exists.
 
-    python3 cluster/local_cluster.py up   [--state-dir DIR]   # prints export lines last
+    python3 cluster/local_cluster.py up   [--state-dir DIR] [--real-node]  # exports last
     python3 cluster/local_cluster.py down [--state-dir DIR]   # stops every process by PID
 """
 
@@ -15,8 +18,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -29,39 +30,25 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # run as a script: pki.py sits beside it
     sys.path.insert(0, str(HERE))
+import components  # noqa: E402
+import node_host  # noqa: E402
+from components import SERVICE_IP, free_port  # noqa: E402
+from node import NODE_NAME, NodeImages, RealNode, missing_programs  # noqa: E402
 from pki import Pki, make_pki  # noqa: E402
+from procs import alive, die_with_parent, log, terminate  # noqa: E402
 
-SERVICE_CIDR = "10.96.0.0/16"
-SERVICE_IP = "10.96.0.1"
-POD_CIDR = "10.244.0.1/16"
 STARTUP_TIMEOUT_S = 120.0
-CONTROLLERS = (
-    "deployment-controller",
-    "replicaset-controller",
-    "garbage-collector-controller",
-    "horizontal-pod-autoscaler-controller",
-    "disruption-controller",
-    "namespace-controller",
-    "serviceaccount-controller",
-    "root-ca-certificate-publisher-controller",
-    "resourcequota-controller",
-    "endpointslice-controller",
-)
 PROGRAMS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+
+
+REAL_NODE_ENV = "KUBESCRIBE_REAL_NODE"
+# Set to a reason, the real node is refused as on a machine that cannot run one (tests of that
+# path run where it can).
+FORCE_NO_NODE_ENV = "KUBESCRIBE_NO_REAL_NODE"
 
 
 class ClusterError(RuntimeError):
     """The control plane could not be built, started or reached."""
-
-
-def log(message: str) -> None:
-    print(f"[cluster {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def build(repo: Path = HERE.parent) -> Path:
@@ -83,20 +70,30 @@ class State:
     etcd_peer_port: int
     api_port: int
     pids: dict[str, int] = field(default_factory=dict)
+    api_host: str = "127.0.0.1"
+    node_slot: int | None = None  # the real node's (node_host.Slot), None without one
 
 
 class LocalCluster:
     """One control plane, its state under ``state_dir`` (removed by ``stop``)."""
 
     def __init__(
-        self, state_dir: Path, bin_dir: Path | None = None, detached: bool = False
+        self,
+        state_dir: Path,
+        bin_dir: Path | None = None,
+        detached: bool = False,
+        real_node: bool = False,
     ) -> None:
         # detached: the processes outlive this one (`make cluster`); otherwise they get SIGTERM
         # when it dies, so a killed test run leaves nothing behind.
+        # real_node: make room for a real node (its namespace, the API server on its veth);
+        # start_node starts it.
         self.detached = detached
         self.dir = state_dir.resolve()
         self.bin = (bin_dir or build()).resolve()
         self.state: State | None = None
+        self.real_node = real_node
+        self.node_skipped = ""  # why no real node runs although one was asked for
 
     # ----------------------------------------------------------------- paths
     @property
@@ -114,7 +111,13 @@ class LocalCluster:
     @property
     def server(self) -> str:
         assert self.state is not None
-        return f"https://127.0.0.1:{self.state.api_port}"
+        return f"https://{self.state.api_host}:{self.state.api_port}"
+
+    @property
+    def node(self) -> RealNode | None:
+        if self.state is None or self.state.node_slot is None:
+            return None
+        return RealNode(node_host.Slot(self.state.node_slot), self.dir / "node", self.bin, self.pki)
 
     @property
     def state_file(self) -> Path:
@@ -133,16 +136,23 @@ class LocalCluster:
             raise ClusterError(f"{self.dir} holds a running cluster: stop it first (make down)")
         (self.dir / "logs").mkdir(parents=True, exist_ok=True)
         self.state = State(str(self.bin), free_port(), free_port(), free_port())
-        make_pki(self.dir / "pki", SERVICE_IP)
-        self._write_kubeconfig()
         try:
-            self._spawn("etcd", self._etcd_args())
+            slot = self._node_slot()
+            if slot is not None:
+                self.state.node_slot, self.state.api_host = slot.index, slot.host_ip
+                self._save_state()
+            service_ip = slot.service_ip if slot else SERVICE_IP
+            make_pki(self.dir / "pki", service_ip, (slot.host_ip,) if slot else ())
+            if self.node is not None:
+                self.node.certificates()
+            self._write_kubeconfig()
+            self._spawn("etcd", components.etcd_args(self))
             self._wait(self._etcd_healthy, "etcd")
-            self._spawn("kube-apiserver", self._apiserver_args())
+            self._spawn("kube-apiserver", components.apiserver_args(self))
             self._wait(self._api_ready, "kube-apiserver")
-            self._spawn("kube-controller-manager", self._controller_manager_args())
-            self._spawn("kube-scheduler", self._scheduler_args())
-            self._spawn("kwok", self._kwok_args())
+            self._spawn("kube-controller-manager", components.controller_manager_args(self))
+            self._spawn("kube-scheduler", components.scheduler_args(self))
+            self._spawn("kwok", components.kwok_args(self))
             self.kubectl("apply", "-f", str(HERE / "manifests" / "nodes.yaml"))
             self.kubectl("wait", "--for=condition=Ready", "node", "--all", "--timeout=60s")
             # The API server taints new nodes not-ready; the node-lifecycle controller would lift
@@ -154,14 +164,61 @@ class LocalCluster:
             raise
         log(f"control plane up in {time.monotonic() - t0:.1f} s: {self.server}")
 
-    def stop(self, keep_state: bool = False) -> None:
+    def _node_slot(self) -> node_host.Slot | None:
+        """The real node's slot, or None (with the reason logged in one line) where this
+        machine cannot run one; the KWOK nodes run either way."""
+        if not self.real_node:
+            return None
+        try:
+            if reason := os.environ.get(FORCE_NO_NODE_ENV):
+                raise node_host.NodeHostError(f"{reason} ({FORCE_NO_NODE_ENV})")
+            if missing := missing_programs(self.bin):
+                raise node_host.NodeHostError(f"missing {', '.join(missing)}")
+            return node_host.acquire()
+        except node_host.NodeHostError as exc:
+            self.node_skipped = str(exc)
+            log(f"no real node (KWOK nodes only): {exc}")
+            return None
+
+    def start_node(self, images: NodeImages) -> RealNode:
+        """Start the real node (containerd with ``images`` imported, kubelet, kube-proxy) and
+        wait until it is Ready. Needs ``real_node`` and a machine that can run it."""
+        node = self.node
+        if node is None:
+            raise ClusterError(f"no real node here: {self.node_skipped or 'real_node not set'}")
+        t0 = time.monotonic()
+        try:
+            node.start(self._spawn_node, self.write_kubeconfig, images, self._wait)
+            self._wait(self._node_registered, f"node {NODE_NAME} registered")
+            self.kubectl("wait", "--for=condition=Ready", f"node/{NODE_NAME}", "--timeout=180s")
+        except BaseException:
+            self.stop()
+            raise
+        # As for the KWOK nodes: no node-lifecycle controller runs to lift this taint.
+        self.kubectl("taint", "nodes", NODE_NAME, "node.kubernetes.io/not-ready:NoSchedule-")
+        log(f"real node {NODE_NAME} Ready in {time.monotonic() - t0:.1f} s ({node.slot.node_ip})")
+        return node
+
+    def stop(self, keep_state: bool = False) -> list[str]:
+        """Stop every process and remove what the real node made; returns what is left of
+        it on the host (nothing, unless something resisted)."""
         state = self.state or self._load_state()
+        left: list[str] = []
         if state is not None:
             for name in reversed(list(state.pids)):
-                _terminate(state.pids[name], name)
+                terminate(state.pids[name], name)
+            if state.node_slot is not None:
+                slot = node_host.Slot(state.node_slot)
+                removed = node_host.teardown(slot, self.dir)
+                left = node_host.leftovers(slot, self.dir) + [
+                    f"file {path}" for path in removed if path.exists()
+                ]
+                if left:
+                    log(f"left on the host after stopping the real node: {left}")
         self.state = None
         if not keep_state:
             shutil.rmtree(self.dir, ignore_errors=True)
+        return left
 
     def adopt(self, name: str, pid: int) -> None:
         """Stop ``pid`` with the cluster (e.g. an operator that `make demo` started)."""
@@ -175,10 +232,10 @@ class LocalCluster:
         """Stop the API server (SIGTERM) and start it again on the same port; ``while_down``
         runs in between (an outage of its length)."""
         assert self.state is not None
-        _terminate(self.state.pids.pop("kube-apiserver"), "kube-apiserver")
+        terminate(self.state.pids.pop("kube-apiserver"), "kube-apiserver")
         if while_down is not None:
             while_down()
-        self._spawn("kube-apiserver", self._apiserver_args())
+        self._spawn("kube-apiserver", components.apiserver_args(self))
         self._wait(self._api_ready, "kube-apiserver")
 
     def kubectl(
@@ -195,18 +252,36 @@ class LocalCluster:
         return out
 
     # ------------------------------------------------------------ processes
-    def _spawn(self, name: str, args: Sequence[str]) -> None:
+    def _spawn(self, name: str, args: Sequence[str], argv: Sequence[str] = ()) -> None:
+        """Start ``name`` from the bin directory with ``args`` (or the command ``argv``)."""
         assert self.state is not None
+        slot = None
+        if argv and self.state.node_slot is not None:
+            slot = node_host.Slot(self.state.node_slot)
+
+        def prepare() -> None:
+            if not self.detached:
+                die_with_parent()
+            if slot is not None:  # a node process: into the node's cgroup
+                node_host.join_node_cgroup(slot)
+
         with (self.dir / "logs" / f"{name}.log").open("ab") as out:
             proc = subprocess.Popen(
-                [str(self.bin / name), *args],
+                list(argv) or [str(self.bin / name), *args],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # no terminal signals; stopped by PID
-                preexec_fn=None if self.detached else _die_with_parent,
+                preexec_fn=prepare,
             )
         self.state.pids[name] = proc.pid
+        self._save_state()
+
+    def _spawn_node(self, name: str, argv: Sequence[str]) -> None:
+        self._spawn(name, (), argv)
+
+    def _save_state(self) -> None:
+        assert self.state is not None
         self.state_file.write_text(json.dumps(asdict(self.state), indent=1))
 
     def _load_state(self) -> State | None:
@@ -220,7 +295,7 @@ class LocalCluster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for name, pid in self.state.pids.items():
-                if not _alive(pid):
+                if not alive(pid):
                     tail = (self.dir / "logs" / f"{name}.log").read_text(errors="replace")
                     raise ClusterError(f"{name} exited:\n{tail[-3000:]}")
             if probe():
@@ -247,94 +322,13 @@ class LocalCluster:
         except OSError:
             return False
 
+    def _node_registered(self) -> bool:
+        return self.kubectl("get", "node", NODE_NAME, check=False).returncode == 0
+
     def _default_serviceaccount(self) -> bool:
         return self.kubectl("get", "serviceaccount", "default", check=False).returncode == 0
 
     # ------------------------------------------------------------- arguments
-    def _etcd_args(self) -> list[str]:
-        assert self.state is not None
-        client = f"http://127.0.0.1:{self.state.etcd_port}"
-        peer = f"http://127.0.0.1:{self.state.etcd_peer_port}"
-        return [
-            "--name=local",
-            f"--data-dir={self.dir / 'etcd'}",
-            f"--listen-client-urls={client}",
-            f"--advertise-client-urls={client}",
-            f"--listen-peer-urls={peer}",
-            f"--initial-advertise-peer-urls={peer}",
-            f"--initial-cluster=local={peer}",
-            "--unsafe-no-fsync",
-            "--log-level=warn",
-        ]
-
-    def _apiserver_args(self) -> list[str]:
-        assert self.state is not None
-        pki = self.pki
-        return [
-            f"--etcd-servers=http://127.0.0.1:{self.state.etcd_port}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            f"--secure-port={self.state.api_port}",
-            f"--tls-cert-file={pki.server_cert}",
-            f"--tls-private-key-file={pki.server_key}",
-            f"--client-ca-file={pki.ca_cert}",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            f"--service-account-key-file={pki.sa_pub}",
-            f"--service-account-signing-key-file={pki.sa_key}",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--authorization-mode=RBAC",
-            "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
-            "--endpoint-reconciler-type=none",
-            "--allow-privileged=true",
-            f"--audit-policy-file={HERE / 'audit-policy.yaml'}",
-            f"--audit-log-path={self.audit_log}",
-            "--audit-log-format=json",
-            "--audit-log-mode=blocking",
-            "--audit-log-maxsize=0",
-            "--profiling=false",
-            "--v=0",
-        ]
-
-    def _component_args(self) -> list[str]:
-        """What controller-manager and scheduler share: admin credentials, one instance, no
-        serving port of their own."""
-        return [
-            f"--kubeconfig={self.kubeconfig}",
-            f"--authentication-kubeconfig={self.kubeconfig}",
-            f"--authorization-kubeconfig={self.kubeconfig}",
-            "--leader-elect=false",
-            "--bind-address=127.0.0.1",
-            "--secure-port=0",
-        ]
-
-    def _controller_manager_args(self) -> list[str]:
-        return [
-            *self._component_args(),
-            f"--controllers={','.join(CONTROLLERS)}",
-            f"--service-account-private-key-file={self.pki.sa_key}",
-            f"--root-ca-file={self.pki.ca_cert}",
-            f"--cluster-signing-cert-file={self.pki.ca_cert}",
-            f"--cluster-signing-key-file={self.pki.ca_key}",
-            "--horizontal-pod-autoscaler-sync-period=5s",
-            "--concurrent-deployment-syncs=10",
-            "--concurrent-replicaset-syncs=10",
-            "--concurrent-gc-syncs=20",
-        ]
-
-    def _scheduler_args(self) -> list[str]:
-        return self._component_args()
-
-    def _kwok_args(self) -> list[str]:
-        return [
-            f"--kubeconfig={self.kubeconfig}",
-            f"--config={HERE / 'kwok-stages.yaml'}",
-            "--manage-all-nodes=false",
-            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-            f"--cidr={POD_CIDR}",
-            "--node-ip=127.0.0.1",
-            f"--server-address=127.0.0.1:{free_port()}",
-        ]
-
     def write_kubeconfig(self, path: Path, user: str, credentials: dict[str, str]) -> Path:
         """A kubeconfig for this cluster as ``user`` (client certificate or token)."""
         config = {
@@ -365,39 +359,12 @@ class LocalCluster:
         )
 
 
-def _die_with_parent() -> None:
-    import ctypes
+def repository_images() -> NodeImages:
+    """The runtime, operator and pause images built from this repository (cluster/images.py)."""
+    from images import ensure_images
 
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        waited, _ = os.waitpid(pid, os.WNOHANG)
-        if waited == pid:
-            return False
-    except ChildProcessError:  # not our child (another process started it)
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def _terminate(pid: int, name: str, timeout: float = 15.0) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not _alive(pid):
-                return
-            time.sleep(0.1)
-        log(f"{name} (pid {pid}) ignored {sig.name}")
+    built = ensure_images()
+    return NodeImages(tuple(built.archives), built.pause)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -408,14 +375,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--state-dir", type=Path, default=HERE.parent / ".cluster")
     parser.add_argument("--name", help="adopt: the process's name")
     parser.add_argument("--pid", type=int, help="adopt: the process to stop with the cluster")
+    parser.add_argument(
+        "--real-node",
+        action=argparse.BooleanOptionalAction,
+        default=os.environ.get(REAL_NODE_ENV, "") not in ("", "0"),
+        help=f"up: start a real node beside the KWOK ones (default: ${REAL_NODE_ENV})",
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
-            cluster = LocalCluster(args.state_dir, detached=True)
+            cluster = LocalCluster(args.state_dir, detached=True, real_node=args.real_node)
             cluster.start()
+            if cluster.node is not None:
+                cluster.start_node(repository_images())
             print("\n".join(cluster.exports()))
         elif args.command == "down":
-            LocalCluster(args.state_dir, bin_dir=Path("/")).stop()
+            if LocalCluster(args.state_dir, bin_dir=Path("/")).stop():
+                return 1
             log(f"stopped; removed {args.state_dir}")
         elif args.command == "adopt":
             LocalCluster(args.state_dir, bin_dir=Path("/")).adopt(args.name, args.pid)

@@ -1,8 +1,9 @@
 """The local control plane's certificates and keys, made with the `openssl` command.
 
-One throwaway CA signs the API server's serving certificate (SAN 127.0.0.1, localhost and the
-first Service IP) and an admin client certificate (O=system:masters); a separate RSA key pair
-signs and verifies service-account tokens.
+One throwaway CA signs the API server's serving certificate (SAN 127.0.0.1, localhost, the
+first Service IP and, with a real node, the host side of its veth) and an admin client
+certificate (O=system:masters); a separate RSA key pair signs and verifies service-account
+tokens. `sign` makes the real node's certificates (cluster/node.py) with the same CA.
 """
 
 from __future__ import annotations
@@ -55,6 +56,18 @@ def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
+def sign(pki: Pki, name: str, subject: str, extensions: str) -> tuple[Path, Path]:
+    """A key and a certificate ``name``.crt signed by the CA; returns (cert, key)."""
+    _signed(pki, name, subject, extensions)
+    return pki.dir / f"{name}.crt", pki.dir / f"{name}.key"
+
+
+CLIENT = (
+    "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n"
+    "extendedKeyUsage=clientAuth\n"
+)
+
+
 def _signed(pki: Pki, name: str, subject: str, extensions: str) -> None:
     ext = pki.dir / f"{name}.ext"
     ext.write_text(extensions)
@@ -66,7 +79,7 @@ def _signed(pki: Pki, name: str, subject: str, extensions: str) -> None:
              "-out", f"{name}.crt", cwd=pki.dir)  # fmt: skip
 
 
-def make_pki(directory: Path, service_ip: str) -> Pki:
+def make_pki(directory: Path, service_ip: str, extra_ips: tuple[str, ...] = ()) -> Pki:
     """Create every key and certificate (once: an existing directory is reused)."""
     pki = Pki(directory)
     if pki.sa_pub.exists():
@@ -81,16 +94,11 @@ def make_pki(directory: Path, service_ip: str) -> Pki:
         "/CN=kube-apiserver",
         "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n"
         "extendedKeyUsage=serverAuth\n"
-        f"subjectAltName=IP:127.0.0.1,IP:{service_ip},DNS:localhost,DNS:kubernetes,"
+        f"subjectAltName=IP:127.0.0.1,IP:{service_ip},{''.join(f'IP:{ip},' for ip in extra_ips)}"
+        "DNS:localhost,DNS:kubernetes,"
         "DNS:kubernetes.default,DNS:kubernetes.default.svc\n",
     )
-    _signed(
-        pki,
-        "admin",
-        "/O=system:masters/CN=kubescribe-local-admin",
-        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n"
-        "extendedKeyUsage=clientAuth\n",
-    )
+    _signed(pki, "admin", "/O=system:masters/CN=kubescribe-local-admin", CLIENT)
     _openssl("genrsa", "-out", "sa.key", "2048", cwd=directory)
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=directory)
     return pki

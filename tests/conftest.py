@@ -3,7 +3,9 @@
 `cluster` starts a control plane per test worker that needs one (session scope), built by
 cluster/build.sh (`make test` builds it first, so no test waits for a compiler); the tests that
 use it are split into KUBESCRIBE_TEST_CLUSTERS xdist groups (default 2), so a run holds at most
-that many clusters. `namespace` gives a test a namespace of its
+that many clusters. `real_node` starts the one real node (cluster/node.py) of the cluster whose
+group runs the real-pod tests: all of them share one group, and the other clusters stay
+KWOK-only. `namespace` gives a test a namespace of its
 own. `operator_kubeconfig` authenticates as the chart's ServiceAccount; `live_operator` runs
 the real operator process with it for one test. When the run ends, the audit log of the whole
 run is read: a request of the chart's ServiceAccount the API server refused (403) while a
@@ -28,13 +30,17 @@ from kube_cluster import (
     AuditEvent,
     Cluster,
     LocalCluster,
+    NodeHandle,
     OperatorProcess,
     build,
+    real_node_enabled,
+    start_real_node,
 )
 
 CLUSTER_FIXTURES = frozenset(
-    {"cluster", "namespace", "operator_kubeconfig", "live_operator", "restart_apiserver"}
-)
+    {"cluster", "namespace", "operator_kubeconfig", "live_operator", "restart_apiserver",
+     "real_node"}
+)  # fmt: skip
 # Control planes per run: the tests that need one are split into this many xdist groups (whole
 # modules, balanced by an estimate of their time), and each worker that runs a group starts its
 # own cluster; within a group tests run one at a time.
@@ -42,8 +48,14 @@ CLUSTERS = int(os.environ.get("KUBESCRIBE_TEST_CLUSTERS", "2"))
 
 
 def _cost(item: pytest.Item) -> int:
-    """A rough weight: a test with a live operator waits for reconciles, others are quick."""
-    return 10 if "live_operator" in getattr(item, "fixturenames", ()) else 1
+    """A rough weight: a test with a live operator waits for reconciles, a real-pod test for a
+    real rollout, others are quick."""
+    names = getattr(item, "fixturenames", ())
+    return 30 if "real_node" in names else 10 if "live_operator" in names else 1
+
+
+def _wants_real_node(items: list[pytest.Item]) -> bool:
+    return any("real_node" in getattr(item, "fixturenames", ()) for item in items)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -52,18 +64,29 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if CLUSTER_FIXTURES & set(getattr(item, "fixturenames", ())):
             modules.setdefault(item.nodeid.split("::")[0], []).append(item)
     load = [0] * max(1, CLUSTERS)
-    heaviest_first = sorted(modules.items(), key=lambda kv: (-sum(map(_cost, kv[1])), kv[0]))
+    # The real-pod modules first, all into group 0: one real node per run.
+    heaviest_first = sorted(
+        modules.items(),
+        key=lambda kv: (not _wants_real_node(kv[1]), -sum(map(_cost, kv[1])), kv[0]),
+    )
     for _, module_items in heaviest_first:
-        group = load.index(min(load))
+        group = 0 if _wants_real_node(module_items) else load.index(min(load))
         load[group] += sum(map(_cost, module_items))
         for item in module_items:
             item.add_marker(pytest.mark.xdist_group(f"cluster-{group}"))
 
 
 @pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Cluster]:
     bin_dir = os.environ.get("KUBESCRIBE_CLUSTER_BIN")
-    local = LocalCluster(tmp_path_factory.mktemp("cluster"), Path(bin_dir) if bin_dir else build())
+    # Room for a real node (its namespace; the API server on its veth) where real-pod tests were
+    # collected; `real_node` starts it on the worker that runs them.
+    real = real_node_enabled() and _wants_real_node(request.session.items)
+    local = LocalCluster(
+        tmp_path_factory.mktemp("cluster"), Path(bin_dir) if bin_dir else build(), real_node=real
+    )
     local.start()
     handle = Cluster(local)
     try:
@@ -100,6 +123,12 @@ def refused_requests(cluster: Cluster, user: str) -> list[str]:
             offset += len(line)
     events = [AuditEvent.parse(json.loads(line)) for line in lines]
     return [f"{e.verb} {e.uri}" for e in events if e.user == user and e.code == 403]
+
+
+@pytest.fixture(scope="session")
+def real_node(cluster: Cluster) -> NodeHandle:
+    """The cluster's real node, started on first use (images from cluster/images.py)."""
+    return start_real_node(cluster)
 
 
 @pytest.fixture()

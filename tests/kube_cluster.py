@@ -28,9 +28,13 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "cluster"))
-from local_cluster import ClusterError, LocalCluster, build  # noqa: E402
+from local_cluster import REAL_NODE_ENV, ClusterError, LocalCluster, build  # noqa: E402
+from node import LABEL_KEY, LABEL_VALUE, NODE_NAME, NodeImages, RealNode  # noqa: E402
 
-__all__ = ["ROOT", "Cluster", "ClusterError", "LocalCluster", "OperatorProcess", "build"]
+__all__ = [
+    "ROOT", "Cluster", "ClusterError", "LocalCluster", "NodeHandle", "OperatorProcess", "build",
+    "real_node_enabled", "start_real_node",
+]  # fmt: skip
 
 CHART = ROOT / "charts" / "kubescribe"
 OPERATOR_NS = "kubescribe-system"
@@ -321,3 +325,48 @@ class OperatorProcess:
     def metrics(self) -> str:
         with urllib.request.urlopen(self.metrics_url, timeout=5) as r:
             return str(r.read().decode())
+
+
+# ------------------------------------------------------------------------------- real node
+def real_node_enabled() -> bool:
+    """Real-pod tests get a real node where KUBESCRIBE_REAL_NODE=1 (opt-in while it settles)."""
+    return os.environ.get(REAL_NODE_ENV, "0") != "0"
+
+
+# What a pod spec needs to run on the real node (and nowhere else): docs/development.md.
+REAL_NODE_SCHEDULING: dict[str, Any] = {
+    "nodeSelector": {LABEL_KEY: LABEL_VALUE},
+    "tolerations": [
+        {"key": LABEL_KEY, "operator": "Equal", "value": LABEL_VALUE, "effect": "NoSchedule"}
+    ],
+}
+
+
+@dataclass
+class NodeHandle:
+    """The started real node and the names of the images imported into it."""
+
+    node: RealNode
+    runtime_cpu: str
+    operator: str
+    name: str = NODE_NAME
+
+    @property
+    def ip(self) -> str:
+        return self.node.slot.node_ip
+
+    def in_netns(self, *argv: str) -> list[str]:
+        return self.node.slot.in_netns(*argv)
+
+
+_started: dict[Path, NodeHandle] = {}
+
+
+def start_real_node(cluster: Cluster) -> NodeHandle:
+    if cluster.local.dir not in _started:
+        from images import ensure_images  # cluster/images.py: built from this repository
+
+        built = ensure_images()
+        node = cluster.local.start_node(NodeImages(tuple(built.archives), built.pause))
+        _started[cluster.local.dir] = NodeHandle(node, built.runtime_cpu, built.operator)
+    return _started[cluster.local.dir]

@@ -24,6 +24,7 @@ from kubescribe_runtime.vad import SpeechCrop, crop_to_speech, no_speech_prob
 from kubescribe_runtime.windowing import Stitcher, Window, WindowWords, seam, windows
 
 Logprobs = npt.NDArray[np.float32]
+Samples = npt.NDArray[np.float32]
 Enqueue = Callable[[ModelInput], "concurrent.futures.Future[Logprobs]"]
 
 
@@ -79,12 +80,12 @@ class WindowDecoder:
         self.overlap = int(overlap_seconds * self.rate)
         self.vad = vad
         # The detector's crop (a benchmark puts another detector here to compare).
-        self.crop: Callable[[Logprobs, int], SpeechCrop | None] = crop_to_speech
+        self.crop: Callable[[Samples, int], SpeechCrop | None] = crop_to_speech
         # Seconds of audio given to the model; a window skipped as non-speech.
         self._on_decoded = on_decoded or (lambda seconds: None)
         self._on_skipped = on_skipped or (lambda: None)
 
-    def windows(self, blocks: Iterable[npt.NDArray[np.float32]]) -> Iterator[Window]:
+    def windows(self, blocks: Iterable[Samples]) -> Iterator[Window]:
         return windows(blocks, self.window, self.overlap)
 
     def submit(self, win: Window, enqueue: Enqueue, vad: bool | None = None) -> WindowJob:

@@ -227,7 +227,10 @@ class IntakeWorker(ThreadWorker):
             return
         with contextlib.suppress(OSError):
             conn.sock.shutdown(socket.SHUT_WR)
-        if not linger:
+        if not linger:  # closed at once; what already arrived is read first (no reset for it)
+            with contextlib.suppress(OSError):
+                while conn.sock.recv(65536):
+                    pass
             self.nr_conns -= 1
             conn.close()
             return

@@ -205,9 +205,10 @@ def test_at_max_connections_the_slowest_make_room_for_probes_and_requests(
         ) as server,
         ExitStack() as stack,
     ):
-        slow = [stack.enter_context(connect(server)) for _ in range(24)]
-        for sock in slow:
-            sock.sendall(b"GET /v1/models HTTP/1.1\r\nHo")
+        slow = []
+        for _ in range(24):  # each sends its first bytes before the next one connects
+            slow.append(stack.enter_context(connect(server)))
+            slow[-1].sendall(b"GET /v1/models HTTP/1.1\r\nHo")
         for path in ("/healthz", "/readyz"):
             assert requests.get(server.url + path, timeout=60).status_code == 200
         answer = post(server.url, audio, mime="audio/wav", timeout=60)

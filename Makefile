@@ -71,7 +71,7 @@ image-tools:
 	[ -z "$$missing" ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 --no-install-recommends $$missing >/dev/null; }
 
 # runtime-cpu, operator and pause image archives, cached by a hash of their inputs under
-# ~/.cache/kubescribe/images (cold: about 5 minutes; warm: a few seconds of hashing).
+# ~/.cache/kubescribe/images (cold: about 7 minutes on 2 cores; warm: about a second of hashing).
 images: image-tools
 	$(PYTHON) cluster/images.py build >/dev/null
 
@@ -83,11 +83,11 @@ cluster-build:
 cluster: cluster-build
 	$(PYTHON) cluster/local_cluster.py up --state-dir $(CLUSTER_DIR)
 
-demo: cluster-build images $(BIN)/.operator-installed
+demo: cluster-build node-tools images $(BIN)/.operator-installed
 	VENV=$(VENV) KUBESCRIBE_CLUSTER_DIR=$(CLUSTER_DIR) bash cluster/demo.sh
 
 down:
 	$(PYTHON) cluster/local_cluster.py down --state-dir $(CLUSTER_DIR)
 
-test: lint typecheck tools cluster-build images
+test: lint typecheck tools cluster-build node-tools images
 	KUBESCRIBE_CLUSTER_BIN=$$(bash cluster/build.sh --print) $(BIN)/python -m pytest -n 2 --dist loadgroup

@@ -56,6 +56,10 @@ FIELD_PATH = {
     "pod-label-reserved": "spec.pod.labels",
     "pod-annotation-reserved": "spec.pod.annotations",
     "host-path-cache-without-fixed-user": "spec",
+    "cache-host-path-root": "spec.model.cache.hostPath",
+    "cache-host-path-system-dir": "spec.model.cache.hostPath",
+    "cache-host-path-escapes": "spec.model.cache.hostPath",
+    "env-duplicate-name": "spec.runtime.env[1]",
 }
 
 

@@ -324,11 +324,13 @@ def render(results: dict[str, Any], manifest: ArtifactManifest) -> str:
             "",
         ]
     rows = results.get("rows")
+    split = any("wer_template" in r for r in rows or [])
     if rows:
         out += [
-            "### Distillation, pruning and quantisation",
+            "### Distillation, pruning and quantisation" if split else "### Size and speed",
             "",
-            f"Committed test set; real-time factor = compute time / audio time on "
+            f"{'Committed test set' if split else 'Test set `' + results['testset'] + '`'}; "
+            "real-time factor = compute time / audio time on "
             f"{results.get('machine', 'CPU')} (features + ONNX + greedy CTC, one utterance at a "
             "time; lower is faster). Training minutes are each run's own wall-clock training "
             f"time, on {results.get('train_machine', DEFAULT_TRAIN_MACHINE)}.",
@@ -340,8 +342,7 @@ def render(results: dict[str, Any], manifest: ArtifactManifest) -> str:
                     "ONNX size",
                     "CPU RTF",
                     "WER",
-                    "WER template",
-                    "WER independent",
+                    *(["WER template", "WER independent"] if split else []),
                     "training",
                 ],
                 [
@@ -351,8 +352,11 @@ def render(results: dict[str, Any], manifest: ArtifactManifest) -> str:
                         f"{r['onnx_mb']:.1f} MB",
                         f"{r['rtf']:.3f}",
                         _pct(r.get("wer")),
-                        _pct(r.get("wer_template")),
-                        _pct(r.get("wer_independent")),
+                        *(
+                            [_pct(r.get("wer_template")), _pct(r.get("wer_independent"))]
+                            if split
+                            else []
+                        ),
                         f"{r['train_minutes']} min" if "train_minutes" in r else "–",
                     ]
                     for r in rows

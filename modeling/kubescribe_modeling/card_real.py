@@ -91,11 +91,11 @@ def real_speech_section(results: dict[str, Any]) -> list[str]:
     worst = max(r["wer"] for r in rows)
     if worst >= UNUSABLE_WER:
         out += [
-            "A WER near or above 100 % means the transcript has about as many wrong words as "
-            "the prompt has words: on real voices this model is not usable. Serving real callers "
-            "needs a model trained on real speech (docs/artifacts.md: import one). The "
-            "synthetic figures below measure regressions of this fixture, not accuracy on "
-            "people.",
+            "A WER near or above 100 % means the transcript has about as many wrong or missing "
+            "words as the prompt has words: on real voices this model is not usable. Serving "
+            "real callers needs a model trained on real speech (docs/artifacts.md: import one). "
+            "Figures on synthetic speech, where this card has them, measure regressions of the "
+            "fixture, not accuracy on people.",
             "",
         ]
     licenses = sorted({str(r.get("license")) for r in rows if r.get("license")})

@@ -60,7 +60,8 @@ tools:
 NODE_PACKAGES := containerd runc containernetworking-plugins iptables conntrack
 node-tools:
 	@missing=$$(for p in $(NODE_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
-	[ -z "$$missing" ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 --no-install-recommends $$missing >/dev/null; }
+	[ -z "$$missing" ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 --no-install-recommends $$missing >/dev/null; } \
+		|| echo "node-tools: could not install $$(echo $$missing) (not root?): make cluster runs the KWOK nodes alone" >&2
 
 # The images the real node runs, built with no registry and no daemon (cluster/images.py):
 # buildah (the repository's Dockerfiles), mmdebstrap (the Debian Python base), catatonit (pause);
@@ -80,7 +81,8 @@ images: image-tools
 cluster-build:
 	bash cluster/build.sh >/dev/null
 
-cluster: cluster-build
+# With the real node (cluster/node.py) beside the KWOK ones; --no-real-node: KWOK alone.
+cluster: cluster-build node-tools images
 	$(PYTHON) cluster/local_cluster.py up --state-dir $(CLUSTER_DIR)
 
 demo: cluster-build node-tools images $(BIN)/.operator-installed

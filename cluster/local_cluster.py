@@ -8,7 +8,7 @@ and the API server then listens on the host side of the node's veth instead of l
 the standard library and the `openssl` command are needed, so `make cluster` runs before any
 virtualenv exists.
 
-    python3 cluster/local_cluster.py up   [--state-dir DIR] [--real-node]  # exports last
+    python3 cluster/local_cluster.py up   [--state-dir DIR] [--no-real-node]  # exports last
     python3 cluster/local_cluster.py down [--state-dir DIR]   # stops every process by PID
 """
 
@@ -378,8 +378,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--real-node",
         action=argparse.BooleanOptionalAction,
-        default=os.environ.get(REAL_NODE_ENV, "") not in ("", "0"),
-        help=f"up: start a real node beside the KWOK ones (default: ${REAL_NODE_ENV})",
+        default=os.environ.get(REAL_NODE_ENV, "1") != "0",
+        help=f"up: start a real node beside the KWOK ones (default on; ${REAL_NODE_ENV}=0: off)",
     )
     args = parser.parse_args(argv)
     try:

@@ -329,8 +329,8 @@ class OperatorProcess:
 
 # ------------------------------------------------------------------------------- real node
 def real_node_enabled() -> bool:
-    """Real-pod tests get a real node where KUBESCRIBE_REAL_NODE=1 (opt-in while it settles)."""
-    return os.environ.get(REAL_NODE_ENV, "0") != "0"
+    """Real-pod tests get a real node unless KUBESCRIBE_REAL_NODE=0."""
+    return os.environ.get(REAL_NODE_ENV, "1") != "0"
 
 
 # What a pod spec needs to run on the real node (and nowhere else): docs/development.md.

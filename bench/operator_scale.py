@@ -241,6 +241,8 @@ class AuditReader:
             raw = json.loads(line)
             if raw.get("user", {}).get("username") != OPERATOR_USER or raw["verb"] == "watch":
                 continue
+            if raw.get("requestURI") == "/readyz":  # the process's watchdog, not reconciles
+                continue
             ref = raw.get("objectRef") or {}
             resource = ref.get("resource", "?") + (
                 f"/{ref['subresource']}" if ref.get("subresource") else ""

@@ -83,3 +83,23 @@ def test_cli_export_and_evaluate(
     assert main(["evaluate", str(tmp_path / "art"), "--testset", str(tiny_testset)]) == 0
     evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert evaluated["wer"] == pytest.approx(exported["wer"]["model.onnx"], abs=1e-4)
+
+
+def test_real_speech_section_is_measured_and_leads_the_card(
+    tiny_artifact: ExportReport, tmp_path: Path
+) -> None:
+    from kubescribe_modeling.card_real import real_speech_section
+    from kubescribe_modeling.data.asterisk import build_testset
+    from kubescribe_modeling.report import measure_real_speech
+
+    build_testset("en", tmp_path / "real", "test", 3)
+    section = measure_real_speech(tiny_artifact.out_dir, [tmp_path / "real"], examples=2)
+    (row,) = section["results"]
+    assert (row["speech"], row["language"], row["utterances"]) == ("real", "en", 3)
+    assert row["channel"] == "telephone 8 kHz" and row["license"] == "CC-BY-SA-3.0"
+    assert len(row["examples"]) == 2 and row["minutes"] > 0
+    manifest = ArtifactManifest.load(tiny_artifact.out_dir)
+    card = render({"testset": "t", "utterances": 4, "real_speech": section}, manifest)
+    assert card.index("## Real recorded speech") < card.index("## Model")
+    assert f"{100 * row['wer']:.1f} %" in card.split("## Model")[0]
+    assert real_speech_section({}) == []

@@ -37,6 +37,7 @@ from kubescribe_runtime.realtime import session_config as sc
 from kubescribe_runtime.realtime.audio_in import InputAudio, b64_decoded_size, decode_base64
 from kubescribe_runtime.realtime.finals import Finals
 from kubescribe_runtime.realtime.partials import StablePartials, delta_text
+from kubescribe_runtime.realtime.stream_buffer import StreamBuffer
 from kubescribe_runtime.realtime.turns import ModelEvidence, TurnDetector, TurnEvent, confident
 
 MIN_COMMIT_S = 0.1  # OpenAI's smallest committable buffer
@@ -101,8 +102,7 @@ class Session:
         self._audio: InputAudio | None = None
         self._detector: TurnDetector | None = None
         self._detector_offset = 0  # stream sample at which the detector's clock started
-        self._buffer = np.zeros(0, dtype=np.float32)
-        self._buffer_start = 0  # stream sample of _buffer[0]
+        self._buffer = StreamBuffer()  # the audio not yet committed
         self._turn: _Turn | None = None
         self._previous_item: str | None = None
         self._finals = Finals()
@@ -130,7 +130,7 @@ class Session:
 
     @property
     def _stream_end(self) -> int:
-        return self._buffer_start + len(self._buffer)
+        return self._buffer.end
 
     def _seconds(self, sample: int) -> float:
         return sample / self.rate
@@ -297,7 +297,7 @@ class Session:
         samples = self._audio.samples(payload, event.event_id)
         self.audio_seconds += self._audio.input_seconds(payload)
         before = self._stream_end
-        self._buffer = np.concatenate([self._buffer, samples]) if len(self._buffer) else samples
+        self._buffer.append(samples)
         out: list[Output] = []
         if self._detector is not None:
             for turn_event in self._detector.feed(samples):
@@ -308,23 +308,23 @@ class Session:
         else:
             longest = round(self.limits.max_turn_s * self.rate)
             if self._turn is None and self._stream_end > before:
-                self._turn = self._open(self._buffer_start)
+                self._turn = self._open(self._buffer.start)
             while self._turn is not None and self._stream_end - self._turn.start >= longest:
                 out += self._commit_turn(self._turn.start + longest)  # cut at its longest
-                if self._stream_end > self._buffer_start:
-                    self._turn = self._open(self._buffer_start)
+                if self._stream_end > self._buffer.start:
+                    self._turn = self._open(self._buffer.start)
         return out + self._maybe_partial()
 
     def _take_resampler_tail(self) -> None:
         if self._audio is not None:
             tail = self._audio.flush()
             if len(tail):
-                self._buffer = np.concatenate([self._buffer, tail])
+                self._buffer.append(tail)
 
     def _commit(self, event_id: str | None) -> list[Output]:
         self._take_resampler_tail()
         end = self._stream_end
-        start = self._turn.start if self._turn is not None else self._buffer_start
+        start = self._turn.start if self._turn is not None else self._buffer.start
         if end - start < MIN_COMMIT_S * self.rate:
             raise ev.ProtocolError(
                 "input_audio_buffer_commit_empty",
@@ -341,8 +341,7 @@ class Session:
 
     def _clear(self) -> list[Output]:
         out = self._end_unfinished("input_audio_buffer_cleared", "the client cleared its audio")
-        self._buffer_start = self._stream_end
-        self._buffer = np.zeros(0, dtype=np.float32)
+        self._buffer.clear()
         self._detector = self._new_detector(self.config.turn_detection)
         return [self._event(ev.Cleared()), *out]
 
@@ -366,7 +365,7 @@ class Session:
             return []
         if self._stream_end - self._idle_since < vad.idle_timeout_ms / 1000 * self.rate:
             return []
-        self._turn = self._open(self._buffer_start)
+        self._turn = self._open(self._buffer.start)
         triggered = ev.TimeoutTriggered(
             audio_start_ms=self._ms(self._idle_since),
             audio_end_ms=self._ms(self._stream_end),
@@ -383,10 +382,7 @@ class Session:
         """Without an open turn, keep only what a turn's prefix padding may need."""
         vad = self.config.turn_detection
         keep = int(((vad.prefix_padding_ms if vad else 0) / 1000 + 1.0) * self.rate)
-        if len(self._buffer) > keep:
-            drop = len(self._buffer) - keep
-            self._buffer = self._buffer[drop:]
-            self._buffer_start += drop
+        self._buffer.keep_last(keep)
 
     def _on_turn_event(self, turn_event: TurnEvent) -> list[Output]:
         vad = self.config.turn_detection
@@ -394,7 +390,7 @@ class Session:
         at = self._detector_offset + round(turn_event.time_s * self.rate)
         if turn_event.kind == "started":
             padding = 0 if turn_event.cut else round(vad.prefix_padding_ms / 1000 * self.rate)
-            start = max(self._buffer_start, at - padding)
+            start = max(self._buffer.start, at - padding)
             self._turn = self._open(start)
             self._idle_since = self._stream_end
             self._turn.evidence = ModelEvidence(self._seconds(start), self._seconds(at))
@@ -433,8 +429,7 @@ class Session:
     def _drop_turn(self, end: int) -> list[Output]:
         """The open turn was noise: its audio up to stream sample ``end`` goes, uncommitted."""
         out = self._end_unfinished("not_speech", "the turn held no speech")
-        self._buffer = self._buffer[end - self._buffer_start :]
-        self._buffer_start = end
+        self._buffer.drop_until(end)
         self._idle_since = end
         return out
 
@@ -443,10 +438,7 @@ class Session:
         turn = self._turn
         assert turn is not None
         self._turn = None
-        offset = turn.start - self._buffer_start
-        samples = self._buffer[offset : end - self._buffer_start].copy()
-        self._buffer = self._buffer[end - self._buffer_start :]
-        self._buffer_start = end
+        samples = self._buffer.take(turn.start, end)
         self._idle_since = end
         previous = self._previous_item
         out: list[Output] = [
@@ -482,7 +474,7 @@ class Session:
                 self.stream_s - limits.min_partial_s, emitted_until - limits.partial_context_s
             )
         start = max(turn.start, round(start_s * self.rate))
-        samples = self._buffer[start - self._buffer_start :].copy()
+        samples = self._buffer.since(start)
         turn.partial_in_flight = True
         turn.last_partial_at = self._stream_end
         return [DecodeRequest("partial", turn.item_id, samples, self._seconds(start))]

@@ -72,7 +72,7 @@ image-tools:
 	[ -z "$$missing" ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 --no-install-recommends $$missing >/dev/null; }
 
 # runtime-cpu, operator and pause image archives, cached by a hash of their inputs under
-# ~/.cache/kubescribe/images (cold: about 7 minutes on 2 cores; warm: about a second of hashing).
+# ~/.cache/kubescribe/images (cold: 5-7 minutes on 2 cores; warm: about a second of hashing).
 images: image-tools
 	$(PYTHON) cluster/images.py build >/dev/null
 

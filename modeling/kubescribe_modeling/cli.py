@@ -208,12 +208,18 @@ def import_main(argv: Sequence[str]) -> int:
     parser.add_argument("--name", help="artifact name (default: the folder's name)")
     parser.add_argument("--version", default="0.1.0")
     parser.add_argument("--int8", action="store_true", help="also write model.int8.onnx")
+    parser.add_argument("--language", default="en", help="the model's language (en, es)")
     args = parser.parse_args(argv)
 
     from kubescribe_modeling.hf_import import import_hf_ctc
 
     report = import_hf_ctc(
-        args.hf_dir, args.out_dir, name=args.name, version=args.version, int8=args.int8
+        args.hf_dir,
+        args.out_dir,
+        name=args.name,
+        version=args.version,
+        int8=args.int8,
+        language=args.language,
     )
     print(
         json.dumps(

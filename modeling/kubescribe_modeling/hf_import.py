@@ -95,7 +95,9 @@ def import_hf_ctc(
     name: str | None = None,
     version: str = "0.1.0",
     int8: bool = False,
+    language: str = "en",
 ) -> ExportReport:
+    """``language`` goes into the manifest: it picks the text normaliser that scores the model."""
     model, config = _load(hf_dir)
     try:
         vocab: dict[str, int] = json.loads((hf_dir / "vocab.json").read_text(encoding="utf-8"))
@@ -162,6 +164,7 @@ def import_hf_ctc(
         model_type=str(config.get("architectures", [SUPPORTED[0]])[0]),
         evaluation=[],
         description=f"imported from Hugging Face {hf_dir.name}",
+        languages=[language],
     )
     files = {p.name: sha256_file(p) for p in sorted(out_dir.iterdir()) if p.is_file()}
     return ExportReport(out_dir=out_dir, parity_max_abs_diff=diff, files=files)

@@ -84,3 +84,13 @@ def test_other_architectures_are_refused(tmp_path: Path) -> None:
         import_hf_ctc(tmp_path, tmp_path / "out")
     with pytest.raises(ModelingError, match=r"no config\.json"):
         import_hf_ctc(tmp_path / "missing", tmp_path / "out")
+
+
+def test_the_imported_models_language_picks_its_normaliser(tmp_path: Path) -> None:
+    from kubescribe_modeling.evaluate import artifact_normalizer
+    from kubescribe_modeling.text_lang import normalize_text_es
+
+    _tiny_model("wav2vec2", tmp_path / "hf")
+    import_hf_ctc(tmp_path / "hf", tmp_path / "art", language="es")
+    assert ArtifactManifest.load(tmp_path / "art").languages == ["es"]
+    assert artifact_normalizer(tmp_path / "art") is normalize_text_es

@@ -104,17 +104,21 @@ def onnx_transcriber(
 
 
 def runtime_transcriber(
-    artifact: Path, model_file: str = "model.onnx", threads: int = 1
+    artifact: Path, model_file: str = "model.onnx", threads: int = 1, vad: str | None = None
 ) -> Transcriber | None:
-    """The runtime's pipeline (batch size 1), or ``None`` where the runtime is not installed."""
+    """The runtime's pipeline (batch size 1; its default voice activity detection unless
+    ``vad`` says otherwise), or ``None`` where the runtime is not installed."""
     try:
         from kubescribe_runtime.config import ServeConfig
         from kubescribe_runtime.service import build_transcriber
     except ImportError:
         return None
-    config = ServeConfig.model_validate(
-        {"model_dir": artifact, "model_file": model_file, "threads": threads, "max_batch_size": 1}
-    )
+    settings: dict[str, Any] = {
+        "model_dir": artifact, "model_file": model_file, "threads": threads, "max_batch_size": 1
+    }  # fmt: skip
+    if vad is not None:
+        settings["vad"] = vad
+    config = ServeConfig.model_validate(settings)
 
     def transcribe(paths: Sequence[Path]) -> list[str]:
         pipeline = build_transcriber(config)
@@ -191,12 +195,19 @@ def describe_testset(testset: Path) -> dict[str, Any]:
 
 
 def evaluate_artifact(
-    artifact: Path, testset: Path, model_file: str = "model.onnx", use_runtime: bool = True
+    artifact: Path,
+    testset: Path,
+    model_file: str = "model.onnx",
+    use_runtime: bool = True,
+    vad: str | None = None,
 ) -> EvalReport:
+    """WER of ``artifact`` on ``testset``: through the runtime's pipeline as a deployment runs
+    it (``vad="off"`` drops its voice activity detection, which the plain path lacks), or the
+    plain onnxruntime path."""
     if not (artifact / model_file).is_file():
         raise ModelingError(f"{artifact}: no {model_file}")
     norm = artifact_normalizer(artifact)
-    transcriber = runtime_transcriber(artifact, model_file) if use_runtime else None
+    transcriber = runtime_transcriber(artifact, model_file, vad=vad) if use_runtime else None
     if transcriber is not None:
         return evaluate(transcriber, testset, pipeline="kubescribe-runtime", normalize=norm)
     return evaluate(

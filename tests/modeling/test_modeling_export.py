@@ -111,7 +111,9 @@ def test_int8_model_is_smaller_and_close(tiny_artifact: ExportReport) -> None:
 def test_runtime_pipeline_and_plain_onnxruntime_agree(
     tiny_artifact: ExportReport, tiny_testset: Path
 ) -> None:
-    runtime = evaluate_artifact(tiny_artifact.out_dir, tiny_testset)
+    # The plain path has no voice activity detection; the runtime's (Silero, on by default)
+    # rightly drops the tiny corpus's tone clips as non-speech, so compare without it.
+    runtime = evaluate_artifact(tiny_artifact.out_dir, tiny_testset, vad="off")
     plain = evaluate_artifact(tiny_artifact.out_dir, tiny_testset, use_runtime=False)
     assert (runtime.pipeline, plain.pipeline) == ("kubescribe-runtime", "onnxruntime")
     assert runtime.hypotheses == plain.hypotheses

@@ -174,7 +174,7 @@ class LocalCluster:
                 raise node_host.NodeHostError(f"{reason} ({FORCE_NO_NODE_ENV})")
             if missing := missing_programs(self.bin):
                 raise node_host.NodeHostError(f"missing {', '.join(missing)}")
-            return node_host.acquire()
+            return node_host.acquire(self.dir)
         except node_host.NodeHostError as exc:
             self.node_skipped = str(exc)
             log(f"no real node (KWOK nodes only): {exc}")

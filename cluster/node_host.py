@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import signal
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from procs import alive
 
 CGROUP_FS = Path("/sys/fs/cgroup")
 NETNS_DIR = Path("/run/netns")
@@ -106,17 +109,47 @@ def check_host() -> None:
         raise NodeHostError(f"no network namespaces here: {probe.stderr.strip()}")
 
 
-def acquire() -> Slot:
-    """Take a free slot and make its namespace, veth and host routes."""
+def owner_file(slot: Slot) -> Path:
+    """Who holds the slot: the acquiring process and the cluster's state directory."""
+    return LOCK.parent / f"kubescribe-node-{slot.index}.owner"
+
+
+def _abandoned(slot: Slot) -> Path | None:
+    """The state directory of a slot whose cluster is gone without its teardown (a test run
+    killed hard: its processes died with it, its pods, mounts and namespace did not), else
+    None. A cluster still starting has its acquiring process alive; a running one (also one
+    `make cluster` detached) has live PIDs in its cluster.json."""
+    try:
+        owner = json.loads(owner_file(slot).read_text())
+    except (OSError, ValueError):
+        return None  # no record: not ours to judge
+    state_dir = Path(owner["state_dir"])
+    try:
+        pids = list(json.loads((state_dir / "cluster.json").read_text())["pids"].values())
+    except (OSError, ValueError, KeyError):
+        pids = []
+    if any(alive(int(pid)) for pid in [owner["pid"], *pids]):
+        return None
+    return state_dir
+
+
+def acquire(state_dir: Path) -> Slot:
+    """Take a free slot (tearing down one a killed run abandoned) and make its namespace, veth,
+    host routes and cgroups."""
     check_host()
     LOCK.parent.mkdir(parents=True, exist_ok=True)
     with LOCK.open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        for stale in (Slot(i) for i in range(SLOTS)):
+            if stale.netns_path.exists() and (gone := _abandoned(stale)) is not None:
+                teardown(stale, gone)
         taken = {p.name for p in NETNS_DIR.iterdir()} if NETNS_DIR.is_dir() else set()
         free = [i for i in range(SLOTS) if Slot(i).netns not in taken]
         if not free:
             raise NodeHostError(f"all {SLOTS} real-node slots are in use ({NETNS_DIR})")
         slot = Slot(free[0])
+        owner = {"pid": os.getpid(), "state_dir": str(state_dir)}
+        owner_file(slot).write_text(json.dumps(owner))
         try:
             _make_network(slot)
             _make_cgroups(slot)
@@ -279,6 +312,7 @@ def teardown(slot: Slot, state_dir: Path | None = None) -> list[Path]:
     remove_cgroups(slot)
     for path in files:
         path.unlink(missing_ok=True)
+    owner_file(slot).unlink(missing_ok=True)
     if not any(Slot(i).netns_path.exists() for i in range(SLOTS)):  # the last node here
         (KUBELET_DEVICE_PLUGINS / "kubelet.sock").unlink(missing_ok=True)
         for empty in (KUBELET_DEVICE_PLUGINS, KUBELET_DEVICE_PLUGINS.parent):
@@ -293,6 +327,8 @@ def leftovers(slot: Slot, state_dir: Path) -> list[str]:
     found = []
     if slot.netns_path.exists():
         found.append(f"netns {slot.netns_path}")
+    if owner_file(slot).exists():
+        found.append(f"file {owner_file(slot)}")
     links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
     found += [f"link {slot.host_if}" for line in links.splitlines() if f" {slot.host_if}@" in line]
     routes = subprocess.run(["ip", "route", "show"], capture_output=True, text=True).stdout

@@ -210,6 +210,7 @@ class LocalCluster:
             if state.node_slot is not None:
                 slot = node_host.Slot(state.node_slot)
                 removed = node_host.teardown(slot, self.dir)
+                node_host.restore_host()
                 left = node_host.leftovers(slot, self.dir) + [
                     f"file {path}" for path in removed if path.exists()
                 ]

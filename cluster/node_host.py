@@ -40,6 +40,13 @@ CONTAINER_LOG_LINKS = Path("/var/log/containers")
 SHIM_SOCKETS = Path("/run/containerd/s")
 CNI_RESULTS = Path("/var/lib/cni/results")
 KUBELET_DEVICE_PLUGINS = Path("/var/lib/kubelet/device-plugins")
+# Machine-wide sysctls the kubelet sets to its liking at start (kernel.panic=10 where this VM
+# boots with panic=1, ...): saved before the first node here starts, put back after the last.
+KUBELET_SYSCTLS = (
+    "vm.overcommit_memory", "vm.panic_on_oom", "kernel.panic", "kernel.panic_on_oops",
+    "kernel.keys.root_maxkeys", "kernel.keys.root_maxbytes",
+)  # fmt: skip
+SYSCTL_SNAPSHOT = LOCK.parent / "kubescribe-node-sysctl.json"
 
 
 class NodeHostError(RuntimeError):
@@ -143,6 +150,8 @@ def acquire(state_dir: Path) -> Slot:
         for stale in (Slot(i) for i in range(SLOTS)):
             if stale.netns_path.exists() and (gone := _abandoned(stale)) is not None:
                 teardown(stale, gone)
+        if not _active_slots() and not SYSCTL_SNAPSHOT.exists():
+            SYSCTL_SNAPSHOT.write_text(json.dumps({k: _sysctl(k) for k in KUBELET_SYSCTLS}))
         taken = {p.name for p in NETNS_DIR.iterdir()} if NETNS_DIR.is_dir() else set()
         free = [i for i in range(SLOTS) if Slot(i).netns not in taken]
         if not free:
@@ -157,6 +166,30 @@ def acquire(state_dir: Path) -> Slot:
             teardown(slot)
             raise
     return slot
+
+
+def _active_slots() -> list[Slot]:
+    return [Slot(i) for i in range(SLOTS) if Slot(i).netns_path.exists()]
+
+
+def _sysctl(key: str) -> str:
+    return (Path("/proc/sys") / key.replace(".", "/")).read_text().strip()
+
+
+def restore_host() -> dict[str, str]:
+    """After the last node here went: the sysctls the kubelets changed, back to what they were
+    before the first started; returns those it put back."""
+    LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with LOCK.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _active_slots() or not SYSCTL_SNAPSHOT.exists():
+            return {}
+        saved: dict[str, str] = json.loads(SYSCTL_SNAPSHOT.read_text())
+        changed = {k: v for k, v in saved.items() if _sysctl(k) != v}
+        for key, value in changed.items():
+            (Path("/proc/sys") / key.replace(".", "/")).write_text(value)
+        SYSCTL_SNAPSHOT.unlink()
+        return changed
 
 
 def _make_network(slot: Slot) -> None:
@@ -342,8 +375,9 @@ def leftovers(slot: Slot, state_dir: Path) -> list[str]:
                 zombie = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
                 if not zombie and f":/{slot.cgroup}/" in (proc / "cgroup").read_text():
                     found.append(f"process {proc.name}")
-    if not any(Slot(i).netns_path.exists() for i in range(SLOTS)):
+    if not _active_slots():  # the last node here: the kubelets' traces on the machine too
         found += [f"dir {KUBELET_DEVICE_PLUGINS}"] if KUBELET_DEVICE_PLUGINS.exists() else []
+        found += [f"sysctls {SYSCTL_SNAPSHOT}"] if SYSCTL_SNAPSHOT.exists() else []
     return found + [f"file {path}" for path in host_files(state_dir)]
 
 

@@ -175,6 +175,9 @@ def other_namespace(cluster: Cluster) -> Iterator[str]:
     name = f"elsewhere-{uuid.uuid4().hex[:5]}"
     cluster.create_namespace(name)
     yield name
+    # Its model goes first (nothing gave it a finalizer): left in the terminating namespace, a
+    # later test's cluster-wide operator would take it up and be refused every create there.
+    cluster.kubectl("delete", "speechmodels", "--all", "-n", name, "--timeout=60s", check=False)
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 

@@ -190,6 +190,10 @@ def elsewhere(cluster: Cluster, namespace: str) -> Iterator[str]:
     name = f"{namespace[:50]}-else"
     cluster.create_namespace(name)
     yield name
+    # Its model goes first, at once (no operator watching there gave it a finalizer): left in
+    # the terminating namespace, a later test's cluster-wide operator would take it up and be
+    # refused every create there (403: the namespace is being terminated).
+    cluster.kubectl("delete", "speechmodels", "--all", "-n", name, "--timeout=60s", check=False)
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 

@@ -7,17 +7,14 @@ unchanged). The runtime does not use it.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from kubescribe_runtime.vad import SpeechCrop
+from kubescribe_runtime.vad import Region, SpeechCrop, SpeechEvent, regions_of, widen
 
 # The level reported for a frame of digital silence (all zeros).
 SILENCE_DB = -120.0
-
-Region = tuple[float, float]
 
 
 @dataclass(frozen=True)
@@ -62,12 +59,6 @@ def frame_energies(
     power = np.mean(wave[: count * size].reshape(count, size) ** 2, axis=1)
     floor = 10.0 ** (SILENCE_DB / 10.0)
     return 10.0 * np.log10(np.maximum(power, floor))
-
-
-@dataclass(frozen=True)
-class SpeechEvent:
-    kind: str  # "started" or "stopped"
-    time_s: float  # stream time: where speech started, or where it stopped (its last frame end)
 
 
 class SpeechDetector:
@@ -164,31 +155,6 @@ class SpeechDetector:
         self.in_speech = False
         self._run = 0
         return [SpeechEvent("stopped", (self._last_speech + 1) * self._frame_s)]
-
-
-def regions_of(events: Sequence[SpeechEvent]) -> list[Region]:
-    """Pair ``started``/``stopped`` events into (start_s, end_s) regions."""
-    regions: list[Region] = []
-    start: float | None = None
-    for event in events:
-        if event.kind == "started":
-            start = event.time_s
-        elif start is not None:
-            regions.append((start, event.time_s))
-            start = None
-    return regions
-
-
-def widen(regions: Sequence[Region], pad_s: float, duration_s: float) -> list[Region]:
-    """Each region widened by ``pad_s`` (within ``[0, duration_s]``), overlapping ones merged."""
-    merged: list[Region] = []
-    for start, end in regions:
-        low, high = max(0.0, start - pad_s), min(duration_s, end + pad_s)
-        if merged and low <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], high))
-        else:
-            merged.append((low, high))
-    return merged
 
 
 def speech_regions(

@@ -27,9 +27,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, request
 from simple_websocket import ConnectionClosed
 
+from kubescribe_runtime.errors import ApiError, error_response
 from kubescribe_runtime.realtime import secrets
 from kubescribe_runtime.realtime.decode import SessionDecoder
 from kubescribe_runtime.realtime.metrics import RealtimeMetrics
@@ -88,14 +89,6 @@ class _WebSocketResponse(Response):
         return []
 
 
-def _refuse(status: int, message: str, code: str) -> Response:
-    response = jsonify(
-        {"error": {"message": message, "type": "invalid_request_error", "code": code}}
-    )
-    response.status_code = status
-    return response
-
-
 def register(app: Flask, service: Service) -> RealtimeMetrics:
     """Add the ``/v1/realtime`` routes (and the sessions' metrics) to ``app``."""
     secrets.register(app, service)  # POST /v1/realtime/client_secrets
@@ -112,21 +105,25 @@ def register(app: Flask, service: Service) -> RealtimeMetrics:
 
     @app.get("/v1/realtime", endpoint="realtime_http")
     def realtime_http() -> Response:
-        return _refuse(
-            400,
-            "expected a WebSocket upgrade request (ws://…/v1/realtime?intent=transcription)",
-            "websocket_required",
+        return error_response(
+            ApiError(
+                400,
+                "expected a WebSocket upgrade request (ws://…/v1/realtime?intent=transcription)",
+                "websocket_required",
+            )
         )
 
     @app.get("/v1/realtime", websocket=True)
     def realtime() -> Response:
         intent = request.args.get("intent", "")
         if intent != "transcription":
-            return _refuse(
-                400,
-                f"this server serves realtime transcription sessions only: connect to "
-                f"/v1/realtime?intent=transcription (got intent={intent!r})",
-                "unsupported_intent",
+            return error_response(
+                ApiError(
+                    400,
+                    f"this server serves realtime transcription sessions only: connect to "
+                    f"/v1/realtime?intent=transcription (got intent={intent!r})",
+                    "unsupported_intent",
+                )
             )
         transcriber = service.transcriber
         if transcriber is None:

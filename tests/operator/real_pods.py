@@ -1,34 +1,46 @@
 """Helpers of the real-pod tests (test_real_pods_live.py, test_real_pods_disruption_live.py):
 a SpeechModel of the runtime image's bundled demo model scheduled onto the real node, requests
 through its Service's ClusterIP (routed from the host into the node's namespace), continuous
-load, per-pod counters scraped from each pod, and a Realtime call streaming at real-time pace."""
+load, per-pod counters scraped from each pod, a Realtime call streaming at real-time pace, and
+an https server of artifacts on the host's end of the node's veth (what `make demo` serves)."""
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import functools
+import http.server
 import itertools
 import json
+import shutil
+import ssl
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import requests
 import soundfile
 import soxr
-from kube_cluster import REAL_NODE_SCHEDULING, ROOT, Cluster
+from kube_cluster import REAL_NODE_SCHEDULING, ROOT, Cluster, NodeHandle
 from kubescribe_operator.pod import default_resources
 from kubescribe_operator.spec import parse_spec
+from kubescribe_runtime.manifest import MANIFEST_NAME, ArtifactManifest, sha256_file
 from live import VERSION_LABEL, Models, manifest, metric
+from pki import sign
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 SAMPLE = ROOT / "examples" / "audio" / "sample.wav"
 SAMPLE_TEXT = (ROOT / "examples" / "audio" / "sample.txt").read_text(encoding="utf-8").strip()
 DEMO_URI = "/opt/kubescribe/models/demo"  # the demo model inside the runtime image
+DEMO_ARTIFACT = ROOT / "examples" / "models" / "demo"  # the same artifact, in this checkout
+# In a pod, its ServiceAccount volume's ca.crt is the cluster's CA, which signs ArtifactServer's
+# certificate: the fetch container's https client trusts it through this variable.
+CLUSTER_CA_BUNDLE = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
 RUNTIME_CONTAINER = "runtime"
 
 
@@ -239,3 +251,64 @@ class RealtimeCall:
 
     def completed(self) -> int:
         return self.events.count("conversation.item.input_audio_transcription.completed")
+
+
+def unloadable_artifact(directory: Path) -> str:
+    """A copy of the demo artifact in ``directory`` whose model.onnx is not an ONNX model, its
+    manifest's digest of model.onnx updated to match: it fetches and verifies, and fails to load.
+    Returns the sha256 of its kubescribe.yaml (``model.sha256``)."""
+    demo = ArtifactManifest.load(DEMO_ARTIFACT)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in demo.files:
+        (directory / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(DEMO_ARTIFACT / name, directory / name)
+    model = directory / "model.onnx"
+    model.write_bytes(b"not an ONNX model\n" * 4096)
+    text = (DEMO_ARTIFACT / MANIFEST_NAME).read_text(encoding="utf-8")
+    line = f"model.onnx: {demo.files['model.onnx']}"
+    assert text.count(line) == 1, line
+    text = text.replace(line, f"model.onnx: {sha256_file(model)}")
+    (directory / MANIFEST_NAME).write_text(text, encoding="utf-8")
+    assert ArtifactManifest.load(directory).files["model.onnx"] == sha256_file(model)
+    return sha256_file(directory / MANIFEST_NAME)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class ArtifactServer:
+    """``root`` served over https, in a thread of the test process, on a free port of the host's
+    end of the real node's veth (which pods reach), with a certificate from the cluster's CA
+    (as `make demo` serves examples/models). A pod's fetch trusts it with ``REQUESTS_CA_BUNDLE``
+    set to ``CLUSTER_CA_BUNDLE`` and its ServiceAccount token volume mounted."""
+
+    def __init__(self, root: Path, node: NodeHandle) -> None:
+        self.root, self.host = root, node.node.slot.host_ip
+        self.ca_cert = node.node.pki.ca_cert
+        self.cert, self.key = sign(
+            node.node.pki, "test-artifacts", "/CN=kubescribe-test-artifacts",
+            "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n"
+            f"extendedKeyUsage=serverAuth\nsubjectAltName=IP:{self.host}\n",
+        )  # fmt: skip
+        handler = functools.partial(_QuietHandler, directory=str(root))
+        self.server = http.server.ThreadingHTTPServer((self.host, 0), handler)
+        self.server.daemon_threads = True
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(self.cert, self.key)
+        self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        self.port = int(self.server.server_address[1])
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def url(self, path: str = "") -> str:
+        return f"https://{self.host}:{self.port}/{path}".rstrip("/")
+
+    def __enter__(self) -> ArtifactServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(10)

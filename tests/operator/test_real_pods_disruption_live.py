@@ -1,28 +1,36 @@
-"""Real pods under trouble (issue 18.4): a bad new version rolled back while the old pods serve,
+"""Real pods under trouble (issue 18.4): a bad new version (not an artifact, a digest mismatch,
+an artifact that fetches and verifies but fails to load) rolled back while the old pods serve,
 a pod deleted and the node drained under load with the PodDisruptionBudget holding, and the
 pod's resources real (the runtime sizes itself by its cgroup's CPU quota, its memory limit is the
 cgroup's, no OOM kill under load). Each test prints its figures."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from kube_cluster import Cluster, NodeHandle, OperatorProcess, eventually
-from live import Models, condition, is_ready
+from live import VERSION_LABEL, Models, condition, is_ready
 from real_pods import (
+    CLUSTER_CA_BUNDLE,
     DEMO_URI,
     RUNTIME_CONTAINER,
+    ArtifactServer,
     Load,
     real_model,
     restrict,
     runtime_pods,
     service_url,
+    unloadable_artifact,
 )
 
 ZERO_SHA256 = "0" * 64
+UNLOADABLE = "unloadable"  # served by the test over https: fetched and verified, fails to load
 
 
 def rolled_back(s: dict[str, Any]) -> bool:
@@ -31,6 +39,26 @@ def rolled_back(s: dict[str, Any]) -> bool:
         and condition(s, "Reconciling").get("status") == "False"
         and s.get("phase") != "Progressing"
     )
+
+
+def load_failure(models: Models, version: str) -> str | None:
+    """The reason a pod of ``version`` is not ready, from its runtime's /readyz, once its fetch
+    init container has completed (exit code 0): the artifact was fetched and verified."""
+    for pod in runtime_pods(models):
+        if pod["metadata"]["labels"].get(VERSION_LABEL) != version:
+            continue
+        statuses = pod["status"].get("initContainerStatuses") or []
+        fetch = next((s for s in statuses if s["name"] == "fetch"), {})
+        done = (fetch.get("state") or {}).get("terminated") or {}
+        if done.get("exitCode") != 0:
+            continue
+        try:
+            answer = requests.get(f"http://{pod['status']['podIP']}:8080/readyz", timeout=5)
+        except requests.RequestException:
+            continue
+        if answer.status_code == 503 and answer.json().get("status") == "failed":
+            return str(answer.json().get("reason"))
+    return None
 
 
 def no_restarts(models: Models) -> dict[str, Any]:
@@ -52,6 +80,9 @@ def no_restarts(models: Models) -> dict[str, Any]:
         pytest.param(
             {"uri": DEMO_URI, "version": "0.2.0", "sha256": ZERO_SHA256}, id="digest-mismatch"
         ),
+        # fetched over https and verified (the manifest's digests match), model.onnx not ONNX:
+        # the runtime stays unready with the load error; the progress deadline rolls it back
+        pytest.param(UNLOADABLE, id="fails-to-load"),
     ],
 )
 def test_a_bad_version_is_rolled_back_while_the_old_pods_serve(
@@ -59,7 +90,8 @@ def test_a_bad_version_is_rolled_back_while_the_old_pods_serve(
     real_node: NodeHandle,
     namespace: str,
     live_operator: OperatorProcess,
-    bad_model: dict[str, Any],
+    bad_model: dict[str, Any] | str,
+    tmp_path: Path,
 ) -> None:
     restrict(cluster, namespace)
     models = Models(cluster, namespace)
@@ -68,24 +100,53 @@ def test_a_bad_version_is_rolled_back_while_the_old_pods_serve(
     models.create(body)
     models.wait_status(is_ready("0.1.0"), "0.1.0 Ready on the real node", timeout=300)
     old = sorted(p["metadata"]["name"] for p in runtime_pods(models))
-    with Load(service_url(models)) as load:
+    patch: dict[str, Any] = {"model": bad_model}
+    load_error = None
+    with contextlib.ExitStack() as stack:
+        if bad_model == UNLOADABLE:
+            digest = unloadable_artifact(tmp_path / "artifacts" / "demo")
+            server = stack.enter_context(ArtifactServer(tmp_path / "artifacts", real_node))
+            manifest = requests.get(server.url("demo/kubescribe.yaml"), verify=server.ca_cert)
+            assert manifest.status_code == 200, manifest.status_code
+            cluster.kubectl(
+                "create", "secret", "generic", "artifact-ca", "-n", namespace,
+                f"--from-literal=REQUESTS_CA_BUNDLE={CLUSTER_CA_BUNDLE}",
+            )  # fmt: skip
+            patch = {
+                "model": {"uri": server.url("demo"), "version": "0.2.0", "sha256": digest,
+                          "credentialsSecret": "artifact-ca"},
+                "pod": {"automountServiceAccountToken": True},  # its ca.crt: the cluster's CA
+            }  # fmt: skip
+        load = stack.enter_context(Load(service_url(models)))
         eventually(lambda: len(load.ok) >= 2, "the first file requests served")
         t0 = time.monotonic()
-        models.patch_spec("demo", {"model": bad_model})
+        models.patch_spec("demo", patch)
+        if bad_model == UNLOADABLE:
+            load_error = eventually(
+                lambda: load_failure(models, "0.2.0"),
+                "a 0.2.0 pod fetched (init container done) and its runtime failed to load",
+                timeout=300,
+            )
         stalled = models.wait_status(rolled_back, "the automatic rollback", timeout=400)
         rollback_s = time.monotonic() - t0
         eventually(
             lambda: sorted(p["metadata"]["name"] for p in runtime_pods(models)) == old,
             "the bad version's pods to go",
         )
+    message = condition(stalled, "Stalled").get("message", "")
     print(
-        f"rolled back in {rollback_s:.1f} s: {condition(stalled, 'Stalled').get('message')!r}; "
+        f"rolled back in {rollback_s:.1f} s: {message!r}; "
         f"file requests ok {len(load.ok)}, failed {len(load.failed)}, "
         f"longest gap {load.longest_gap():.2f} s"
+        + (f"; the 0.2.0 runtime's /readyz: {load_error!r}" if load_error else "")
     )
     assert load.failed == []
     assert stalled["failedVersion"] == "0.2.0" and stalled["currentVersion"] == "0.1.0"
     assert stalled["history"][-1]["result"] == "RolledBack"
+    if load_error is not None:
+        # fetched and verified, then refused by onnxruntime: a load failure, not a fetch one
+        assert "model.onnx: cannot load" in load_error, load_error
+        assert "init container" not in message, message
 
 
 def test_a_deleted_pod_and_a_drained_node_under_load_fail_no_request(

@@ -103,6 +103,9 @@ def runtime_env(spec: SpeechModelSpec) -> list[Obj]:
         _env("KUBESCRIBE_DRAIN_TIMEOUT_S", rt.drain_timeout_seconds),
         _env("KUBESCRIBE_SCRATCH_DIR", SCRATCH_DIR),
         _env("KUBESCRIBE_LOG_FORMAT", "json"),
+        # A model that cannot load crash-loops (its reason the termination message) instead of
+        # sitting unready until the rollout's deadline: the rollback comes in seconds.
+        _env("KUBESCRIBE_EXIT_ON_LOAD_FAILURE", "true"),
     ]
     if rt.api_key_secret:
         rendered.append(_env("KUBESCRIBE_API_KEYS_FILE", API_KEYS_DIR))

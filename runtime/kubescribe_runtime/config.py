@@ -57,6 +57,13 @@ class ServeConfig(_Settings):
         "KUBESCRIBE_ALLOW_CPU_FALLBACK",
         "with device=gpu and no CUDA: serve on CPU instead of staying unready",
     )
+    exit_on_load_failure: bool = _setting(
+        False,
+        "--exit-on-load-failure",
+        "KUBESCRIBE_EXIT_ON_LOAD_FAILURE",
+        "when the model cannot be loaded: exit (status 3, the reason as the last log line) "
+        "instead of staying unready",
+    )
     threads: int = _setting(
         0,
         "--threads",

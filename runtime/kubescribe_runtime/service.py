@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
 from enum import StrEnum
+from pathlib import Path
 from typing import IO
 
 from kubescribe.errors import KubescribeError
@@ -24,6 +26,12 @@ from kubescribe_runtime.model import AcousticModel, SessionSettings, frame_secon
 from kubescribe_runtime.transcriber import PipelineSettings, Progress, Transcriber, Transcript
 
 log = logging.getLogger(__name__)
+# A worker that exits with gunicorn's WORKER_BOOT_ERROR makes the master halt with it too: the
+# whole server exits 3 (--exit-on-load-failure).
+LOAD_FAILURE_EXIT = 3
+# The container's termination message (Kubernetes' default terminationMessagePath): the reason
+# alone, rather than the log tail the kubelet falls back to.
+TERMINATION_LOG = Path("/dev/termination-log")
 
 
 # A batch pads its windows to the longest: windows join one only when the longest is at most
@@ -156,6 +164,15 @@ class Service:
             if self.state is State.LOADING:
                 self.state = State.FAILED
             self.reason = reason
+        if self.config.exit_on_load_failure:
+            # In a pod: a load failure is permanent, so crash (the kubelet restarts the
+            # container, the operator sees CrashLoopBackOff with this line as the termination
+            # message) rather than sit unready until the startup probe or the rollout deadline.
+            log.critical("exiting: the model cannot be loaded: %s", reason)
+            with contextlib.suppress(OSError):  # the kubelet's file, where it mounted one
+                TERMINATION_LOG.write_text(f"the model cannot be loaded: {reason}\n")
+            logging.shutdown()
+            os._exit(LOAD_FAILURE_EXIT)
 
     def begin_drain(self) -> None:
         with self._idle:

@@ -42,8 +42,9 @@ def rolled_back(s: dict[str, Any]) -> bool:
 
 
 def load_failure(models: Models, version: str) -> str | None:
-    """The reason a pod of ``version`` is not ready, from its runtime's /readyz, once its fetch
-    init container has completed (exit code 0): the artifact was fetched and verified."""
+    """Why a pod of ``version``'s runtime exited, once its fetch init container has completed
+    (exit code 0: the artifact was fetched and verified): the termination message of its
+    runtime container (the operator renders --exit-on-load-failure)."""
     for pod in runtime_pods(models):
         if pod["metadata"]["labels"].get(VERSION_LABEL) != version:
             continue
@@ -52,12 +53,11 @@ def load_failure(models: Models, version: str) -> str | None:
         done = (fetch.get("state") or {}).get("terminated") or {}
         if done.get("exitCode") != 0:
             continue
-        try:
-            answer = requests.get(f"http://{pod['status']['podIP']}:8080/readyz", timeout=5)
-        except requests.RequestException:
-            continue
-        if answer.status_code == 503 and answer.json().get("status") == "failed":
-            return str(answer.json().get("reason"))
+        for status in pod["status"].get("containerStatuses") or []:
+            for state in (status.get("state"), status.get("lastState")):
+                exited = (state or {}).get("terminated") or {}
+                if exited.get("exitCode") == 3:
+                    return str(exited.get("message", ""))
     return None
 
 
@@ -81,7 +81,8 @@ def no_restarts(models: Models) -> dict[str, Any]:
             {"uri": DEMO_URI, "version": "0.2.0", "sha256": ZERO_SHA256}, id="digest-mismatch"
         ),
         # fetched over https and verified (the manifest's digests match), model.onnx not ONNX:
-        # the runtime stays unready with the load error; the progress deadline rolls it back
+        # the runtime exits with the load error (crash loop): rolled back long before the
+        # progress deadline, the operator quoting the error
         pytest.param(UNLOADABLE, id="fails-to-load"),
     ],
 )
@@ -124,7 +125,7 @@ def test_a_bad_version_is_rolled_back_while_the_old_pods_serve(
         if bad_model == UNLOADABLE:
             load_error = eventually(
                 lambda: load_failure(models, "0.2.0"),
-                "a 0.2.0 pod fetched (init container done) and its runtime failed to load",
+                "a 0.2.0 pod fetched (init container done) and its runtime exited: cannot load",
                 timeout=300,
             )
         stalled = models.wait_status(rolled_back, "the automatic rollback", timeout=400)
@@ -138,7 +139,7 @@ def test_a_bad_version_is_rolled_back_while_the_old_pods_serve(
         f"rolled back in {rollback_s:.1f} s: {message!r}; "
         f"file requests ok {len(load.ok)}, failed {len(load.failed)}, "
         f"longest gap {load.longest_gap():.2f} s"
-        + (f"; the 0.2.0 runtime's /readyz: {load_error!r}" if load_error else "")
+        + (f"; the 0.2.0 runtime's termination message: {load_error!r}" if load_error else "")
     )
     assert load.failed == []
     assert stalled["failedVersion"] == "0.2.0" and stalled["currentVersion"] == "0.1.0"
@@ -147,6 +148,8 @@ def test_a_bad_version_is_rolled_back_while_the_old_pods_serve(
         # fetched and verified, then refused by onnxruntime: a load failure, not a fetch one
         assert "model.onnx: cannot load" in load_error, load_error
         assert "init container" not in message, message
+        # the crash loop rolled it back, quoting the error (not the 120 s progress deadline)
+        assert "cannot load" in message and "timed out progressing" not in message, message
 
 
 def test_a_deleted_pod_and_a_drained_node_under_load_fail_no_request(

@@ -98,6 +98,25 @@ def test_gpu_requested_without_cuda_stays_unready(tone_dir: Path, tmp_path: Path
         assert process.stop() == 0
 
 
+def test_with_exit_on_load_failure_a_model_that_cannot_load_ends_the_server(
+    tone_dir: Path, tmp_path: Path
+) -> None:
+    # What the operator renders in a pod: a permanent load failure crash-loops with its reason
+    # in the last log lines (the termination message) instead of sitting unready.
+    try:
+        process = start_server(
+            tone_dir, tmp_path, "--device", "gpu", "--exit-on-load-failure", ready=False
+        )
+    except RuntimeError as exited:  # it failed before /healthz first answered
+        status, log = str(exited).split(":", 1)
+        assert status == "server exited with 3", status
+    else:
+        status = process.process.wait(60)
+        log = process.log()
+        assert status == 3, log
+    assert "exiting: the model cannot be loaded" in log and "CUDAExecutionProvider" in log
+
+
 def test_sigterm_drains_accepted_requests(tone_dir: Path, tmp_path: Path) -> None:
     # Requests held in the batcher for 3 s (the whole delay, even with nobody else coming).
     process = start_server(

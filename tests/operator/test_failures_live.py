@@ -189,6 +189,11 @@ def test_overlapping_releases_are_detected_and_one_leaves_the_model(
     other.start()
     models = Models(cluster, namespace)
     try:
+        # A release yields to another's status writes made since it started (older entries may
+        # be a removed release's): the model comes only once the second release has started, or
+        # on a loaded machine the first could write its last status before that, and no write
+        # would ever count.
+        eventually(lambda: _serves_metrics(other), "the second release up (its /metrics)")
         models.create(manifest())
         models.wait_status(is_ready("1.0"), "1.0 ready")
         models.wait_events(lambda r: "OverlappingReleases" in r, "the overlap warned")
@@ -204,3 +209,10 @@ def test_overlapping_releases_are_detected_and_one_leaves_the_model(
     finally:
         other.kill()
         print(other.logs()[-10000:])
+
+
+def _serves_metrics(operator: OperatorProcess) -> bool:
+    try:
+        return bool(operator.metrics())
+    except OSError:  # not listening yet
+        return False

@@ -19,7 +19,7 @@ gone since `before` contributes nothing (its last counts are lost with it).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -99,37 +99,41 @@ def _sorted(buckets: Buckets) -> list[tuple[float, float]]:
     return sorted((float(le), count) for le, count in buckets.items())
 
 
-def parse_exposition(text: str) -> PodSample:
-    """One runtime's /metrics text -> its sample. Raises ExpositionError on text that is not
-    the exposition format or that lacks the runtime's request counter."""
+def pod_sample(series: Iterable[tuple[str, Mapping[str, str], float]]) -> PodSample:
+    """One pod's sample from its series (name with suffix, labels, value), as the exposition or
+    Prometheus' API gives them; series the analysis does not read are ignored."""
     requests: dict[str, float] = {}
     latency: Buckets = {}
     rtf: Buckets = {}
     started: float | None = None
-    seen = False
+    for name, labels, value in series:
+        if name == f"{REQUESTS}_total":
+            code = labels.get("code", "")
+            requests[code] = requests.get(code, 0.0) + value
+        elif name == f"{LATENCY}_bucket":
+            _merge(latency, labels["le"], value)
+        elif name == f"{REAL_TIME_FACTOR}_bucket":
+            _merge(rtf, labels["le"], value)
+        elif name == PROCESS_START:
+            started = value
+    return PodSample(started=started, requests=requests, latency=latency, real_time_factor=rtf)
+
+
+def parse_exposition(text: str) -> PodSample:
+    """One runtime's /metrics text -> its sample. Raises ExpositionError on text that is not
+    the exposition format or that lacks the runtime's request counter."""
     try:
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == f"{REQUESTS}_total":
-                    code = sample.labels.get("code", "")
-                    requests[code] = requests.get(code, 0.0) + sample.value
-                    seen = True
-                elif sample.name == f"{LATENCY}_bucket":
-                    _merge(latency, sample.labels["le"], sample.value)
-                elif sample.name == f"{REAL_TIME_FACTOR}_bucket":
-                    _merge(rtf, sample.labels["le"], sample.value)
-                elif sample.name == PROCESS_START:
-                    started = sample.value
+        series = [
+            (sample.name, sample.labels, sample.value)
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        ]
+        sample = pod_sample(series)
     except (ValueError, KeyError, IndexError, TypeError) as exc:
         raise ExpositionError(f"not Prometheus exposition text: {exc}") from exc
-    if not seen:
+    if not any(name == f"{REQUESTS}_total" for name, _, _ in series):
         raise ExpositionError(f"no {REQUESTS}_total series: not a kubescribe runtime")
-    return PodSample(
-        started=started,
-        requests=requests,
-        latency=latency,
-        real_time_factor=rtf,
-    )
+    return sample
 
 
 def sample_of(pods: Mapping[str, str]) -> MetricsSample:
@@ -145,9 +149,8 @@ def _bucket_delta(before: Buckets, after: Buckets) -> Buckets:
 
 
 def _restarted(before: PodSample, after: PodSample) -> bool:
-    if before.started is not None and after.started is not None:
-        if before.started != after.started:
-            return True
+    if None not in (before.started, after.started) and before.started != after.started:
+        return True
     went_down = any(after.requests.get(code, 0.0) < n for code, n in before.requests.items())
     for old, new in (
         (before.latency, after.latency),

@@ -42,13 +42,27 @@ def in_namespace(objects: list[dict[str, Any]], namespace: str) -> str:
     return yaml.safe_dump_all(objects)
 
 
+# Envoy Gateway's policies of examples/gateways/envoy (stand-ins, like Argo CD's Application).
+ENVOY_GATEWAY_KINDS = (
+    ("EnvoyExtensionPolicy", "envoyextensionpolicies"),
+    ("ClientTrafficPolicy", "clienttrafficpolicies"),
+    ("BackendTrafficPolicy", "backendtrafficpolicies"),
+)
+
+
 @pytest.fixture()
 def argocd(cluster: Cluster) -> Iterator[None]:
     cluster.install_stand_in_crd("argoproj.io", "v1alpha1", "Application", "applications")
+    crds = [
+        cluster.install_stand_in_crd("gateway.envoyproxy.io", "v1alpha1", kind, plural)
+        for kind, plural in ENVOY_GATEWAY_KINDS
+    ]
     cluster.kubectl("create", "namespace", "argocd", check=False)
     yield
     cluster.kubectl("delete", "namespace", "argocd", "--wait=false", check=False)
     cluster.kubectl("delete", "crd", "applications.argoproj.io", "--wait=false", check=False)
+    for crd in crds:
+        cluster.kubectl("delete", "crd", crd, "--wait=false", check=False)
 
 
 def test_the_examples_hold_manifests_of_every_kind_we_ship() -> None:

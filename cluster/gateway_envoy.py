@@ -260,7 +260,7 @@ def translate(
                 backends.add(backend)
                 if weight > 0:
                     weighted.append((backend.cluster, weight))
-            for match in rule.get("matches") or [{}]:
+            for number, match in enumerate(rule.get("matches") or [{}]):
                 entry: Obj = {"match": _envoy_match(match)}
                 if not weighted:
                     entry["direct_response"] = {"status": 500}
@@ -279,7 +279,7 @@ def translate(
                 for f in filters:
                     if f["type"] == "RequestHeaderModifier":
                         _headers(f["requestHeaderModifier"], entry)
-                entry["name"] = f"{_key(route)}/rule{index}"
+                entry["name"] = f"{_key(route)}/rule{index}/match{number}"
                 entries.append((_precedence(route, index, match), entry))
         result.resolved[_key(route)] = (not problems, "; ".join(problems))
     entries.sort(key=lambda e: e[0])

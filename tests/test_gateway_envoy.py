@@ -23,75 +23,22 @@ import gateway_envoy  # noqa: E402
 import gateways  # noqa: E402
 from components import free_port  # noqa: E402
 from kube_cluster import eventually  # noqa: E402
+from kubescribe_operator.httproute import Backend, build_httproute  # noqa: E402
+from kubescribe_operator.spec_traffic import RoutingSpec  # noqa: E402
 
 NS = "team"
 GATEWAY = {"metadata": {"name": "envoy", "namespace": "gw", "generation": 1}}
 
 
 def route(name: str, names: list[str], languages: list[str], created: str) -> dict[str, Any]:
-    """An HTTPRoute of the shape the operator renders for a SpeechModel (issue 19.1)."""
-    backend = [{"name": name, "port": 80}]
-    rules: list[dict[str, Any]] = []
-    for n in names:
-        rules.append(
-            {
-                "matches": [
-                    {
-                        "path": {"type": "PathPrefix", "value": "/v1/"},
-                        "headers": [{"name": "x-kubescribe-model", "value": n}],
-                    }
-                ],
-                "backendRefs": backend,
-            }
-        )
-        rules.append(
-            {
-                "matches": [
-                    {
-                        "path": {"type": "PathPrefix", "value": "/v1/realtime"},
-                        "queryParams": [{"name": "model", "value": n}],
-                    }
-                ],
-                "backendRefs": backend,
-            }
-        )
-        rules.append(
-            {
-                "matches": [{"path": {"type": "PathPrefix", "value": f"/models/{n}/"}}],
-                "filters": [
-                    {
-                        "type": "URLRewrite",
-                        "urlRewrite": {
-                            "path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/"}
-                        },
-                    }
-                ],
-                "backendRefs": backend,
-            }
-        )
-    for lang in languages:
-        rules.append(
-            {
-                "matches": [
-                    {
-                        "path": {"type": "PathPrefix", "value": "/v1/"},
-                        "headers": [{"name": "x-kubescribe-language", "value": lang}],
-                    }
-                ],
-                "backendRefs": backend,
-            }
-        )
-    rules.append(
-        {"matches": [{"path": {"type": "Exact", "value": "/v1/models"}}], "backendRefs": backend}
-    )
-    rules.append(
-        {"matches": [{"path": {"type": "PathPrefix", "value": "/v1/"}}], "backendRefs": backend}
-    )
-    return {
-        "metadata": {"name": name, "namespace": NS, "creationTimestamp": created,
-                     "generation": 1},
-        "spec": {"parentRefs": [{"name": "envoy", "namespace": "gw"}], "rules": rules},
-    }  # fmt: skip
+    """The HTTPRoute the operator renders for a SpeechModel (kubescribe_operator.httproute)."""
+    routing = RoutingSpec.model_validate(
+        {"parentRefs": [{"name": "envoy", "namespace": "gw"}], "names": names,
+         "defaultForLanguages": languages}
+    )  # fmt: skip
+    out = build_httproute(name, NS, "uid-" + name, routing, [Backend(name, 80)])
+    out["metadata"].update(creationTimestamp=created, generation=1)
+    return out
 
 
 def service(name: str) -> dict[str, Any]:
@@ -111,8 +58,8 @@ def endpoint_slice(name: str, port: int, ready: bool = True) -> dict[str, Any]:
 
 
 ROUTES = [
-    route("demo", ["demo"], [], "2026-01-01T00:00:00Z"),
-    route("demo-es", ["demo-es", "support-es"], ["es"], "2026-01-01T00:00:01Z"),
+    route("demo", [], [], "2026-01-01T00:00:00Z"),
+    route("demo-es", ["support-es"], ["es"], "2026-01-01T00:00:01Z"),
 ]
 
 
@@ -123,20 +70,28 @@ def test_translation_orders_matches_by_gateway_api_precedence() -> None:
         [endpoint_slice("demo", 1), endpoint_slice("demo-es", 2)], 1024, "/cfg",
     )  # fmt: skip
     entries = out.routes["virtual_hosts"][0]["routes"]
-    first = entries[0]
-    assert first["match"] == {"path": "/v1/models"}  # exact path before any prefix
-    names = [e["name"] for e in entries]
-    # Longest prefix first; among equal prefixes, more header / query matches first.
-    assert names.index("team/demo-es/rule5") < names.index("team/demo-es/rule1")  # /models/..
-    assert names.index("team/demo-es/rule1") < names.index("team/demo-es/rule0")  # ?model= /v1
+    matches = [e["match"] for e in entries]
+    assert matches[0] == {"path": "/v1/models"}  # an exact path before any prefix
+
+    def position(**match: Any) -> int:
+        return next(
+            i for i, m in enumerate(matches) if all(m.get(k) == v for k, v in match.items())
+        )
+
+    model = {"name": "x-kubescribe-model", "string_match": {"exact": "support-es"}}
+    query = {"name": "model", "string_match": {"exact": "support-es"}}
+    # Longest prefix first, then more header / query matches before fewer.
+    assert (
+        position(path_separated_prefix="/models/support-es")
+        < position(path_separated_prefix="/v1/realtime", query_parameters=[query])
+        < position(path_separated_prefix="/v1", headers=[model])
+        < position(path_separated_prefix="/v1", headers=None)
+    )
     catch_alls = [e for e in entries if e["match"] == {"path_separated_prefix": "/v1"}]
-    assert [e["name"] for e in catch_alls] == ["team/demo/rule4", "team/demo-es/rule8"]
+    assert [e["name"].split("/rule")[0] for e in catch_alls] == ["team/demo", "team/demo-es"]
     assert entries[-2:] == catch_alls  # lowest precedence; the oldest route's first
-    header = next(e for e in entries if e["match"].get("headers") == [
-        {"name": "x-kubescribe-model", "string_match": {"exact": "support-es"}}])  # fmt: skip
-    assert header["route"]["cluster"] == "team.demo-es.80"
-    rewrite = next(e for e in entries if e["match"].get("path_separated_prefix")
-                   == "/models/support-es")  # fmt: skip
+    assert entries[position(headers=[model])]["route"]["cluster"] == "team.demo-es.80"
+    rewrite = entries[position(path_separated_prefix="/models/support-es")]
     assert rewrite["route"]["regex_rewrite"]["substitution"] == "/"
     assert out.endpoints["team.demo-es.80"]["endpoints"][0]["lb_endpoints"][0]["endpoint"] == {
         "address": {"socket_address": {"address": "127.0.0.1", "port_value": 2}}

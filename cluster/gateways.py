@@ -85,12 +85,12 @@ def rbac_objects() -> list[Obj]:
     ]  # fmt: skip
 
 
-def traefik_config(address: str, port: int, server: str, token_file: Path, ca_file: Path) -> Obj:
+def traefik_config(address: str, port: int, server: str, token: str, ca_file: Path) -> Obj:
     """Traefik's static configuration: one entry point (the Gateway listener's port), the
     Kubernetes Gateway provider on the API server, no read timeout (long uploads; Realtime)."""
     return {
         "global": {"checkNewVersion": False, "sendAnonymousUsage": False},
-        "log": {"level": "INFO"},
+        "log": {"level": "INFO", "noColor": True},
         "entryPoints": {
             "web": {
                 "address": f"{address}:{port}",
@@ -100,7 +100,7 @@ def traefik_config(address: str, port: int, server: str, token_file: Path, ca_fi
         "providers": {
             "kubernetesGateway": {
                 "endpoint": server,
-                "token": str(token_file),
+                "token": token,
                 "certAuthFilePath": str(ca_file),
                 "throttleDuration": "0s",
                 "statusAddress": {"ip": address},
@@ -201,6 +201,15 @@ class EnvoySync:
             _condition("Accepted", True, "Accepted", "translated for Envoy", generation),
             _condition("Programmed", True, "Programmed", "Envoy serves it", generation),
         ]
+        class_name = gw["spec"]["gatewayClassName"]
+        gwc = self.api.get(f"{base}/gatewayclasses/{class_name}")
+        accepted = [_condition("Accepted", True, "Accepted", "Envoy from HTTPRoutes",
+                               gwc["metadata"].get("generation", 1))]  # fmt: skip
+        if gwc["spec"]["controllerName"] == ENVOY_CONTROLLER and not _same(
+            (gwc.get("status") or {}).get("conditions") or [], accepted
+        ):
+            gwc["status"] = {"conditions": accepted}
+            self._put(f"{base}/gatewayclasses/{class_name}/status", gwc)
         if not _same((gw.get("status") or {}).get("conditions") or [], wanted):
             gw["status"] = {
                 "addresses": [{"type": "IPAddress", "value": self.address}],
@@ -331,7 +340,13 @@ class Gateways:
         config = self.work_dir / "traefik.yaml"  # JSON is YAML
         config.write_text(
             json.dumps(
-                traefik_config(self.address, self.traefik_port, self.server, token, self.ca_file),
+                traefik_config(
+                    self.address,
+                    self.traefik_port,
+                    self.server,
+                    token.read_text().strip(),
+                    self.ca_file,
+                ),
                 indent=1,
             )
         )

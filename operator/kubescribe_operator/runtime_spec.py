@@ -43,6 +43,9 @@ RESERVED_ENV = (
     "KUBESCRIBE_DEVICE",
     "KUBESCRIBE_API_KEYS_FILE",
     "KUBESCRIBE_SCRATCH_DIR",
+    # From spec.routing (catalog.py): the model's names, and the catalogue behind its Gateway.
+    "KUBESCRIBE_SERVED_MODEL_NAMES",
+    "KUBESCRIBE_MODEL_CATALOG",
 )
 # The runtime's other settings (docs/runtime-config.md): a user may set these in runtime.env;
 # any other KUBESCRIBE_* name is a typo the runtime would silently ignore.

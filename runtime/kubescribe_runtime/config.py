@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from kubescribe.errors import KubescribeError
 
@@ -25,6 +25,18 @@ DEMO_MODEL_DIR = SOURCE_ROOT / "examples" / "models" / "demo"
 
 class ConfigError(KubescribeError):
     exit_code = 2
+
+
+def split_names(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    """A list setting's values: a comma-separated string or a sequence; blanks and repeats
+    dropped, order kept."""
+    items = value.split(",") if isinstance(value, str) else list(value or ())
+    names: list[str] = []
+    for item in items:
+        name = str(item).strip()
+        if name and name not in names:
+            names.append(name)
+    return tuple(names)
 
 
 def _setting(
@@ -306,6 +318,25 @@ class ServeConfig(_Settings):
         "KUBESCRIBE_API_KEYS",
         "API keys, comma-separated (prefer the variable: a flag shows in the process list)",
     )
+    served_model_names: tuple[str, ...] = _setting(
+        (),
+        "--served-model-names",
+        "KUBESCRIBE_SERVED_MODEL_NAMES",
+        "comma-separated names this server answers for in `model` (the first is its id in "
+        "/v1/models); a request naming another model gets 404 model_not_found; unset: any",
+    )
+    model_catalog: Path | None = _setting(
+        None,
+        "--model-catalog",
+        "KUBESCRIBE_MODEL_CATALOG",
+        "the other models behind the same endpoint, which /v1/models lists too: a JSON file "
+        "or a directory of one JSON entry per model (the operator's catalogue, mounted)",
+    )
+
+    @field_validator("served_model_names", mode="before")
+    @classmethod
+    def _names(cls, value: Any) -> tuple[str, ...]:
+        return split_names(value)
 
     def model_post_init(self, __context: Any) -> None:
         if self.window_overlap_seconds * 2 >= self.window_seconds:

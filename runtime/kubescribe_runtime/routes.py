@@ -22,6 +22,7 @@ from kubescribe_runtime.admission import Ticket
 from kubescribe_runtime.errors import as_api_error, error_body
 from kubescribe_runtime.formats import render
 from kubescribe_runtime.forms import TranscriptionForm, parse_transcription_form
+from kubescribe_runtime.model_names import ModelNames
 from kubescribe_runtime.service import Service
 from kubescribe_runtime.transcriber import Progress
 
@@ -59,6 +60,7 @@ def _probe_response(answer: tuple[int, dict[str, str]]) -> Response:
 def blueprint(service: Service) -> Blueprint:
     routes = Blueprint("kubescribe", __name__)
     metrics = service.metrics
+    names = ModelNames(service.config.served_model_names, service.config.model_catalog)
 
     @routes.post("/v1/audio/transcriptions")
     def transcriptions() -> Response:
@@ -93,6 +95,7 @@ def blueprint(service: Service) -> Blueprint:
 
     def _transcribe(outcome: dict[str, int], ticket: Ticket) -> Response:
         started = time.monotonic()
+        names.check(request.form.get("model"))  # another model's: 404, as OpenAI answers
         upload = request.files.get("file")
         form = parse_transcription_form(
             request.mimetype, request.form, upload is not None, service.languages
@@ -148,7 +151,12 @@ def blueprint(service: Service) -> Blueprint:
 
     @routes.get("/v1/models")
     def models() -> Response:
-        return jsonify({"object": "list", "data": [service.model_card()]})
+        """Every model behind the endpoint: this server's names and the catalogue's."""
+        return jsonify({"object": "list", "data": names.cards(service.model_card())})
+
+    @routes.get("/v1/models/<path:model>")
+    def model(model: str) -> Response:
+        return jsonify(names.card(model, service.model_card()))
 
     @routes.get("/healthz")
     def healthz() -> Response:

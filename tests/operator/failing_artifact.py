@@ -7,16 +7,19 @@ the long requests only. The runtime has no fault-injection flag; this is a model
 
 from __future__ import annotations
 
+import io
 import shutil
 from pathlib import Path
 
 import numpy as np
 import onnx
+import soundfile as sf
 from kubescribe_runtime.manifest import MANIFEST_NAME, ArtifactManifest, sha256_file
 from onnx import TensorProto, helper, numpy_helper
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_ARTIFACT = ROOT / "examples" / "models" / "demo"
+SAMPLE = ROOT / "examples" / "audio" / "sample.wav"
 FAILS_LONGER_THAN_S = 5.0
 HOP_S = 0.01  # one feature frame (the demo model's `length` input counts them)
 # The demo's reference clips last 2.3-3.8 s and the warm-up 1 s: all shorter than the limit.
@@ -69,3 +72,12 @@ def failing_artifact(directory: Path, version: str = "2.0.1-fails-long") -> str:
     (directory / MANIFEST_NAME).write_text(manifest.to_yaml(), encoding="utf-8")
     assert ArtifactManifest.load(directory).files["model.onnx"] == sha256_file(path)
     return sha256_file(directory / MANIFEST_NAME)
+
+
+def clip(seconds: float) -> bytes:
+    """A WAV file of the sample's speech, repeated to `seconds`."""
+    audio, rate = sf.read(SAMPLE, dtype="float32")
+    repeated = np.tile(audio, int(seconds * rate) // len(audio) + 1)[: int(seconds * rate)]
+    out = io.BytesIO()
+    sf.write(out, repeated, rate, format="WAV")
+    return out.getvalue()

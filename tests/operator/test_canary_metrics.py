@@ -6,7 +6,6 @@ scraping it: judged from Prometheus' HTTP API or from the pod's /metrics, one ve
 from __future__ import annotations
 
 import http.server
-import io
 import shutil
 import subprocess
 import sys
@@ -16,11 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import requests
-import soundfile as sf
-from failing_artifact import FAILS_LONGER_THAN_S, LONG_S, SHORT_S, failing_artifact
+from failing_artifact import FAILS_LONGER_THAN_S, LONG_S, SHORT_S, clip, failing_artifact
 from kubescribe_operator.canary_analysis import MetricsSample, judge
 from kubescribe_operator.canary_metrics import (
     NoSeries,
@@ -40,17 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "runtime"))
 from rt_server import ServerProcess, free_port, post, running, wait_until  # noqa: E402
 
-SAMPLE = ROOT / "examples" / "audio" / "sample.wav"
 NAMESPACE, POD = "speech", "demo-canary-7c9d5-x2x4q"
-
-
-def clip(seconds: float) -> bytes:
-    """The sample's speech, repeated to `seconds`."""
-    audio, rate = sf.read(SAMPLE, dtype="float32")
-    repeated = np.tile(audio, int(seconds * rate) // len(audio) + 1)[: int(seconds * rate)]
-    out = io.BytesIO()
-    sf.write(out, repeated, rate, format="WAV")
-    return out.getvalue()
 
 
 def pod(name: str, ip: str | None = "10.0.0.5", phase: str = "Running", **meta: Any) -> dict:
@@ -173,7 +160,7 @@ def failing_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerP
     """The runtime serving the version that fails audio longer than FAILS_LONGER_THAN_S."""
     root = tmp_path_factory.mktemp("failing")
     failing_artifact(root / "artifact")
-    with running(root / "artifact", root) as server:
+    with running(root / "artifact", root, "--vad", "silero") as server:  # as deployed
         yield server
 
 

@@ -31,6 +31,7 @@ from flask import Flask, Response, request
 from simple_websocket import ConnectionClosed
 
 from kubescribe_runtime.errors import ApiError, error_response
+from kubescribe_runtime.model_names import ModelNames
 from kubescribe_runtime.realtime import secrets
 from kubescribe_runtime.realtime.decode import SessionDecoder
 from kubescribe_runtime.realtime.metrics import RealtimeMetrics
@@ -94,6 +95,7 @@ def register(app: Flask, service: Service) -> RealtimeMetrics:
     secrets.register(app, service)  # POST /v1/realtime/client_secrets
     metrics = service.metrics.realtime
     config = service.config
+    names = ModelNames(config.served_model_names, config.model_catalog)
     slots = SessionSlots(config.max_sessions, metrics.sessions_active.set)
     max_append = int(config.max_append_kb * 1024)
     limits = SessionLimits(
@@ -125,6 +127,9 @@ def register(app: Flask, service: Service) -> RealtimeMetrics:
                     "unsupported_intent",
                 )
             )
+        # ?model= (what realtime.connect(model=...) sends): another model's is refused
+        # before the upgrade, with OpenAI's 404.
+        names.check(request.args.get("model"))
         transcriber = service.transcriber
         if transcriber is None:
             raise NotReady(f"the model is not ready: {service.reason}")
@@ -138,6 +143,7 @@ def register(app: Flask, service: Service) -> RealtimeMetrics:
                 list(manifest.languages),
                 manifest.sample_rate,
                 limits,
+                served_names=names.served,
             )
             if not slots.take():
                 reason = (

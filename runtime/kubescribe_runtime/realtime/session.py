@@ -91,9 +91,11 @@ class Session:
         languages: list[str],
         sample_rate: int,
         limits: SessionLimits | None = None,
+        served_names: tuple[str, ...] = (),
     ) -> None:
         self.id = session_id
         self.languages = languages
+        self.served_names = served_names  # empty: any transcription model name is accepted
         self.rate = sample_rate
         self.limits = limits or SessionLimits()
         self.config = sc.SessionConfig(model=model_name)
@@ -244,6 +246,14 @@ class Session:
                 f"language {language!r} is not served; this model speaks "
                 + ", ".join(self.languages),
                 param="session.audio.input.transcription.language",
+                event_id=event.event_id,
+            )
+        named = config.model
+        if self.served_names and named != self.config.model and named not in self.served_names:
+            raise ev.ProtocolError(
+                "model_not_found",
+                f"The model `{named}` does not exist or you do not have access to it.",
+                param="session.audio.input.transcription.model",
                 event_id=event.event_id,
             )
         model = self.config.model  # the served model, whatever name the client gave

@@ -82,6 +82,11 @@ def structural(schema: Schema, defs: dict[str, Schema]) -> Schema:
     out: Schema = {k: copy.deepcopy(schema[k]) for k in _KEEP if k in schema}
     if out.get("default", 0) is None:
         del out["default"]
+    # pydantic's gt/lt are JSON Schema 2020's numeric exclusive bounds; OpenAPI v3 (the API
+    # server) wants the bound in minimum/maximum and a boolean flag.
+    for bound, flag in (("minimum", "exclusiveMinimum"), ("maximum", "exclusiveMaximum")):
+        if flag in out and not isinstance(out[flag], bool):
+            out[bound], out[flag] = out[flag], True
     if "const" in schema:
         out["enum"] = [schema["const"]]
         out.setdefault("type", "string")
@@ -225,6 +230,9 @@ def apply_defaults(schema: Schema, obj: Any) -> Any:
 def strict_json_schema(schema: Schema) -> Schema:
     """The schema with unknown fields refused, as kubectl's strict field validation does."""
     out = dict(schema)
+    for bound, flag in (("minimum", "exclusiveMinimum"), ("maximum", "exclusiveMaximum")):
+        if out.get(flag) is True:  # OpenAPI v3's flag back to JSON Schema 2020's number
+            out[flag] = out.pop(bound)
     if "properties" in out:
         out["properties"] = {k: strict_json_schema(v) for k, v in out["properties"].items()}
         if not out.get("x-kubernetes-preserve-unknown-fields"):

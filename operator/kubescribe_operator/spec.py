@@ -44,6 +44,15 @@ from kubescribe_operator.api import (
 )
 from kubescribe_operator.pod_options import PodOptions
 from kubescribe_operator.runtime_spec import RuntimeSpec
+from kubescribe_operator.spec_traffic import (
+    CANARY_NEEDS_STRATEGY,
+    CANARY_NEEDS_STRATEGY_RULE,
+    STRATEGY_DESCRIPTION,
+    CanarySpec,
+    QualityGateSpec,
+    RolloutStrategy,
+    RoutingSpec,
+)
 
 # Room for an artifact of up to ~1 B parameters in fp16 (model.storage).
 DEFAULT_ARTIFACT_STORAGE = "2Gi"
@@ -202,10 +211,15 @@ class RolloutSpec(ApiModel):
                 "(self.maxSurge == 0 || self.maxSurge == '0%') && "
                 "(self.maxUnavailable == 0 || self.maxUnavailable == '0%'))",
                 "maxSurge and maxUnavailable cannot both be 0",
-            )
+            ),
+            CANARY_NEEDS_STRATEGY_RULE,
         )
     )
 
+    strategy: RolloutStrategy = Field(default="Rolling", description=STRATEGY_DESCRIPTION)
+    canary: CanarySpec | None = Field(
+        default=None, description="steps and analysis (strategy Canary; defaults when unset)"
+    )
     max_surge: IntOrPercent = 1
     max_unavailable: IntOrPercent = 0
     progress_deadline_seconds: int = Field(default=600, ge=10, le=86_400)
@@ -221,6 +235,18 @@ class RolloutSpec(ApiModel):
         if is_zero(self.max_surge) and is_zero(self.max_unavailable):
             raise ValueError("maxSurge and maxUnavailable cannot both be 0")
         return self
+
+    @model_validator(mode="after")
+    def _canary_needs_strategy(self) -> RolloutSpec:
+        if self.canary is not None and self.strategy != "Canary":
+            raise ValueError(CANARY_NEEDS_STRATEGY)
+        return self
+
+    def canary_settings(self) -> CanarySpec | None:
+        """The canary's steps and analysis when the strategy is Canary (defaults when unset)."""
+        if self.strategy != "Canary":
+            return None
+        return self.canary or CanarySpec()
 
 
 class ServiceSpec(ApiModel):
@@ -318,6 +344,12 @@ class SpeechModelSpec(ApiModel):
     scheduling: SchedulingSpec | None = None
     monitoring: MonitoringSpec = Field(default=MonitoringSpec(), json_schema_extra={"default": {}})
     pod: PodOptions = Field(default=PodOptions(), json_schema_extra={"default": {}})
+    routing: RoutingSpec | None = Field(
+        default=None, description="reach the model through shared Gateways (Gateway API)"
+    )
+    quality_gate: QualityGateSpec = Field(
+        default=QualityGateSpec(), json_schema_extra={"default": {}}
+    )
 
     @model_validator(mode="after")
     def _host_path_needs_fixed_user(self) -> SpeechModelSpec:

@@ -19,17 +19,20 @@ from typing import Any, Literal, NamedTuple
 from pydantic import ConfigDict, Field
 
 from kubescribe_operator.api import ApiModel, ModelRef
+from kubescribe_operator.canary_state import CanaryStatus
 
 MAX_HISTORY = 10
 
 # Ready, Reconciling and Stalled (kstatus) from the rollout. Warnings, never readiness:
 # AutoscalingActive from the HPA (only with autoscaling on, `scaling`); OptionalChildrenApplied
-# when a child the model serves without (a ServiceMonitor) cannot be applied.
+# when a child the model serves without (a ServiceMonitor) cannot be applied; Routed from the
+# Gateways' verdict on its HTTPRoute (only with spec.routing, `routing`).
 ConditionType = Literal[
-    "Ready", "Reconciling", "Stalled", "AutoscalingActive", "OptionalChildrenApplied"
+    "Ready", "Reconciling", "Stalled", "AutoscalingActive", "OptionalChildrenApplied", "Routed"
 ]
 Phase = Literal["Pending", "Progressing", "Ready", "Degraded", "Failed"]
-RolloutResult = Literal["InProgress", "Succeeded", "Failed", "RolledBack", "Superseded"]
+# Aborted: a canary stopped (analysis breach, failing pods, reverted) before it was promoted.
+RolloutResult = Literal["InProgress", "Succeeded", "Failed", "RolledBack", "Superseded", "Aborted"]
 # The spec's sections that make the pod template; a rollback restores them all as they were
 # when lastKnownGood last served (`lastKnownGoodSpec`), not only the model.
 POD_SECTIONS = ("model", "runtime", "scheduling", "pod")
@@ -96,6 +99,9 @@ class SpeechModelStatus(ApiModel):
     selector: str | None = None
     endpoint: str | None = None
     history: list[HistoryEntry] = Field(default_factory=list, max_length=MAX_HISTORY)
+    canary: CanaryStatus | None = Field(
+        default=None, description="the canary under way (rollout.strategy Canary)"
+    )
 
     def condition(self, type_: ConditionType) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)

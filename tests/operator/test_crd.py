@@ -520,6 +520,7 @@ def test_defaulting_fills_nested_objects() -> None:
     assert defaulted["runtime"]["device"] == "cpu"
     assert defaulted["runtime"]["batching"] == {"maxBatchSize": 16, "maxDelayMs": 10}
     assert defaulted["rollout"] == {
+        "strategy": "Rolling",
         "maxSurge": 1,
         "maxUnavailable": 0,
         "progressDeadlineSeconds": 600,

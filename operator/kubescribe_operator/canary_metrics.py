@@ -199,6 +199,7 @@ def read_sample(
     pods: Sequence[Mapping[str, Any]],
     *,
     at: float | None = None,
+    port: int = HTTP_PORT,
     timeout: float = DEFAULT_TIMEOUT_S,
     http: urllib3.PoolManager | None = None,
 ) -> MetricsSample:
@@ -212,7 +213,7 @@ def read_sample(
         )
     if at is not None:
         raise ValueError("a pod's /metrics has no past: scrape at the step's start instead")
-    return scrape_pods(pod_targets(pods), timeout=timeout, http=http)
+    return scrape_pods(pod_targets(pods, port), timeout=timeout, http=http)
 
 
 def analyse_step(
@@ -222,6 +223,7 @@ def analyse_step(
     *,
     step_started: float,
     baseline: MetricsSample | None = None,
+    port: int = HTTP_PORT,
     timeout: float = DEFAULT_TIMEOUT_S,
     http: urllib3.PoolManager | None = None,
 ) -> Verdict:
@@ -238,5 +240,5 @@ def analyse_step(
             before = MetricsSample()
     else:
         before = baseline or MetricsSample()
-    after = read_sample(thresholds, namespace, pods, timeout=timeout, http=http)
+    after = read_sample(thresholds, namespace, pods, port=port, timeout=timeout, http=http)
     return judge(thresholds, before, after)

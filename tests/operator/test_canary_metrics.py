@@ -173,6 +173,23 @@ def test_the_failing_version_really_fails_that_share(failing_server: ServerProce
     assert "interest" in text  # the short clips are still transcribed
 
 
+def test_a_step_judged_from_the_pods_own_metrics(failing_server: ServerProcess) -> None:
+    ip, port = failing_server.url.removeprefix("http://").rsplit(":", 1)
+    pods = [pod(POD, ip)]
+    thresholds = CanaryAnalysis(max_error_ratio=0.2, min_requests=4)
+    baseline = scrape_pods(pod_targets(pods, int(port)))
+    for seconds in (SHORT_S, SHORT_S, SHORT_S, LONG_S):
+        post(failing_server.url, clip(seconds))
+    verdict = analyse_step(
+        thresholds, NAMESPACE, pods, step_started=0, baseline=baseline, port=int(port)
+    )
+    assert (verdict.ok, verdict.figures.requests, verdict.figures.errors) == (False, 4, 1)
+    assert verdict.enough_requests and "0.25 (1 of 4 requests" in verdict.reason
+    # Without a baseline: everything the pod served since it started.
+    since_start = analyse_step(thresholds, NAMESPACE, pods, step_started=0, port=int(port))
+    assert since_start.figures.requests >= 4
+
+
 class Prometheus:
     def __init__(self, root: Path, target: str) -> None:
         port = free_port()

@@ -43,7 +43,8 @@ lint: $(BIN)/.installed
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy
 
-# promtool (Debian's prometheus package) checks the example alert rules in tests/packaging;
+# promtool (Debian's prometheus package) checks the example alert rules in tests/packaging, and
+# its prometheus server scrapes a runtime for the canary analysis (tests/operator/test_canary_metrics.py);
 # espeak-ng synthesises the speech of the modeling data tests (tests/modeling/test_data.py);
 # the Asterisk prompts (real recorded speech, CC-BY-SA-3.0) are the real-speech test sets
 # (tests/modeling/test_asterisk.py); sox codes the telephone channels of the real-voices recipe,

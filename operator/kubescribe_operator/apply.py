@@ -15,6 +15,10 @@ compares them; keep both in step). ``(group, resource): verbs``:
     autoscaling         horizontalpodautoscalers     get list watch create patch delete
     policy              poddisruptionbudgets         get list watch create patch delete
     monitoring.coreos.com servicemonitors            get list watch create patch delete
+    gateway.networking.k8s.io httproutes             get list watch create patch delete
+    gateway.networking.k8s.io gateways               get    (routing.py: does a parentRef's
+                                                     Gateway exist, while none reports on it)
+    ""                  configmaps                   create patch (routing.py: the catalogue)
     ""                  events                       create
     kopf.dev            clusterkopfpeerings          get list watch patch   (--all-namespaces)
     kopf.dev            kopfpeerings                 get list watch patch   (--namespace)
@@ -101,6 +105,11 @@ API_USAGE: dict[tuple[str, str], frozenset[str]] = {
     ("monitoring.coreos.com", "servicemonitors"): frozenset(
         {"get", "list", "watch", "create", "patch", "delete"}
     ),
+    ("gateway.networking.k8s.io", "httproutes"): frozenset(
+        {"get", "list", "watch", "create", "patch", "delete"}
+    ),
+    ("gateway.networking.k8s.io", "gateways"): frozenset({"get"}),
+    ("", "configmaps"): frozenset({"create", "patch"}),
     ("", "events"): frozenset({"create"}),
     ("kopf.dev", "clusterkopfpeerings"): frozenset({"get", "list", "watch", "patch"}),
     ("kopf.dev", "kopfpeerings"): frozenset({"get", "list", "watch", "patch"}),
@@ -312,6 +321,7 @@ class ApplyResult:
     # Optional children (a ServiceMonitor) that could not be applied, and why: a warning on
     # the SpeechModel, never a failure; retried after the same back-off as a refusal.
     skipped: list[str] = field(default_factory=list)
+    skipped_kinds: dict[str, str] = field(default_factory=dict)  # kind -> why (the same)
 
     @property
     def writes(self) -> int:
@@ -341,6 +351,7 @@ def apply_children(
         if backing_off is not None:
             if kind.optional:
                 result.skipped.append(backing_off[0])
+                result.skipped_kinds[kind.kind] = backing_off[0]
                 continue
             raise ChildRefused(*backing_off)
         path = kind.path(namespace, name)
@@ -367,6 +378,7 @@ def apply_children(
             if kind.optional:
                 log.warning("optional child not applied: %s", refusal)
                 result.skipped.append(refusal)
+                result.skipped_kinds[kind.kind] = refusal
                 continue
             if exc.status == 404:
                 raise ResourceNotInstalled(refusal, delay) from exc

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kubescribe_operator import httproute
 from kubescribe_operator.api import ModelRef
 from kubescribe_operator.kinds import CHILD_KINDS as CHILD_KINDS
 from kubescribe_operator.naming import (
@@ -258,5 +259,6 @@ def build_children(
         build_hpa(name, namespace, uid, spec),
         build_pdb(name, namespace, uid, spec),
         build_service_monitor(name, namespace, uid, spec),
+        httproute.build_for(name, namespace, uid, spec),
     ]
     return [child for child in children if child is not None]

@@ -91,10 +91,12 @@ def stored(body: Mapping[str, Any]) -> Obj:
         obj["spec"] = {"template": template}
         if "replicas" in spec:
             obj["spec"]["replicas"] = spec["replicas"]
-    # (The HPA's status says whether it can scale: scaling.py.)
+    # (The HPA's status says whether it can scale: scaling.py; the HTTPRoute's whether the
+    # Gateways route it: httproute.py.)
     if kind in (
         "SpeechModel",
         "HorizontalPodAutoscaler",
+        "HTTPRoute",
         DEPLOYMENT.kind,
         REPLICASETS.kind,
         PODS.kind,

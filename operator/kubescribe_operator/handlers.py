@@ -52,6 +52,7 @@ from kubescribe_operator import (
     observe,
     overlap,
     rollout,
+    routing,
     scaling,
 )
 from kubescribe_operator.api import API_VERSION, GROUP, KIND, PLURAL, VERSION
@@ -92,6 +93,7 @@ class Context:
     kube: Kube
     options: Options = field(default_factory=Options)
     memory: apply.Memory = field(default_factory=apply.Memory)
+    routes: routing.RoutingMemory = field(default_factory=routing.RoutingMemory)
     # Reconciles wait on the API most of the time: enough threads that a burst of models is
     # not queued behind a handful of slow requests (the client's pool has as many connections).
     executor: ThreadPoolExecutor = field(
@@ -186,7 +188,9 @@ def reconcile(
         new_status, scaling_events = scaling.with_scaling_condition(
             decision.status, status, scaling.hpa_health(hpa), generation, now
         )
-        skipped = "; ".join(result.skipped)
+        # (The HTTPRoute is optional too, but has a condition of its own: Routed.)
+        kinds = result.skipped_kinds
+        skipped = "; ".join(m for k, m in kinds.items() if k != routing.httproute.KIND)
         new_status, optional_events = with_optional_children(
             new_status,
             status,
@@ -195,15 +199,20 @@ def reconcile(
             "ResourceNotInstalled" if apply.NOT_SERVED in skipped else "ChildRefused",
             now,
         )
+        # Behind Gateways: what they say of the route, and the model's catalogue entry.
+        verdict, looked_up = routing.health(ctx.kube, ctx.routes, snap, uid, spec, kinds)
+        new_status, routed_events = routing.with_routed_condition(new_status, status, verdict, now)
+        catalogued = routing.sync_catalog(ctx.kube, ctx.routes, snap, uid, spec)
         patch = status_patch(raw_status, new_status)
-        writes, requests = result.writes, result.requests
+        writes = result.writes + catalogued
+        requests = result.requests + looked_up + catalogued
         if patch:
             _patch_status(ctx, body, patch)
             metrics.WRITES.labels("SpeechModel", "patch_status").inc()
             writes, requests = writes + 1, requests + 1
         # Events only once the status that records the transition is stored: never twice for
         # one transition; a crash right here loses them (Events are best effort anyway).
-        events = (*decision.events, *scaling_events, *optional_events)
+        events = (*decision.events, *scaling_events, *optional_events, *routed_events)
         for event in events:
             post_event(ctx.kube, body, event.type, event.reason, event.message)
             metrics.WRITES.labels("Event", "create").inc()
@@ -404,9 +413,10 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
             logger.warning("not reconciled: %s", exc)
 
     @kopf.on.delete(*resource, registry=registry, optional=True)
-    def model_deleted(namespace: str | None, name: str, **_: Any) -> None:
+    def model_deleted(namespace: str | None, name: str, spec: Any, **_: Any) -> None:
         metrics.RECONCILES.labels("delete").inc()
         log.info("SpeechModel %s/%s deleted; its children are garbage-collected", namespace, name)
+        routing.forget(ctx.kube, namespace or "default", name, spec or {})  # its catalogue entry
 
     async def child_changed(body: kopf.Body, namespace: str | None, type: str, **kw: Any) -> None:
         owner = cache.owner_name(body)

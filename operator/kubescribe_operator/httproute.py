@@ -191,7 +191,7 @@ ROUTE_CONDITIONS = ("Accepted", "ResolvedRefs")
 MESSAGE_LIMIT = 400
 
 
-def _short(text: str) -> str:
+def short(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 3] + "..."
 
@@ -249,5 +249,5 @@ def route_health(
         text = f"{where}: {ctype}={condition.get('status')} {reason}"
         problems.append((reason, f"{text}: {detail}" if detail else text))
     if problems:
-        return RouteHealth(False, problems[0][0], _short("; ".join(text for _, text in problems)))
-    return RouteHealth(True, "Accepted", _short(f"routed by {', '.join(fine)}"))
+        return RouteHealth(False, problems[0][0], short("; ".join(text for _, text in problems)))
+    return RouteHealth(True, "Accepted", short(f"routed by {', '.join(fine)}"))

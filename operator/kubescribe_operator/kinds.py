@@ -49,6 +49,9 @@ CHILD_KINDS: dict[tuple[str, str], ChildKind] = {
         ChildKind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
         ChildKind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
         ChildKind("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors", optional=True),
+        # Gateway API (spec.routing): without its CRDs the model serves through its Service
+        # and its Routed condition says why it is not routed (httproute.py, routing.py).
+        ChildKind("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes", optional=True),
     )
 }
 DEPLOYMENT = CHILD_KINDS["apps/v1", "Deployment"]

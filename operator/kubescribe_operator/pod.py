@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from kubescribe_operator import catalog
 from kubescribe_operator.api import ModelRef
 from kubescribe_operator.kubetypes import prune_unknown
 from kubescribe_operator.naming import (
@@ -344,6 +345,10 @@ def _cache_permissions(spec: SpeechModelSpec, image: str) -> list[Obj]:
 def pod_template(name: str, spec: SpeechModelSpec, model_ref: ModelRef) -> Obj:
     rt = spec.runtime
     volumes, init_mounts, runtime_mounts = _volumes_and_mounts(spec, model_ref)
+    routed = catalog.volume(spec)  # behind a Gateway: the models' catalogue (catalog.py)
+    if routed is not None:
+        volumes.append(routed[0])
+        runtime_mounts.append(routed[1])
     pull = {"imagePullPolicy": rt.image_pull_policy} if rt.image_pull_policy else {}
     fetch: Obj = {
         "name": INIT_CONTAINER_NAME,
@@ -365,7 +370,7 @@ def pod_template(name: str, spec: SpeechModelSpec, model_ref: ModelRef) -> Obj:
         **pull,
         "command": ["kubescribe"],
         "args": ["serve"],
-        "env": runtime_env(spec),
+        "env": runtime_env(spec) + catalog.runtime_env(name, spec),
         "ports": [{"name": PORT_NAME, "containerPort": HTTP_PORT, "protocol": "TCP"}],
         "resources": _resources(spec),
         "securityContext": _container_security(spec),

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kubescribe_operator import naming
+from kubescribe_operator import naming, quality_gate
 from kubescribe_operator.api import ModelRef
 
 # Waiting reasons of a container that will not get better by waiting.
@@ -132,8 +132,13 @@ def _pod_problems(pod: Mapping[str, Any]) -> list[PodProblem]:
         container = str(status.get("name", "?"))
         waiting = _get(status, "state", "waiting", "reason")
         exited = _terminated_failure(status.get("state"))
-        if waiting in BAD_WAITING_REASONS:
-            last = _terminated_failure(status.get("lastState"))
+        last = _terminated_failure(status.get("lastState"))
+        # The model loads and transcribes badly: the runtime's quality gate refused it (its
+        # verdict, measured and declared WER, is the termination message), from the first exit.
+        gate = quality_gate.verdict(exited or (last if waiting else None) or "")
+        if gate is not None:
+            problem(container, quality_gate.REASON, f"pod {name}: {gate}")
+        elif waiting in BAD_WAITING_REASONS:
             detail = last or _get(status, "state", "waiting", "message") or waiting
             problem(
                 container,

@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 from kubescribe_operator import catalog
+from kubescribe_operator import quality_gate
 from kubescribe_operator.api import ModelRef
 from kubescribe_operator.kubetypes import prune_unknown
 from kubescribe_operator.naming import (
@@ -107,6 +108,8 @@ def runtime_env(spec: SpeechModelSpec) -> list[Obj]:
         # A model that cannot load crash-loops (its reason the termination message) instead of
         # sitting unready until the rollout's deadline: the rollback comes in seconds.
         _env("KUBESCRIBE_EXIT_ON_LOAD_FAILURE", "true"),
+        # spec.qualityGate: a pod refused by the gate exits too, its verdict the message.
+        *(_env(name, value) for name, value in quality_gate.runtime_env(spec)),
     ]
     if rt.api_key_secret:
         rendered.append(_env("KUBESCRIBE_API_KEYS_FILE", API_KEYS_DIR))

@@ -37,7 +37,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from kubescribe_operator import naming
+from kubescribe_operator import naming, quality_gate
 from kubescribe_operator.api import ModelRef
 from kubescribe_operator.observe import Assessment, Observed, Progress, assess
 from kubescribe_operator.spec import SpeechModelSpec
@@ -251,6 +251,8 @@ def _advance(state: _Rollout) -> Assessment:
         failure = f"model version {desired.version} failed: {seen.message}"
         state.failed_model, state.failed_generation = desired, state.generation
         state.events.append(Event("Warning", "RolloutFailed", failure))
+        if seen.reason == quality_gate.REASON:  # loads and answers, transcribes badly
+            state.events.append(Event("Warning", quality_gate.REASON, seen.message))
         if state.can_roll_back and state.lkg is not None:
             state.finish("RolledBack", seen.message)
             state.events.append(

@@ -11,8 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from kubescribe_operator import catalog
-from kubescribe_operator import quality_gate
+from kubescribe_operator import catalog, quality_gate
 from kubescribe_operator.api import ModelRef
 from kubescribe_operator.kubetypes import prune_unknown
 from kubescribe_operator.naming import (

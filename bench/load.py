@@ -273,6 +273,11 @@ def run(argv: Sequence[str] | None) -> int:
         action="store_true",
         help="the mixed section instead: Realtime sessions, files and clips at once (bench.mixed)",
     )
+    parser.add_argument(
+        "--baseline-ref",
+        metavar="REF",
+        help="with --mixed: also the runtime of commit REF at the default settings (git archive)",
+    )
     args = parser.parse_args(argv)
     if args.mixed:
         from bench import mixed

@@ -3,14 +3,21 @@ on one server at once.
 
     .venv/bin/python -m bench.load --mixed            # full run (a few minutes), updates the doc
     .venv/bin/python -m bench.load --mixed --smoke    # seconds: checks that it runs
+    .venv/bin/python -m bench.load --mixed --baseline-ref REF  # and the runtime of commit REF
 
 One `kubescribe serve` (``--threads 2``: two cores) per setting of ``--live-batch-seconds``
-(``0``: no bound, the server before issue 20.4). In each: ``sessions`` Realtime sessions send
-calls (test-set sentences with pauses) at real-time pace, ``files`` clients post a
-``file_s`` speech file back to back, and one client starts a 2 s speech clip every 0.5 s (each
-in its own thread: a slow answer does not delay the next clip). Measured: partial latency
+(``0``: the live-first policy off — no batch bound, no CPU reserve — as the server before
+issue 20.4), and with ``--baseline-ref`` the runtime of an earlier commit (extracted with
+``git archive``, as in ``bench.server``) at the default setting, run right before this tree's
+row so that the two see about the same load from the machine. In each: ``sessions`` Realtime
+sessions send calls (test-set sentences with pauses) at real-time pace, ``files`` clients post
+a ``file_s`` speech file back to back, and one client starts a 2 s speech clip every 0.5 s
+(each in its own thread: a slow answer does not delay the next clip). Measured: partial latency
 (from a word's spoken end to the delta carrying it, as in ``bench.streaming``), clip latency,
-and the files' progress (completed, and audio seconds of files decoded per second).
+and the files' progress (completed, and audio seconds of files decoded per second). Where the
+time goes: the server's own histograms by priority class (``kubescribe_queue_wait_seconds``,
+``kubescribe_batch_inference_seconds``), mean and p95 (bucket bound) per class; a clip's
+latency less its queue wait and batch is its HTTP, decoding, VAD and features.
 """
 
 from __future__ import annotations
@@ -26,8 +33,10 @@ from pathlib import Path
 
 import numpy as np
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.common import (
+    REPO,
     Clip,
     artifact_label,
     build_clips,
@@ -41,7 +50,7 @@ from bench.common import (
     require_artifact,
     wav_bytes,
 )
-from bench.server import ServerProcess
+from bench.server import ServerProcess, extract_tree
 from bench.streaming import (
     build_streams,
     match_latencies,
@@ -66,12 +75,66 @@ class Settings:
 
 
 FULL = Settings(4, 10, 4, 180.0, 0.5, (0.0, 12.0))
-SMOKE = Settings(1, 1, 1, 20.0, 1.0, (0.0, 12.0))
+SMOKE = Settings(1, 1, 1, 30.0, 1.0, (0.0, 12.0))
+DEFAULT_BUDGET = 12.0  # the runtime's --live-batch-seconds
+CLASSES = ("live", "short", "file")
+HISTOGRAMS = {
+    "queue wait": "kubescribe_queue_wait_seconds",
+    "batch": "kubescribe_batch_inference_seconds",
+}
+
+
+@dataclass
+class Histogram:
+    count: float = 0.0
+    total: float = 0.0
+    buckets: dict[float, float] = field(default_factory=dict)  # le → cumulative count
+
+    def mean(self) -> float | None:
+        return self.total / self.count if self.count else None
+
+    def p95(self) -> float | None:
+        """The upper bound of the bucket holding the 95th percentile."""
+        for bound, cumulative in sorted(self.buckets.items()):
+            if self.count and cumulative >= 0.95 * self.count:
+                return bound
+        return None
+
+    def minus(self, before: Histogram) -> Histogram:
+        return Histogram(
+            self.count - before.count,
+            self.total - before.total,
+            {le: n - before.buckets.get(le, 0.0) for le, n in self.buckets.items()},
+        )
+
+
+def histograms(url: str) -> dict[tuple[str, str], Histogram]:
+    """(what, class) → the server's histogram of it so far (empty for a server without the
+    priority label)."""
+    result: dict[tuple[str, str], Histogram] = {}
+    text = requests.get(url + "/metrics", timeout=30).text
+    for family in text_string_to_metric_families(text):
+        what = next((k for k, v in HISTOGRAMS.items() if v == family.name), None)
+        if what is None:
+            continue
+        for sample in family.samples:
+            klass = sample.labels.get("priority")
+            if klass is None:
+                continue
+            h = result.setdefault((what, klass), Histogram())
+            if sample.name.endswith("_count"):
+                h.count = sample.value
+            elif sample.name.endswith("_sum"):
+                h.total = sample.value
+            elif sample.name.endswith("_bucket"):
+                h.buckets[float(sample.labels["le"])] = sample.value
+    return result
 
 
 @dataclass
 class Result:
     budget: float
+    label: str = ""
     partial: list[float] = field(default_factory=list)
     clips: list[float] = field(default_factory=list)
     clip_failed: int = 0
@@ -83,6 +146,8 @@ class Result:
     live_s: float = 0.0  # of it, the sessions' and the clips' audio at most
     sessions_complete: int = 0
     load: str = ""
+    load_before: str = ""
+    where: dict[tuple[str, str], Histogram] = field(default_factory=dict)
 
 
 def post(url: str, wav: bytes, timeout: float) -> bool:
@@ -137,6 +202,8 @@ def run_mixed(
             thread.join()
 
     decoded_before = server_metric(url, "kubescribe_audio_processed_seconds_total")
+    where_before = histograms(url)
+    result.load_before = _load()
     started = time.perf_counter()
     background = [threading.Thread(target=file_client, daemon=True) for _ in range(s.files)]
     for thread in background:
@@ -156,7 +223,10 @@ def run_mixed(
     result.elapsed = time.perf_counter() - started
     result.decoded_s = server_metric(url, "kubescribe_audio_processed_seconds_total")
     result.decoded_s -= decoded_before
-    result.load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    result.where = {
+        k: h.minus(where_before.get(k, Histogram())) for k, h in histograms(url).items()
+    }
+    result.load = _load()
     clips.join()
     result.live_s = sum(st.seconds for st in streams) + 2.0 * (
         len(result.clips) + result.clip_failed
@@ -166,6 +236,10 @@ def run_mixed(
     ]
     result.sessions_complete = sum(st.complete for st in streams)
     return result  # the file clients still running are abandoned with the server
+
+
+def _load() -> str:
+    return ", ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def speech_file(clip: Clip, seconds: float) -> bytes:
@@ -182,18 +256,29 @@ def run(args: argparse.Namespace) -> int:
     file_wav, clip_wav = speech_file(long_clip, s.file_s), wav_bytes(clip.samples)
     results = []
     with tempfile.TemporaryDirectory(prefix="kubescribe-bench-") as tmp:
-        for budget in s.budgets:
+        rows: list[tuple[float, Path, str]] = [(b, REPO, f"{b:g}") for b in s.budgets]
+        if args.baseline_ref:
+            baseline = extract_tree(args.baseline_ref, Path(tmp) / "baseline")
+            at = next(i for i, row in enumerate(rows) if row[0] == DEFAULT_BUDGET)
+            rows.insert(
+                at, (DEFAULT_BUDGET, baseline, f"{DEFAULT_BUDGET:g}, `{args.baseline_ref}`")
+            )
+        for budget, tree, label in rows:
             flags = ("--live-batch-seconds", f"{budget:g}", "--http-threads", "64")
-            log = Path(tmp) / f"mixed-{budget:g}.log"
-            with ServerProcess(artifact, 2, 16, 10, log, flags) as srv:
+            log = Path(tmp) / f"mixed-{len(results)}.log"
+            with ServerProcess(artifact, 2, 16, 10, log, flags, tree) as srv:
                 post(srv.url, clip_wav, 60)  # warm-up
                 result = run_mixed(srv.url, s, utterances, file_wav, clip_wav)
-            result.budget = budget
+            result.budget, result.label = budget, label
             results.append(result)
             progress(
-                f"--live-batch-seconds {budget:g}: partial p95 {_p(result.partial, 95)} s, "
-                f"clip p95 {_p(result.clips, 95)} s, files done {result.files_done}"
+                f"{label}: partial p95 {_p(result.partial, 95)} s (target {PARTIAL_TARGET_S}), "
+                f"clip p95 {_p(result.clips, 95)} s (target {CLIP_TARGET_S}), "
+                f"files done {result.files_done}, load {result.load}"
             )
+            for klass in CLASSES:
+                parts = [f"{what} {_h(result.where.get((what, klass)))}" for what in HISTOGRAMS]
+                progress(f"    {klass}: " + ", ".join(parts))
     finish(
         args,
         SECTION,
@@ -207,6 +292,14 @@ def _p(values: list[float], q: float) -> str:
     return fmt(percentile(values, q), 2) if values else "—"
 
 
+def _h(h: Histogram | None) -> str:
+    """``mean / p95 s (count)`` of a histogram."""
+    if h is None or not h.count:
+        return "—"
+    mean, p95 = h.mean(), h.p95()
+    return f"{fmt(mean or 0.0, 3)} / ≤ {p95:g} s ({h.count:.0f})"
+
+
 def render(args: argparse.Namespace, s: Settings, results: list[Result]) -> str:
     rows = []
     for r in results:
@@ -214,7 +307,7 @@ def render(args: argparse.Namespace, s: Settings, results: list[Result]) -> str:
         clip_ok = bool(r.clips) and percentile(r.clips, 95) <= CLIP_TARGET_S
         rows.append(
             [
-                f"{r.budget:g}" if r.budget else "0 (no bound: before)",
+                r.label if r.budget else "0 (live-first off: before issue 20.4)",
                 f"{_p(r.partial, 50)} / {_p(r.partial, 95)}",
                 "met" if partial_ok else "**missed**",
                 f"{_p(r.clips, 50)} / {_p(r.clips, 95)} ({r.clip_failed} failed)",
@@ -223,9 +316,19 @@ def render(args: argparse.Namespace, s: Settings, results: list[Result]) -> str:
                 fmt(r.file_audio_s / r.elapsed) if r.elapsed else "—",
                 fmt(max(0.0, r.decoded_s - r.live_s) / r.elapsed) if r.elapsed else "—",
                 f"{r.sessions_complete} of {s.sessions}",
-                r.load,
+                f"{r.load_before} → {r.load}",
             ]
         )
+    where = [
+        [
+            r.label if r.budget else "0",
+            klass,
+            *[_h(r.where.get((what, klass))) for what in HISTOGRAMS],
+        ]
+        for r in results
+        for klass in CLASSES
+        if any((h := r.where.get((what, klass))) and h.count for what in HISTOGRAMS)
+    ]
     mode = "smoke (tiny sizes: not a measurement)" if args.smoke else "full"
     return "\n\n".join(
         [
@@ -248,9 +351,16 @@ def render(args: argparse.Namespace, s: Settings, results: list[Result]) -> str:
                     "completed file audio s/s",
                     "file audio decoded s/s (server's count less live audio)",
                     "sessions complete",
-                    "load average (1, 5, 15 min) at the mix's end",
+                    "load average (1, 5, 15 min) at the mix's start → end",
                 ],
                 rows,
             ),
+            "Where the time goes (the server's histograms over the mix, by priority class: "
+            "live = Realtime sessions, short = requests of one window, file = longer ones; a "
+            "batch's class is its head's; mean / p95 bucket bound (count); a baseline without "
+            "the classes has no rows):",
+            markdown_table(["row", "class", "queue wait", "batch run"], where)
+            if where
+            else "(no server with the classes)",
         ]
     )

@@ -2,16 +2,17 @@
 
 API (file requests and real-time sessions alike)::
 
-    with batcher.open_flow(live=False) as flow:      # one per request or session
+    with batcher.open_flow(Priority.FILE) as flow:  # one per request or session
         future = flow.submit(features, length)        # waits while the queue is full
         logprobs = future.result()
     # leaving the block (or flow.cancel()) drops the flow's queued windows
 
-- ``open_flow(live=True)`` marks a real-time session: its windows go before every file
-  window (``Priority``), and while one is open batches hold at most ``live_budget`` units (a
-  running batch is never interrupted: small ones bound a live window's wait); within a class,
-  windows are scheduled fairly across flows on audio length
-  (:mod:`kubescribe_runtime.scheduling`), and a batch holds only similar lengths.
+- A flow's :class:`~kubescribe_runtime.scheduling.Priority`: a real-time session's windows
+  (``LIVE``) go first, then a short request's (``SHORT``), then long files' (``FILE``); while a
+  session is open batches hold at most ``live_budget`` units (a running batch is never
+  interrupted: small ones bound a live window's wait); within a class, windows are scheduled
+  fairly across flows on audio length (:mod:`kubescribe_runtime.scheduling`), and a batch
+  holds only similar lengths.
 - :meth:`Flow.submit` never refuses for lack of space: when ``max_queue`` windows are queued
   it waits (a live flow does not wait: its windows are few and must not queue behind files).
   It raises :class:`FlowCancelled` once the flow was cancelled (the client hung up) and
@@ -23,6 +24,14 @@ A batch closes when ``max_batch_size`` windows wait, ``max_delay_s`` after the o
 or — with ``close_when_idle`` — as soon as no caller is still preparing a window
 (:meth:`DynamicBatcher.producing`): then no batch-mate can come, and waiting would only add
 latency to a lone request.
+
+CPU reserve (``file_slots``): preparing a window (decoding the audio, the VAD, features) costs
+more CPU than the model on it, and runs in the request's own thread. With ``file_slots`` set, at
+most that many file requests prepare a window at once, and a file request does not start one
+while urgent (live or short) work is being prepared, queued or run — for at most
+``file_yield_s`` per window, so files keep progressing (see
+:func:`~kubescribe_runtime.scheduling.file_may_prepare`). Live and short work thus competes
+for the cores with one file thread at most instead of every file request's.
 
 Liveness: :meth:`DynamicBatcher.stalled_s` is how long work has been waiting without a batch
 finishing (0 when idle or progressing); ``/healthz`` fails when it passes a threshold.
@@ -39,7 +48,13 @@ from concurrent.futures import Future
 from typing import Generic, TypeVar
 
 from kubescribe.errors import KubescribeError
-from kubescribe_runtime.scheduling import DEFAULT_LENGTH_RATIO, FlowState, Scheduler
+from kubescribe_runtime.scheduling import (
+    DEFAULT_LENGTH_RATIO,
+    FlowState,
+    Priority,
+    Scheduler,
+    file_may_prepare,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +73,11 @@ class FlowCancelled(KubescribeError):
 class Flow(Generic[In, Out]):
     """A request's (or session's) handle on the batcher; see the module docstring."""
 
-    def __init__(self, batcher: DynamicBatcher[In, Out], live: bool, counted: bool) -> None:
+    def __init__(
+        self, batcher: DynamicBatcher[In, Out], priority: Priority, counted: bool
+    ) -> None:
         self._batcher = batcher
-        self.state = FlowState(live=live)
+        self.state = FlowState(priority)
         self.cancelled = False
         self.counted = counted  # in DynamicBatcher.open_flows until cancelled
 
@@ -97,9 +114,11 @@ class DynamicBatcher(Generic[In, Out]):
         length_slack: int = 0,
         on_cancelled: Callable[[int], None] | None = None,
         on_lengths: Callable[[list[int]], None] | None = None,
-        on_queue_wait: Callable[[float], None] | None = None,
-        on_inference: Callable[[float], None] | None = None,
+        on_queue_wait: Callable[[float, Priority], None] | None = None,
+        on_inference: Callable[[float, Priority], None] | None = None,
         live_budget: int = 0,
+        file_slots: int = 0,
+        file_yield_s: float = 0.0,
     ) -> None:
         self._run_batch = run_batch
         self.max_batch_size = max_batch_size
@@ -109,10 +128,14 @@ class DynamicBatcher(Generic[In, Out]):
         self._on_queue_depth = on_queue_depth or (lambda depth: None)
         self._on_cancelled = on_cancelled or (lambda count: None)
         self._on_lengths = on_lengths or (lambda lengths: None)
-        self._on_queue_wait = on_queue_wait or (lambda seconds: None)
-        self._on_inference = on_inference or (lambda seconds: None)
+        self._on_queue_wait = on_queue_wait or (lambda seconds, priority: None)
+        self._on_inference = on_inference or (lambda seconds, priority: None)
         self.close_when_idle = close_when_idle
+        self.file_slots = file_slots  # 0: no CPU reserve
+        self.file_yield_s = file_yield_s
         self._producers = 0
+        self._preparing: dict[Priority, int] = dict.fromkeys(Priority, 0)
+        self._running_urgent = False  # the running batch holds live or short windows
         self._open_flows = 0
         self._scheduler: Scheduler[Future[Out]] = Scheduler(
             max_batch_size, length_ratio, length_slack, live_budget
@@ -144,15 +167,15 @@ class DynamicBatcher(Generic[In, Out]):
         spend CPU on windows that wait (and are wasted when the client hangs up)."""
         return max(2, -(-self.max_batch_size // max(1, self._open_flows)))
 
-    def open_flow(self, live: bool = False) -> Flow[In, Out]:
+    def open_flow(self, priority: Priority = Priority.FILE) -> Flow[In, Out]:
         with self._cond:
             self._open_flows += 1
-            self._scheduler.live_flows += live
-        return Flow(self, live, counted=True)
+            self._scheduler.live_flows += priority is Priority.LIVE
+        return Flow(self, priority, counted=True)
 
-    def submit(self, payload: In, length: int, live: bool = False) -> Future[Out]:
+    def submit(self, payload: In, length: int, priority: Priority = Priority.FILE) -> Future[Out]:
         """A window on its own flow."""
-        return Flow(self, live, counted=False).submit(payload, length)
+        return Flow(self, priority, counted=False).submit(payload, length)
 
     def _submit(
         self, flow: Flow[In, Out], payload: In, length: int, timeout: float | None
@@ -194,20 +217,45 @@ class DynamicBatcher(Generic[In, Out]):
         return len(dropped)
 
     @contextlib.contextmanager
-    def producing(self) -> Iterator[None]:
+    def producing(self, priority: Priority = Priority.FILE) -> Iterator[None]:
         """Mark a caller that is preparing a window (decoding audio, computing features).
 
         While any caller is, a batch that is neither full nor due waits for it; once none is
-        (and ``close_when_idle``), the batch closes at once.
+        (and ``close_when_idle``), the batch closes at once. A file request may first wait
+        for the CPU reserve (see the module docstring).
         """
         with self._cond:
+            if priority is Priority.FILE and self.file_slots:
+                self._wait_for_file_slot()
             self._producers += 1
+            self._preparing[priority] += 1
         try:
             yield
         finally:
             with self._cond:
                 self._producers -= 1
+                self._preparing[priority] -= 1
                 self._cond.notify_all()
+
+    def _urgent(self) -> bool:
+        """Live or short work is being prepared, is queued or is running (lock held)."""
+        preparing = self._preparing[Priority.LIVE] + self._preparing[Priority.SHORT]
+        return bool(preparing) or self._running_urgent or self._scheduler.urgent_queued()
+
+    def _wait_for_file_slot(self) -> None:
+        started = time.monotonic()
+        while not self._closed:
+            waited = time.monotonic() - started
+            verdict = file_may_prepare(
+                self._preparing[Priority.FILE],
+                self.file_slots,
+                self._urgent(),
+                waited,
+                self.file_yield_s,
+            )
+            if verdict.go:
+                return
+            self._cond.wait(verdict.recheck_s)
 
     def stalled_s(self, now: float | None = None) -> float:
         """Seconds that work has waited with no batch finishing (0 while idle)."""
@@ -231,7 +279,7 @@ class DynamicBatcher(Generic[In, Out]):
 
     # -- the worker --------------------------------------------------------------------------
 
-    def _next_batch(self) -> list[tuple[Future[Out], In, int]] | None:
+    def _next_batch(self) -> tuple[Priority, list[tuple[Future[Out], In, int]]] | None:
         with self._cond:
             while True:
                 if len(self._scheduler):
@@ -248,31 +296,36 @@ class DynamicBatcher(Generic[In, Out]):
                     self._cond.wait()
             entries = self._scheduler.take()
             self._busy_since = now = time.monotonic()
+            self._running_urgent = any(e.flow.priority < Priority.FILE for e in entries)
             for entry in entries:
-                self._on_queue_wait(now - entry.enqueued)
+                self._on_queue_wait(now - entry.enqueued, entry.flow.priority)
             self._on_queue_depth(len(self._scheduler))
             self._cond.notify_all()  # room for waiting submitters
+            head = entries[0].flow.priority if entries else Priority.FILE
             batch = [(e.item, self._payloads.pop(id(e.item)), e.length) for e in entries]
-        return [(f, p, n) for f, p, n in batch if f.set_running_or_notify_cancel()]
+        return head, [(f, p, n) for f, p, n in batch if f.set_running_or_notify_cancel()]
 
     def _loop(self) -> None:
-        while (batch := self._next_batch()) is not None:
+        while (next_batch := self._next_batch()) is not None:
+            head, batch = next_batch
             try:
                 if batch:
-                    self._run(batch)
+                    self._run(batch, head)
             finally:
                 with self._cond:
                     self._busy_since = None
+                    self._running_urgent = False
                     self._last_progress = time.monotonic()
+                    self._cond.notify_all()  # files waiting for the CPU reserve
 
-    def _run(self, batch: list[tuple[Future[Out], In, int]]) -> None:
+    def _run(self, batch: list[tuple[Future[Out], In, int]], head: Priority) -> None:
         batch.sort(key=lambda job: job[2])
         self._on_batch(len(batch))
         self._on_lengths([n for _, _, n in batch])
         started = time.monotonic()
         try:
             results = self._run_batch([payload for _, payload, _ in batch])
-            self._on_inference(time.monotonic() - started)
+            self._on_inference(time.monotonic() - started, head)
         except Exception as exc:  # handed to every waiting request
             log.exception("batch of %d failed", len(batch))
             for future, _, _ in batch:

@@ -25,6 +25,7 @@ from prometheus_client import (
 )
 
 from kubescribe_runtime.realtime.metrics import RealtimeMetrics
+from kubescribe_runtime.scheduling import Priority
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 AUDIO_BUCKETS = (1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600, 7200)
@@ -86,18 +87,25 @@ class Metrics:
         )
         for reason in REFUSAL_REASONS:
             self.refused.labels(reason)
+        # By the batcher's priority class (live: Realtime sessions, short: one-window requests,
+        # file: longer ones); a batch's class is its head's.
         self.queue_wait = Histogram(
             "kubescribe_queue_wait_seconds",
             "Time a window waited in the batcher's queue before its batch started",
+            ["priority"],
             buckets=WAIT_BUCKETS,
             registry=r,
         )
         self.batch_inference = Histogram(
             "kubescribe_batch_inference_seconds",
             "Time the model took to run one batch (features excluded)",
+            ["priority"],
             buckets=INFERENCE_BUCKETS,
             registry=r,
         )
+        for priority in Priority:
+            self.queue_wait.labels(priority.label)
+            self.batch_inference.labels(priority.label)
         self.audio_processed = Counter(
             "kubescribe_audio_processed_seconds",
             "Seconds of audio decoded by the model (windows skipped as non-speech excluded)",
@@ -161,6 +169,12 @@ class Metrics:
     def set_model(self, name: str, version: str, digest: str, model_file: str, device: str) -> None:
         self.model_info.clear()
         self.model_info.labels(name, version, digest, model_file, device).set(1)
+
+    def observe_queue_wait(self, seconds: float, priority: Priority) -> None:
+        self.queue_wait.labels(priority.label).observe(seconds)
+
+    def observe_batch_inference(self, seconds: float, priority: Priority) -> None:
+        self.batch_inference.labels(priority.label).observe(seconds)
 
     def observe_batch_lengths(self, lengths: list[int]) -> None:
         """One batch's input lengths: the padding ratio is padding / audio frames."""

@@ -9,7 +9,10 @@ that arrives later (a short clip), instead of ahead of it: the clip's first wind
 ``V + its length``, the file's next ones ``V + 20 s``, ``V + 40 s``… A flow that was idle
 restarts at ``V`` (no credit for idleness).
 
-Priority: windows of live flows (real-time sessions) go before every file window.
+Priority classes (:class:`Priority`): windows of live flows (real-time sessions) go first,
+then those of short requests (a clip of at most one window), then long files'; fairness holds
+within a class. Live and short work is bounded (sessions by ``--max-sessions``, a short
+request's audio by its single window), so files still progress.
 
 Live budget: while a live flow is open (a session, even between its windows), a batch holds at
 most ``live_budget`` length units of audio, padding included (its head always fits). A running
@@ -27,6 +30,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -34,13 +38,29 @@ T = TypeVar("T")
 DEFAULT_LENGTH_RATIO = 1.25
 
 
+class Priority(IntEnum):
+    """A flow's class: lower goes first."""
+
+    LIVE = 0  # a real-time session's windows (partials and finals)
+    SHORT = 1  # a request whose audio fits one window (a clip)
+    FILE = 2  # a longer request
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
 @dataclass(eq=False)
 class FlowState:
     """One request's (or session's) place in the schedule."""
 
-    live: bool = False
+    priority: Priority = Priority.FILE
     finish_tag: float = 0.0
     queued: int = 0
+
+    @property
+    def live(self) -> bool:
+        return self.priority is Priority.LIVE
 
 
 @dataclass(eq=False)
@@ -53,7 +73,7 @@ class Entry(Generic[T]):
     enqueued: float
 
     def key(self) -> tuple[int, float, int]:
-        return (0 if self.flow.live else 1, self.tag, self.seq)
+        return (self.flow.priority, self.tag, self.seq)
 
 
 @dataclass
@@ -95,6 +115,10 @@ class Scheduler(Generic[T]):
                 return True
         return False
 
+    def urgent_queued(self) -> bool:
+        """Live or short windows are queued."""
+        return any(e.flow.priority < Priority.FILE for e in self._entries)
+
     def oldest_enqueued(self) -> float | None:
         return min((e.enqueued for e in self._entries), default=None)
 
@@ -126,6 +150,27 @@ class Scheduler(Generic[T]):
             entry.flow.queued -= 1
         self.virtual_time = max(self.virtual_time, head.tag)
         return batch
+
+
+@dataclass(frozen=True)
+class Verdict:
+    go: bool
+    recheck_s: float | None = None  # when to ask again at the latest (None: when woken)
+
+
+def file_may_prepare(
+    preparing: int, slots: int, urgent: bool, waited_s: float, yield_s: float
+) -> Verdict:
+    """May a file request start preparing its next window (the batcher's CPU reserve)?
+
+    Not while ``slots`` file requests are preparing one (one finishing wakes the waiter); nor
+    while urgent (live or short) work is prepared, queued or run — but after ``yield_s`` of
+    yielding it goes anyway, so that files progress under any live load."""
+    if preparing >= slots:
+        return Verdict(False)
+    if urgent and waited_s < yield_s:
+        return Verdict(False, yield_s - waited_s)
+    return Verdict(True)
 
 
 def padding_ratio(lengths: list[int]) -> float:

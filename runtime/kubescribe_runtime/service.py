@@ -23,6 +23,7 @@ from kubescribe_runtime.config import ServeConfig
 from kubescribe_runtime.manifest import ArtifactManifest
 from kubescribe_runtime.metrics import Metrics
 from kubescribe_runtime.model import AcousticModel, SessionSettings, frame_seconds
+from kubescribe_runtime.scheduling import Priority
 from kubescribe_runtime.transcriber import PipelineSettings, Progress, Transcriber, Transcript
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,9 @@ TERMINATION_LOG = Path("/dev/termination-log")
 # A batch pads its windows to the longest: windows join one only when the longest is at most
 # 25 % (the scheduler's ratio) plus this much longer than the shortest.
 SIMILAR_LENGTH_SLACK_S = 1.0
+# How long a file request's next window yields to live and short work at most (the batcher's CPU
+# reserve): files progress at a window per this at the least, whatever the live load.
+FILE_YIELD_S = 0.25
 
 
 def units_per_second(manifest: ArtifactManifest) -> float:
@@ -80,10 +84,13 @@ def build_transcriber(config: ServeConfig, metrics: Metrics | None = None) -> Tr
         on_queue_depth=metrics.queue_depth.set if metrics else None,
         close_when_idle=not config.batch_wait_full_delay,
         length_slack=int(SIMILAR_LENGTH_SLACK_S * units_per_second(artifact.manifest)),
-        on_queue_wait=metrics.queue_wait.observe if metrics else None,
-        on_inference=metrics.batch_inference.observe if metrics else None,
+        on_queue_wait=metrics.observe_queue_wait if metrics else None,
+        on_inference=metrics.observe_batch_inference if metrics else None,
         on_lengths=metrics.observe_batch_lengths if metrics else None,
         live_budget=int(config.live_batch_seconds * units_per_second(artifact.manifest)),
+        # The CPU reserve goes with the live-first policy (--live-batch-seconds 0: neither).
+        file_slots=max(1, model.threads // 2) if config.live_batch_seconds else 0,
+        file_yield_s=FILE_YIELD_S,
     )
     settings = PipelineSettings(
         window_seconds=config.window_seconds,
@@ -313,18 +320,15 @@ class Service:
         """Each channel transcribed on its own, merged by time (``channel_mode=separate``);
         admitted as the audio's length times its channels."""
         transcriber = self._ready()
-        info = audio.probe(
-            data, self.config.max_audio_seconds, self.config.max_audio_seconds_per_mb
-        )
+        info = self._probe(data)
         if ticket is not None:
-            try:
-                ticket.admit_audio(info.duration_s * info.channels)
-            except Refused as exc:
-                self.metrics.refused.labels(exc.reason).inc()
-                raise
+            self._admit_audio(ticket, info.duration_s * info.channels)
         results = []
+        priority = self.priority_of(info.duration_s)
         for channel in range(info.channels):
-            progress = transcriber.stream(data, cancelled=cancelled, channel=channel)
+            progress = transcriber.stream(
+                data, cancelled=cancelled, channel=channel, priority=priority
+            )
             done = channel * info.duration_s
             if ticket is not None:
                 progress = _tracked(progress, ticket, done)
@@ -340,10 +344,17 @@ class Service:
         """The transcript window by window (``stream=true``); the audio is admitted at once,
         the rest is lazy: nothing runs until read."""
         transcriber = self._ready()
+        info = self._probe(data)
         if ticket is not None:
-            self._admit_audio(ticket, data)
-        progress = transcriber.stream(data, cancelled=cancelled)
+            self._admit_audio(ticket, info.duration_s)
+        progress = transcriber.stream(
+            data, cancelled=cancelled, priority=self.priority_of(info.duration_s)
+        )
         return progress if ticket is None else _tracked(progress, ticket)
+
+    def priority_of(self, duration_s: float) -> Priority:
+        """A request's class in the batcher: short when its audio fits one window."""
+        return Priority.SHORT if duration_s <= self.config.window_seconds else Priority.FILE
 
     def _ready(self) -> Transcriber:
         transcriber = self.transcriber
@@ -351,13 +362,15 @@ class Service:
             raise NotReady(f"the model is not ready: {self.reason}")
         return transcriber
 
-    def _admit_audio(self, ticket: Ticket, data: bytes | IO[bytes]) -> None:
-        """Step 2 of admission: the declared duration (from the header only) joins the backlog."""
-        info = audio.probe(
+    def _probe(self, data: bytes | IO[bytes]) -> audio.AudioInfo:
+        return audio.probe(
             data, self.config.max_audio_seconds, self.config.max_audio_seconds_per_mb
         )
+
+    def _admit_audio(self, ticket: Ticket, duration_s: float) -> None:
+        """Step 2 of admission: the declared duration (from the header only) joins the backlog."""
         try:
-            ticket.admit_audio(info.duration_s)
+            ticket.admit_audio(duration_s)
         except Refused as exc:
             self.metrics.refused.labels(exc.reason).inc()
             raise

@@ -23,6 +23,7 @@ from kubescribe_runtime.batcher import DynamicBatcher, Flow
 from kubescribe_runtime.ctc import Segment, Word, segments_of, text_of
 from kubescribe_runtime.decoding import BlankTrack, Logprobs, WindowDecoder, WindowJob
 from kubescribe_runtime.model import AcousticModel, ModelInput, prepare
+from kubescribe_runtime.scheduling import Priority
 from kubescribe_runtime.vad import crop_to_speech
 from kubescribe_runtime.windowing import Stitcher
 
@@ -150,14 +151,14 @@ class Transcriber:
         data: bytes | IO[bytes],
         timeout_s: float | None = None,
         cancelled: Callable[[], bool] | None = None,
-        live: bool = False,
+        priority: Priority = Priority.FILE,
         channel: int | None = None,
     ) -> Generator[Progress, None, None]:
         """The transcript as it becomes final, window by window, in audio order.
 
         Results are collected as soon as the oldest pending window is decoded, so the first
         words come after the first window, not at the end. The request's windows are one flow
-        of the batcher (``live``: a real-time session's priority).
+        of the batcher, in the class ``priority`` (a short request's goes before files').
 
         Timeout: the request fails (:class:`RequestTimeout`) when ``timeout_s`` passes without
         one of its windows decoded — a bound on waiting, not on the length of the audio.
@@ -170,7 +171,7 @@ class Transcriber:
         limit = self.settings.request_timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + limit
         gone = cancelled or (lambda: False)
-        flow = self.batcher.open_flow(live=live)
+        flow = self.batcher.open_flow(priority)
         blocks = audio.iter_mono(
             data,
             rate,
@@ -211,7 +212,7 @@ class Transcriber:
                     raise ClientGone("the client closed the connection")
                 # Counted as producing only while decoding and preparing a window, not while
                 # waiting for results: the batcher waits for producers, never for waiters.
-                with self.batcher.producing():
+                with self.batcher.producing(priority):
                     win = next(upcoming, None)
                     if win is None:
                         break

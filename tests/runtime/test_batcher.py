@@ -9,6 +9,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 from kubescribe_runtime.batcher import BatcherClosed, DynamicBatcher, FlowCancelled
+from kubescribe_runtime.scheduling import Priority
 from rt_server import wait_until
 
 
@@ -56,7 +57,7 @@ def test_a_full_queue_makes_the_submitter_wait_instead_of_refusing() -> None:
     assert waiter.is_alive() and batcher.depth == 2  # waiting for room, not refused
     with pytest.raises(TimeoutError):
         batcher.open_flow().submit(9, 1, timeout=0.05)  # a deadline bounds the wait
-    live = batcher.open_flow(live=True).submit(5, 1)  # live windows never wait for room
+    live = batcher.open_flow(Priority.LIVE).submit(5, 1)  # live windows never wait for room
     gate.set()
     waiter.join(10)
     assert [f.result(10) for f in (first, *queued, live)] == [10, 20, 30, 50]
@@ -202,4 +203,71 @@ def test_each_flow_keeps_only_its_share_of_a_batch_queued() -> None:
     assert batcher.lookahead() == 2  # never less than two
     for flow in many:
         flow.cancel()
+    batcher.close()
+
+
+class _Caller:
+    """A caller preparing a window of ``priority`` in its own thread: ``inside`` once it got
+    in; it stays in until ``leave`` is set."""
+
+    def __init__(self, batcher: DynamicBatcher[int, int], priority: Priority) -> None:
+        self.inside, self.leave = threading.Event(), threading.Event()
+        threading.Thread(target=self._run, args=(batcher, priority), daemon=True).start()
+
+    def _run(self, batcher: DynamicBatcher[int, int], priority: Priority) -> None:
+        with batcher.producing(priority):
+            self.inside.set()
+            self.leave.wait(60)
+
+
+def test_the_cpu_reserve_holds_files_back_while_short_work_is_prepared_or_run() -> None:
+    """With file_slots, one file request prepares a window at a time, and none starts one while
+    a live or short request prepares its own or its window is queued or running (the yield is
+    an hour here: only the end of the short work lets the file go)."""
+    gate = threading.Event()
+    batcher = DynamicBatcher(
+        _Recorder(gate), max_batch_size=8, max_delay_s=0, max_queue=10, file_slots=1,
+        file_yield_s=HOUR,
+    )  # fmt: skip
+    first = _Caller(batcher, Priority.FILE)
+    wait_until(first.inside.is_set, "the first file request preparing")
+    second = _Caller(batcher, Priority.FILE)
+    clip = _Caller(batcher, Priority.SHORT)  # short work never waits for the reserve
+    wait_until(clip.inside.is_set, "the clip preparing beside the file")
+    first.leave.set()
+    assert not second.inside.wait(0.3)  # the slot is free, but the clip is being prepared
+    result = batcher.submit(1, 1, Priority.SHORT)  # the clip's window, its batch held
+    clip.leave.set()
+    wait_until(lambda: not batcher.depth, "the clip's window running")
+    assert not second.inside.wait(0.3)  # the clip's batch is running
+    gate.set()
+    assert result.result(60) == 10
+    wait_until(second.inside.is_set, "the second file request preparing once the clip is done")
+    second.leave.set()
+    batcher.close()
+
+
+def test_the_cpu_reserve_yields_to_live_work_for_a_bounded_time_only() -> None:
+    batcher = DynamicBatcher(
+        _Recorder(), max_batch_size=8, max_delay_s=0, max_queue=10, file_slots=1,
+        file_yield_s=0.05,
+    )  # fmt: skip
+    session = _Caller(batcher, Priority.LIVE)  # live work that goes on and on
+    wait_until(session.inside.is_set, "the session preparing")
+    file = _Caller(batcher, Priority.FILE)
+    wait_until(file.inside.is_set, "the file request going after its yield, the session busy")
+    session.leave.set()
+    file.leave.set()
+    batcher.close()
+
+
+def test_without_a_cpu_reserve_file_requests_prepare_at_once() -> None:
+    batcher = DynamicBatcher(_Recorder(), max_batch_size=8, max_delay_s=0, max_queue=10)
+    callers = [_Caller(batcher, Priority.SHORT)] + [
+        _Caller(batcher, Priority.FILE) for _ in range(3)
+    ]
+    for caller in callers:
+        wait_until(caller.inside.is_set, "every caller preparing at once")
+    for caller in callers:
+        caller.leave.set()
     batcher.close()

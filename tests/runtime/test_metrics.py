@@ -122,10 +122,31 @@ def test_a_request_moves_the_pipeline_series(tmp_path: Path) -> None:
     assert value("kubescribe_windows_skipped_total") == 1  # the first 20 s window: silence
     decoded = value("kubescribe_audio_processed_seconds_total")
     assert decoded is not None and 0 < decoded < len(audio) / 16000 - 15
-    assert value("kubescribe_queue_wait_seconds_count") == 1
-    assert value("kubescribe_batch_inference_seconds_count") == 1
+    # the second window: speech of a 26 s request, a file's class
+    assert value("kubescribe_queue_wait_seconds_count", {"priority": "file"}) == 1
+    assert value("kubescribe_batch_inference_seconds_count", {"priority": "file"}) == 1
     assert value("kubescribe_request_duration_seconds_count", {"code": "200"}) == 1
     assert (value("process_resident_memory_bytes") or 0) > 0
+
+
+def test_a_request_of_one_window_is_counted_in_the_short_class(tmp_path: Path) -> None:
+    """The batcher's priority classes: a clip that fits one window is short work, not a file."""
+    service = Service(ServeConfig(model_dir=write_artifact(tmp_path / "tone", TONE_TOKENS)))
+    service.load()
+    client = create_app(service).test_client()
+    (speech,) = sentences([0])
+    try:
+        answer = client.post(
+            "/v1/audio/transcriptions",
+            data={"file": (io.BytesIO(encode(speech.audio)), "a.wav")},
+            content_type="multipart/form-data",
+        )
+    finally:
+        service.close()
+    assert answer.status_code == 200, answer.json
+    value = service.metrics.registry.get_sample_value
+    assert value("kubescribe_queue_wait_seconds_count", {"priority": "short"}) == 1
+    assert value("kubescribe_queue_wait_seconds_count", {"priority": "file"}) == 0
 
 
 def silence_of(seconds: float) -> np.ndarray:

@@ -23,6 +23,7 @@ from kubescribe_runtime.model import AcousticModel, ModelInput
 from kubescribe_runtime.realtime import events as ev
 from kubescribe_runtime.realtime.decode import SessionDecoder
 from kubescribe_runtime.realtime.session import DecodeRequest, Session
+from kubescribe_runtime.scheduling import Priority
 from kubescribe_runtime.service import build_transcriber
 from kubescribe_runtime.transcriber import Transcriber
 from rt_fixtures import TONE_TOKENS, tone_sentence, write_artifact
@@ -56,8 +57,8 @@ class RecordingBatcher:
         self.model = model
         self.flows: list[RecordingFlow] = []
 
-    def open_flow(self, live: bool = False) -> RecordingFlow:
-        self.flows.append(RecordingFlow(self.model, live))
+    def open_flow(self, priority: Priority = Priority.FILE) -> RecordingFlow:
+        self.flows.append(RecordingFlow(self.model, priority is Priority.LIVE))
         return self.flows[-1]
 
     def submit(self, payload: ModelInput, length: int) -> Future[Any]:

@@ -4,7 +4,13 @@ batches of similar lengths only."""
 from __future__ import annotations
 
 import pytest
-from kubescribe_runtime.scheduling import FlowState, Scheduler, padding_ratio
+from kubescribe_runtime.scheduling import (
+    FlowState,
+    Priority,
+    Scheduler,
+    file_may_prepare,
+    padding_ratio,
+)
 
 SECOND = 100  # feature frames per second of audio
 
@@ -18,7 +24,7 @@ def order(scheduler: Scheduler[str]) -> list[list[str]]:
 
 def test_a_short_clip_and_a_live_window_go_before_a_long_files_queue() -> None:
     scheduler: Scheduler[str] = Scheduler(max_batch_size=1)
-    long_file, clip, live = FlowState(), FlowState(), FlowState(live=True)
+    long_file, clip, live = FlowState(), FlowState(), FlowState(Priority.LIVE)
     for i in range(4):
         scheduler.add(f"file-{i}", 20 * SECOND, long_file, now=0)
     scheduler.add("clip", 5 * SECOND, clip, now=1)
@@ -107,7 +113,7 @@ def test_while_a_session_is_open_batches_stay_within_the_live_budget() -> None:
 
 def test_the_live_budget_holds_a_sessions_windows_together_and_lapses_when_it_closes() -> None:
     scheduler: Scheduler[str] = Scheduler(max_batch_size=16, live_budget=30 * SECOND)
-    sessions = [FlowState(live=True) for _ in range(4)]
+    sessions = [FlowState(Priority.LIVE) for _ in range(4)]
     file = FlowState()
     for i in range(4):
         scheduler.add(f"file-{i}", 20 * SECOND, file, now=0)
@@ -128,3 +134,45 @@ def test_without_a_live_budget_a_session_does_not_shrink_batches() -> None:
         scheduler.add(f"file-{i}", 20 * SECOND, file, now=0)
     scheduler.live_flows = 1
     assert len(scheduler.take()) == 4
+
+
+def test_a_short_request_goes_before_file_windows_that_fair_turns_would_put_first() -> None:
+    """Priority classes: live, then short requests (one window), then files; fair turns hold
+    within a class only. By fair tags alone the 5 s clip would wait for two file windows."""
+    scheduler: Scheduler[str] = Scheduler(max_batch_size=1)
+    file, clip, live = FlowState(), FlowState(Priority.SHORT), FlowState(Priority.LIVE)
+    for i in range(4):
+        scheduler.add(f"file-{i}", 2 * SECOND, file, now=0)  # tags 2, 4, 6, 8 s
+    scheduler.add("clip", 5 * SECOND, clip, now=1)  # tag 5 s
+    scheduler.add("live", 3 * SECOND, live, now=2)
+    assert scheduler.urgent_queued()
+    assert order(scheduler) == [["live"], ["clip"], ["file-0"], ["file-1"], ["file-2"], ["file-3"]]
+    assert not scheduler.urgent_queued()
+
+
+def test_short_requests_take_fair_turns_among_themselves() -> None:
+    scheduler: Scheduler[str] = Scheduler(max_batch_size=1)
+    a, b = FlowState(Priority.SHORT), FlowState(Priority.SHORT)
+    scheduler.add("a0", 10 * SECOND, a, now=0)
+    scheduler.add("a1", 8 * SECOND, a, now=0)
+    scheduler.add("b0", 5 * SECOND, b, now=1)
+    assert order(scheduler) == [["b0"], ["a0"], ["a1"]]  # tags 5, 10, 18 s
+
+
+@pytest.mark.parametrize(
+    ("preparing", "urgent", "waited_s", "go", "recheck_s"),
+    [
+        (0, False, 0.0, True, None),  # a free slot, nothing urgent: go
+        (1, False, 0.0, False, None),  # the slot is taken: wait until it is given back
+        (1, True, 9.0, False, None),  # ... however long it waited
+        (0, True, 0.0, False, 0.25),  # live or short work: yield, at most 0.25 s
+        (0, True, 0.1, False, 0.15),
+        (0, True, 0.25, True, None),  # yielded enough: files progress under any live load
+    ],
+)
+def test_the_cpu_reserve_lets_a_file_prepare_its_next_window(
+    preparing: int, urgent: bool, waited_s: float, go: bool, recheck_s: float | None
+) -> None:
+    verdict = file_may_prepare(preparing, 1, urgent, waited_s, yield_s=0.25)
+    assert verdict.go is go
+    assert verdict.recheck_s == pytest.approx(recheck_s) if recheck_s else verdict.recheck_s is None

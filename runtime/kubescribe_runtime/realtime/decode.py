@@ -18,6 +18,7 @@ from kubescribe_runtime.ctc import Word
 from kubescribe_runtime.decoding import Logprobs, WindowDecoder, WindowJob
 from kubescribe_runtime.model import AcousticModel, ModelInput
 from kubescribe_runtime.realtime.session import DecodeRequest
+from kubescribe_runtime.scheduling import Priority
 
 __all__ = ["Logprobs", "PendingDecode", "SessionDecoder"]
 
@@ -53,7 +54,7 @@ class SessionDecoder:
         # The session's live flow (priority over file windows); a batcher without flows takes
         # plain submits.
         open_flow = getattr(batcher, "open_flow", None)
-        self._flow: Any = open_flow(live=True) if open_flow is not None else None
+        self._flow: Any = open_flow(Priority.LIVE) if open_flow is not None else None
 
     def _enqueue(self, item: ModelInput) -> Any:
         return (self._flow or self._batcher).submit(item, item.length)

@@ -23,6 +23,7 @@ from kubescribe_runtime.config import ServeConfig
 from kubescribe_runtime.manifest import ArtifactManifest
 from kubescribe_runtime.metrics import Metrics
 from kubescribe_runtime.model import AcousticModel, SessionSettings, frame_seconds
+from kubescribe_runtime.realtime.decode import SessionDecoder
 from kubescribe_runtime.scheduling import Priority
 from kubescribe_runtime.transcriber import PipelineSettings, Progress, Transcriber, Transcript
 
@@ -215,6 +216,27 @@ class Service:
     @property
     def draining(self) -> bool:
         return self.state is State.DRAINING
+
+    def manifest(self) -> ArtifactManifest:
+        """The loaded model's manifest (NotReady before it is loaded)."""
+        return self._ready().manifest
+
+    def model_name(self) -> str:
+        """The loaded model's name ("" before it is loaded)."""
+        transcriber = self.transcriber
+        return "" if transcriber is None else transcriber.manifest.name
+
+    def session_decoder(self) -> SessionDecoder:
+        """A Realtime session's decoder: the served model and batcher (a live flow of its
+        own), its finals windowed and VAD-cropped as files are (NotReady before loading)."""
+        transcriber = self._ready()
+        return SessionDecoder(
+            transcriber.model,
+            transcriber.batcher,
+            self.config.window_seconds,
+            self.config.window_overlap_seconds,
+            transcriber.settings.vad,
+        )
 
     def languages(self) -> list[str]:
         """The languages the loaded model speaks (NotReady before it is loaded)."""

@@ -33,7 +33,6 @@ from simple_websocket import ConnectionClosed
 from kubescribe_runtime.errors import ApiError, error_response
 from kubescribe_runtime.model_names import ModelNames
 from kubescribe_runtime.realtime import secrets
-from kubescribe_runtime.realtime.decode import SessionDecoder
 from kubescribe_runtime.realtime.metrics import RealtimeMetrics
 from kubescribe_runtime.realtime.runner import (
     CLOSE_NORMAL,
@@ -44,7 +43,7 @@ from kubescribe_runtime.realtime.runner import (
 )
 from kubescribe_runtime.realtime.session import Session, SessionLimits
 from kubescribe_runtime.realtime.websocket import BoundedWebSocket, give_memory_back
-from kubescribe_runtime.service import NotReady, Service
+from kubescribe_runtime.service import Service
 
 log = logging.getLogger(__name__)
 
@@ -130,13 +129,10 @@ def register(app: Flask, service: Service) -> RealtimeMetrics:
         # ?model= (what realtime.connect(model=...) sends): another model's is refused
         # before the upgrade, with OpenAI's 404.
         names.check(request.args.get("model"))
-        transcriber = service.transcriber
-        if transcriber is None:
-            raise NotReady(f"the model is not ready: {service.reason}")
         with service.session():  # refused (503) unless ready; the drain waits for it
+            manifest = service.manifest()
             ws = BoundedWebSocket(request.environ, max_message_size=2 * max_append + 64 * 1024)
             ws.set_send_timeout(SEND_TIMEOUT_S)
-            manifest = transcriber.manifest
             session = Session(
                 uuid.uuid4().hex[:12],
                 manifest.name,
@@ -155,13 +151,7 @@ def register(app: Flask, service: Service) -> RealtimeMetrics:
                 ws.finish(CLOSE_TRY_AGAIN_LATER, reason)
                 metrics.sessions.labels("refused").inc()
                 return _WebSocketResponse(ws.mode)
-            decoder = SessionDecoder(
-                transcriber.model,
-                transcriber.batcher,
-                config.window_seconds,
-                config.window_overlap_seconds,
-                transcriber.settings.vad,  # a final decode crops as the file path does
-            )
+            decoder = service.session_decoder()
             runner = SessionRunner(ws, session, decoder, service, metrics)
             why = "error"
             try:

@@ -68,8 +68,7 @@ def register(app: Flask, service: Service) -> None:
         except ev.ProtocolError as exc:
             return _invalid(exc.message, exc.code, exc.param)
         assert isinstance(update, ev.SessionUpdate)
-        transcriber = service.transcriber
-        model = transcriber.manifest.name if transcriber is not None else ""
+        model = service.model_name()
         config = sc.SessionConfig(model=model).updated(update)
         config = sc.SessionConfig(
             config.format, model, config.language, config.prompt, config.turn_detection,

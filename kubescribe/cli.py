@@ -27,6 +27,11 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "export": ("kubescribe_modeling.cli", "export_main", "export a checkpoint to an artifact"),
     "import": ("kubescribe_modeling.cli", "import_main", "import a Hugging Face CTC checkpoint"),
     "evaluate": ("kubescribe_modeling.cli", "evaluate_main", "measure WER of an artifact"),
+    "reference": (
+        "kubescribe_modeling.cli",
+        "reference_main",
+        "write the quality gate's reference clips into an artifact",
+    ),
 }
 
 

@@ -131,9 +131,12 @@ def export_checkpoint(
     testset: Path | Sequence[Path] | None = None,
     description: str = "",
     language: str = "en",
+    reference_clips: int = 0,
 ) -> ExportReport:
     """Export, check parity, quantise, evaluate on ``testset`` (one or several; each result
-    names its set, real or synthetic speech, channel and language) and write the manifest.
+    names its set, real or synthetic speech, channel and language) and write the manifest;
+    with ``reference_clips``, that many clips of the first test set become the quality gate's
+    reference clips (kubescribe_modeling.reference).
 
     ``wer`` of the report is the first test set's."""
     from kubescribe_modeling.evaluate import describe_testset, evaluate_artifact
@@ -197,6 +200,10 @@ def export_checkpoint(
                 )
             )
     write(evaluation=evaluation)
+    if reference_clips and testsets:
+        from kubescribe_modeling.reference import add_reference_clips
+
+        add_reference_clips(out_dir, testsets[0], reference_clips)
     files = {p.name: sha256_file(p) for p in sorted(out_dir.iterdir()) if p.is_file()}
     return ExportReport(out_dir=out_dir, parity_max_abs_diff=diff, files=files, wer=wer)
 

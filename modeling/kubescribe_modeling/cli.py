@@ -169,6 +169,12 @@ def export_main(argv: Sequence[str]) -> int:
         help="measure WER on this test set (repeatable; the first is the report's wer)",
     )
     parser.add_argument("--language", default="en", help="the model's language (en, es)")
+    parser.add_argument(
+        "--reference-clips",
+        type=int,
+        default=4,
+        help="reference clips for the quality gate, from the first --testset (0: none)",
+    )
     parser.add_argument("--name", default="kubescribe-conformer-ctc")
     parser.add_argument("--version", default="0.1.0")
     parser.add_argument("--description", default="")
@@ -186,6 +192,7 @@ def export_main(argv: Sequence[str]) -> int:
         testset=args.testset,
         description=args.description,
         language=args.language,
+        reference_clips=args.reference_clips,
     )
     result: dict[str, object] = {
         "out_dir": str(report.out_dir),
@@ -273,4 +280,38 @@ def evaluate_main(argv: Sequence[str]) -> int:
                 ensure_ascii=False,
             )
         )
+    return 0
+
+
+def reference_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="kubescribe reference",
+        description="Write the quality gate's reference clips (a few short clips of a test set "
+        "the model was not trained on, their transcripts, and the WER the model scores on them) "
+        "into an artifact's reference/ and kubescribe.yaml.",
+    )
+    parser.add_argument("artifact", type=Path)
+    parser.add_argument(
+        "--testset", type=Path, default=Path("examples/testset"), help="the model's test set"
+    )
+    parser.add_argument("--count", type=int, default=4, help="how many clips (default 4)")
+    parser.add_argument("--min-seconds", type=_positive_float, default=2.0)
+    parser.add_argument("--max-seconds", type=_positive_float, default=4.0)
+    args = parser.parse_args(argv)
+
+    from kubescribe_modeling.reference import add_reference_clips
+
+    reference = add_reference_clips(
+        args.artifact, args.testset, args.count, args.min_seconds, args.max_seconds
+    )
+    print(
+        json.dumps(
+            {
+                "test_set": reference.test_set,
+                "clips": [clip.path for clip in reference.clips],
+                "wer": reference.wer,
+            },
+            ensure_ascii=False,
+        )
+    )
     return 0

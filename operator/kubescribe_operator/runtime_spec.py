@@ -46,6 +46,9 @@ RESERVED_ENV = (
     # From spec.routing (catalog.py): the model's names, and the catalogue behind its Gateway.
     "KUBESCRIBE_SERVED_MODEL_NAMES",
     "KUBESCRIBE_MODEL_CATALOG",
+    # From spec.qualityGate (quality_gate.py).
+    "KUBESCRIBE_QUALITY_GATE",
+    "KUBESCRIBE_QUALITY_GATE_WER_TOLERANCE",
 )
 # The runtime's other settings (docs/runtime-config.md): a user may set these in runtime.env;
 # any other KUBESCRIBE_* name is a typo the runtime would silently ignore.

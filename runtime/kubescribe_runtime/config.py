@@ -76,6 +76,22 @@ class ServeConfig(_Settings):
         "when the model cannot be loaded: exit (status 3, the reason as the last log line) "
         "instead of staying unready",
     )
+    quality_gate: Literal["on", "off"] = _setting(
+        "on",
+        "--quality-gate",
+        "KUBESCRIBE_QUALITY_GATE",
+        "before turning ready, transcribe the artifact's reference clips and stay unready (or "
+        "exit, with --exit-on-load-failure) when the WER exceeds the manifest's declared WER "
+        "plus --quality-gate-wer-tolerance; an artifact without clips skips it (on or off)",
+    )
+    quality_gate_wer_tolerance: float = _setting(
+        0.05,
+        "--quality-gate-wer-tolerance",
+        "KUBESCRIBE_QUALITY_GATE_WER_TOLERANCE",
+        "WER the model may lose on its reference clips against the declared one (absolute)",
+        ge=0,
+        le=1,
+    )
     threads: int = _setting(
         0,
         "--threads",

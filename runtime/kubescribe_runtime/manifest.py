@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from kubescribe.errors import KubescribeError, validation_problems
 
@@ -74,6 +74,27 @@ class Evaluation(_Strict):
     language: str = ""
 
 
+class ReferenceClip(_Strict):
+    """One reference clip: an audio file of the artifact (also listed in ``files``, so fetched
+    and verified like every other file) and its expected transcript."""
+
+    path: str = Field(min_length=1, description="relative to the artifact, e.g. reference/1.flac")
+    sha256: Sha256
+    text: str = Field(min_length=1, description="the expected transcript, normalised")
+
+
+class ReferenceSet(_Strict):
+    """The quality gate's clips (a few short ones from the model's test set, never trained on)
+    and the WER the model scored on them when it was written: per model file, measured through
+    the runtime's pipeline and :func:`kubescribe_runtime.quality_gate.reference_wer`."""
+
+    test_set: str = Field(min_length=1, description="where the clips come from")
+    clips: list[ReferenceClip] = Field(min_length=1, max_length=64)
+    wer: dict[str, float] = Field(
+        min_length=1, description="model file -> WER on the clips at export (the declared WER)"
+    )
+
+
 class ArtifactManifest(_Strict):
     schema_: Literal["kubescribe.io/artifact/v1"] = Field(MANIFEST_SCHEMA, alias="schema")
     name: str = Field(min_length=1)
@@ -87,11 +108,27 @@ class ArtifactManifest(_Strict):
     files: dict[str, Sha256] = Field(min_length=1, description="file name -> sha256 hex")
     evaluation: list[Evaluation] = Field(default_factory=list)
     description: str = ""
+    reference: ReferenceSet | None = Field(
+        default=None, description="the quality gate's reference clips (optional)"
+    )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
+    @model_validator(mode="after")
+    def _reference_clips_are_files(self) -> ArtifactManifest:
+        # The clips travel as artifact files: fetched and verified with the rest.
+        for clip in self.reference.clips if self.reference else []:
+            if self.files.get(clip.path) != clip.sha256:
+                raise ValueError(
+                    f"reference clip {clip.path!r} must be listed in files with its sha256"
+                )
+        return self
+
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json", by_alias=True), sort_keys=False)
+        data = self.model_dump(mode="json", by_alias=True)
+        if data["reference"] is None:  # an artifact without clips reads as it always did
+            del data["reference"]
+        return yaml.safe_dump(data, sort_keys=False)
 
     @classmethod
     def from_yaml(cls, text: str, source: str = MANIFEST_NAME) -> ArtifactManifest:

@@ -163,6 +163,20 @@ class Metrics:
             ["name", "version", "digest", "model_file", "device"],
             registry=r,
         )
+        # The quality gate's verdict on the artifact's reference clips (quality_gate.py); no
+        # series when the gate was skipped.
+        self.reference_wer = Gauge(
+            "kubescribe_quality_gate_wer_ratio",
+            "WER on the artifact's reference clips: measured at start-up, and declared by the "
+            "manifest",
+            ["kind"],
+            registry=r,
+        )
+        self.quality_gate_passed = Gauge(
+            "kubescribe_quality_gate_passed",
+            "1 when the start-up quality gate passed, 0 when it refused the model",
+            registry=r,
+        )
         # The realtime sessions' series (kubescribe_realtime_*), in the same registry.
         self.realtime = RealtimeMetrics(r)
 
@@ -175,6 +189,11 @@ class Metrics:
 
     def observe_batch_inference(self, seconds: float, priority: Priority) -> None:
         self.batch_inference.labels(priority.label).observe(seconds)
+
+    def set_quality_gate(self, passed: bool, measured: float, declared: float) -> None:
+        self.quality_gate_passed.set(1 if passed else 0)
+        self.reference_wer.labels("measured").set(measured)
+        self.reference_wer.labels("declared").set(declared)
 
     def observe_batch_lengths(self, lengths: list[int]) -> None:
         """One batch's input lengths: the padding ratio is padding / audio frames."""

@@ -23,6 +23,12 @@ from kubescribe_runtime.config import ServeConfig
 from kubescribe_runtime.manifest import ArtifactManifest
 from kubescribe_runtime.metrics import Metrics
 from kubescribe_runtime.model import AcousticModel, SessionSettings, frame_seconds
+from kubescribe_runtime.quality_gate import (
+    SKIPPED_DISABLED,
+    SKIPPED_NO_CLIPS,
+    GateResult,
+    run_gate,
+)
 from kubescribe_runtime.realtime.decode import SessionDecoder
 from kubescribe_runtime.scheduling import Priority
 from kubescribe_runtime.transcriber import PipelineSettings, Progress, Transcriber, Transcript
@@ -120,6 +126,7 @@ class Service:
         self.state = State.LOADING
         self.reason = "the model is loading"
         self.transcriber: Transcriber | None = None
+        self.gate: GateResult | None = None  # the quality gate's verdict, once it ran
         self.admission = Admission(config.max_requests, config.max_backlog_seconds)
         self._in_flight = 0
         self._idle = threading.Condition()
@@ -131,12 +138,18 @@ class Service:
         try:
             transcriber = build_transcriber(self.config, self.metrics)
             transcriber.warm_up()
+            gate = self._quality_gate(transcriber)
         except KubescribeError as exc:
             self._fail(str(exc))
             return
         except Exception as exc:
             log.exception("model load failed")
             self._fail(f"{type(exc).__name__}: {exc}")
+            return
+        self.gate = gate
+        if gate.passed is False:
+            transcriber.batcher.close(timeout=5)  # never serves: nothing else will close it
+            self._fail(gate.message, what=None)  # the verdict says it all
             return
         self.transcriber = transcriber
         model = transcriber.model
@@ -161,12 +174,30 @@ class Service:
             ",".join(model.providers),
         )
 
+    def _quality_gate(self, transcriber: Transcriber) -> GateResult:
+        """The reference clips through the serving pipeline, judged against the declared WER."""
+        if self.config.quality_gate == "off":
+            gate = GateResult(None, SKIPPED_DISABLED)
+        else:
+            model = transcriber.model
+            gate = run_gate(
+                lambda data: transcriber.transcribe(data).text,
+                model.artifact.directory,
+                model.manifest,
+                self.config.model_file,
+                self.config.quality_gate_wer_tolerance,
+            )
+        if gate.measured is not None and gate.declared is not None:
+            self.metrics.set_quality_gate(bool(gate.passed), gate.measured, gate.declared)
+        log.log(logging.ERROR if gate.passed is False else logging.INFO, "%s", gate.message)
+        return gate
+
     def load_in_background(self) -> threading.Thread:
         thread = threading.Thread(target=self.load, name="kubescribe-load", daemon=True)
         thread.start()
         return thread
 
-    def _fail(self, reason: str) -> None:
+    def _fail(self, reason: str, what: str | None = "the model cannot be loaded") -> None:
         log.error("not ready: %s", reason)
         with self._idle:
             if self.state is State.LOADING:
@@ -176,9 +207,10 @@ class Service:
             # In a pod: a load failure is permanent, so crash (the kubelet restarts the
             # container, the operator sees CrashLoopBackOff with this line as the termination
             # message) rather than sit unready until the startup probe or the rollout deadline.
-            log.critical("exiting: the model cannot be loaded: %s", reason)
+            message = f"{what}: {reason}" if what else reason
+            log.critical("exiting: %s", message)
             with contextlib.suppress(OSError):  # the kubelet's file, where it mounted one
-                TERMINATION_LOG.write_text(f"the model cannot be loaded: {reason}\n")
+                TERMINATION_LOG.write_text(f"{message}\n")
             logging.shutdown()
             os._exit(LOAD_FAILURE_EXIT)
 
@@ -257,7 +289,21 @@ class Service:
             "languages": manifest.languages,
             "device": model.device,
             "evaluation": [e.model_dump() for e in manifest.evaluation],
+            "quality_gate": self._gate_card(),
         }
+
+    def _gate_card(self) -> dict[str, object]:
+        gate = self.gate or GateResult(None, SKIPPED_NO_CLIPS)
+        status = "skipped" if gate.passed is None else "passed" if gate.passed else "failed"
+        card: dict[str, object] = {"status": status, "message": gate.message}
+        if gate.measured is not None:
+            card.update(
+                measured_wer=round(gate.measured, 4),
+                declared_wer=gate.declared,
+                tolerance=gate.tolerance,
+                clips=gate.clips,
+            )
+        return card
 
     def queue_depth(self) -> int:
         """Windows waiting in the batcher (0 before the model is loaded)."""

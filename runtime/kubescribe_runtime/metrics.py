@@ -184,16 +184,16 @@ class Metrics:
         self.model_info.clear()
         self.model_info.labels(name, version, digest, model_file, device).set(1)
 
+    def set_quality_gate(self, passed: bool, measured: float, declared: float) -> None:
+        self.quality_gate_passed.set(1 if passed else 0)
+        self.reference_wer.labels("measured").set(measured)
+        self.reference_wer.labels("declared").set(declared)
+
     def observe_queue_wait(self, seconds: float, priority: Priority) -> None:
         self.queue_wait.labels(priority.label).observe(seconds)
 
     def observe_batch_inference(self, seconds: float, priority: Priority) -> None:
         self.batch_inference.labels(priority.label).observe(seconds)
-
-    def set_quality_gate(self, passed: bool, measured: float, declared: float) -> None:
-        self.quality_gate_passed.set(1 if passed else 0)
-        self.reference_wer.labels("measured").set(measured)
-        self.reference_wer.labels("declared").set(declared)
 
     def observe_batch_lengths(self, lengths: list[int]) -> None:
         """One batch's input lengths: the padding ratio is padding / audio frames."""

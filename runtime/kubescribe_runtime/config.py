@@ -338,8 +338,9 @@ class ServeConfig(_Settings):
         (),
         "--served-model-names",
         "KUBESCRIBE_SERVED_MODEL_NAMES",
-        "comma-separated names this server answers for in `model` (the first is its id in "
-        "/v1/models); a request naming another model gets 404 model_not_found; unset: any",
+        "comma-separated names this server answers for in `model` (/v1/models lists the "
+        "loaded model under each); a request naming another model gets 404 model_not_found; "
+        "unset: any",
     )
     model_catalog: Path | None = _setting(
         None,

@@ -291,6 +291,52 @@ BAD_MANIFESTS: list[tuple[str, Callable[[dict[str, Any]], Any], str, str]] = [
         "cel",
         "fixedUser",
     ),
+    # Issue 19: the traffic fields (spec.routing, rollout.strategy/canary, qualityGate).
+    ("routing-without-gateway", spec_set("routing", {"names": ["a"]}), "schema", "parentRefs"),
+    (
+        "routing-name-with-slash",
+        spec_set("routing", {"parentRefs": [{"name": "gw"}], "names": ["support/es"]}),
+        "schema",
+        "does not match",
+    ),
+    (
+        "routing-duplicate-name",
+        spec_set("routing", {"parentRefs": [{"name": "gw"}], "names": ["es", "es"]}),
+        "list-set",
+        "routing.names",
+    ),
+    (
+        "routing-language-not-a-code",
+        spec_set("routing", {"parentRefs": [{"name": "gw"}], "defaultForLanguages": ["Spanish"]}),
+        "schema",
+        "does not match",
+    ),
+    ("strategy-unknown", spec_set("rollout.strategy", "BlueGreen"), "schema", "BlueGreen"),
+    (
+        "canary-without-strategy",
+        spec_set("rollout.canary", {"steps": [{"weight": 10}]}),
+        "cel",
+        "self.strategy == 'Canary'",
+    ),
+    (
+        "canary-weight-above-100",
+        lambda m: (
+            spec_set("rollout.strategy", "Canary")(m),
+            spec_set("rollout.canary", {"steps": [{"weight": 150}]})(m),
+        ),
+        "schema",
+        "150",
+    ),
+    (
+        "canary-error-ratio-above-1",
+        lambda m: (
+            spec_set("rollout.strategy", "Canary")(m),
+            spec_set("rollout.canary", {"analysis": {"maxErrorRatio": 2}})(m),
+        ),
+        "schema",
+        "maximum",
+    ),
+    ("gate-tolerance-negative", spec_set("qualityGate.werTolerance", -0.1), "schema", "minimum"),
 ]
 
 
@@ -311,7 +357,7 @@ def test_scaling_an_autoscaled_model_is_refused_as_an_update_only() -> None:
 
 def test_enough_bad_manifests() -> None:
     assert len(BAD_MANIFESTS) >= 10
-    assert {kind for _, _, kind, _ in BAD_MANIFESTS} == {"schema", "cel", "list-map"}
+    assert {kind for _, _, kind, _ in BAD_MANIFESTS} == {"schema", "cel", "list-map", "list-set"}
 
 
 def test_base_manifest_is_accepted() -> None:
@@ -338,6 +384,13 @@ def test_bad_manifest_is_refused_by_the_crd_and_the_model(
             "map",
             ["name"],
         )
+    elif kind == "list-set":
+        # The API server refuses a repeated entry of a set ("Duplicate value", with the entry's
+        # path: test_crd_live); `fragment` is the field's path under spec.
+        node = schema()["properties"]["spec"]
+        for key in fragment.split("."):
+            node = node["properties"][key]
+        assert node["x-kubernetes-list-type"] == "set"
     else:
         # The OpenAPI part lets it through: only the CEL rule catches it.
         assert schema_errors == []

@@ -60,6 +60,15 @@ FIELD_PATH = {
     "cache-host-path-system-dir": "spec.model.cache.hostPath",
     "cache-host-path-escapes": "spec.model.cache.hostPath",
     "env-duplicate-name": "spec.runtime.env[1]",
+    "routing-without-gateway": "spec.routing.parentRefs",
+    "routing-name-with-slash": "spec.routing.names[0]",
+    "routing-duplicate-name": "spec.routing.names[1]",
+    "routing-language-not-a-code": "spec.routing.defaultForLanguages[0]",
+    "strategy-unknown": "spec.rollout.strategy",
+    "canary-without-strategy": "spec.rollout",
+    "canary-weight-above-100": "spec.rollout.canary.steps[0].weight",
+    "canary-error-ratio-above-1": "spec.rollout.canary.analysis.maxErrorRatio",
+    "gate-tolerance-negative": "spec.qualityGate.werTolerance",
 }
 
 

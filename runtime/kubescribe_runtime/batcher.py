@@ -33,6 +33,11 @@ while urgent (live or short) work is being prepared, queued or run — for at mo
 :func:`~kubescribe_runtime.scheduling.file_may_prepare`). Live and short work thus competes
 for the cores with one file thread at most instead of every file request's.
 
+Urgent lane (``urgent_lane``): a second worker thread runs batches of live and short windows
+only, beside the first (which takes any work, urgent first). A running file batch is never
+interrupted, but a live window no longer waits for it: the two batches share the cores (the
+model's session runs concurrent calls) until the file batch ends.
+
 Liveness: :meth:`DynamicBatcher.stalled_s` is how long work has been waiting without a batch
 finishing (0 when idle or progressing); ``/healthz`` fails when it passes a threshold.
 """
@@ -73,9 +78,7 @@ class FlowCancelled(KubescribeError):
 class Flow(Generic[In, Out]):
     """A request's (or session's) handle on the batcher; see the module docstring."""
 
-    def __init__(
-        self, batcher: DynamicBatcher[In, Out], priority: Priority, counted: bool
-    ) -> None:
+    def __init__(self, batcher: DynamicBatcher[In, Out], priority: Priority, counted: bool) -> None:
         self._batcher = batcher
         self.state = FlowState(priority)
         self.cancelled = False
@@ -119,6 +122,7 @@ class DynamicBatcher(Generic[In, Out]):
         live_budget: int = 0,
         file_slots: int = 0,
         file_yield_s: float = 0.0,
+        urgent_lane: bool = False,
     ) -> None:
         self._run_batch = run_batch
         self.max_batch_size = max_batch_size
@@ -135,7 +139,8 @@ class DynamicBatcher(Generic[In, Out]):
         self.file_yield_s = file_yield_s
         self._producers = 0
         self._preparing: dict[Priority, int] = dict.fromkeys(Priority, 0)
-        self._running_urgent = False  # the running batch holds live or short windows
+        # Running batches by lane (0: any work, 1: the urgent lane): (started, holds urgent work).
+        self._running: dict[int, tuple[float, bool]] = {}
         self._open_flows = 0
         self._scheduler: Scheduler[Future[Out]] = Scheduler(
             max_batch_size, length_ratio, length_slack, live_budget
@@ -143,10 +148,14 @@ class DynamicBatcher(Generic[In, Out]):
         self._payloads: dict[int, In] = {}
         self._cond = threading.Condition()
         self._closed = False
-        self._busy_since: float | None = None
         self._last_progress = time.monotonic()
-        self._thread = threading.Thread(target=self._loop, name="kubescribe-batcher", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._loop, args=(lane,), name=name, daemon=True)
+            for lane, name in enumerate(["kubescribe-batcher", "kubescribe-batcher-urgent"])
+            if lane == 0 or urgent_lane
+        ]
+        for thread in self._threads:
+            thread.start()
 
     # -- callers -----------------------------------------------------------------------------
 
@@ -240,7 +249,8 @@ class DynamicBatcher(Generic[In, Out]):
     def _urgent(self) -> bool:
         """Live or short work is being prepared, is queued or is running (lock held)."""
         preparing = self._preparing[Priority.LIVE] + self._preparing[Priority.SHORT]
-        return bool(preparing) or self._running_urgent or self._scheduler.urgent_queued()
+        running = any(urgent for _, urgent in self._running.values())
+        return bool(preparing) or running or self._scheduler.urgent_queued()
 
     def _wait_for_file_slot(self) -> None:
         started = time.monotonic()
@@ -261,28 +271,33 @@ class DynamicBatcher(Generic[In, Out]):
         """Seconds that work has waited with no batch finishing (0 while idle)."""
         now = time.monotonic() if now is None else now
         with self._cond:
-            if not self._thread.is_alive() and not self._closed:  # the worker died
+            dead = not all(thread.is_alive() for thread in self._threads)
+            if dead and not self._closed:  # a worker died
                 return now - self._last_progress
             oldest = self._scheduler.oldest_enqueued()
-            if self._busy_since is None and oldest is None:
+            busy_since = min((started for started, _ in self._running.values()), default=None)
+            if busy_since is None and oldest is None:
                 return 0.0
-            if self._busy_since is not None:  # a batch is running: since it started
-                return max(0.0, now - self._busy_since)
+            if busy_since is not None:  # a batch is running: since the oldest started
+                return max(0.0, now - busy_since)
             return max(0.0, now - max(self._last_progress, oldest or 0.0))
 
     def close(self, timeout: float | None = None) -> None:
-        """Run what is queued, then stop the worker."""
+        """Run what is queued, then stop the workers."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        self._thread.join(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     # -- the worker --------------------------------------------------------------------------
 
-    def _next_batch(self) -> tuple[Priority, list[tuple[Future[Out], In, int]]] | None:
+    def _next_batch(self, lane: int) -> tuple[Priority, list[tuple[Future[Out], In, int]]] | None:
+        urgent_only = lane == 1
         with self._cond:
             while True:
-                if len(self._scheduler):
+                if self._scheduler.urgent_queued() if urgent_only else len(self._scheduler):
                     oldest = self._scheduler.oldest_enqueued() or 0.0
                     remaining = oldest + self.max_delay_s - time.monotonic()
                     full = len(self._scheduler) >= self.max_batch_size
@@ -294,9 +309,9 @@ class DynamicBatcher(Generic[In, Out]):
                     return None
                 else:
                     self._cond.wait()
-            entries = self._scheduler.take()
-            self._busy_since = now = time.monotonic()
-            self._running_urgent = any(e.flow.priority < Priority.FILE for e in entries)
+            entries = self._scheduler.take(urgent_only)
+            now = time.monotonic()
+            self._running[lane] = (now, any(e.flow.priority < Priority.FILE for e in entries))
             for entry in entries:
                 self._on_queue_wait(now - entry.enqueued, entry.flow.priority)
             self._on_queue_depth(len(self._scheduler))
@@ -305,16 +320,15 @@ class DynamicBatcher(Generic[In, Out]):
             batch = [(e.item, self._payloads.pop(id(e.item)), e.length) for e in entries]
         return head, [(f, p, n) for f, p, n in batch if f.set_running_or_notify_cancel()]
 
-    def _loop(self) -> None:
-        while (next_batch := self._next_batch()) is not None:
+    def _loop(self, lane: int) -> None:
+        while (next_batch := self._next_batch(lane)) is not None:
             head, batch = next_batch
             try:
                 if batch:
                     self._run(batch, head)
             finally:
                 with self._cond:
-                    self._busy_since = None
-                    self._running_urgent = False
+                    self._running.pop(lane, None)
                     self._last_progress = time.monotonic()
                     self._cond.notify_all()  # files waiting for the CPU reserve
 

@@ -125,11 +125,13 @@ class Scheduler(Generic[T]):
     def similar(self, shortest: int, longest: int) -> bool:
         return longest <= shortest * self.length_ratio + self.length_slack
 
-    def take(self) -> list[Entry[T]]:
-        """The next batch, in schedule order (head first); removed from the queue."""
-        if not self._entries:
+    def take(self, urgent_only: bool = False) -> list[Entry[T]]:
+        """The next batch, in schedule order (head first); removed from the queue.
+        ``urgent_only``: of live and short windows alone (the batcher's urgent lane)."""
+        eligible = [e for e in self._entries if not urgent_only or e.flow.priority < Priority.FILE]
+        if not eligible:
             return []
-        ordered = sorted(self._entries, key=Entry.key)
+        ordered = sorted(eligible, key=Entry.key)
         head = ordered[0]
         batch = [head]
         shortest = longest = head.length

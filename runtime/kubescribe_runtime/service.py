@@ -95,9 +95,11 @@ def build_transcriber(config: ServeConfig, metrics: Metrics | None = None) -> Tr
         on_inference=metrics.observe_batch_inference if metrics else None,
         on_lengths=metrics.observe_batch_lengths if metrics else None,
         live_budget=int(config.live_batch_seconds * units_per_second(artifact.manifest)),
-        # The CPU reserve goes with the live-first policy (--live-batch-seconds 0: neither).
+        # The CPU reserve and the urgent lane go with the live-first policy
+        # (--live-batch-seconds 0: none of them).
         file_slots=max(1, model.threads // 2) if config.live_batch_seconds else 0,
         file_yield_s=FILE_YIELD_S,
+        urgent_lane=config.live_batch_seconds > 0,
     )
     settings = PipelineSettings(
         window_seconds=config.window_seconds,

@@ -271,3 +271,25 @@ def test_without_a_cpu_reserve_file_requests_prepare_at_once() -> None:
     for caller in callers:
         caller.leave.set()
     batcher.close()
+
+
+def test_a_live_window_runs_beside_a_running_file_batch_on_the_urgent_lane() -> None:
+    """A running batch is never interrupted; with the urgent lane a live window does not wait
+    for it (here the file batch runs until the test lets it end)."""
+    gate = threading.Event()
+
+    def run(items: list[int]) -> list[int]:
+        if any(i >= 100 for i in items):  # the file's window
+            gate.wait(60)
+        return [i * 10 for i in items]
+
+    batcher = DynamicBatcher(run, max_batch_size=8, max_delay_s=0, max_queue=10, urgent_lane=True)
+    file = batcher.submit(100, 1)
+    wait_until(lambda: not batcher.depth, "the file's batch running")
+    live = batcher.submit(1, 1, Priority.LIVE)
+    clip = batcher.submit(2, 1, Priority.SHORT)
+    assert (live.result(30), clip.result(30)) == (10, 20)  # the file batch still runs
+    assert not file.done()
+    gate.set()
+    assert file.result(30) == 1000
+    batcher.close()

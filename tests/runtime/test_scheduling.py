@@ -176,3 +176,14 @@ def test_the_cpu_reserve_lets_a_file_prepare_its_next_window(
     verdict = file_may_prepare(preparing, 1, urgent, waited_s, yield_s=0.25)
     assert verdict.go is go
     assert verdict.recheck_s == pytest.approx(recheck_s) if recheck_s else verdict.recheck_s is None
+
+
+def test_the_urgent_lane_takes_live_and_short_windows_only() -> None:
+    scheduler: Scheduler[str] = Scheduler(max_batch_size=4, length_slack=SECOND)
+    file, clip, live = FlowState(), FlowState(Priority.SHORT), FlowState(Priority.LIVE)
+    scheduler.add("file", 2 * SECOND, file, now=0)
+    assert scheduler.take(urgent_only=True) == []
+    scheduler.add("clip", 2 * SECOND, clip, now=1)
+    scheduler.add("live", 2 * SECOND, live, now=2)
+    assert [e.item for e in scheduler.take(urgent_only=True)] == ["live", "clip"]
+    assert [e.item for e in scheduler.take()] == ["file"]

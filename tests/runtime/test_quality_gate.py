@@ -4,12 +4,15 @@ shuffled tokens (loads, answers 200 with nonsense, and is refused by the gate)."
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 from pathlib import Path
 
 import pytest
 import requests
 from bad_artifacts import DEMO_ARTIFACT, shuffled_tokens_artifact
+from kubescribe_runtime import service as service_module
 from kubescribe_runtime.app import create_app
 from kubescribe_runtime.config import ServeConfig
 from kubescribe_runtime.manifest import ArtifactManifest, ManifestError
@@ -20,7 +23,7 @@ from kubescribe_runtime.quality_gate import (
     reference_wer,
     words,
 )
-from kubescribe_runtime.service import Service
+from kubescribe_runtime.service import LOAD_FAILURE_EXIT, Service
 from rt_server import ROOT, post, running, start_server, wait_until
 
 pytestmark = pytest.mark.xdist_group("runtime-server")
@@ -145,3 +148,24 @@ def test_shuffled_tokens_answer_200_with_nonsense_and_are_refused_by_the_gate(
         log = server.log()
     assert "exiting: quality gate failed: WER" in log, log
     assert FAILED.search(log), log
+
+
+def test_in_a_pod_the_verdict_is_the_termination_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What the kubelet reports and the operator quotes: the verdict alone, both WERs in it.
+    shuffled = tmp_path / "shuffled"
+    shuffled_tokens_artifact(shuffled)
+    message = tmp_path / "termination-log"
+    monkeypatch.setattr(service_module, "TERMINATION_LOG", message)
+    monkeypatch.setattr(logging, "shutdown", lambda: None)
+
+    def exit_(code: int) -> None:
+        raise SystemExit(code)
+
+    monkeypatch.setattr(os, "_exit", exit_)
+    config = ServeConfig(model_dir=shuffled, threads=1, exit_on_load_failure=True)
+    with pytest.raises(SystemExit) as exited:
+        Service(config).load()
+    assert exited.value.code == LOAD_FAILURE_EXIT
+    assert FAILED.fullmatch(message.read_text(encoding="utf-8").strip()), message.read_text()

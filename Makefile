@@ -38,7 +38,7 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/vulture runtime/kubescribe_runtime tests/runtime tools/vulture_whitelist.py \
-		--min-confidence 60 --ignore-decorators '@*.get,@*.post,@*.route'
+		--min-confidence 60 --ignore-decorators '@*.get,@*.post,@*.route,@field_validator,@model_validator'
 
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy

@@ -29,10 +29,6 @@ class Artifact:
     model_path: Path
     tokens: tuple[str, ...]  # id -> symbol, the blank last
 
-    @property
-    def blank_id(self) -> int:
-        return len(self.tokens) - 1
-
 
 def verify_files(directory: Path, manifest: ArtifactManifest) -> None:
     """Raise :class:`ArtifactError` naming the first missing or mismatched file."""

@@ -42,11 +42,6 @@ def num_frames(num_samples: int, frontend: NemoLogMelFrontend) -> int:
     return max(int(num_samples), 0) // frontend.hop_length
 
 
-def total_frames(num_samples: int, frontend: NemoLogMelFrontend) -> int:
-    """Columns of the feature matrix (``num_frames + 1``: center padding adds a last frame)."""
-    return num_frames(num_samples, frontend) + 1
-
-
 def _hz_to_mel_slaney(hz: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     f_sp = 200.0 / 3.0
     min_log_hz = 1000.0

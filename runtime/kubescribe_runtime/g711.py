@@ -3,7 +3,7 @@
 Decoding and encoding are table lookups built once with numpy (``audioop`` left the standard
 library in Python 3.13). Linear samples are 16-bit, scaled as ITU-T G.191 and libsndfile scale
 them: μ-law spans ±32124, A-law ±32256. :func:`to_float` gives float32 in [-1, 1) for the
-pipeline; :func:`decode_resampled` also resamples to the model's rate.
+pipeline.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-import soxr
 
 SAMPLE_RATE = 8000
 Law = Literal["pcmu", "pcma"]
@@ -103,11 +102,3 @@ def from_float(samples: npt.NDArray[np.floating], law: Law) -> bytes:
     """Encode float samples in [-1, 1] (clipped), for tests and benchmarks."""
     scaled = np.clip(np.round(np.asarray(samples, dtype=np.float64) * 32768.0), -32768, 32767)
     return encode(scaled.astype(np.int16), law)
-
-
-def decode_resampled(payload: bytes, law: Law, target_rate: int) -> npt.NDArray[np.float32]:
-    """A whole 8 kHz G.711 payload as float32 at ``target_rate`` (one call, no stream state)."""
-    samples = to_float(payload, law)
-    if target_rate == SAMPLE_RATE or samples.size == 0:
-        return samples
-    return np.ascontiguousarray(soxr.resample(samples, SAMPLE_RATE, target_rate), np.float32)

@@ -56,7 +56,6 @@ class FlowState:
 
     priority: Priority = Priority.FILE
     finish_tag: float = 0.0
-    queued: int = 0
 
     @property
     def live(self) -> bool:
@@ -95,7 +94,6 @@ class Scheduler(Generic[T]):
     def add(self, item: T, length: int, flow: FlowState, now: float) -> Entry[T]:
         start = max(self.virtual_time, flow.finish_tag)
         flow.finish_tag = start + length
-        flow.queued += 1
         entry = Entry(item, length, flow, flow.finish_tag, next(self._seq), now)
         self._entries.append(entry)
         return entry
@@ -104,16 +102,7 @@ class Scheduler(Generic[T]):
         """Remove every queued window of ``flow`` (a cancelled request); returns their items."""
         dropped = [e.item for e in self._entries if e.flow is flow]
         self._entries = [e for e in self._entries if e.flow is not flow]
-        flow.queued = 0
         return dropped
-
-    def remove(self, item: T) -> bool:
-        for i, entry in enumerate(self._entries):
-            if entry.item is item:
-                del self._entries[i]
-                entry.flow.queued -= 1
-                return True
-        return False
 
     def urgent_queued(self) -> bool:
         """Live or short windows are queued."""
@@ -148,8 +137,6 @@ class Scheduler(Generic[T]):
                 shortest, longest = low, high
         chosen = {id(e) for e in batch}
         self._entries = [e for e in self._entries if id(e) not in chosen]
-        for entry in batch:
-            entry.flow.queued -= 1
         self.virtual_time = max(self.virtual_time, head.tag)
         return batch
 
@@ -173,8 +160,3 @@ def file_may_prepare(
     if urgent and waited_s < yield_s:
         return Verdict(False, yield_s - waited_s)
     return Verdict(True)
-
-
-def padding_ratio(lengths: list[int]) -> float:
-    """Padded frames over real frames of one batch (0: no padding)."""
-    return (max(lengths) * len(lengths) - sum(lengths)) / sum(lengths) if lengths else 0.0

@@ -117,17 +117,3 @@ class SpeechProbs:
             probs[i], self._state = self.model.run(framed, self._state, self.rate)
             self._context = chunk[-len(self._context) :]
         return probs
-
-
-def speech_probs(
-    samples: npt.NDArray[np.floating], sample_rate: int, model: SileroModel | None = None
-) -> npt.NDArray[np.float32]:
-    """Offline: one probability per chunk of a waveform; a partial last chunk is padded with
-    zeros, as Silero's own ``get_speech_timestamps`` does."""
-    probs = SpeechProbs(sample_rate, model)
-    head = probs.feed(samples)
-    rest = probs.tail()
-    if len(rest) == 0:
-        return head
-    padded = np.concatenate([rest, np.zeros(-len(rest) % probs.chunk, dtype=np.float32)])
-    return np.concatenate([head, probs.feed(padded)])

@@ -19,9 +19,6 @@ Detector stage (before decoding; about 0.2 ms of one core per 32 ms of audio):
 
 Model stage (after decoding, free: the log-probabilities are already there):
 
-- :func:`blank_ratio` / :func:`blank_ratios` — the share of output frames whose best token is
-  the blank, for a whole window or per region; a live session's endpoint is near when the recent
-  frames are almost all blank;
 - :func:`no_speech_prob` — the CTC probability that nothing was said over a span: the product
   of the blank posteriors of its frames (every path but the all-blank one emits a token).
 """
@@ -247,25 +244,6 @@ def _frames_of(region: Region, frame_seconds: float, total: int) -> slice:
     start = max(0, min(total, int(np.floor(region[0] / frame_seconds + 1e-6))))
     end = max(start, min(total, int(np.ceil(region[1] / frame_seconds - 1e-6))))
     return slice(start, end)
-
-
-def blank_ratio(logprobs: npt.NDArray[np.floating], blank: int = -1) -> float:
-    """Share of ``[T, V+1]`` output frames whose best token is the blank (1.0 for no frames)."""
-    if logprobs.shape[0] == 0:
-        return 1.0
-    best = np.asarray(logprobs).argmax(axis=-1)
-    return float(np.mean(best == (blank % logprobs.shape[-1])))
-
-
-def blank_ratios(
-    logprobs: npt.NDArray[np.floating],
-    frame_seconds: float,
-    regions: Sequence[Region],
-    blank: int = -1,
-) -> list[float]:
-    """:func:`blank_ratio` of each region (seconds from the first output frame)."""
-    total = logprobs.shape[0]
-    return [blank_ratio(logprobs[_frames_of(r, frame_seconds, total)], blank) for r in regions]
 
 
 def no_speech_prob(

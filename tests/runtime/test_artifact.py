@@ -18,7 +18,6 @@ def artifact_dir(tmp_path: Path) -> Path:
 def test_loads_a_complete_artifact(artifact_dir: Path) -> None:
     artifact = load_artifact(artifact_dir)
     assert artifact.tokens == tuple(TONE_TOKENS)
-    assert artifact.blank_id == 2
     assert artifact.digest == sha256_file(artifact_dir / MANIFEST_NAME)
     assert artifact.model_path == artifact_dir / "model.onnx"
 

@@ -12,6 +12,7 @@ import io
 import numpy as np
 import pytest
 import soundfile as sf
+import soxr
 from kubescribe_runtime import audio, g711
 
 ALL_CODES = bytes(range(256))
@@ -89,23 +90,6 @@ def test_a_tone_keeps_toll_quality_through_a_round_trip(law: g711.Law) -> None:
     assert snr_db > 33  # G.711's companding keeps ~38 dB SNR over its range
 
 
-def test_decode_resampled_gives_the_model_rate() -> None:
-    t = np.arange(g711.SAMPLE_RATE) / g711.SAMPLE_RATE
-    tone = (0.5 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
-    wide = g711.decode_resampled(g711.from_float(tone, "pcmu"), "pcmu", 16000)
-    assert wide.dtype == np.float32
-    assert len(wide) == 16000
-    spectrum = np.abs(np.fft.rfft(wide))
-    assert np.argmax(spectrum) == 300  # 1 s of audio: bin index == frequency in Hz
-
-
-def test_decode_resampled_at_8_khz_is_plain_decoding() -> None:
-    payload = bytes(range(0, 256, 3))
-    assert np.array_equal(
-        g711.decode_resampled(payload, "pcma", 8000), g711.to_float(payload, "pcma")
-    )
-
-
 def test_an_unknown_law_is_refused() -> None:
     with pytest.raises(ValueError, match="pcmu"):
         g711.decode(b"\x00", "g722")  # type: ignore[arg-type]
@@ -129,6 +113,6 @@ def test_an_uploaded_telephone_wav_and_a_raw_payload_give_the_same_16_khz_audio(
     buffer = io.BytesIO()
     sf.write(buffer, g711.to_float(payload, law), g711.SAMPLE_RATE, format="WAV", subtype=subtype)
     uploaded = audio.decode(buffer.getvalue(), 16000, max_seconds=60)
-    raw = g711.decode_resampled(payload, law, 16000)
+    raw = soxr.resample(g711.to_float(payload, law), g711.SAMPLE_RATE, 16000)
     assert len(uploaded) == len(raw) == 32000
     assert np.max(np.abs(uploaded - raw)) < 1e-3

@@ -1,7 +1,6 @@
 """Voice activity detection: Silero VAD's ONNX model (vendored with its provenance, run with the
 runtime's onnxruntime at 8 and 16 kHz), its probabilities turned into regions with hysteresis,
-offline and fed chunk by chunk; blank ratios and the no-speech probability from CTC
-log-probabilities."""
+offline and fed chunk by chunk; the no-speech probability from CTC log-probabilities."""
 
 from __future__ import annotations
 
@@ -21,8 +20,6 @@ from kubescribe_runtime.vad import (
     SpeechDetector,
     SpeechEvent,
     VadSettings,
-    blank_ratio,
-    blank_ratios,
     no_speech_prob,
     regions_of,
     speech_regions,
@@ -33,6 +30,18 @@ from rt_server import ROOT
 SR = 16000
 TESTSET = ROOT / "examples" / "testset"
 CHUNK_S = 0.032
+
+
+def speech_probs(samples: np.ndarray, rate: int) -> np.ndarray:
+    """Offline: one probability per chunk of a waveform, a partial last chunk padded with zeros
+    (as Silero's own ``get_speech_timestamps`` does)."""
+    probs = silero.SpeechProbs(rate)
+    head = probs.feed(samples)
+    rest = probs.tail()
+    if len(rest) == 0:
+        return head
+    padded = np.concatenate([rest, np.zeros(-len(rest) % probs.chunk, dtype=np.float32)])
+    return np.concatenate([head, probs.feed(padded)])
 
 
 def tone(seconds: float, level_db: float, hz: float = 440.0, rate: int = SR) -> np.ndarray:
@@ -110,16 +119,16 @@ def test_the_model_has_silero_v5_signature() -> None:
 
 @pytest.mark.parametrize("rate", [8000, 16000])
 def test_speech_is_speech_and_tones_noise_and_silence_are_not_at_8_and_16_khz(rate: int) -> None:
-    speech = silero.speech_probs(at_rate(clip(0), rate), rate)
+    speech = speech_probs(at_rate(clip(0), rate), rate)
     assert silero.SpeechProbs(rate).chunk == {8000: 256, 16000: 512}[rate]
     assert len(speech) == pytest.approx(len(clip(0)) / SR / CHUNK_S, abs=1)
     assert np.mean(speech > 0.5) > 0.6
     for other in (tone(3.0, -20.0, rate=rate), noise(3.0, -30.0, rate=rate), silence(3.0, rate)):
-        assert silero.speech_probs(other, rate).max() < 0.5
+        assert speech_probs(other, rate).max() < 0.5
 
 
 def test_another_rate_is_resampled_for_the_model() -> None:
-    probs = silero.speech_probs(at_rate(clip(0), 24000), 24000)
+    probs = speech_probs(at_rate(clip(0), 24000), 24000)
     assert len(probs) == pytest.approx(len(clip(0)) / SR / CHUNK_S, abs=2)
     assert np.mean(probs > 0.5) > 0.6
 
@@ -127,7 +136,7 @@ def test_another_rate_is_resampled_for_the_model() -> None:
 def test_streams_keep_their_own_state() -> None:
     # One shared model, two streams: interleaved feeding gives each its own probabilities.
     a, b = clip(0), noise(3.0, -30.0)
-    alone_a, alone_b = silero.speech_probs(a, SR), silero.speech_probs(b, SR)
+    alone_a, alone_b = speech_probs(a, SR), speech_probs(b, SR)
     one, two = silero.SpeechProbs(SR), silero.SpeechProbs(SR)
     got_a: list[np.ndarray] = []
     got_b: list[np.ndarray] = []
@@ -247,22 +256,6 @@ def logprobs_of(best: list[int], vocab: int = 3, confidence: float = 0.9) -> np.
     probs = np.full((len(best), vocab), (1 - confidence) / (vocab - 1))
     probs[np.arange(len(best)), best] = confidence
     return np.log(probs).astype(np.float32)
-
-
-def test_blank_ratio_counts_frames_whose_best_token_is_the_blank() -> None:
-    logprobs = logprobs_of([2, 2, 0, 2, 1, 2, 2, 2])
-    assert blank_ratio(logprobs) == pytest.approx(6 / 8)
-    assert blank_ratio(logprobs, blank=0) == pytest.approx(1 / 8)
-    assert blank_ratio(logprobs[:0]) == 1.0
-
-
-def test_blank_ratios_per_region_in_seconds() -> None:
-    logprobs = logprobs_of([2, 2, 2, 2, 0, 1, 0, 2])  # 40 ms frames
-    assert blank_ratios(logprobs, 0.04, [(0.0, 0.16), (0.16, 0.28), (0.2, 9.0)]) == [
-        1.0,
-        0.0,
-        pytest.approx(1 / 3),
-    ]
 
 
 def test_no_speech_prob_is_the_probability_of_the_all_blank_path() -> None:

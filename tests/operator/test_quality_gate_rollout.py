@@ -111,3 +111,26 @@ def test_a_version_refused_by_the_gate_is_rolled_back_with_both_wers_quoted() ->
     ]
     assert decision.events[1].message == f"pod demo-1: {VERDICT}"
     assert decision.status["failedVersion"] == V2.version
+
+
+def test_a_canary_refused_by_the_gate_is_aborted_quoting_both_wers() -> None:
+    # The canary's pods never turn ready (so they never get traffic); its abort quotes the verdict
+    from test_canary import V1 as STABLE
+    from test_canary import V2 as CANARY
+    from test_canary import make_spec as canary_spec
+    from test_canary import reasons, running, serving
+
+    story = serving(canary_spec(STABLE))
+    spec = canary_spec(CANARY)
+    story.step(spec, running(STABLE), generation=2)
+    pods = [
+        _pod(CANARY, name="demo-canary-1", **containers("runtime", terminated(3, message=VERDICT)))
+    ]
+    problems = observe(_deployment(CANARY, observedGeneration=4), [], pods).problems_by_ref
+    canary = running(CANARY, 1, ready=0).model_copy(update={"problems_by_ref": problems})
+    d = story.step(spec, running(STABLE), canary, after=10)
+    assert d.plan is None and d.decision.model_ref == STABLE  # all traffic back on the stable one
+    assert reasons(d)[0] == "CanaryAborted"
+    stalled = next(c for c in d.decision.status["conditions"] if c["type"] == "Stalled")
+    print(f"\nStalled: {stalled['reason']}: {stalled['message']}")
+    assert stalled["reason"] == "CanaryAborted" and VERDICT in stalled["message"]

@@ -204,6 +204,7 @@ def heldout_section(heldout: dict[str, Any]) -> list[str]:
 
 
 def render(results: dict[str, Any], manifest: ArtifactManifest) -> str:
+    clips = {c.path for c in manifest.reference.clips} if manifest.reference else set()
     out: list[str] = [
         f"# Model card: {manifest.name} {manifest.version}",
         "",
@@ -223,8 +224,9 @@ def render(results: dict[str, Any], manifest: ArtifactManifest) -> str:
         f"of {manifest.vocab_size} tokens plus the CTC blank (last).",
         "- Input: NeMo log-mel features (16 kHz, 80 mel bins, 25 ms window, 10 ms hop, "
         "per-feature normalisation). Output: `logprobs` [N, T/4, V+1].",
-        f"- Files: {', '.join(f'`{f}`' for f in manifest.files)} "
+        f"- Files: {', '.join(f'`{f}`' for f in manifest.files if f not in clips)} "
         "(loads unchanged in kubescribe, onnx-asr and sherpa-onnx).",
+        *_reference_line(manifest),
         "",
     ]
     corpus = results.get("corpus")
@@ -369,6 +371,19 @@ def render(results: dict[str, Any], manifest: ArtifactManifest) -> str:
         out += ["## Notes", "", *[f"- {n}" for n in notes], ""]
     out += ["## Limitations", "", limitations(results), ""]
     return "\n".join(out)
+
+
+def _reference_line(manifest: ArtifactManifest) -> list[str]:
+    """The quality gate's clips (docs/artifacts.md), where the artifact carries them."""
+    reference = manifest.reference
+    if reference is None:
+        return []
+    declared = ", ".join(f"`{f}` {100 * w:.1f} %" for f, w in reference.wer.items())
+    return [
+        f"- Reference clips (the quality gate): {len(reference.clips)} clips of "
+        f"`{reference.test_set}` in `reference/`; declared WER on them: {declared} (a pod that "
+        "does worse than this plus `spec.qualityGate.werTolerance` never takes traffic)."
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,7 +21,7 @@ from kubescribe_runtime.service import Service
 from openai.types.realtime import ClientSecretCreateResponse
 from pydantic import SecretStr
 from rt_fixtures import TONE_TOKENS, encode, tone_sentence, write_artifact
-from rt_server import ServerProcess, start_server
+from rt_server import ServerProcess, running
 from simple_websocket import Client, ConnectionError
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
@@ -244,15 +244,14 @@ def secret(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(tmp_path_factory: pytest.TempPathFactory, secret: Path) -> Iterator[ServerProcess]:
     """The real server (with a test-only WebSocket echo route) behind a mounted key Secret."""
     model = write_artifact(tmp_path_factory.mktemp("model") / "tone", TONE_TOKENS)
-    process = start_server(
+    with running(
         model,
         tmp_path_factory.mktemp("logs"),
         "--log-level", "debug",
         env={"KUBESCRIBE_API_KEYS_FILE": str(secret)},
         entry=("tests/runtime/rt_echo_server.py",),
-    )  # fmt: skip
-    yield process
-    assert process.stop() == 0
+    ) as process:  # fmt: skip
+        yield process
     for key in (KEY, OTHER_KEY, ROTATED_KEY):
         assert key not in process.log()
 

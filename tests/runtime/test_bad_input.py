@@ -12,7 +12,7 @@ import pytest
 import requests
 import rt_bad_inputs
 from rt_fixtures import SR, TONE_TOKENS, tone_sentence, write_artifact
-from rt_server import ServerProcess, start_server
+from rt_server import ServerProcess, running
 
 pytestmark = pytest.mark.xdist_group("runtime-server")
 
@@ -29,14 +29,13 @@ def sample() -> tuple[np.ndarray, int]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     model = write_artifact(tmp_path_factory.mktemp("model") / "tone", TONE_TOKENS)
-    process = start_server(
+    with running(
         model,
         tmp_path_factory.mktemp("logs"),
         "--max-audio-seconds", str(MAX_AUDIO_SECONDS),
         "--max-upload-mb", str(MAX_UPLOAD_MB),
-    )  # fmt: skip
-    yield process
-    assert process.stop() == 0, process.log()
+    ) as process:  # fmt: skip
+        yield process
 
 
 def test_bad_input_table_then_correct_transcripts(server: ServerProcess) -> None:

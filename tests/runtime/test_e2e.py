@@ -23,7 +23,7 @@ import soundfile as sf
 from kubescribe_runtime.config import DEMO_MODEL_DIR, ServeConfig
 from kubescribe_runtime.manifest import ArtifactManifest
 from kubescribe_runtime.service import build_transcriber
-from rt_server import ROOT, ServerProcess, metric, post, start_server
+from rt_server import ROOT, ServerProcess, metric, post, running, start_server
 
 pytestmark = pytest.mark.xdist_group("runtime-server")
 
@@ -80,7 +80,7 @@ def sequential(clips: list[Clip]) -> dict[Path, str]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = start_server(
+    with running(
         DEMO_MODEL_DIR,
         tmp_path_factory.mktemp("logs"),
         "--max-batch-size", "8",
@@ -88,9 +88,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         "--max-audio-seconds", str(MAX_AUDIO_SECONDS),
         "--max-upload-mb", str(MAX_UPLOAD_MB),
         "--http-threads", "24",
-    )  # fmt: skip
-    yield process
-    assert process.stop() == 0, process.log()
+    ) as process:  # fmt: skip
+        yield process
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from rt_realtime import (
     session_config,
     stream_with_official_client,
 )
-from rt_server import ServerProcess, metric, start_server
+from rt_server import ServerProcess, metric, running
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection
 
@@ -35,13 +35,12 @@ MAX_APPEND_KB = 16
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = start_server(
+    with running(
         ROOT / "examples" / "models" / "demo", tmp_path_factory.mktemp("logs"),
         "--max-append-kb", str(MAX_APPEND_KB), "--max-sessions", "6",
         "--session-idle-timeout", "20",
-    )  # fmt: skip
-    yield process
-    assert process.stop() == 0
+    ) as process:  # fmt: skip
+        yield process
 
 
 def update(**overrides: Any) -> str:

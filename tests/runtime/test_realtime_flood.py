@@ -22,7 +22,7 @@ from openai.types.realtime import RealtimeServerEvent
 from pydantic import TypeAdapter
 from rt_calls import ROOT, sentences
 from rt_realtime import pcm24, raw_connect, recv_json
-from rt_server import ServerProcess, metric, start_server
+from rt_server import ServerProcess, metric, running, start_server
 from websockets.exceptions import ConnectionClosed
 
 pytestmark = pytest.mark.xdist_group("runtime-server")
@@ -41,13 +41,12 @@ COMPLETED = "conversation.item.input_audio_transcription.completed"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = start_server(
+    with running(
         DEMO, tmp_path_factory.mktemp("logs"),
         "--max-sessions", "4", "--max-turn-seconds", "5",
         "--session-max-backlog-seconds", str(BACKLOG_S), "--session-configure-timeout", "2",
-    )  # fmt: skip
-    yield process
-    assert process.stop() == 0
+    ) as process:  # fmt: skip
+        yield process
     assert " ERROR " not in process.log() and "Traceback" not in process.log()
 
 

@@ -28,7 +28,7 @@ from rt_realtime import (
     session_config,
     stream_with_official_client,
 )
-from rt_server import ServerProcess, post, start_server
+from rt_server import ServerProcess, post, running, start_server
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from bench.common import wav_bytes, word_error_rate
@@ -43,13 +43,12 @@ DELTA = "conversation.item.input_audio_transcription.delta"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = start_server(
+    with running(
         DEMO, tmp_path_factory.mktemp("logs"),
         "--max-sessions", "2", "--session-idle-timeout", "3", "--partial-interval-ms", "400",
         "--max-requests", "1",
-    )  # fmt: skip
-    yield process
-    assert process.stop() == 0
+    ) as process:  # fmt: skip
+        yield process
 
 
 def padded(index: int, before_s: float = 0.5, after_s: float = 1.0) -> tuple[np.ndarray, str]:

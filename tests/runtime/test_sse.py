@@ -23,7 +23,7 @@ from kubescribe_runtime.config import DEMO_MODEL_DIR
 from kubescribe_runtime.ctc import Word
 from kubescribe_runtime.transcriber import Progress
 from openai.types.audio import TranscriptionTextDeltaEvent, TranscriptionTextDoneEvent
-from rt_server import ROOT, ServerProcess, metric, post, start_server
+from rt_server import ROOT, ServerProcess, metric, post, running
 
 pytestmark = pytest.mark.xdist_group("runtime-server")
 
@@ -127,14 +127,13 @@ def test_a_failure_mid_stream_is_an_error_event_that_ends_the_stream() -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = start_server(
+    with running(
         DEMO_MODEL_DIR,
         tmp_path_factory.mktemp("logs"),
         "--max-batch-size", "4",
         "--max-audio-seconds", "900",
-    )  # fmt: skip
-    yield process
-    assert process.stop() == 0, process.log()
+    ) as process:  # fmt: skip
+        yield process
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from rt_fixtures import TONE_TOKENS, encode, tone_sentence, write_artifact
-from rt_server import ServerProcess, post, start_server
+from rt_server import ServerProcess, post, running
 from simple_websocket import Client
 
 pytestmark = pytest.mark.xdist_group("runtime-server")
@@ -17,11 +17,10 @@ pytestmark = pytest.mark.xdist_group("runtime-server")
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     model = write_artifact(tmp_path_factory.mktemp("model") / "tone", TONE_TOKENS)
-    process = start_server(
+    with running(
         model, tmp_path_factory.mktemp("logs"), entry=("tests/runtime/rt_echo_server.py",)
-    )
-    yield process
-    assert process.stop() == 0
+    ) as process:
+        yield process
 
 
 def ws_url(server: ServerProcess) -> str:

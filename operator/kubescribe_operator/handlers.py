@@ -47,11 +47,13 @@ from kubescribe_operator import (
     apply,
     builders,
     cache,
+    canary,
+    canary_children,
+    canary_edge,
     kopf_storage,
     metrics,
     observe,
     overlap,
-    rollout,
     routing,
     scaling,
 )
@@ -69,6 +71,7 @@ from kubescribe_operator.status import (
 log = logging.getLogger(__name__)
 
 RECONCILE_THREADS = 32
+_WAKING: set[asyncio.Future[None]] = set()
 # How often kopf checks whether a stopped (deleted model's) resync timer has exited.
 TIMER_EXIT_POLLING_SECONDS = 1.0
 
@@ -84,6 +87,7 @@ class Outcome:
     writes: int
     requests: int
     phase: str | None
+    wake_at: datetime | None = None  # a canary step's end: reconcile again then
 
 
 @dataclass
@@ -105,22 +109,10 @@ class Context:
     _waiting: Counter[tuple[str, str]] = field(default_factory=Counter)
     _unobserved_since: dict[tuple[str, str], float] = field(default_factory=dict)
     _overlaps_warned: set[tuple[str, str, str]] = field(default_factory=set)
+    _wakeups: dict[tuple[str, str], asyncio.TimerHandle] = field(default_factory=dict)
 
     def lock(self, namespace: str, name: str) -> asyncio.Lock:
         return self._locks.setdefault((namespace, name), asyncio.Lock())
-
-
-def _split_children(
-    snap: cache.Snapshot, uid: str
-) -> tuple[dict[str, Any] | None, list[dict[str, Any]], list[dict[str, Any]]]:
-    """The SpeechModel's Deployment (if it owns it), its ReplicaSets and its pods."""
-    deployment = next(
-        (d for d in snap.owned("Deployment", uid) if d["metadata"]["name"] == snap.name), None
-    )
-    if deployment is None:
-        return None, [], []
-    replicasets = snap.owned("ReplicaSet", deployment["metadata"]["uid"])
-    return deployment, replicasets, snap.of_kind("Pod")
 
 
 def _hpa(snap: cache.Snapshot, uid: str) -> dict[str, Any] | None:
@@ -151,19 +143,32 @@ def reconcile(
             raise
         status = SpeechModelStatus.model_validate(raw_status) if raw_status else None
 
-        observed = observe.observe(*_split_children(snap, uid))
+        # The stable Deployment and, with rollout.strategy Canary, the canary's (canary.py).
+        stable, in_canary = canary_edge.split(snap, uid)
         now = now or datetime.now(UTC)
-        decision = rollout.decide(
+        analysis = None
+        if canary.analysis_due(spec, status, now):  # a step's end: read the canary's metrics
+            analysis = canary_edge.analyse(spec, snap.namespace, in_canary[2], now)
+        steps = canary.decide(
             spec,
             generation,
             status,
-            observed,
+            observe.observe(*stable),
+            observe.observe(*in_canary),
             now,
+            analysis=analysis,
             name=snap.name,
             namespace=snap.namespace,
         )
-        children = builders.build_children(
-            snap.name, snap.namespace, uid, decision.spec or spec, decision.model_ref
+        decision, plan, render = steps.decision, steps.plan, steps.decision.spec or spec
+        children = canary_children.canary_children(
+            builders.build_children(snap.name, snap.namespace, uid, render, decision.model_ref),
+            builders.build_deployment(snap.name, snap.namespace, uid, spec, plan.ref)
+            if plan is not None
+            else None,
+            snap.name,
+            render,
+            plan,
         )
         try:
             result = apply.apply_children(ctx.kube, ctx.memory, snap, uid, children)
@@ -219,7 +224,12 @@ def reconcile(
             if event.reason in metrics.ROLLOUT_RESULTS:
                 metrics.ROLLOUTS.labels(metrics.ROLLOUT_RESULTS[event.reason]).inc()
         n = len(events)
-        return Outcome(writes=writes + n, requests=requests + n, phase=new_status.get("phase"))
+        return Outcome(
+            writes=writes + n,
+            requests=requests + n,
+            phase=new_status.get("phase"),
+            wake_at=steps.wake_at,
+        )
 
 
 def _left_to_another_release(ctx: Context, body: Mapping[str, Any]) -> bool:
@@ -324,12 +334,44 @@ async def _reconcile(
             waiting = False
             snap = cache.snapshot(indexes, namespace, name)
             work = functools.partial(reconcile, ctx, snap, trigger=trigger)
-            return await asyncio.get_running_loop().run_in_executor(ctx.executor, work)
+            outcome = await asyncio.get_running_loop().run_in_executor(ctx.executor, work)
+            if outcome is not None and outcome.wake_at is not None:
+                _wake_at(ctx, indexes, namespace, name, outcome.wake_at)
+            return outcome
     finally:
         if waiting:  # cancelled while waiting for its turn
             ctx._waiting[key] -= 1
         if ctx._waiting[key] <= 0:
             del ctx._waiting[key]
+
+
+def _wake_at(
+    ctx: Context, indexes: Mapping[str, Any], namespace: str, name: str, at: datetime
+) -> None:
+    """Reconcile the SpeechModel again at ``at`` (a canary step's end), once: a later wake-up
+    replaces an earlier one. The state is in the status, so a wake-up lost with the process is
+    caught by the next resync."""
+    key = (namespace, name)
+    loop = asyncio.get_running_loop()
+    delay = max(0.0, (at - datetime.now(UTC)).total_seconds()) + 0.1
+
+    async def wake() -> None:
+        ctx._wakeups.pop(key, None)
+        try:
+            await _reconcile(ctx, indexes, namespace, name, "canary_step", coalesce=True)
+        except (ApiException, KubescribeError, urllib3.exceptions.HTTPError) as exc:
+            metrics.ERRORS.labels(_error_kind(exc)).inc()
+            log.warning("canary step reconcile of %s/%s failed: %s", namespace, name, exc)
+
+    old = ctx._wakeups.pop(key, None)
+    if old is not None:
+        old.cancel()
+    def fire() -> None:
+        task = asyncio.ensure_future(wake())
+        _WAKING.add(task)  # a reference, so the task is not collected while it runs
+        task.add_done_callback(_WAKING.discard)
+
+    ctx._wakeups[key] = loop.call_later(delay, fire)
 
 
 async def _run(

@@ -97,3 +97,30 @@ def test_child_events_that_find_a_reconcile_waiting_are_coalesced(
     asyncio.run(burst())
     assert runs == ["create", "child_modified", "child_modified"]  # demo twice, other once
     assert not ctx._waiting
+
+
+def test_a_canary_step_end_wakes_the_model_up_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A decision that names a time (a canary step's end) reconciles the model again then,
+    without waiting for the resync; a later wake-up replaces an earlier one."""
+    runs: list[str] = []
+
+    def reconcile(ctx: Any, snap: Any, *, trigger: str) -> handlers.Outcome:
+        runs.append(trigger)
+        soon = datetime.now(UTC) + timedelta(seconds=0.2)
+        return handlers.Outcome(0, 0, "Progressing", wake_at=soon if len(runs) < 3 else None)
+
+    monkeypatch.setattr(handlers, "reconcile", reconcile)
+    ctx = handlers.Context(kube=None)  # type: ignore[arg-type]
+
+    async def story() -> None:
+        await handlers._reconcile(ctx, {}, "ns", "demo", "create")
+        await handlers._reconcile(ctx, {}, "ns", "demo", "resync")  # replaces the first
+        assert len(ctx._wakeups) == 1
+        for _ in range(200):  # bounded: 10 s
+            if len(runs) == 3 and not ctx._wakeups:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"the canary step's wake-up did not come: {runs}")
+
+    asyncio.run(story())
+    assert runs == ["create", "resync", "canary_step"]

@@ -1,5 +1,6 @@
 """Real pods under trouble (issue 18.4): a bad new version (not an artifact, a digest mismatch,
-an artifact that fetches and verifies but fails to load) rolled back while the old pods serve,
+an artifact that fetches and verifies but fails to load, one that loads and answers but is
+refused by its quality gate, issue 19.5) rolled back while the old pods serve,
 a pod deleted and the node drained under load with the PodDisruptionBudget holding, and the
 pod's resources real (the runtime sizes itself by its cgroup's CPU quota, its memory limit is the
 cgroup's, no OOM kill under load). Each test prints its figures."""
@@ -8,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from bad_artifacts import shuffled_tokens_artifact
 from kube_cluster import Cluster, NodeHandle, OperatorProcess, eventually
 from live import VERSION_LABEL, Models, condition, is_ready
 from real_pods import (
@@ -31,6 +34,11 @@ from real_pods import (
 
 ZERO_SHA256 = "0" * 64
 UNLOADABLE = "unloadable"  # served by the test over https: fetched and verified, fails to load
+SHUFFLED = "shuffled"  # the same, loads and answers nonsense: its quality gate refuses it
+GATE_VERDICT = re.compile(
+    r"quality gate failed: WER (\d+\.\d\d) on 4 reference clips, "
+    r"declared (\d+\.\d\d) \+ tolerance 0\.05"
+)
 
 
 def rolled_back(s: dict[str, Any]) -> bool:
@@ -84,6 +92,10 @@ def no_restarts(models: Models) -> dict[str, Any]:
         # the runtime exits with the load error (crash loop): rolled back long before the
         # progress deadline, the operator quoting the error
         pytest.param(UNLOADABLE, id="fails-to-load"),
+        # fetched and verified, loads, answers 200 with nonsense (tokens.txt permuted): the
+        # quality gate refuses it before it turns ready (its verdict the termination message),
+        # so it never takes traffic; rolled back quoting the measured and declared WER
+        pytest.param(SHUFFLED, id="refused-by-quality-gate"),
     ],
 )
 def test_a_bad_version_is_rolled_back_while_the_old_pods_serve(
@@ -104,8 +116,9 @@ def test_a_bad_version_is_rolled_back_while_the_old_pods_serve(
     patch: dict[str, Any] = {"model": bad_model}
     load_error = None
     with contextlib.ExitStack() as stack:
-        if bad_model == UNLOADABLE:
-            digest = unloadable_artifact(tmp_path / "artifacts" / "demo")
+        if bad_model in (UNLOADABLE, SHUFFLED):
+            make = unloadable_artifact if bad_model == UNLOADABLE else shuffled_tokens_artifact
+            digest = make(tmp_path / "artifacts" / "demo")
             server = stack.enter_context(ArtifactServer(tmp_path / "artifacts", real_node))
             manifest = requests.get(server.url("demo/kubescribe.yaml"), verify=server.ca_cert)
             assert manifest.status_code == 200, manifest.status_code
@@ -122,7 +135,7 @@ def test_a_bad_version_is_rolled_back_while_the_old_pods_serve(
         eventually(lambda: len(load.ok) >= 2, "the first file requests served")
         t0 = time.monotonic()
         models.patch_spec("demo", patch)
-        if bad_model == UNLOADABLE:
+        if bad_model in (UNLOADABLE, SHUFFLED):
             load_error = eventually(
                 lambda: load_failure(models, "0.2.0"),
                 "a 0.2.0 pod fetched (init container done) and its runtime exited: cannot load",
@@ -144,7 +157,15 @@ def test_a_bad_version_is_rolled_back_while_the_old_pods_serve(
     assert load.failed == []
     assert stalled["failedVersion"] == "0.2.0" and stalled["currentVersion"] == "0.1.0"
     assert stalled["history"][-1]["result"] == "RolledBack"
-    if load_error is not None:
+    if bad_model == SHUFFLED:
+        verdict = GATE_VERDICT.search(load_error or "")
+        assert verdict, load_error
+        measured, declared = float(verdict[1]), float(verdict[2])
+        print(f"quality gate: measured WER {measured:.2f}, declared {declared:.2f}")
+        assert measured > declared + 0.05
+        # the condition quotes both, as the pod said them (not a crash loop's back-off)
+        assert verdict[0] in message and "timed out progressing" not in message, message
+    elif load_error is not None:
         # fetched and verified, then refused by onnxruntime: a load failure, not a fetch one
         assert "model.onnx: cannot load" in load_error, load_error
         assert "init container" not in message, message

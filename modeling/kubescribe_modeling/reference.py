@@ -39,15 +39,21 @@ def pick_clips(
     max_seconds: float = MAX_SECONDS,
 ) -> list[Utterance]:
     """``count`` clips between ``min_seconds`` and ``max_seconds``, spread evenly over the test
-    set (its sources and voices alternate), deterministic."""
+    set (its sources and voices alternate), deterministic. A set with too few such clips (a
+    quick, limited one) lends the ones nearest to the range, in the set's order."""
+    if not utterances or count < 1:
+        raise ModelingError("reference clips need a test set with clips, and a count of 1 or more")
+    durations = [soundfile.info(str(u.audio)).duration for u in utterances]
     short = [
-        u for u in utterances if min_seconds <= soundfile.info(str(u.audio)).duration <= max_seconds
+        u for u, d in zip(utterances, durations, strict=True) if min_seconds <= d <= max_seconds
     ]
     if len(short) < count:
-        raise ModelingError(
-            f"the test set has {len(short)} clips of {min_seconds:g}-{max_seconds:g} s, "
-            f"{count} wanted"
-        )
+
+        def distance(i: int) -> float:
+            return max(min_seconds - durations[i], durations[i] - max_seconds, 0.0)
+
+        nearest = sorted(range(len(utterances)), key=distance)[:count]
+        return [utterances[i] for i in sorted(nearest)]
     step = len(short) / count
     return [short[int(i * step)] for i in range(count)]
 

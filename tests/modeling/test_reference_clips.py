@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import soundfile
 from bad_artifacts import DEMO_ARTIFACT, copy_artifact
 from kubescribe_modeling.cli import reference_main
+from kubescribe_modeling.dataset import Utterance
+from kubescribe_modeling.reference import pick_clips
 from kubescribe_runtime.artifact import load_artifact
 from kubescribe_runtime.config import ServeConfig
 from kubescribe_runtime.manifest import ArtifactManifest, sha256_file
@@ -42,3 +45,14 @@ def test_the_toolkit_writes_clips_that_the_runtime_gate_measures_as_declared(
         assert round(gate.measured or 0, 4) == reference.wer["model.onnx"]
     finally:
         service.close()
+
+
+def test_clips_in_range_first_else_the_nearest(tmp_path: Path) -> None:
+    utterances = []
+    for seconds in (1.0, 5.0, 3.0, 6.0):
+        path = tmp_path / f"{seconds:g}.wav"
+        soundfile.write(str(path), np.zeros(int(seconds * 16000), dtype=np.float32), 16000)
+        utterances.append(Utterance(audio=path, text="a"))
+    assert pick_clips(utterances, 1) == [utterances[2]]  # the one of 2-4 s
+    # a quick test set with too few: the nearest lent, in the set's order (never a failure)
+    assert pick_clips(utterances, 3) == utterances[:3]

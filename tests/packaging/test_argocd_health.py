@@ -255,3 +255,67 @@ def test_argocd_cm_does_not_open_the_standard_libraries() -> None:
     # resource.customizations.useOpenLibs.<group_kind> would open them: the check must not need it.
     data = yaml.safe_load(ARGOCD_CM.read_text())["data"]
     assert not any(key.startswith("resource.customizations.useOpenLibs") for key in data)
+
+
+def test_a_running_or_paused_canary_is_progressing() -> None:
+    """Statuses from the operator's own canary step machine (kubescribe_operator.canary): a
+    canary starting, running a step (paused until its end), holding for its metrics or being
+    promoted is Progressing with the step in the message; an aborted one Degraded; a promoted
+    one Healthy."""
+    from datetime import UTC, datetime, timedelta
+
+    from kubescribe_operator import canary
+    from kubescribe_operator.api import ModelRef
+    from kubescribe_operator.observe import Observed
+    from kubescribe_operator.spec import SpeechModelSpec
+    from kubescribe_operator.status import SpeechModelStatus
+
+    v1, v2 = (ModelRef(uri=f"s3://models/demo/{v}", version=v) for v in ("1.0.0", "2.0.0"))
+
+    def spec(ref: ModelRef) -> SpeechModelSpec:
+        wire = {
+            "model": {"uri": ref.uri, "version": ref.version},
+            "replicas": 2,
+            "rollout": {"strategy": "Canary", "canary": {"steps": [{"weight": 10}]}},
+        }
+        return SpeechModelSpec.model_validate(wire)
+
+    def pods(ref: ModelRef, n: int = 2) -> Observed:
+        return Observed(
+            deployment_exists=True,
+            template_ref=ref.digest(),
+            template_observed=True,
+            desired_replicas=n,
+            replicas=n,
+            updated_replicas=n,
+            ready_replicas=n,
+            available_replicas=n,
+            ready_by_ref={ref.digest(): n},
+        )
+
+    now, status, generation = datetime(2026, 1, 1, tzinfo=UTC), None, 1
+
+    def step(
+        ref: ModelRef, stable: Observed, seen: Observed, analysis: canary.Analysis | None = None
+    ) -> tuple[str, str]:
+        nonlocal status
+        d = canary.decide(spec(ref), generation, status, stable, seen, now, analysis=analysis)
+        status = SpeechModelStatus.model_validate(d.decision.status)
+        return health(model(d.decision.status, generation))
+
+    assert step(v1, pods(v1), Observed())[0] == "Healthy"
+    generation = 2
+    assert step(v2, pods(v1), Observed())[0] == "Progressing"  # starting
+    state, message = step(v2, pods(v1), pods(v2, 1))  # the step runs (paused until its end)
+    assert state == "Progressing" and "step 1/1 (10%)" in message and "next step at" in message
+    now += timedelta(seconds=60)
+    assert step(v2, pods(v1), pods(v2, 1))[0] == "Progressing"  # waits for its metrics
+    ok = canary.Analysis(True, "within thresholds")
+    assert step(v2, pods(v1), pods(v2, 1), ok)[0] == "Progressing"  # promoting
+    assert step(v2, pods(v2), pods(v2, 1))[0] == "Healthy"  # promoted
+    generation = 3
+    step(v1, pods(v2), Observed())
+    step(v1, pods(v2), pods(v1, 1))
+    now += timedelta(seconds=60)
+    state, message = step(v1, pods(v2), pods(v1, 1), canary.Analysis(False, "error ratio 0.5"))
+    assert state == "Degraded" and "error ratio 0.5" in message

@@ -254,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
     (clip,) = build_clips(utterances, 1, 2.0)
     (long_clip,) = build_clips(utterances, 1, 30.0)
     file_wav, clip_wav = speech_file(long_clip, s.file_s), wav_bytes(clip.samples)
-    results = []
+    results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="kubescribe-bench-") as tmp:
         rows: list[tuple[float, Path, str]] = [(b, REPO, f"{b:g}") for b in s.budgets]
         if args.baseline_ref:

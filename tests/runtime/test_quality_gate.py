@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 import requests
-from bad_artifacts import DEMO_ARTIFACT, shuffled_tokens_artifact
+from bad_artifacts import DEMO_ARTIFACT, copy_artifact, shuffled_tokens_artifact
 from kubescribe_runtime import service as service_module
 from kubescribe_runtime.app import create_app
 from kubescribe_runtime.config import ServeConfig
-from kubescribe_runtime.manifest import ArtifactManifest, ManifestError
+from kubescribe_runtime.fetch import fetch
+from kubescribe_runtime.manifest import ArtifactManifest, ManifestError, sha256_file
 from kubescribe_runtime.quality_gate import (
     SKIPPED_NO_CLIPS,
     declared_wer,
@@ -25,6 +26,8 @@ from kubescribe_runtime.quality_gate import (
 )
 from kubescribe_runtime.service import LOAD_FAILURE_EXIT, Service
 from rt_server import ROOT, post, running, start_server, wait_until
+
+from kubescribe.errors import KubescribeError
 
 pytestmark = pytest.mark.xdist_group("runtime-server")
 
@@ -169,3 +172,18 @@ def test_in_a_pod_the_verdict_is_the_termination_message(
         Service(config).load()
     assert exited.value.code == LOAD_FAILURE_EXIT
     assert FAILED.fullmatch(message.read_text(encoding="utf-8").strip()), message.read_text()
+
+
+def test_fetch_brings_the_clips_and_refuses_a_tampered_one(tmp_path: Path) -> None:
+    result = fetch(str(DEMO_ARTIFACT), tmp_path / "fetched")
+    manifest = ArtifactManifest.load(tmp_path / "fetched")
+    assert manifest.reference is not None
+    for clip in manifest.reference.clips:
+        assert sha256_file(tmp_path / "fetched" / clip.path) == clip.sha256
+    assert result.digest == sha256_file(DEMO_ARTIFACT / "kubescribe.yaml")
+    tampered = tmp_path / "tampered"
+    copy_artifact(DEMO_ARTIFACT, tampered)
+    with (tampered / "reference" / "02.flac").open("ab") as clip_file:
+        clip_file.write(b"\0")
+    with pytest.raises(KubescribeError, match=r"reference/02\.flac"):
+        fetch(str(tampered), tmp_path / "refused")

@@ -10,8 +10,10 @@ only for its own (``KUBESCRIBE_SERVED_MODEL_NAMES``), a 404 ``model_not_found`` 
 
 Each SpeechModel writes its own entry by server-side apply under a field manager of its own
 (``kubescribe-operator/catalog/<name>``), with an ownerReference of its own: no SpeechModel reads
-or writes another's entry, and applying nothing under its manager (routing removed, model
-deleted) takes its entry and ownerReference away. The ConfigMap is not a child of any one model
+or writes another's entry, and applying its ownerReference alone (routing removed, model
+deleted) takes its entry away. The ownerReference stays (removing one needs ``delete`` on the
+ConfigMap where OwnerReferencesPermissionEnforcement is on); the garbage collector drops it with
+the model, and the ConfigMap with its last owner. The ConfigMap is not a child of any one model
 (no instance label), so the children's watches do not see it.
 
 Scope: a namespace. Models of several namespaces on one Gateway each list their namespace's.
@@ -53,8 +55,8 @@ def entry(name: str, spec: SpeechModelSpec) -> Obj | None:
 
 
 def build_entry(name: str, namespace: str, uid: str, data: Obj | None) -> Obj:
-    """What the model's field manager applies to the catalogue: its entry (``entry``) and its
-    ownerReference, or (None: not routed) nothing of its own."""
+    """What the model's field manager applies to the catalogue: its ownerReference and its
+    entry (``entry``; None: not routed, no entry)."""
     metadata: Obj = {
         "name": CONFIGMAP,
         "namespace": namespace,
@@ -64,10 +66,10 @@ def build_entry(name: str, namespace: str, uid: str, data: Obj | None) -> Obj:
             LABEL_MANAGED_BY: FIELD_MANAGER,
         },
     }
+    # Not the controller: every routed model of the namespace owns the catalogue.
+    metadata["ownerReferences"] = [{**owner_reference(name, uid), "controller": False}]
     body: Obj = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata}
     if data is not None:
-        # Not the controller: every routed model of the namespace owns the catalogue.
-        metadata["ownerReferences"] = [{**owner_reference(name, uid), "controller": False}]
         body["data"] = {f"{name}.json": json.dumps(data, sort_keys=True)}
     return body
 

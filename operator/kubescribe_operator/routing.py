@@ -178,16 +178,23 @@ def sync_catalog(
     never_routed = memory.catalog_digest(key) is None and _owned_route(snap, uid) is None
     if "data" not in body and never_routed:
         return 0  # (as far as can be seen): nothing to take away
-    kube.apply(_configmap_path(snap.namespace), body, manager=catalog.field_manager(snap.name))
+    try:
+        kube.apply(_configmap_path(snap.namespace), body, manager=catalog.field_manager(snap.name))
+    except ApiException as exc:
+        if exc.status not in (400, 403, 422):
+            raise  # a conflict or a server error: retried with the reconcile
+        # Refused for good (RBAC, admission): /v1/models lists less, the model still serves
+        # and its status is still written. Tried again when the entry changes.
+        log.warning("catalogue entry of %s/%s refused: %s %s", *key, exc.status, exc.reason)
     memory.wrote_catalog(key, digest)
     return 1
 
 
-def forget(kube: Kube, namespace: str, name: str, spec: Mapping[str, Any]) -> None:
+def forget(kube: Kube, namespace: str, name: str, uid: str, spec: Mapping[str, Any]) -> None:
     """A deleted routed SpeechModel's entry leaves the catalogue (best effort)."""
     if not spec.get("routing"):
         return
-    body = catalog.build_entry(name, namespace, "", None)
+    body = catalog.build_entry(name, namespace, uid, None)
     try:
         kube.apply(_configmap_path(namespace), body, manager=catalog.field_manager(name))
     except ApiException as exc:

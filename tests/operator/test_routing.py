@@ -93,8 +93,10 @@ def test_the_catalogue_entry_is_the_models_own() -> None:
         "version": "1.0.0",
         "defaultForLanguages": ["es"],
     }
+    # Not routed: the ownerReference alone (removing it needs delete on the ConfigMap where
+    # OwnerReferencesPermissionEnforcement is on; the live test's RBAC check saw the 403).
     empty = catalog.build_entry("demo-es", "speech", UID, None)
-    assert "data" not in empty and "ownerReferences" not in empty["metadata"]
+    assert "data" not in empty and empty["metadata"]["ownerReferences"] == [owner]
     assert catalog.field_manager("demo-es") == "kubescribe-operator/catalog/demo-es"
 
 
@@ -235,6 +237,17 @@ def test_the_catalogue_entry_is_applied_when_it_changes_and_taken_away() -> None
     # Routing removed: its entry goes (an apply of nothing under its manager), once.
     assert routing.sync_catalog(kube, memory, snap(), UID, spec(False)) == 1  # type: ignore[arg-type]
     assert routing.sync_catalog(kube, memory, snap(), UID, spec(False)) == 0  # type: ignore[arg-type]
+
+
+def test_a_refused_catalogue_entry_does_not_stop_the_reconcile() -> None:
+    class Forbidden(FakeKube):
+        def apply(self, path: str, body: Obj, *, manager: str = "", new: bool = False) -> Obj:
+            super().apply(path, body, manager=manager)
+            raise ApiException(status=403, reason="Forbidden")
+
+    kube, memory = Forbidden(), routing.RoutingMemory()
+    assert routing.sync_catalog(kube, memory, snap(), UID, spec()) == 1  # type: ignore[arg-type]
+    assert routing.sync_catalog(kube, memory, snap(), UID, spec()) == 0  # type: ignore[arg-type]
 
 
 def test_a_model_never_routed_writes_no_catalogue() -> None:

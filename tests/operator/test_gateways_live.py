@@ -296,13 +296,8 @@ def test_spanish_without_a_model_reaches_the_spanish_default(line: Line, gateway
     spanish = line.answered_by(
         lambda: client.audio.transcriptions.create(model="", language="es", file=file)
     )
-    seen = {"es": spanish}
-    if gateway == "envoy":  # a named model wins over the language (the filter's rule)
-        seen["demo + es"] = line.answered_by(
-            lambda: client.audio.transcriptions.create(model="demo", language="es", file=file)
-        )
-    print(f"{gateway}: answered by {seen}")
-    assert seen == {"es": SPANISH, "demo + es": "demo"} if gateway == "envoy" else {"es": SPANISH}
+    print(f"{gateway}: language=es with no model answered by {spanish}")
+    assert spanish == SPANISH
 
 
 @pytest.mark.parametrize("gateway", GATEWAYS)
@@ -310,9 +305,17 @@ def test_models_lists_every_model_and_an_unknown_one_is_openais_404(
     line: Line, gateway: str
 ) -> None:
     client = line.client(gateway)
-    listed = [m.id for m in client.models.list()]
-    print(f"{gateway}: models.list() -> {listed}")
-    assert {"demo", SPANISH, ALIAS} <= set(listed), listed
+    listed: list[str] = []
+
+    def every_model() -> bool:
+        listed[:] = [m.id for m in client.models.list()]
+        return {"demo", SPANISH, ALIAS} <= set(listed)
+
+    # The catalogue is a ConfigMap volume: the kubelet refreshes it in the pods within a minute
+    # or two of the other model's entry.
+    t0 = time.monotonic()
+    eventually(every_model, lambda: f"every model in models.list(): {listed}", timeout=180)
+    print(f"{gateway}: models.list() -> {listed} (after {time.monotonic() - t0:.0f} s)")
     with pytest.raises(openai.NotFoundError) as refused:
         client.audio.transcriptions.create(
             model="whisper-1", file=("sample.wav", SAMPLE_WAV, "audio/wav")

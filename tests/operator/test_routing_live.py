@@ -58,11 +58,10 @@ class Routes:
 
     def get(self, name: str = "demo") -> Obj | None:
         try:
-            return dict(
-                self.api.get_namespaced_custom_object(
-                    GROUP, "v1", self.models.ns, "httproutes", name
-                )
+            found = self.api.get_namespaced_custom_object(
+                GROUP, "v1", self.models.ns, "httproutes", name
             )
+            return dict(found)  # type: ignore[call-overload]
         except kubernetes.client.ApiException as exc:
             if exc.status == 404:
                 return None
@@ -149,9 +148,11 @@ def test_the_route_is_rendered_owned_idempotent_and_reports_the_gateways_verdict
     }
     assert names == {"demo", "support-es"}
     # The pods answer for those names, and list the namespace's catalogue.
+    deployment = models.deployment()
+    assert deployment is not None
     pod_env = {
         e["name"]: e.get("value")
-        for e in models.deployment()["spec"]["template"]["spec"]["containers"][0]["env"]  # type: ignore[index]
+        for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
     }
     assert pod_env["KUBESCRIBE_SERVED_MODEL_NAMES"] == "demo,support-es"
     catalogue = models.core.read_namespaced_config_map("kubescribe-models", namespace)

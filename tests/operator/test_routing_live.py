@@ -18,6 +18,8 @@ import gateway_api  # cluster/gateway_api.py
 import kubernetes
 import pytest
 from kube_cluster import ROOT, Cluster, OperatorProcess, eventually  # noqa: F401  (cluster/ on the path)
+from kubescribe_operator.httproute import build_for
+from kubescribe_operator.spec import SpeechModelSpec
 from live import Models, condition, is_ready, manifest, operator_writes, wait_resyncs
 
 pytestmark = pytest.mark.timeout(300)
@@ -174,6 +176,23 @@ def test_the_route_is_rendered_owned_idempotent_and_reports_the_gateways_verdict
     assert (
         "the test's controller: Accepted NotAllowedByListeners"
         in condition(status, "Routed")["message"]
+    )
+
+    # The largest route the spec allows passes the CRD's CEL rules at the API server too.
+    largest = SpeechModelSpec.model_validate(
+        {
+            "model": {"uri": "s3://models/demo/1.0", "version": "1.0"},
+            "routing": {
+                "parentRefs": [{"name": "speech"}],
+                "names": [f"alias-{i}" for i in range(14)],
+                "defaultForLanguages": [f"l{chr(97 + i)}" for i in range(16)],
+            },
+        }
+    )
+    body = build_for("largest", namespace, created["metadata"]["uid"], largest)
+    assert body is not None and len(body["spec"]["rules"]) == 16
+    routes.api.create_namespaced_custom_object(
+        GROUP, "v1", namespace, "httproutes", body, dry_run="All"
     )
 
     # Idempotent: resyncs with nothing changed write nothing, the route included.

@@ -56,7 +56,11 @@ def train_main(argv: Sequence[str]) -> int:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override device")
     parser.add_argument("--threads", type=int, help="override torch CPU threads")
     parser.add_argument("--teacher", type=Path, help="distil from this teacher checkpoint")
-    parser.add_argument("--init", type=Path, help="start from this checkpoint (e.g. pruned)")
+    parser.add_argument(
+        "--init",
+        type=Path,
+        help="start from this checkpoint (e.g. pruned) or exported artifact (a warm start)",
+    )
     _add_set_option(parser, "any configuration key (dotted, e.g. model.d_model=176)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
@@ -64,9 +68,9 @@ def train_main(argv: Sequence[str]) -> int:
     )
     args = parser.parse_args(argv)
 
-    from kubescribe_modeling.checkpoint import load_checkpoint
     from kubescribe_modeling.config import load_config
     from kubescribe_modeling.train import train
+    from kubescribe_modeling.warm_start import load_init
 
     overrides: dict[str, object] = {}
     if args.out_dir:
@@ -90,7 +94,7 @@ def train_main(argv: Sequence[str]) -> int:
         counts = prepare_features(cfg, progress=not args.no_progress)
         print(json.dumps(counts))
         return 0
-    init = load_checkpoint(args.init) if args.init else None
+    init = load_init(args.init) if args.init else None
     result = train(cfg, resume=args.resume, init=init, progress=not args.no_progress)
     print(
         json.dumps(

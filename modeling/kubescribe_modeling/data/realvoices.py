@@ -48,6 +48,7 @@ __all__ = [
     "draw_channel",
     "leaks",
     "plan_jobs",
+    "sentence_maker",
     "sox_commands",
     "voice_catalogue",
 ]
@@ -174,7 +175,7 @@ def leaks(text: str, held: Iterable[str], min_words: int = 4) -> bool:
     return any(text == h or (len(h.split()) >= min_words and f" {h} " in padded) for h in held)
 
 
-def _sentence_maker(language: str) -> tuple[object, ...]:
+def sentence_maker(language: str) -> tuple[object, ...]:
     if language == "es":
         from kubescribe_modeling.data.text_es import spanish_sentence
 
@@ -196,7 +197,7 @@ def plan_jobs(
     """``utterances`` clips: a sentence none of ``held`` leaks into, a voice, a channel."""
     rng = random.Random(seed)
     norm = normalizer(language)
-    makers = _sentence_maker(language)
+    makers = sentence_maker(language)
     voices = list(voices or voice_catalogue(language))
     held_set = [h for h in {norm(h) for h in held} if h]
     jobs: list[Job] = []

@@ -12,14 +12,21 @@
 #     Flite's voices (English), MBROLA's where installed; speed/pitch perturbation, reverb,
 #     babble or noise, telephone band limits, G.711 μ-law/A-law and GSM through sox; no
 #     training sentence says a dev or test sentence;
-#  3. training, the best checkpoint chosen on the real-speech dev split (dev_manifest);
-#  4. export to OUT (int8 too), WER on the real-speech test split, then the synthetic one for
-#     English, recorded in kubescribe.yaml.
+#  3. training, the best checkpoint chosen on the real-speech dev split (dev_manifest); with
+#     INIT (a checkpoint or an exported artifact, e.g. examples/models/demo) it is a warm start
+#     from those weights, sizes and character head (configs/realvoices-warm-cpu.yaml by default);
+#  4. export to OUT (int8 too), WER on the real-speech test split, then the synthetic one:
+#     examples/testset for English; for Spanish a clean set in held-out voices (es+f4,
+#     es-419+m5, outside the training catalogue; kubescribe_modeling.data.voice_testset) of
+#     sentences no training clip says; recorded in kubescribe.yaml.
 #
 # Environment: WORK (scratch, default /tmp/kubescribe-realvoices-LANG), PYTHON (default
-# python3), CONFIG (default configs/realvoices-cpu.yaml), UTTERANCES (default 2400), WORKERS
+# python3), INIT (warm start), CONFIG (default configs/realvoices-cpu.yaml, with INIT
+# configs/realvoices-warm-cpu.yaml), UTTERANCES (default 2400), HELDOUT (Spanish held-out-voice
+# clips, default 60), WORKERS
 # (rendering processes, default 1), LIMIT (at most this many dev and test prompts: a quick
-# check), NAME, VERSION, DESCRIPTION, and SETTINGS (extra `--set K=V` for
+# check), REFERENCE_CLIPS (the quality gate's clips from the real-speech test split, default
+# export's; 0: none), NAME, VERSION, DESCRIPTION, and SETTINGS (extra `--set K=V` for
 # training, e.g. "--set device=cuda"). modeling/recipes/real-voices-gpu.sh is the full run.
 set -euo pipefail
 
@@ -29,7 +36,12 @@ minutes=${3:-12}
 work=${WORK:-/tmp/kubescribe-realvoices-$lang}
 py=${PYTHON:-python3}
 configs=$(cd "$(dirname "$0")/../kubescribe_modeling/configs" && pwd)
+init=()
 config=${CONFIG:-$configs/realvoices-cpu.yaml}
+if [ -n "${INIT:-}" ]; then
+  init=(--init "$INIT")
+  config=${CONFIG:-$configs/realvoices-warm-cpu.yaml}
+fi
 started=$SECONDS
 mkdir -p "$work" "$out"
 ks() { "$py" -m kubescribe "$@"; }
@@ -48,9 +60,17 @@ if [ ! -s "$work/corpus/train.jsonl" ]; then
     --held "$work/asterisk-dev" --held "$work/asterisk-test"
 fi
 
-stamp "training for $minutes min, selection on the real-speech dev split"
+if [ "$lang" = es ]; then
+  stamp "synthetic test set in held-out voices"
+  "$py" -m kubescribe_modeling.data.voice_testset --language es --voice es+f4 \
+    --voice es-419+m5 --utterances "${HELDOUT:-60}" --out "$work/heldout-voice" \
+    --exclude "$work/corpus/train.jsonl" --exclude "$work/asterisk-dev" \
+    --exclude "$work/asterisk-test"
+fi
+
+stamp "training for $minutes min, selection on the real-speech dev split ${INIT:+(warm start from $INIT)}"
 # shellcheck disable=SC2086  # SETTINGS is a list of options
-ks train --config "$config" --out-dir "$work/run" --max-minutes "$minutes" --no-progress \
+ks train --config "$config" --out-dir "$work/run" --max-minutes "$minutes" --no-progress "${init[@]}" \
   --set "corpus=$work/corpus" --set "cache_dir=$work/features" --set "language=$lang" \
   --set "dev_manifest=$work/asterisk-dev/manifest.jsonl" ${SETTINGS:-}
 
@@ -58,8 +78,12 @@ stamp "export to $out"
 testsets=(--testset "$work/asterisk-test")
 if [ "$lang" = en ]; then
   testsets+=(--testset "$(dirname "$0")/../../examples/testset")
+else
+  testsets+=(--testset "$work/heldout-voice")
 fi
-ks export "$work/run/best.pt" "$out" --int8 --language "$lang" "${testsets[@]}" \
+reference=()
+if [ -n "${REFERENCE_CLIPS:-}" ]; then reference=(--reference-clips "$REFERENCE_CLIPS"); fi
+ks export "$work/run/best.pt" "$out" --int8 --language "$lang" "${testsets[@]}" "${reference[@]}" \
   --name "${NAME:-kubescribe-realvoices-$lang}" --version "${VERSION:-0.1.0}" \
   --description "${DESCRIPTION:-}"
 mkdir -p "$out/training"

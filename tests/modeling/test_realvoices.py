@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from kubescribe_modeling.artifact import ExportReport
+from kubescribe_modeling.checkpoint import load_checkpoint
 from kubescribe_modeling.data.asterisk import load_prompts
 from kubescribe_modeling.data.realvoices import (
     CODECS,
@@ -26,6 +28,7 @@ from kubescribe_modeling.data.realvoices import (
     voice_catalogue,
 )
 from kubescribe_modeling.text_lang import normalizer
+from kubescribe_modeling.warm_start import checkpoint_from_artifact
 from kubescribe_runtime.manifest import ArtifactManifest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -103,30 +106,64 @@ def test_planned_training_text_never_says_a_real_speech_sentence(language: str) 
     assert not [j.text for j in jobs if leaks(j.text, held)]
 
 
-@pytest.mark.xdist_group("recipe")
-def test_the_real_voices_recipe_runs_end_to_end_on_cpu(tmp_path: Path) -> None:
+def _run_recipe(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "WORK": str(tmp_path / "work"),
         "PYTHON": sys.executable,
         "UTTERANCES": "12",
         "LIMIT": "4",
-        "SETTINGS": "--set model.d_model=32 --set model.n_layers=1 --set model.n_heads=2 "
-        "--set model.ff_dim=64 --set model.subsampling_channels=16 --set epochs=1 "
-        "--set eval_every_minutes=null --set dev_utterances=4",
+        "HELDOUT": "2",
+        "REFERENCE_CLIPS": "0",  # none of the 4 real prompts is 2-4 s long
+        **env,
     }
-    done = subprocess.run(
+    return subprocess.run(
         ["bash", str(RECIPE), "es", str(tmp_path / "out"), "0.5"],
         env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
+
+
+@pytest.mark.xdist_group("recipe")
+def test_the_real_voices_recipe_runs_end_to_end_on_cpu(tmp_path: Path) -> None:
+    done = _run_recipe(
+        tmp_path,
+        SETTINGS="--set model.d_model=32 --set model.n_layers=1 --set model.n_heads=2 "
+        "--set model.ff_dim=64 --set model.subsampling_channels=16 --set epochs=1 "
+        "--set eval_every_minutes=null --set dev_utterances=4",
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     manifest = ArtifactManifest.load(tmp_path / "out")
     assert manifest.languages == ["es"]
     real = manifest.evaluation[0]
+    (synthetic,) = [e for e in manifest.evaluation
+                    if e.speech == "synthetic" and e.model_file == "model.onnx"]  # fmt: skip
     assert (real.speech, real.language, real.utterances) == ("real", "es", 4)
     assert real.test_set.startswith("asterisk-core-sounds-es-wav")
+    assert (synthetic.speech, synthetic.language, synthetic.utterances) == ("synthetic", "es", 2)
+    assert "held-out voices" in synthetic.test_set
     history = [json.loads(x) for x in (tmp_path / "out/training/history.jsonl").read_text()
                .splitlines()]  # fmt: skip
     assert history and all("dev_wer" in h for h in history)
     corpus = json.loads((tmp_path / "work/corpus/train.jsonl").read_text().splitlines()[0])
     assert corpus["channel"] and corpus["voice"]
+
+
+@pytest.mark.xdist_group("recipe")
+def test_the_recipe_warm_starts_from_an_exported_model(
+    tmp_path: Path, tiny_artifact: ExportReport
+) -> None:
+    # INIT: the artifact's weights, sizes and head; the warm configuration's model section and
+    # sizes are not used (no SETTINGS for them here)
+    done = _run_recipe(
+        tmp_path,
+        INIT=str(tiny_artifact.out_dir),
+        SETTINGS="--set epochs=1 --set eval_every_minutes=null --set dev_utterances=4",
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert f"warm start from {tiny_artifact.out_dir}" in done.stdout
+    tuned = load_checkpoint(tmp_path / "work/run/best.pt")
+    start = checkpoint_from_artifact(tiny_artifact.out_dir)
+    assert tuned.model_config == start.model_config
+    assert tuned.training["config"]["lr"] == 0.001  # configs/realvoices-warm-cpu.yaml
+    manifest = ArtifactManifest.load(tmp_path / "out")
+    assert manifest.languages == ["es"] and manifest.evaluation[0].speech == "real"

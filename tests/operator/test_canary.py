@@ -77,7 +77,7 @@ def running(
     if ref is None:
         return Observed()
     ready = replicas if ready is None else ready
-    problems = {}
+    problems: dict[str, tuple[PodProblem, ...]] = {}
     if failing:
         problem = PodProblem(
             pod="demo-canary-x",

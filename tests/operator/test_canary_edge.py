@@ -30,7 +30,7 @@ SPEC = SpeechModelSpec.model_validate(
 
 def obj(kind: str, name: str, owner: str = UID, track: str | None = None, **extra: Any) -> dict:
     labels = {"app.kubernetes.io/instance": "demo", **({LABEL_TRACK: track} if track else {})}
-    meta = {"name": name, "uid": f"uid-{name}", "labels": labels}
+    meta: dict[str, Any] = {"name": name, "uid": f"uid-{name}", "labels": labels}
     meta["ownerReferences"] = [{"uid": owner}]
     return {"kind": kind, "metadata": meta, **extra}
 

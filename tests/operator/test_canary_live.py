@@ -107,7 +107,7 @@ def canary_spec(prometheus: str, pause: int, *weights: int) -> Obj:
 
 def route_weights(models: Models) -> dict[str, int]:
     api = kubernetes.client.CustomObjectsApi(models.client)
-    route = api.get_namespaced_custom_object(
+    route: Any = api.get_namespaced_custom_object(
         gateway_api.GROUP, "v1", models.ns, "httproutes", "demo"
     )
     weights = [

@@ -64,7 +64,7 @@ def canary_count(seen: dict[str, tuple[str, float]]) -> float:
 def route_applied(models: Models, weight: int) -> bool:
     """The HTTPRoute carries the weight and every gateway reports its current generation."""
     api = kubernetes.client.CustomObjectsApi(models.client)
-    route: dict[str, Any] = api.get_namespaced_custom_object(
+    route: Any = api.get_namespaced_custom_object(
         "gateway.networking.k8s.io", "v1", models.ns, "httproutes", "demo"
     )
     refs = {r["name"]: r.get("weight", 1) for r in route["spec"]["rules"][0]["backendRefs"]}

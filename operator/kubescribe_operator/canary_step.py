@@ -23,6 +23,13 @@ from kubescribe_operator.status import (
 
 # How soon a step whose metrics could not be read is judged again.
 ANALYSIS_RETRY_SECONDS = 15
+# The Reconciling condition's reason while a canary runs (Argo CD: Progressing); an abort is
+# Stalled with reason "CanaryAborted".
+CONDITION_REASONS: dict[CanaryState, str] = {
+    "Starting": "CanaryStarting",
+    "Running": "CanaryRunning",
+    "Promoting": "CanaryPromoting",
+}
 
 
 @dataclass(frozen=True)
@@ -328,7 +335,7 @@ def running(
     new = new.model_copy(update={"canary": cs, "target_version": cs.model.version})
     stalled = new.condition("Stalled")
     if stalled is None or stalled.status != "True":  # the stable pods' own failure comes first
-        reason = f"Canary{cs.state}"
+        reason = CONDITION_REASONS[cs.state]
         new = set_condition(new, prev, "Reconciling", True, reason, message, now=now)
         if new.phase == "Ready":
             new = new.model_copy(update={"phase": "Progressing"})

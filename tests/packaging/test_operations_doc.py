@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from kubescribe_operator import observe
+from kubescribe_operator import canary_step, observe
 from pkg_helpers import ROOT, rollout_scenarios
 
 OPERATIONS = ROOT / "docs" / "operations.md"
@@ -15,6 +15,8 @@ ROLLOUT_SOURCE = OPERATOR / "rollout.py"
 OBSERVE_SOURCE = OPERATOR / "observe.py"
 HANDLERS_SOURCE = OPERATOR / "handlers.py"
 STATUS_SOURCE = OPERATOR / "status.py"  # the conditions every part shares (issue 22.6)
+CANARY_SOURCE = OPERATOR / "canary_step.py"  # rollout.strategy Canary (issue 19.3)
+GATE_SOURCE = OPERATOR / "quality_gate.py"  # its verdict's reason, in the rollout's messages
 
 
 def documented_reasons() -> set[str]:
@@ -34,6 +36,7 @@ def written_reasons() -> set[str]:
     }
     source = ROLLOUT_SOURCE.read_text() + OBSERVE_SOURCE.read_text() + STATUS_SOURCE.read_text()
     reasons |= set(observe.BAD_WAITING_REASONS.values())
+    reasons |= {*canary_step.CONDITION_REASONS.values(), "CanaryAborted"}
     reasons |= set(re.findall(r'reason="(\w+)"', source))
     reasons |= set(re.findall(r'Progress\.FAILING, "(\w+)"', source))
     # Reconciles the handlers stop before any decision (a bad spec, a name conflict).
@@ -49,7 +52,14 @@ def test_every_reason_the_operator_writes_is_documented() -> None:
 def test_documented_reasons_exist_in_the_operator() -> None:
     source = "".join(
         path.read_text()
-        for path in (ROLLOUT_SOURCE, OBSERVE_SOURCE, HANDLERS_SOURCE, STATUS_SOURCE)
+        for path in (
+            ROLLOUT_SOURCE,
+            OBSERVE_SOURCE,
+            HANDLERS_SOURCE,
+            STATUS_SOURCE,
+            CANARY_SOURCE,
+            GATE_SOURCE,
+        )
     )
     invented = {reason for reason in documented_reasons() if f'"{reason}"' not in source}
     assert not invented, f"docs/operations.md documents unknown reasons {sorted(invented)}"

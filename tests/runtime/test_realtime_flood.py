@@ -157,8 +157,12 @@ def test_a_flood_past_one_and_a_half_backlogs_is_told_then_closed(tmp_path: Path
             sender.join(30)
             assert (ws.close_code, ws.close_reason) == (1008, ws.close_reason)
         errors = [e["error"] for e in events if e["type"] == "error"]
-        assert [e["code"] for e in errors] == ["input_audio_buffer_backlog"] * 2
+        # Told when it passes the bound (again if the decodes brought it back under the bound
+        # for a moment, as documented), then the closing one.
+        assert len(errors) >= 2
+        assert [e["code"] for e in errors] == ["input_audio_buffer_backlog"] * len(errors)
         assert "closing" in errors[-1]["message"]
+        assert not any("closing" in e["message"] for e in errors[:-1])
         name = 'kubescribe_realtime_sessions_total{reason="backlog"}'
         assert metric(process, name) == 1
     finally:

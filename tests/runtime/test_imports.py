@@ -59,6 +59,7 @@ CONFORMANCE = {
     "test_realtime_flood",
     "test_realtime_server",
     "test_realtime_bad_input",
+    "test_model_names",
     "test_imports",
 }
 NOT_FOR_UNIT_TESTS = ("openai", "kubescribe_modeling", "torch")

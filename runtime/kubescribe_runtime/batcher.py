@@ -34,7 +34,8 @@ while urgent (live or short) work is being prepared, queued or run — for at mo
 for the cores with one file thread at most instead of every file request's.
 
 Urgent lane (``urgent_lane``): a second worker thread runs batches of live and short windows
-only, beside the first (which takes any work, urgent first). A running file batch is never
+only (at most ``live_budget`` units each), beside the first (which takes any work, urgent
+first). A running file batch is never
 interrupted, but a live window no longer waits for it: the two batches share the cores (the
 model's session runs concurrent calls) until the file batch ends.
 

@@ -116,7 +116,9 @@ class Scheduler(Generic[T]):
 
     def take(self, urgent_only: bool = False) -> list[Entry[T]]:
         """The next batch, in schedule order (head first); removed from the queue.
-        ``urgent_only``: of live and short windows alone (the batcher's urgent lane)."""
+        ``urgent_only``: of live and short windows alone (the batcher's urgent lane), within
+        ``live_budget`` whether a session is open or not: a batch beside a running one stays
+        small (the model's memory holds one full batch, not two)."""
         eligible = [e for e in self._entries if not urgent_only or e.flow.priority < Priority.FILE]
         if not eligible:
             return []
@@ -124,7 +126,8 @@ class Scheduler(Generic[T]):
         head = ordered[0]
         batch = [head]
         shortest = longest = head.length
-        budget = self.live_budget if self.live_flows and self.live_budget else None
+        bounded = self.live_flows or urgent_only
+        budget = self.live_budget if bounded and self.live_budget else None
         for entry in ordered[1:]:
             if len(batch) >= self.max_batch_size:
                 break

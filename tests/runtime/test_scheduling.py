@@ -190,3 +190,14 @@ def test_the_urgent_lane_takes_live_and_short_windows_only() -> None:
     scheduler.add("live", 2 * SECOND, live, now=2)
     assert [e.item for e in scheduler.take(urgent_only=True)] == ["live", "clip"]
     assert [e.item for e in scheduler.take()] == ["file"]
+
+
+def test_an_urgent_lane_batch_stays_within_the_live_budget_without_a_session() -> None:
+    """The lane runs beside a full batch: its own batches stay small (memory for one full batch
+    and a small one, not two full ones); the first lane still takes full batches of clips."""
+    scheduler: Scheduler[str] = Scheduler(max_batch_size=16, live_budget=12 * SECOND)
+    clips = [FlowState(Priority.SHORT) for _ in range(10)]
+    for i, clip in enumerate(clips):
+        scheduler.add(f"clip-{i}", 2 * SECOND, clip, now=0)
+    assert len(scheduler.take(urgent_only=True)) == 6  # 6 × 2 s = 12 s
+    assert len(scheduler.take()) == 4  # no session open: no bound

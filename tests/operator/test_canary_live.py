@@ -1,7 +1,8 @@
 """Canary by traffic share on the real control plane (issue 19.3): the mechanics, with KWOK pods.
 
-One routed SpeechModel (`demo`, 4 replicas, an HTTPRoute to a Gateway nobody runs: the route is
-rendered all the same) and one without a route (`plain`) go through:
+One routed SpeechModel (`demo`, autoscaled: the HPA holds its stable Deployment at minReplicas 4;
+an HTTPRoute to a Gateway nobody runs: the route is rendered all the same) and one without a
+route (`plain`) go through:
 - 1.0 -> 2.0 by canary: `demo-canary` beside `demo`, the HTTPRoute's weights stable/canary 90/10
   then 50/50 (`plain`: one canary pod behind the one Service, mode ReplicaShare), the operator
   killed and restarted in the middle of a step (the canary resumes at that step, it does not
@@ -131,14 +132,17 @@ def test_canary_steps_restart_promotion_and_abort(
         demo = manifest(
             "demo",
             "1.0",
-            replicas=4,
+            replicas=None,  # the HPA's: it raises the stable Deployment to minReplicas, 4
+            autoscaling={"minReplicas": 4, "maxReplicas": 6},
             routing={"parentRefs": [{"name": "speech"}]},
             rollout=canary_spec(prometheus.url, PAUSE_S, 10, 50),
         )
         plain = manifest("plain", "1.0", replicas=4, rollout=canary_spec(prometheus.url, 1, 10))
         models.create(demo)
         models.create(plain)
-        models.wait_status(is_ready("1.0"), "demo 1.0 ready")
+        models.wait_status(
+            lambda s: is_ready("1.0")(s) and s.get("readyReplicas") == 4, "demo 1.0 ready on 4"
+        )
         models.wait_status(is_ready("1.0"), "plain 1.0 ready", name="plain")
         assert models.child("Service", "demo-stable") and models.child("Service", "demo-canary")
         assert models.child("Service", "plain-canary") is None  # no route: no track Services
@@ -176,6 +180,15 @@ def test_canary_steps_restart_promotion_and_abort(
         assert models.status()["canary"]["started"] == started
         assert route_weights(models) == {"demo-stable": 50, "demo-canary": 50}
         assert (models.child("Deployment", "demo-canary") or {})["spec"]["replicas"] == 2
+        # The HPA keeps the stable Deployment's replicas; the operator never owns them.
+        stable = models.deployment() or {}
+        assert stable["spec"]["replicas"] == 4
+        owners = [
+            e["manager"]
+            for e in stable["metadata"]["managedFields"]
+            if '"f:replicas"' in json.dumps(e.get("fieldsV1") or {})
+        ]
+        assert "kubescribe-operator" not in owners, owners
 
         # `plain`: its one step, without a route, is a share of the replicas.
         promoted = models.wait_status(is_ready("2.0"), "plain promoted", name="plain")

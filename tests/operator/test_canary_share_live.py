@@ -8,7 +8,7 @@ new version (the same artifact under another version label) holds at its first s
 415 at once by whichever pod serves it (a transcription request without a multipart body: the
 runtime counts it, by code, in its own /metrics). Which pod served is read where the runtime
 counts it: every pod's /metrics, scraped from its IP before and after. The test prints the
-share per gateway.
+share per gateway. While the step holds, resyncs write nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import requests
 from gateways import ENVOY_CONTROLLER, NAMESPACE, TRAEFIK_CONTROLLER, Gateways
 from kube_cluster import Cluster, NodeHandle, OperatorProcess, eventually
 from kubescribe_operator.canary_children import LABEL_TRACK
-from live import Models, is_ready, metric
+from live import Models, is_ready, metric, operator_writes, wait_resyncs
 from real_pods import DEMO_URI, real_model, restrict, runtime_pods
 
 pytestmark = pytest.mark.timeout(900)
@@ -144,5 +144,10 @@ def test_at_weight_10_the_canary_serves_10_percent_through_each_gateway(
             )
         for gateway, share in shares.items():
             assert abs(share - WEIGHT) <= TOLERANCE, (gateway, share)
+        # The step holds (an hour's pause): resyncs with nothing due write nothing.
+        since = cluster.audit_offset()
+        wait_resyncs(live_operator, 3)
+        assert operator_writes(cluster, since, namespace) == []
+        assert (models.status().get("canary") or {}).get("step") == 1
     finally:
         gateways.stop()

@@ -259,6 +259,7 @@ def step(
             "canary_replicas": split.canary_replicas,
             "stable_replicas": stable_count,
             "effective_weight": effective,
+            "mode": "Route" if routed else "ReplicaShare",  # spec.routing may come or go
         }
     )
     plan = CanaryPlan(

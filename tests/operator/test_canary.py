@@ -328,6 +328,14 @@ def test_a_first_deployment_and_a_template_change_roll_out_as_usual() -> None:
     assert d.plan is None and reasons(d) == []
 
 
+def test_routing_removed_mid_canary_falls_back_to_the_replica_share() -> None:
+    story, _ = at_step_one(routed=True)
+    d = story.step(make_spec(V2, routed=False), running(V1), running(V2, 1), generation=3)
+    cs = d.decision.status["canary"]
+    assert (cs["mode"], cs["step"], cs["state"]) == ("ReplicaShare", 1, "Running")
+    assert d.plan is not None and not d.plan.routed
+
+
 def test_switching_to_rolling_mid_canary_removes_the_canary() -> None:
     story, _ = at_step_one()
     d = story.step(make_spec(V2, strategy="Rolling"), running(V1), running(V2, 1), generation=3)

@@ -262,7 +262,7 @@ def test_a_realtime_session_for_support_es_reaches_it(line: Line, gateway: str) 
         with line.client(gateway).realtime.connect(
             model=ALIAS, extra_query={"intent": "transcription"}
         ) as conn:
-            conn.session.update(session={  # type: ignore[arg-type]
+            conn.session.update(session={
                 "type": "transcription",
                 "audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000},
                                     "transcription": {"model": ALIAS, "language": "es"},

@@ -18,7 +18,11 @@ compares them; keep both in step). ``(group, resource): verbs``:
     gateway.networking.k8s.io httproutes             get list watch create patch delete
     gateway.networking.k8s.io gateways               get    (routing.py: does a parentRef's
                                                      Gateway exist, while none reports on it)
-    ""                  configmaps                   create patch (routing.py: the catalogue)
+    ""                  configmaps                   create patch delete (routing.py: the
+                                                     catalogue; delete is never sent, but
+                                                     OwnerReferencesPermissionEnforcement asks
+                                                     for it when a second model adds its
+                                                     ownerReference)
     ""                  events                       create
     kopf.dev            clusterkopfpeerings          get list watch patch   (--all-namespaces)
     kopf.dev            kopfpeerings                 get list watch patch   (--namespace)
@@ -109,7 +113,7 @@ API_USAGE: dict[tuple[str, str], frozenset[str]] = {
         {"get", "list", "watch", "create", "patch", "delete"}
     ),
     ("gateway.networking.k8s.io", "gateways"): frozenset({"get"}),
-    ("", "configmaps"): frozenset({"create", "patch"}),
+    ("", "configmaps"): frozenset({"create", "patch", "delete"}),
     ("", "events"): frozenset({"create"}),
     ("kopf.dev", "clusterkopfpeerings"): frozenset({"get", "list", "watch", "patch"}),
     ("kopf.dev", "kopfpeerings"): frozenset({"get", "list", "watch", "patch"}),

@@ -10,11 +10,12 @@ only for its own (``KUBESCRIBE_SERVED_MODEL_NAMES``), a 404 ``model_not_found`` 
 
 Each SpeechModel writes its own entry by server-side apply under a field manager of its own
 (``kubescribe-operator/catalog/<name>``), with an ownerReference of its own: no SpeechModel reads
-or writes another's entry, and applying its ownerReference alone (routing removed, model
-deleted) takes its entry away. The ownerReference stays (removing one needs ``delete`` on the
-ConfigMap where OwnerReferencesPermissionEnforcement is on); the garbage collector drops it with
-the model, and the ConfigMap with its last owner. The ConfigMap is not a child of any one model
-(no instance label), so the children's watches do not see it.
+or writes another's entry, and applying its ownerReference alone (routing removed) takes its
+entry away (a deleted model's: a merge patch, routing.forget). The ownerReference stays
+(removing one needs ``delete`` on the ConfigMap where OwnerReferencesPermissionEnforcement is
+on); the garbage collector drops it with the model, and the ConfigMap with its last owner.
+The ConfigMap is not a child of any one model (no instance label), so the children's watches
+do not see it.
 
 Scope: a namespace. Models of several namespaces on one Gateway each list their namespace's.
 """

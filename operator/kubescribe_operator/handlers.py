@@ -455,13 +455,10 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
             logger.warning("not reconciled: %s", exc)
 
     @kopf.on.delete(*resource, registry=registry, optional=True)
-    def model_deleted(
-        namespace: str | None, name: str, uid: str | None, spec: Any, **_: Any
-    ) -> None:
+    def model_deleted(namespace: str | None, name: str, spec: Any, **_: Any) -> None:
         metrics.RECONCILES.labels("delete").inc()
         log.info("SpeechModel %s/%s deleted; its children are garbage-collected", namespace, name)
-        # Its catalogue entry (routing.py).
-        routing.forget(ctx.kube, namespace or "default", name, uid or "", spec or {})
+        routing.forget(ctx.kube, namespace or "default", name, spec or {})  # its catalogue entry
 
     async def child_changed(body: kopf.Body, namespace: str | None, type: str, **kw: Any) -> None:
         owner = cache.owner_name(body)

@@ -190,12 +190,18 @@ def sync_catalog(
     return 1
 
 
-def forget(kube: Kube, namespace: str, name: str, uid: str, spec: Mapping[str, Any]) -> None:
-    """A deleted routed SpeechModel's entry leaves the catalogue (best effort)."""
+def forget(kube: Kube, namespace: str, name: str, spec: Mapping[str, Any]) -> None:
+    """A deleted routed SpeechModel's entry leaves the catalogue (best effort). A merge patch,
+    not an apply: it never creates the ConfigMap (a create in a namespace being deleted is a
+    403) and leaves the ownerReference to the garbage collector; gone already: nothing to do."""
     if not spec.get("routing"):
         return
-    body = catalog.build_entry(name, namespace, uid, None)
     try:
-        kube.apply(_configmap_path(namespace), body, manager=catalog.field_manager(name))
+        kube.request(
+            "PATCH", _configmap_path(namespace), body={"data": {f"{name}.json": None}},
+            query=[("fieldManager", catalog.field_manager(name))],
+            content_type="application/merge-patch+json",
+        )  # fmt: skip
     except ApiException as exc:
-        log.warning("catalogue entry of %s/%s not removed: %s", namespace, name, exc.reason)
+        if exc.status != 404:
+            log.warning("catalogue entry of %s/%s not removed: %s", namespace, name, exc.reason)

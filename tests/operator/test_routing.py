@@ -250,6 +250,21 @@ def test_a_refused_catalogue_entry_does_not_stop_the_reconcile() -> None:
     assert routing.sync_catalog(kube, memory, snap(), UID, spec()) == 0  # type: ignore[arg-type]
 
 
+def test_a_deleted_models_entry_is_patched_away_never_created() -> None:
+    class Recording(FakeKube):
+        def request(self, method: str, path: str, **kw: Any) -> Obj:
+            self.requests.append((method, path, json.dumps(kw, sort_keys=True)))
+            raise ApiException(status=404, reason="Not Found")  # gone with its namespace
+
+    kube = Recording()
+    routing.forget(kube, "speech", "demo-es", {"routing": {"parentRefs": [{"name": "gw"}]}})  # type: ignore[arg-type]
+    routing.forget(kube, "speech", "demo", {})  # type: ignore[arg-type]
+    ((method, path, kw),) = kube.requests
+    assert (method, path) == ("PATCH", "/api/v1/namespaces/speech/configmaps/kubescribe-models")
+    assert json.loads(kw)["body"] == {"data": {"demo-es.json": None}}
+    assert json.loads(kw)["content_type"] == "application/merge-patch+json"
+
+
 def test_a_model_never_routed_writes_no_catalogue() -> None:
     kube = FakeKube()
     assert routing.sync_catalog(kube, routing.RoutingMemory(), snap(), UID, spec(False)) == 0  # type: ignore[arg-type]

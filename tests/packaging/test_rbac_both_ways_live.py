@@ -76,6 +76,15 @@ UNUSED: dict[Grant, str] = {
         "(test_a_namespace_scoped_install_cannot_see_other_namespaces checks it does)"
     ),
     ("", "namespaces", "watch"): "as namespaces list",
+    ("gateway.networking.k8s.io", "httproutes", "get"): NO_GET,
+    ("", "configmaps", "create"): (
+        "the catalogue is server-side applied (PATCH); the API server checks create when the "
+        "apply makes the ConfigMap, the audit log names only the patch"
+    ),
+    ("", "configmaps", "delete"): (
+        "never a request: OwnerReferencesPermissionEnforcement checks it when a second routed "
+        "model adds its ownerReference to the namespace's catalogue (routing.py)"
+    ),
 }
 
 
@@ -107,12 +116,26 @@ def service_monitor_crd(cluster: Cluster) -> Iterator[None]:
         cluster.kubectl("delete", "crd", SERVICE_MONITOR_CRD, "--ignore-not-found", "--wait=false")
 
 
+@pytest.fixture()
+def gateway_api_crds(cluster: Cluster) -> None:
+    """Gateway API's CRDs (cluster/gateway_api.py; left installed, as the gateway tests do)."""
+    import gateway_api
+
+    gateway_api.install(lambda args, stdin: cluster.kubectl(*args, input=stdin).stdout)
+
+
 def workload(models: Models) -> None:
     """A SpeechModel's life: every kind of child made, changed and let go."""
     monitored = {"serviceMonitor": {"enabled": True}}
-    models.create(manifest(monitoring=monitored))
+    # Routed through a Gateway that does not exist (the operator looks it up).
+    routing = {"parentRefs": [{"name": "speech"}]}
+    models.create(manifest(monitoring=monitored, routing=routing))
     models.wait_status(is_ready("1.0"), "1.0 ready")
     eventually(lambda: _has(models, "servicemonitor"), "the ServiceMonitor")
+    eventually(lambda: _has(models, "httproute"), "the HTTPRoute")
+    models.wait_status(
+        lambda s: condition(s, "Routed").get("reason") == "GatewayNotFound", "Gateway looked up"
+    )
     models.bump("demo", "2.0")
     models.wait_status(is_ready("2.0"), "2.0 rolled out")
     models.patch_spec(
@@ -121,7 +144,11 @@ def workload(models: Models) -> None:
     eventually(lambda: models.child("HorizontalPodAutoscaler"), "the HPA")
     # One fixed replica: no HPA, no PodDisruptionBudget; and no ServiceMonitor.
     unmonitored = {"serviceMonitor": {"enabled": False}}
-    models.patch_spec("demo", {"autoscaling": None, "replicas": 1, "monitoring": unmonitored})
+    models.patch_spec(
+        "demo",
+        {"autoscaling": None, "replicas": 1, "monitoring": unmonitored, "routing": None},
+    )
+    eventually(lambda: not _has(models, "httproute"), "the HTTPRoute to go")
     eventually(lambda: models.child("HorizontalPodAutoscaler") is None, "the HPA to go")
     eventually(lambda: models.child("PodDisruptionBudget") is None, "the PDB to go")
     eventually(lambda: not _has(models, "servicemonitor"), "the ServiceMonitor to go")
@@ -141,6 +168,7 @@ def test_every_grant_of_the_chart_is_used_and_none_is_refused(
     cluster: Cluster,
     namespace: str,
     service_monitor_crd: None,
+    gateway_api_crds: None,
     operator_kubeconfig: Path,
     tmp_path: Path,
 ) -> None:

@@ -366,6 +366,7 @@ def _wake_at(
     old = ctx._wakeups.pop(key, None)
     if old is not None:
         old.cancel()
+
     def fire() -> None:
         task = asyncio.ensure_future(wake())
         _WAKING.add(task)  # a reference, so the task is not collected while it runs

@@ -127,6 +127,17 @@ def test_a_session_update_naming_another_model_is_an_error_event(server: ServerP
                 assert event["error"]["code"] == "model_not_found"
 
 
+def test_a_client_secret_for_another_models_session_is_openais_404(server: ServerProcess) -> None:
+    def session(model: str) -> dict[str, object]:
+        return {"type": "transcription", "audio": {"input": {"transcription": {"model": model}}}}
+
+    with pytest.raises(openai.NotFoundError) as refused:
+        client(server).realtime.client_secrets.create(session=session("whisper-1"))  # type: ignore[arg-type]
+    assert refused.value.body["code"] == "model_not_found"  # type: ignore[index]
+    minted = client(server).realtime.client_secrets.create(session=session("support-en"))  # type: ignore[arg-type]
+    assert minted.value
+
+
 def test_a_changed_catalogue_shows_without_a_restart(server: ServerProcess, catalog: Path) -> None:
     changed = {"models": [*CATALOG["models"], {"name": "demo-fr", "version": "1"}]}
     catalog.write_text(json.dumps(changed))

@@ -16,6 +16,7 @@ from flask import Flask, Response, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kubescribe_runtime import auth
+from kubescribe_runtime.model_names import ModelNames, model_not_found
 from kubescribe_runtime.realtime import events as ev
 from kubescribe_runtime.realtime import session_config as sc
 from kubescribe_runtime.service import Service
@@ -52,6 +53,8 @@ def _invalid(message: str, code: str, param: str | None = None) -> Response:
 
 
 def register(app: Flask, service: Service) -> None:
+    names = ModelNames(service.config.served_model_names, service.config.model_catalog)
+
     @app.post("/v1/realtime/client_secrets")
     def client_secrets() -> Response:
         try:
@@ -70,6 +73,9 @@ def register(app: Flask, service: Service) -> None:
         assert isinstance(update, ev.SessionUpdate)
         model = service.model_name()
         config = sc.SessionConfig(model=model).updated(update)
+        if config.model != model and not names.accepts(config.model):
+            # Another model's session: OpenAI's 404, as the session's own update would be.
+            raise model_not_found(config.model, "session.audio.input.transcription.model")
         config = sc.SessionConfig(
             config.format, model, config.language, config.prompt, config.turn_detection,
             config.include,

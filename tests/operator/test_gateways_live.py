@@ -39,10 +39,8 @@ from kube_cluster import (
     eventually,
     service_account_user,
 )
-from kubescribe_operator.httproute import build_for
 from kubescribe_operator.naming import LABEL_INSTANCE
-from kubescribe_operator.spec import parse_spec
-from live import Models, is_ready, metric
+from live import Models, condition, is_ready, metric
 from real_pods import SAMPLE, pcm24, real_model, restrict, runtime_pods
 
 GATEWAYS = ("traefik", "envoy")
@@ -144,19 +142,9 @@ def line(
         operator.start()
         routes = kubernetes_routes(models)
         for body in speech_models():
-            created = models.create(body)
-            name = body["metadata"]["name"]
-            try:
-                eventually(lambda n=name: routes(n), f"the operator's HTTPRoute {name}",
-                           timeout=30)  # fmt: skip
-            except AssertionError:
-                # An operator that renders none yet: its own builder's route, owned by the
-                # SpeechModel as the operator's would be.
-                route = build_for(name, namespace, created["metadata"]["uid"],
-                                  parse_spec(body["spec"]))  # fmt: skip
-                assert route is not None
-                cluster.apply(route)
-                print(f"HTTPRoute {name} applied by the test (the operator rendered none)")
+            models.create(body)
+        for name in ("demo", SPANISH):  # rendered by the operator from spec.routing
+            eventually(lambda n=name: routes(n), f"the operator's HTTPRoute {name}")
         for name in ("demo", SPANISH):
             models.wait_status(is_ready("0.1.0"), f"{name} Ready", name=name, timeout=300)
         for name in ("demo", SPANISH):
@@ -221,6 +209,16 @@ SAMPLE_WAV = SAMPLE.read_bytes()
 
 
 # ----------------------------------------------------------------------------- the routes
+def test_both_gateways_accept_the_routes_and_the_models_say_routed(line: Line) -> None:
+    for name in ("demo", SPANISH):
+        status = line.models.wait_status(
+            lambda s: condition(s, "Routed").get("status") == "True", f"{name} Routed", name=name
+        )
+        routed = condition(status, "Routed")
+        print(f"{name}: Routed {routed['status']} {routed['reason']}: {routed['message']}")
+        assert "traefik" in routed["message"] and "envoy" in routed["message"], routed
+
+
 @pytest.mark.parametrize("gateway", GATEWAYS)
 def test_a_transcription_for_support_es_reaches_it(line: Line, gateway: str) -> None:
     file = ("sample.wav", SAMPLE_WAV, "audio/wav")

@@ -29,7 +29,7 @@ from gateways import TRAEFIK_CONTROLLER, Gateways
 from kube_cluster import Cluster, NodeHandle, OperatorProcess, eventually
 from kubescribe_operator.canary_children import LABEL_TRACK
 from live import Models, is_ready
-from real_pods import CLUSTER_CA_BUNDLE, ArtifactServer, real_model, restrict, runtime_pods
+from real_pods import CLUSTER_CA_BUNDLE, ArtifactServer, real_model, restrict
 
 WEIGHT = 10  # the first step's share
 PAUSE_S = 45  # the first step runs this long before it is judged
@@ -45,6 +45,7 @@ class Clients:
     clients: int = 2
     results: list[tuple[float, float, str, int]] = field(default_factory=list)  # start, end,
     _stop: threading.Event = field(default_factory=threading.Event)  # clip, status
+    bodies: list[str] = field(default_factory=list)  # the failures' answers
     _threads: list[threading.Thread] = field(default_factory=list)
 
     def __enter__(self) -> Clients:
@@ -62,16 +63,19 @@ class Clients:
                 return
             started = time.monotonic()
             try:
-                status = requests.post(
+                answer = requests.post(
                     self.url + "/v1/audio/transcriptions",
                     headers={"x-kubescribe-model": "demo"},
                     files={"file": (f"{kind}.wav", audio[kind], "audio/wav")},
                     data={"model": "demo"},
                     timeout=120,
-                ).status_code
-            except requests.RequestException:
-                status = 0
+                )
+                status, body = answer.status_code, answer.text[:120]
+            except requests.RequestException as exc:
+                status, body = 0, repr(exc)[:120]
             self.results.append((started, time.monotonic(), kind, status))
+            if status != 200:
+                self.bodies.append(f"{started:.2f} {kind} {status} {body}")
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
@@ -92,6 +96,22 @@ def accepted_by_traefik(route: dict[str, Any] | None) -> bool:
         ):
             return True
     return False
+
+
+def pods_now(models: Models) -> list[tuple[str, str, list[Any]]]:
+    """Each pod's phase and container states, for a wait that timed out."""
+    return [
+        (
+            p["metadata"]["name"],
+            p["status"].get("phase", "?"),
+            [
+                (c["name"], c.get("ready"), c.get("restartCount"), c.get("state"))
+                for c in (p["status"].get("initContainerStatuses") or [])
+                + (p["status"].get("containerStatuses") or [])
+            ],
+        )
+        for p in models.pods()
+    ]
 
 
 def canary_model() -> dict[str, Any]:
@@ -157,26 +177,32 @@ def run(cluster: Cluster, models: Models, url: str, artifact: str, digest: str) 
         def running() -> dict[str, Any] | None:
             canary = models.status().get("canary")
             if canary:
-                seen.append(canary)
+                seen.append(canary | {"at": round(time.monotonic() - patched, 1)})
             return canary if canary and canary.get("state") == "Running" else None
 
-        eventually(running, lambda: f"the canary's first step running (seen {seen[-1:]})", 400)
+        eventually(
+            running,
+            lambda: f"the canary's first step running (seen {seen[-1:]}; {pods_now(models)})",
+            400,
+        )
         step_started = time.monotonic()
 
         def aborted() -> dict[str, Any] | None:
             status = models.status()
             if status.get("canary"):
-                seen.append(status["canary"])
+                seen.append(status["canary"] | {"at": round(time.monotonic() - patched, 1)})
                 return None
             history = status.get("history") or [{}]
             return status if history[-1].get("result") == "Aborted" else None
 
         status = eventually(aborted, lambda: f"the canary aborted (seen {seen[-1:]})", 300)
         step_ended = time.monotonic()
+        # Gone from the API, not only terminating: a terminating canary pod still answers
+        # (it drains, and a gateway may send it requests until its endpoint goes).
         eventually(
             lambda: all(
                 (p["metadata"].get("labels") or {}).get(LABEL_TRACK) != "canary"
-                for p in runtime_pods(models)
+                for p in models.pods()
             ),
             "the canary's pods gone",
         )
@@ -201,6 +227,10 @@ def run(cluster: Cluster, models: Models, url: str, artifact: str, digest: str) 
         f"after the abort {len(after)} requests, {sum(r[3] != 200 for r in after)} failed; "
         f"steps seen {sorted({int(c.get('step') or 0) for c in seen})}; {message!r}"
     )
+    states = [(c["at"], c.get("state"), c.get("weight")) for c in seen]
+    changes = [x for i, x in enumerate(states) if i == 0 or x[1:] != states[i - 1][1:]]
+    print(f"patched at {patched:.2f}; the canary (s after the patch, state, weight): {changes}")
+    print("failures:", *clients.bodies, sep="\n  ")
     assert status["failedVersion"] == BAD and status["currentVersion"] == "0.1.0"
     assert "error ratio" in message and "maxErrorRatio" in message, message
     assert {c.get("step") for c in seen} == {1}, "aborted at the first step, never beyond"

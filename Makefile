@@ -93,4 +93,4 @@ down:
 	$(PYTHON) cluster/local_cluster.py down --state-dir $(CLUSTER_DIR)
 
 test: lint typecheck tools cluster-build node-tools images
-	KUBESCRIBE_CLUSTER_BIN=$$(bash cluster/build.sh --print) $(BIN)/python -m pytest -n 2 --dist loadgroup
+	KUBESCRIBE_CLUSTER_BIN=$$(bash cluster/build.sh --print) $(BIN)/python -m pytest -n 2 --dist loadgroup --durations=30

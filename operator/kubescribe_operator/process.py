@@ -43,7 +43,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from kubescribe.errors import KubescribeError
-from kubescribe_operator import apply, crd_release, handlers, overlap, watchdog
+from kubescribe_operator import apply, crd_release, handlers, overlap, reconciler, watchdog
 from kubescribe_operator.kube import Kube
 
 DEFAULT_PEERING = "kubescribe"
@@ -178,7 +178,7 @@ def _api_client() -> Any:
                 f"no Kubernetes credentials (in-cluster or kubeconfig): {exc}"
             ) from exc
     config = kubernetes.client.Configuration.get_default_copy()
-    config.connection_pool_maxsize = handlers.RECONCILE_THREADS  # one connection per thread
+    config.connection_pool_maxsize = reconciler.RECONCILE_THREADS  # one connection per thread
     return kubernetes.client.ApiClient(configuration=config)
 
 
@@ -201,10 +201,10 @@ def main(argv: Sequence[str]) -> int:
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
         log_refkey="k8s" if args.log_format == "json" else None,
     )
-    options = handlers.Options(
+    options = reconciler.Options(
         resync_seconds=args.resync_seconds, retry_backoff_seconds=args.retry_backoff_seconds
     )
-    ctx = handlers.Context(
+    ctx = reconciler.Context(
         kube=Kube(_api_client(), status_manager=overlap.status_manager(args.peering)),
         release=args.peering,
         options=options,

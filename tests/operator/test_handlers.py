@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from kubescribe_operator import handlers
+from kubescribe_operator import handlers, reconciler
 from kubescribe_operator.cache import owner_name
-from kubescribe_operator.handlers import blocked_status
 from kubescribe_operator.rollout import status_patch
+from kubescribe_operator.status import blocked_status
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -76,7 +76,7 @@ def test_child_events_that_find_a_reconcile_waiting_are_coalesced(
         gate.wait(5)
 
     monkeypatch.setattr(handlers, "reconcile", slow_reconcile)
-    ctx = handlers.Context(kube=None)  # type: ignore[arg-type]
+    ctx = reconciler.Context(kube=None)  # type: ignore[arg-type]
 
     async def burst() -> list[Any]:
         first = asyncio.create_task(handlers._reconcile(ctx, {}, "ns", "demo", "create"))
@@ -104,13 +104,13 @@ def test_a_canary_step_end_wakes_the_model_up_once(monkeypatch: pytest.MonkeyPat
     without waiting for the resync; a later wake-up replaces an earlier one."""
     runs: list[str] = []
 
-    def reconcile(ctx: Any, snap: Any, *, trigger: str) -> handlers.Outcome:
+    def reconcile(ctx: Any, snap: Any, *, trigger: str) -> reconciler.Outcome:
         runs.append(trigger)
         soon = datetime.now(UTC) + timedelta(seconds=0.2)
-        return handlers.Outcome(0, 0, "Progressing", wake_at=soon if len(runs) < 3 else None)
+        return reconciler.Outcome(0, 0, "Progressing", wake_at=soon if len(runs) < 3 else None)
 
     monkeypatch.setattr(handlers, "reconcile", reconcile)
-    ctx = handlers.Context(kube=None)  # type: ignore[arg-type]
+    ctx = reconciler.Context(kube=None)  # type: ignore[arg-type]
 
     async def story() -> None:
         await handlers._reconcile(ctx, {}, "ns", "demo", "create")

@@ -175,8 +175,8 @@ def rollout_scenarios() -> list[tuple[str, dict[str, Any], str]]:
             return decision.model_ref
 
         def block(self, what: str, reason: str, health: str) -> None:
-            # What the handlers write when they cannot act at all (handlers.blocked_status).
-            from kubescribe_operator.handlers import blocked_status
+            # What the handlers write when they cannot act at all (status.blocked_status).
+            from kubescribe_operator.status import blocked_status
 
             self.clock += timedelta(seconds=30)
             prev = self.status.dump() if self.status else {}

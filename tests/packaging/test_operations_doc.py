@@ -13,7 +13,7 @@ OPERATOR = ROOT / "operator" / "kubescribe_operator"
 # The modules that observe, decide and block (the condition reasons are written there).
 ROLLOUT_SOURCE = OPERATOR / "rollout.py"
 OBSERVE_SOURCE = OPERATOR / "observe.py"
-HANDLERS_SOURCE = OPERATOR / "handlers.py"
+RECONCILER_SOURCE = OPERATOR / "reconciler.py"
 STATUS_SOURCE = OPERATOR / "status.py"  # the conditions every part shares (issue 22.6)
 CANARY_SOURCE = OPERATOR / "canary_step.py"  # rollout.strategy Canary (issue 19.3)
 GATE_SOURCE = OPERATOR / "quality_gate.py"  # its verdict's reason, in the rollout's messages
@@ -39,8 +39,8 @@ def written_reasons() -> set[str]:
     reasons |= {*canary_step.CONDITION_REASONS.values(), "CanaryAborted"}
     reasons |= set(re.findall(r'reason="(\w+)"', source))
     reasons |= set(re.findall(r'Progress\.FAILING, "(\w+)"', source))
-    # Reconciles the handlers stop before any decision (a bad spec, a name conflict).
-    reasons |= set(re.findall(r'_block\([^)]*?"(\w+)"', HANDLERS_SOURCE.read_text()))
+    # Reconciles stopped before any decision (a bad spec, a name conflict).
+    reasons |= set(re.findall(r'_block\([^)]*?"(\w+)"', RECONCILER_SOURCE.read_text()))
     return reasons
 
 
@@ -55,7 +55,7 @@ def test_documented_reasons_exist_in_the_operator() -> None:
         for path in (
             ROLLOUT_SOURCE,
             OBSERVE_SOURCE,
-            HANDLERS_SOURCE,
+            RECONCILER_SOURCE,
             STATUS_SOURCE,
             CANARY_SOURCE,
             GATE_SOURCE,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import re
+import threading
 import urllib.request
 from collections import Counter
 from collections.abc import Callable
@@ -187,6 +188,10 @@ class Models:
         items = self.core.list_namespaced_pod(self.ns).items
         return [self.client.sanitize_for_serialization(p) for p in items]
 
+    def pod_history(self) -> PodHistory:
+        """Every state of the namespace's pods from now on, from a watch (a context manager)."""
+        return PodHistory(self)
+
     def pods_by_version(self, live_only: bool = True) -> dict[str, int]:
         counts: Counter[str] = Counter()
         for pod in self.pods():
@@ -341,3 +346,57 @@ def http_get(url: str) -> tuple[int, str]:
             return int(response.status), str(response.read().decode())
     except OSError:  # refused, reset, timed out: not up yet
         return 0, ""
+
+
+class PodHistory:
+    """Every state the namespace's pods pass through, from a watch: a pod that exits and is
+    deleted between two polls (a version refused at once, then rolled back) is still seen.
+    The watch runs in a thread from the resourceVersion of a first list, so nothing between
+    that list and the watch is missed; a 410 (the version compacted away) lists again."""
+
+    def __init__(self, models: Models) -> None:
+        self._models = models
+        self._seen: list[Obj] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> PodHistory:
+        self._version = self._list()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def seen(self) -> list[Obj]:
+        with self._lock:
+            return list(self._seen)
+
+    def _keep(self, pods: list[Obj]) -> None:
+        with self._lock:
+            self._seen.extend(pods)
+
+    def _list(self) -> str:
+        listed = self._models.core.list_namespaced_pod(self._models.ns)
+        client = self._models.client
+        self._keep([client.sanitize_for_serialization(p) for p in listed.items])
+        return str(listed.metadata.resource_version)
+
+    def _run(self) -> None:
+        client, core = self._models.client, self._models.core
+        while not self._stop.is_set():
+            try:
+                stream = kubernetes.watch.Watch().stream(
+                    core.list_namespaced_pod, self._models.ns,
+                    resource_version=self._version, timeout_seconds=5,
+                )  # fmt: skip
+                for event in stream:
+                    pod = client.sanitize_for_serialization(event["object"])
+                    self._version = pod["metadata"]["resourceVersion"]
+                    self._keep([pod])
+            except kubernetes.client.ApiException as exc:
+                if exc.status != 410:
+                    raise
+                self._version = self._list()

@@ -49,11 +49,12 @@ def rolled_back(s: dict[str, Any]) -> bool:
     )
 
 
-def load_failure(models: Models, version: str) -> str | None:
+def load_failure(pods: list[dict[str, Any]], version: str) -> str | None:
     """Why a pod of ``version``'s runtime exited, once its fetch init container has completed
     (exit code 0: the artifact was fetched and verified): the termination message of its
-    runtime container (the operator renders --exit-on-load-failure)."""
-    for pod in runtime_pods(models):
+    runtime container (the operator renders --exit-on-load-failure). ``pods``: every state
+    the pods passed through (a watch), since the operator may delete the pod at once."""
+    for pod in pods:
         if pod["metadata"]["labels"].get(VERSION_LABEL) != version:
             continue
         statuses = pod["status"].get("initContainerStatuses") or []
@@ -67,6 +68,19 @@ def load_failure(models: Models, version: str) -> str | None:
                 if exited.get("exitCode") == 3:
                     return str(exited.get("message", ""))
     return None
+
+
+def pod_states(pod: dict[str, Any]) -> tuple[Any, ...]:
+    """A pod's name, version, phase and container states (for a wait that timed out)."""
+    statuses = (pod["status"].get("initContainerStatuses") or []) + (
+        pod["status"].get("containerStatuses") or []
+    )
+    return (
+        pod["metadata"]["name"],
+        pod["metadata"]["labels"].get(VERSION_LABEL),
+        pod["status"].get("phase"),
+        [(s["name"], s.get("state"), s.get("lastState")) for s in statuses],
+    )
 
 
 def no_restarts(models: Models) -> dict[str, Any]:
@@ -133,12 +147,17 @@ def test_a_bad_version_is_rolled_back_while_the_old_pods_serve(
             }  # fmt: skip
         load = stack.enter_context(Load(service_url(models)))
         eventually(lambda: len(load.ok) >= 2, "the first file requests served")
+        history = stack.enter_context(models.pod_history())
         t0 = time.monotonic()
         models.patch_spec("demo", patch)
         if bad_model in (UNLOADABLE, SHUFFLED):
             load_error = eventually(
-                lambda: load_failure(models, "0.2.0"),
-                "a 0.2.0 pod fetched (init container done) and its runtime exited: cannot load",
+                lambda: load_failure(history.seen(), "0.2.0"),
+                lambda: (
+                    "a 0.2.0 pod fetched (init container done) and its runtime exited "
+                    f"(conditions now: {models.status().get('conditions')}; pods now: "
+                    f"{[pod_states(p) for p in models.pods()]})"
+                ),
                 timeout=300,
             )
         stalled = models.wait_status(rolled_back, "the automatic rollback", timeout=400)

@@ -12,6 +12,7 @@ from flask import Flask, Request
 
 from kubescribe_runtime import auth, routes
 from kubescribe_runtime.errors import error_response
+from kubescribe_runtime.model_names import ModelNames
 from kubescribe_runtime.realtime import edge as realtime
 from kubescribe_runtime.service import Service
 
@@ -48,6 +49,8 @@ def create_app(service: Service) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = service.config.max_upload_bytes
     app.register_error_handler(Exception, error_response)
     auth.install(app, auth.ApiKeys.from_config(service.config))
-    app.register_blueprint(routes.blueprint(service))
-    realtime.register(app, service)  # /v1/realtime: WebSocket transcription sessions
+    # The names this server answers for: one view for files, Realtime and client secrets.
+    names = ModelNames(service.config.served_model_names, service.config.model_catalog)
+    app.register_blueprint(routes.blueprint(service, names))
+    realtime.register(app, service, names)  # /v1/realtime: WebSocket transcription sessions
     return app

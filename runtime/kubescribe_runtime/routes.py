@@ -57,10 +57,9 @@ def _probe_response(answer: tuple[int, dict[str, str]]) -> Response:
     return response
 
 
-def blueprint(service: Service) -> Blueprint:
+def blueprint(service: Service, names: ModelNames) -> Blueprint:
     routes = Blueprint("kubescribe", __name__)
     metrics = service.metrics
-    names = ModelNames(service.config.served_model_names, service.config.model_catalog)
 
     @routes.post("/v1/audio/transcriptions")
     def transcriptions() -> Response:

@@ -89,12 +89,11 @@ class _WebSocketResponse(Response):
         return []
 
 
-def register(app: Flask, service: Service) -> RealtimeMetrics:
+def register(app: Flask, service: Service, names: ModelNames) -> RealtimeMetrics:
     """Add the ``/v1/realtime`` routes (and the sessions' metrics) to ``app``."""
-    secrets.register(app, service)  # POST /v1/realtime/client_secrets
+    secrets.register(app, service, names)  # POST /v1/realtime/client_secrets
     metrics = service.metrics.realtime
     config = service.config
-    names = ModelNames(config.served_model_names, config.model_catalog)
     slots = SessionSlots(config.max_sessions, metrics.sessions_active.set)
     max_append = int(config.max_append_kb * 1024)
     limits = SessionLimits(

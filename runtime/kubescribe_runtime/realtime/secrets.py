@@ -52,9 +52,7 @@ def _invalid(message: str, code: str, param: str | None = None) -> Response:
     return response
 
 
-def register(app: Flask, service: Service) -> None:
-    names = ModelNames(service.config.served_model_names, service.config.model_catalog)
-
+def register(app: Flask, service: Service, names: ModelNames) -> None:
     @app.post("/v1/realtime/client_secrets")
     def client_secrets() -> Response:
         try:

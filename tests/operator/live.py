@@ -348,6 +348,23 @@ def http_get(url: str) -> tuple[int, str]:
         return 0, ""
 
 
+def pod_states(pod: Obj) -> tuple[Any, ...]:
+    """A pod's name, version, phase and container states (for a wait that timed out)."""
+    status = pod.get("status") or {}
+    containers = (status.get("initContainerStatuses") or []) + (
+        status.get("containerStatuses") or []
+    )
+    return (
+        pod["metadata"]["name"],
+        (pod["metadata"].get("labels") or {}).get(VERSION_LABEL),
+        status.get("phase"),
+        [
+            (c["name"], c.get("ready"), c.get("restartCount"), c.get("state"), c.get("lastState"))
+            for c in containers
+        ],
+    )
+
+
 class PodHistory:
     """Every state the namespace's pods pass through, from a watch: a pod that exits and is
     deleted between two polls (a version refused at once, then rolled back) is still seen.

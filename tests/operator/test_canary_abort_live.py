@@ -28,7 +28,7 @@ from gateways import NAMESPACE as GATEWAY_NS
 from gateways import TRAEFIK_CONTROLLER, Gateways
 from kube_cluster import Cluster, NodeHandle, OperatorProcess, eventually
 from kubescribe_operator.canary_children import LABEL_TRACK
-from live import Models, is_ready
+from live import Models, is_ready, pod_states
 from real_pods import CLUSTER_CA_BUNDLE, ArtifactServer, real_model, restrict
 
 WEIGHT = 10  # the first step's share
@@ -96,22 +96,6 @@ def accepted_by_traefik(route: dict[str, Any] | None) -> bool:
         ):
             return True
     return False
-
-
-def pods_now(models: Models) -> list[tuple[str, str, list[Any]]]:
-    """Each pod's phase and container states, for a wait that timed out."""
-    return [
-        (
-            p["metadata"]["name"],
-            p["status"].get("phase", "?"),
-            [
-                (c["name"], c.get("ready"), c.get("restartCount"), c.get("state"))
-                for c in (p["status"].get("initContainerStatuses") or [])
-                + (p["status"].get("containerStatuses") or [])
-            ],
-        )
-        for p in models.pods()
-    ]
 
 
 def canary_model() -> dict[str, Any]:
@@ -182,7 +166,10 @@ def run(cluster: Cluster, models: Models, url: str, artifact: str, digest: str) 
 
         eventually(
             running,
-            lambda: f"the canary's first step running (seen {seen[-1:]}; {pods_now(models)})",
+            lambda: (
+                f"the canary's first step running (seen {seen[-1:]}; "
+                f"pods {[pod_states(p) for p in models.pods()]})"
+            ),
             400,
         )
         step_started = time.monotonic()

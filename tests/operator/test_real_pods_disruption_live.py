@@ -18,7 +18,7 @@ import pytest
 import requests
 from bad_artifacts import shuffled_tokens_artifact
 from kube_cluster import Cluster, NodeHandle, OperatorProcess, eventually
-from live import VERSION_LABEL, Models, condition, is_ready
+from live import VERSION_LABEL, Models, condition, is_ready, pod_states
 from real_pods import (
     CLUSTER_CA_BUNDLE,
     DEMO_URI,
@@ -68,19 +68,6 @@ def load_failure(pods: list[dict[str, Any]], version: str) -> str | None:
                 if exited.get("exitCode") == 3:
                     return str(exited.get("message", ""))
     return None
-
-
-def pod_states(pod: dict[str, Any]) -> tuple[Any, ...]:
-    """A pod's name, version, phase and container states (for a wait that timed out)."""
-    statuses = (pod["status"].get("initContainerStatuses") or []) + (
-        pod["status"].get("containerStatuses") or []
-    )
-    return (
-        pod["metadata"]["name"],
-        pod["metadata"]["labels"].get(VERSION_LABEL),
-        pod["status"].get("phase"),
-        [(s["name"], s.get("state"), s.get("lastState")) for s in statuses],
-    )
 
 
 def no_restarts(models: Models) -> dict[str, Any]:
